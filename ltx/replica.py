@@ -1,0 +1,87 @@
+"""A replica: the LTX files of one database in an object store, laid out as Litestream 0.5.17 does.
+
+`file://ROOT` keeps level L under `ltx/<L>/`; `s3://BUCKET/PATH` under `<L as %04x>/`. Keys that
+are not LTX file names are skipped when listing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+from ltx.names import MAX_TXID, format_filename, parse_filename
+from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo
+from ltx.reader import FileIndex, read_file_index
+from ltx.store import ObjectStore, open_store
+
+LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
+#: Threads used to list levels and fetch indexes in parallel.
+DEFAULT_PARALLELISM = 16
+
+
+def level_prefix(scheme: str, level: int) -> str:
+    """The key prefix of a level for a backend scheme ('file' or 's3')."""
+    return f"ltx/{level}/" if scheme == "file" else f"{level:04x}/"
+
+
+class Replica:
+    """The LTX files of one database in one store."""
+
+    def __init__(self, store: ObjectStore, scheme: str) -> None:
+        self.store = store
+        self.scheme = scheme
+
+    @classmethod
+    def open(cls, url: str) -> Replica:
+        """Open the replica at a Litestream replica URL."""
+        scheme = "file" if url.startswith("file:") or url.startswith("/") else url.split(":", 1)[0]
+        return cls(open_store(url), scheme)
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    def key(self, level: int, min_txid: int, max_txid: int) -> str:
+        return level_prefix(self.scheme, level) + format_filename(min_txid, max_txid)
+
+    def list_level(self, level: int, seek: int = 0) -> list[LTXFileInfo]:
+        """A level's files with min TXID >= `seek`, sorted by (min, max) TXID."""
+        return list(self.iter_level(level, seek))
+
+    def iter_level(self, level: int, seek: int = 0) -> Iterator[LTXFileInfo]:
+        prefix = level_prefix(self.scheme, level)
+        start_after = prefix + format_filename(seek - 1, MAX_TXID) if seek > 1 else ""
+        for obj in self.store.list(prefix, start_after):
+            rest = obj.key[len(prefix):]
+            txids = parse_filename(rest)
+            if txids is None:
+                continue
+            yield LTXFileInfo(level, txids[0], txids[1], obj.size, obj.modified, obj.key)
+
+    def list_levels(self, levels: tuple[int, ...] = LEVELS, seeks: dict[int, int] | None = None,
+                    parallelism: int = DEFAULT_PARALLELISM) -> dict[int, list[LTXFileInfo]]:
+        """List several levels at once, in parallel (one round trip when each fits one LIST page)."""
+        seeks = seeks or {}
+        with ThreadPoolExecutor(max_workers=min(parallelism, len(levels)) or 1) as pool:
+            results = pool.map(lambda lvl: self.list_level(lvl, seeks.get(lvl, 0)), levels)
+            return dict(zip(levels, results, strict=True))
+
+    def open_file(self, info: LTXFileInfo) -> BinaryIO:
+        return self.store.open(info.key)
+
+    def read_index(self, info: LTXFileInfo) -> FileIndex:
+        return read_file_index(self.store, info.key)
+
+    def put_file(self, level: int, min_txid: int, max_txid: int, data: bytes | BinaryIO,
+                 timestamp_ms: int, if_absent: bool = True) -> str:
+        """Store one LTX file; with `if_absent` a taken name raises ObjectExistsError."""
+        key = self.key(level, min_txid, max_txid)
+        self.store.put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
+        return key
+
+    def delete_file(self, info: LTXFileInfo) -> None:
+        self.store.delete(info.key)
+
+    def close(self) -> None:
+        self.store.close()
