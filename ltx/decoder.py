@@ -19,11 +19,12 @@ from ltx.errors import (
     LTXLockPageError,
     LTXPageError,
     LTXPageOrderError,
+    LTXTrailerError,
     LTXTruncatedError,
 )
 from ltx.frame import FRAME_PREFIX_SIZE, PAGE_HEADER_SIZE, PageHeader, decompress_page, lz4_bound
 from ltx.header import HEADER_SIZE, Header
-from ltx.index import INDEX_SIZE_FIELD, PageIndex
+from ltx.index import INDEX_SIZE_FIELD, PageIndex, read_uvarint
 from ltx.trailer import TRAILER_SIZE, Trailer
 
 _SIZE = struct.Struct(">I")
@@ -116,17 +117,16 @@ class Decoder:
             if not more:
                 break
             tail += more
-        if len(tail) > limit:
-            raise LTXIndexError(name, index_start, f"more than {limit} bytes after the pages: the index or "
-                                                   "trailer is malformed, or bytes follow the trailer")
-        if len(tail) < 1 + INDEX_SIZE_FIELD + TRAILER_SIZE:
+        # Walk the index entries forward to their terminator: a file cut short is then told apart
+        # from a malformed index, and bytes after the trailer are found where they start.
+        body_len = _index_body_length(tail, name, index_start, too_long=len(tail) > limit)
+        trailer_off = body_len + INDEX_SIZE_FIELD
+        end = trailer_off + TRAILER_SIZE
+        if len(tail) < end:
             raise LTXTruncatedError(name, index_start + len(tail), "file ends inside the index or trailer")
-        trailer_off = len(tail) - TRAILER_SIZE
-        (declared,) = _U64.unpack_from(tail, trailer_off - INDEX_SIZE_FIELD)
-        if declared != trailer_off - INDEX_SIZE_FIELD:
-            raise LTXIndexError(name, index_start + trailer_off - INDEX_SIZE_FIELD,
-                                f"index length field says {declared} bytes, the file has "
-                                f"{trailer_off - INDEX_SIZE_FIELD}")
+        if len(tail) > end:
+            at_least = "at least " if len(tail) > limit else ""
+            raise LTXTrailerError(name, index_start + end, f"{at_least}{len(tail) - end} bytes follow the trailer")
         index = PageIndex.decode(memoryview(tail)[:trailer_off], name, index_start)
         if index != self._frames:
             raise LTXIndexError(name, index_start, self._describe_mismatch(index))
@@ -154,3 +154,19 @@ class Decoder:
         return self.trailer
 
 
+def _index_body_length(tail: bytes, name: str, base: int, too_long: bool) -> int:
+    """Bytes of index entries plus terminator at the start of `tail`. `too_long`: `tail` was cut
+    at the decoder's bound, so running out of bytes means a malformed index, not a short file."""
+    pos = 0
+    try:
+        while True:
+            pgno, pos = read_uvarint(tail, pos, name, base)
+            if pgno == 0:
+                return pos
+            _, pos = read_uvarint(tail, pos, name, base)
+            _, pos = read_uvarint(tail, pos, name, base)
+    except LTXTruncatedError:
+        if too_long:
+            raise LTXIndexError(name, base, f"page index runs past {len(tail)} bytes, more than the pages "
+                                            "read need") from None
+        raise

@@ -103,18 +103,23 @@ class PageIndex:
         if declared != body_len:
             raise LTXIndexError(name, base + body_len, f"index length field {declared} != {body_len}")
         index = cls()
+        body = memoryview(data)[:body_len]
         pos = 0
         prev = 0
-        while True:
-            pgno, pos = read_uvarint(data, pos, name, base)
-            if pgno == 0:
-                break
-            offset, pos = read_uvarint(data, pos, name, base)
-            size, pos = read_uvarint(data, pos, name, base)
-            if pgno <= prev or pgno > 0xFFFFFFFF:
-                raise LTXIndexError(name, base + pos, f"page index entry {pgno} out of order after {prev}")
-            index.append(pgno, offset, size)
-            prev = pgno
+        try:
+            while True:
+                pgno, pos = read_uvarint(body, pos, name, base)
+                if pgno == 0:
+                    break
+                offset, pos = read_uvarint(body, pos, name, base)
+                size, pos = read_uvarint(body, pos, name, base)
+                if pgno <= prev or pgno > 0xFFFFFFFF:
+                    raise LTXIndexError(name, base + pos, f"page index entry {pgno} out of order after {prev}")
+                index.append(pgno, offset, size)
+                prev = pgno
+        except LTXTruncatedError as exc:
+            raise LTXIndexError(name, exc.offset, f"page index entries run past its {body_len}-byte length "
+                                                  "(no terminator)") from exc
         if pos != body_len:
             raise LTXIndexError(name, base + pos, f"{body_len - pos} stray bytes after the index terminator")
         return index

@@ -141,7 +141,7 @@ def open_database(path: str | os.PathLike[str], page_size: int = 4096, journal_m
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute(f"PRAGMA page_size = {int(page_size)}")
     mode = conn.execute(f"PRAGMA journal_mode = {journal_mode}").fetchall()[0][0]
-    if mode.lower() != journal_mode.lower():
+    if str(mode).lower() != journal_mode.lower():
         raise RuntimeError(f"{path}: journal_mode {journal_mode} refused (got {mode})")
     return conn
 

@@ -1,0 +1,113 @@
+"""Build LTX files in code for the codec tests: seeded pages, encoded files, hand-assembled ones.
+
+`assemble` writes a file byte by byte without the encoder's checks (so tests can craft a lock
+page, pages out of order, a lying index) and still computes a correct file checksum, so that the
+decoder's specific check, not the checksum, is what a test sees fail.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import lz4.block
+
+from ltx.checksum import crc64_update, file_checksum
+from ltx.decoder import Decoder
+from ltx.encoder import Encoder
+from ltx.frame import END_OF_PAGES, PAGE_FLAG_SIZE
+from ltx.header import Header
+from ltx.index import PageIndex
+
+Pages = dict[int, bytes]
+
+
+def make_page(rng: random.Random, page_size: int) -> bytes:
+    """A page that is part noise, part runs: compresses somewhat, like real pages."""
+    cut = rng.randrange(page_size + 1)
+    return rng.randbytes(cut) + bytes([rng.randrange(256)]) * (page_size - cut)
+
+
+def make_pages(seed: int, page_size: int, pgnos: Iterable[int]) -> Pages:
+    rng = random.Random(seed)
+    return {p: make_page(rng, page_size) for p in pgnos}
+
+
+def snapshot_pgnos(header: Header) -> list[int]:
+    """Every page a snapshot with this header holds: 1..commit without the lock page."""
+    return [p for p in range(1, header.commit + 1) if p != header.lock_pgno]
+
+
+def encode(header: Header, pages: Pages, name: str = "test.ltx") -> bytes:
+    """Encode `pages` (written in page order) under `header` with the real encoder."""
+    out = io.BytesIO()
+    enc = Encoder(out, header, name)
+    for pgno in sorted(pages):
+        enc.write_page(pgno, pages[pgno])
+    enc.close()
+    return out.getvalue()
+
+
+def decode(data: bytes, name: str = "test.ltx") -> tuple[Header, Pages]:
+    """Decode a whole file (every check runs); return its header and pages."""
+    dec = Decoder(io.BytesIO(data), name)
+    pages = dict(dec.pages())
+    return dec.header, pages
+
+
+def snapshot(page_size: int, commit: int, seed: int = 1, max_txid: int = 1,
+             timestamp: int = 1000) -> tuple[bytes, Pages]:
+    header = Header(page_size=page_size, commit=commit, min_txid=1, max_txid=max_txid, timestamp=timestamp)
+    pages = make_pages(seed, page_size, snapshot_pgnos(header))
+    return encode(header, pages), pages
+
+
+def incremental(page_size: int, commit: int, pgnos: Iterable[int], min_txid: int, max_txid: int | None = None,
+                seed: int = 2, timestamp: int = 2000) -> tuple[bytes, Pages]:
+    header = Header(page_size=page_size, commit=commit, min_txid=min_txid,
+                    max_txid=min_txid if max_txid is None else max_txid, timestamp=timestamp)
+    pages = make_pages(seed, page_size, pgnos)
+    return encode(header, pages), pages
+
+
+@dataclass
+class RawFrame:
+    """One page frame as it will be written: page number, flags, LZ4 block, and the page the
+    checksum covers (normally what the block decompresses to)."""
+
+    pgno: int
+    page: bytes
+    block: bytes | None = None
+    flags: int = PAGE_FLAG_SIZE
+    size_field: int | None = None
+
+    def raw_block(self) -> bytes:
+        return self.block if self.block is not None else lz4.block.compress(self.page, store_size=False)
+
+
+def assemble(header: Header | bytes, frames: Sequence[RawFrame], index: bytes | None = None,
+             post_apply: int = 0, checksum: int | None = None) -> bytes:
+    """Write a file by hand: header, frames, end marker, index (from the frames unless given),
+    trailer with a correct file checksum (unless `checksum` is given)."""
+    raw_header = header.encode() if isinstance(header, Header) else header
+    out = bytearray(raw_header)
+    crc = crc64_update(0, raw_header)
+    built = PageIndex()
+    for f in frames:
+        block = f.raw_block()
+        prefix = struct.pack(">IHI", f.pgno, f.flags, len(block) if f.size_field is None else f.size_field)
+        built.append(f.pgno, len(out), len(prefix) + len(block))
+        out += prefix + block
+        crc = crc64_update(crc64_update(crc, prefix), f.page)
+    tail = END_OF_PAGES + (built.encode() if index is None else index)
+    post = struct.pack(">Q", post_apply)
+    crc = crc64_update(crc64_update(crc, tail), post)
+    out += tail + post + struct.pack(">Q", file_checksum(crc) if checksum is None else checksum)
+    return bytes(out)
+
+
+def frames_of(pages: Pages) -> list[RawFrame]:
+    return [RawFrame(p, pages[p]) for p in sorted(pages)]
