@@ -1,0 +1,357 @@
+"""`ltxctl`: the operator's CLI for LTX replicas (ls, info, verify, import, restore, compact).
+
+Every command takes a Litestream replica URL. Errors are one line on stderr and a non-zero
+exit, never a traceback: `describe_error` maps every known exception to that line, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from ltx.compactor import LTXCompactionError
+from ltx.errors import LTXError
+from ltx.names import format_txid, parse_txid
+from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, RestorePlanError
+from ltx.store import InvalidURLError, StoreError
+
+#: Exit codes: a failure, a usage error (click's), an interrupt.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: Set to 1 to get a traceback for an unexpected error (for developers).
+DEBUG_ENV = "LTXCTL_DEBUG"
+PROG = "ltxctl"
+
+app = typer.Typer(name=PROG, help="Inspect, verify, import, restore and compact LTX replicas "
+                                  "(Litestream 0.5 layout, file:// and s3:// URLs).",
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+class CLIError(Exception):
+    """A bad option value or another condition the CLI reports as is."""
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Go duration as Litestream's config takes it: `30s`, `5m`, `24h`, `1h30m`, `0`."""
+    s = text.strip()
+    if s in ("0", "+0", "-0"):
+        return timedelta(0)
+    sign = -1.0 if s.startswith("-") else 1.0
+    s = s.lstrip("+-")
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            raise CLIError(f"invalid duration {text!r} (use Go's form, e.g. 30s, 5m, 24h, 1h30m)")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not s:
+        raise CLIError(f"invalid duration {text!r}")
+    return timedelta(seconds=sign * total)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 time with a zone (`2024-05-01T12:00:00Z`)."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise CLIError(f"invalid timestamp {text!r} (use RFC 3339, e.g. 2024-05-01T12:00:00Z)") from exc
+    if t.tzinfo is None:
+        raise CLIError(f"timestamp {text!r} has no time zone (add Z or an offset such as +02:00)")
+    return t
+
+
+def parse_txid_option(text: str) -> int:
+    try:
+        txid = parse_txid(text.strip().removeprefix("0x"))
+    except ValueError as exc:
+        raise CLIError(f"invalid TXID {text!r} (give it in hex, as Litestream prints it)") from exc
+    if txid == 0:
+        raise CLIError("TXID 0 does not exist (the first transaction is 0000000000000001)")
+    return txid
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+_context: dict[str, str] = {"url": ""}
+
+
+def describe_error(exc: BaseException, url: str = "") -> str:
+    """The one line an exception becomes on stderr."""
+    from ltx.compaction import CompactionError
+    from ltx.importer import DatabaseImportError
+    from ltx.restore import RestoreError
+
+    where = url.rstrip("/")
+    if isinstance(exc, RestorePlanError | StoreError | InvalidURLError | RestoreError | DatabaseImportError
+                  | CompactionError | CLIError):
+        text = str(exc)
+    elif isinstance(exc, LTXCompactionError):
+        text = f"cannot merge {where + '/' if where else ''}{exc.name}: {exc.reason}"
+    elif isinstance(exc, LTXError):
+        obj = f"{where}/{exc.name}" if where and exc.name else exc.name or "LTX file"
+        text = f"corrupt LTX file {obj} at offset {exc.offset}: {exc.reason}"
+    elif isinstance(exc, OSError):
+        target = exc.filename if exc.filename is not None else ""
+        text = f"{target}: {exc.strerror or exc}" if target else str(exc.strerror or exc)
+    else:
+        text = f"unexpected error: {type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+@contextmanager
+def _replica(url: str) -> Iterator[Any]:
+    from ltx.replica import Replica
+
+    _context["url"] = url
+    replica = Replica.open(url)
+    _context["url"] = replica.url
+    try:
+        yield replica
+    finally:
+        replica.close()
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+UrlArg = Annotated[str, typer.Argument(help="Replica URL: file:///path or s3://bucket/path?endpoint=…")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+@app.command("ls")
+def ls_cmd(url: UrlArg, level: Annotated[int | None, typer.Option("--level", "-l", min=0, max=SNAPSHOT_LEVEL,
+                                                                  help="Only this level (0-9).")] = None,
+           as_json: JsonOpt = False) -> None:
+    """List every LTX file per level: TXIDs, size and creation time."""
+    from ltx.info import file_record, format_time
+    from ltx.replica import LEVELS
+
+    with _replica(url) as replica:
+        levels = replica.list_levels((level,) if level is not None else LEVELS)
+    files = [f for lvl in sorted(levels) for f in levels[lvl]]
+    if as_json:
+        _echo_json([file_record(f) for f in files])
+        return
+    typer.echo(f"{'level':>5}  {'min_txid':16}  {'max_txid':16}  {'size':>12}  created")
+    for f in files:
+        typer.echo(f"{f.level:>5}  {format_txid(f.min_txid)}  {format_txid(f.max_txid)}  {f.size:>12}  "
+                   f"{format_time(f.created_at)}")
+
+
+@app.command("info")
+def info_cmd(url: UrlArg, as_json: JsonOpt = False) -> None:
+    """Current TXID, page size, database size, files per level, newest snapshot, restore plan."""
+    from ltx.info import format_time, replica_info
+
+    with _replica(url) as replica:
+        info = replica_info(replica)
+    if as_json:
+        _echo_json(info.record())
+        return
+    lines = [
+        f"url:             {info.url}",
+        f"txid:            {format_txid(info.txid)}",
+        f"updated:         {format_time(info.updated)}",
+        f"page size:       {info.page_size}",
+        f"database size:   {info.commit} pages, {info.database_size} bytes ({human_size(info.database_size)})",
+    ]
+    snap = info.newest_snapshot
+    lines.append(f"newest snapshot: {snap.key} ({format_time(snap.created_at)})" if snap else "newest snapshot: none")
+    lines.append("levels:")
+    for lvl in info.levels:
+        lines.append(f"  {lvl.level}: {lvl.files:>6} files {human_size(lvl.bytes):>11}  TXIDs "
+                     f"{format_txid(lvl.min_txid)}-{format_txid(lvl.max_txid)}")
+    lines.append(f"restore plan:    {len(info.plan)} files, {human_size(sum(f.size for f in info.plan))}")
+    for f in info.plan:
+        lines.append(f"  {f.key}")
+    typer.echo("\n".join(lines))
+
+
+@app.command("verify")
+def verify_cmd(url: UrlArg, parallelism: Annotated[int, typer.Option(min=1, help="Files decoded at once.")] = 8
+               ) -> None:
+    """Decode every file, check checksums, each level's contiguity and the restore plan.
+    Prints one line per problem; exits 1 when anything is wrong."""
+    from ltx.verify import Verifier
+
+    found = 0
+    with _replica(url) as replica:
+        verifier = Verifier(replica, parallelism)
+        for problem in verifier.problems():
+            found += 1
+            typer.echo(str(problem))
+    stats = verifier.stats
+    summary = f"{stats.files} files, {human_size(stats.bytes)} checked"
+    if found:
+        typer.echo(f"{found} problem{'s' if found != 1 else ''} found ({summary})", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+    typer.echo(f"ok: {summary}", err=True)
+
+
+@app.command("import")
+def import_cmd(db: Annotated[str, typer.Argument(help="The SQLite database to seed the replica from.")],
+               url: UrlArg,
+               force: Annotated[bool, typer.Option("--force", help="Replace the files of a non-empty replica.")]
+               = False) -> None:
+    """Seed a replica from a SQLite database: a TXID-1 snapshot at level 0 and level 9."""
+    from ltx.importer import import_database
+
+    with _replica(url) as replica:
+        result = import_database(db, replica, force=force)
+    note = f", replacing {result.deleted} files" if result.deleted else ""
+    typer.echo(f"imported {db} as TXID {format_txid(1)}: {result.commit} pages of {result.page_size} bytes"
+               f" ({human_size(result.file_size)} LTX){note}")
+    for key in result.keys:
+        typer.echo(f"  wrote {key}")
+
+
+@app.command("restore")
+def restore_cmd(
+    url: UrlArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="Path of the restored database.")],
+    txid: Annotated[str | None, typer.Option("--txid", help="Restore to this TXID (hex).")] = None,
+    timestamp: Annotated[str | None, typer.Option("--timestamp", help="Restore the state as of this RFC 3339 "
+                                                                      "time.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    parallelism: Annotated[int, typer.Option(min=1, max=256, help="Range GETs in flight.")] = 8,
+    integrity_check: Annotated[str, typer.Option("--integrity-check", help="Check the result: none, quick, "
+                                                                          "full.")] = "none",
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a "
+                                                                                 "terminal).")] = None,
+) -> None:
+    """Restore the database (latest, or at --txid / --timestamp) as `litestream restore` would."""
+    from ltx.restore import INTEGRITY_CHECKS, restore
+
+    if txid is not None and timestamp is not None:
+        raise CLIError("give --txid or --timestamp, not both")
+    if integrity_check not in INTEGRITY_CHECKS:
+        raise CLIError(f"--integrity-check must be one of {', '.join(INTEGRITY_CHECKS)}")
+    target_txid = parse_txid_option(txid) if txid is not None else 0
+    target_time = parse_timestamp(timestamp) if timestamp is not None else None
+    show = sys.stderr.isatty() if progress is None else progress
+    with _replica(url) as replica, _progress_bar(show) as on_progress:
+        result = restore(replica, output, txid=target_txid, timestamp=target_time, force=force,
+                         parallelism=parallelism, progress=on_progress, integrity=integrity_check)
+    typer.echo(f"restored {result.path} at TXID {format_txid(result.txid)}: {result.commit} pages of "
+               f"{result.page_size} bytes from {len(result.plan)} files ({human_size(result.bytes_fetched)})")
+
+
+@contextmanager
+def _progress_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not show:
+        yield None
+        return
+    with ExitStack() as stack:
+        bar: Any = None
+        shown = 0
+
+        def update(done: int, total: int) -> None:
+            nonlocal bar, shown
+            if bar is None:
+                bar = stack.enter_context(typer.progressbar(length=total, label="restoring", file=sys.stderr))
+            bar.update(done - shown)
+            shown = done
+
+        yield update
+
+
+@app.command("compact")
+def compact_cmd(
+    url: UrlArg,
+    level: Annotated[int | None, typer.Option("--level", min=1, max=SNAPSHOT_LEVEL,
+                                              help="Compact into this level only (1-8; 9 takes a snapshot).")] = None,
+    all_levels: Annotated[bool, typer.Option("--all", help="Every level in turn, then a snapshot (the "
+                                                          "default).")] = False,
+    l0_retention: Annotated[str, typer.Option("--l0-retention", help="Keep level-0 files this long after level 1 "
+                                                                     "covers them.")] = "5m",
+    snapshot_retention: Annotated[str, typer.Option("--snapshot-retention", help="Keep snapshots this long.")]
+    = "24h",
+    retention: Annotated[bool, typer.Option("--retention/--no-retention", help="Apply retention after "
+                                                                               "compacting.")] = True,
+    scheduled: Annotated[bool, typer.Option("--scheduled", help="Skip levels whose Litestream interval "
+                                                                "(30s, 5m, 1h, snapshot 24h) has not passed.")]
+    = False,
+) -> None:
+    """One compaction step per level by Litestream's rules, a level-9 snapshot, and retention."""
+    from ltx.compaction import (
+        DEFAULT_COMPACTION_INTERVALS,
+        DEFAULT_SNAPSHOT_INTERVAL,
+        highest_level,
+        run,
+    )
+
+    if level is not None and all_levels:
+        raise CLIError("give --level or --all, not both")
+    if level is not None and level > MAX_COMPACTION_LEVEL and level != SNAPSHOT_LEVEL:
+        raise CLIError(f"--level must be 1-{MAX_COMPACTION_LEVEL} or {SNAPSHOT_LEVEL}")
+    l0_keep = parse_duration(l0_retention)
+    snap_keep = parse_duration(snapshot_retention)
+    intervals = {**DEFAULT_COMPACTION_INTERVALS, SNAPSHOT_LEVEL: DEFAULT_SNAPSHOT_INTERVAL} if scheduled else None
+    with _replica(url) as replica:
+        levels = [level] if level is not None else [*range(1, highest_level(replica) + 1), SNAPSHOT_LEVEL]
+        report = run(replica, levels, l0_retention=l0_keep, snapshot_retention=snap_keep, retention=retention,
+                     intervals=intervals)
+    for step in report.steps:
+        if step.file is not None:
+            typer.echo(f"level {step.level}: wrote {step.file.key} from {len(step.inputs)} files "
+                       f"({human_size(step.file.size)})")
+        else:
+            typer.echo(f"level {step.level}: nothing to do ({step.reason})")
+    for f in report.deleted:
+        typer.echo(f"deleted {f.key}")
+    if retention:
+        typer.echo(f"retention: {len(report.deleted)} files deleted")
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code. Every failure becomes one line on stderr."""
+    try:
+        rv = app(args=argv, prog_name=PROG, standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors (exit code 2) and the like
+        return fail(" ".join(exc.format_message().split()), getattr(exc, "exit_code", EXIT_USAGE))
+    except (typer.Abort, KeyboardInterrupt):
+        return fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes a line
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        return fail(describe_error(exc, _context["url"]))
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
