@@ -41,13 +41,13 @@ def snapshot_pgnos(header: Header) -> list[int]:
     return [p for p in range(1, header.commit + 1) if p != header.lock_pgno]
 
 
-def encode(header: Header, pages: Pages, name: str = "test.ltx") -> bytes:
+def encode(header: Header, pages: Pages, name: str = "test.ltx", post_apply: int = 0) -> bytes:
     """Encode `pages` (written in page order) under `header` with the real encoder."""
     out = io.BytesIO()
     enc = Encoder(out, header, name)
     for pgno in sorted(pages):
         enc.write_page(pgno, pages[pgno])
-    enc.close()
+    enc.close(post_apply)
     return out.getvalue()
 
 
