@@ -1,0 +1,49 @@
+"""Errors raised by blockmap.
+
+File-system operations fail like the OS does: an `OSError` subclass with the right `errno` and the
+path concerned (`fs_error`). Damage found in the metadata or in the block objects is a
+`BlockmapError` naming the object and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+#: ENOATTR is ENODATA on Linux (what getxattr(2) returns for a missing attribute).
+ENOATTR = getattr(_errno, "ENOATTR", _errno.ENODATA)
+
+
+def fs_error(code: int, path: str | bytes | None = None, path2: str | bytes | None = None) -> OSError:
+    """Build the OSError subclass that the OS would raise for `code` (FileNotFoundError for ENOENT...)."""
+    message = os.strerror(code)
+    if path2 is not None:
+        return OSError(code, message, path, None, path2)
+    if path is not None:
+        return OSError(code, message, path)
+    return OSError(code, message)
+
+
+class BlockmapError(Exception):
+    """Base class: something about volume `what` is wrong (`reason`)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
+
+
+class VolumeFormatError(BlockmapError):
+    """The volume's settings are missing, unreadable, or use a feature blockmap does not support."""
+
+
+class CorruptMetadataError(BlockmapError):
+    """A metadata row is malformed (a slice list that is not a multiple of 24 bytes, a bad counter...)."""
+
+
+class BlockError(BlockmapError):
+    """A block object is missing or has the wrong size."""
+
+
+class InvalidMetaURLError(BlockmapError):
+    """A metadata URL blockmap cannot open."""

@@ -1,0 +1,199 @@
+"""File contents in the metadata: appending slice records (write), hole records (truncate), and
+reading a byte range back through the chunks' visible views.
+
+A write's blocks are uploaded before `commit_write` runs, so the metadata never points at an
+object that is not there yet.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import apsw
+
+from blockmap.blocks import BlockStore
+from blockmap.errors import fs_error
+from blockmap.meta import as_int
+from blockmap.namespace import OpContext, Released, drop_chunk_refs, now_ns
+from blockmap.node import TYPE_DIRECTORY, TYPE_FILE, Node, get_node, update_node
+from blockmap.paths import PathLike
+from blockmap.slices import CHUNK_SIZE, SLICE_RECORD_SIZE, SliceRecord, build_view, decode_records, hole
+
+#: Chunks a shrinking truncate drops inside its own transaction.
+TRUNCATE_DROP_CHUNKS = 1024
+#: Largest piece fetched per block read while assembling a range.
+READ_PIECE = 4 << 20
+
+_APPEND_SQL = (
+    "INSERT INTO jfs_chunk (inode, indx, slices) VALUES (?, ?, ?)"
+    " ON CONFLICT (inode, indx) DO UPDATE SET slices = CAST(slices || excluded.slices AS BLOB)"
+)
+
+
+def append_records(cursor: apsw.Cursor, inode: int, indx: int, data: bytes) -> None:
+    """Append encoded records to chunk (inode, indx), creating the row if needed (kept a BLOB)."""
+    cursor.execute(_APPEND_SQL, (inode, indx, data))
+
+
+def chunk_record_count(cursor: apsw.Cursor, inode: int, indx: int) -> int:
+    row = cursor.execute(
+        "SELECT length(CAST(slices AS BLOB)) FROM jfs_chunk WHERE inode = ? AND indx = ?", (inode, indx)
+    ).fetchone()
+    return 0 if row is None else int(row[0]) // SLICE_RECORD_SIZE
+
+
+def _file_node(cursor: apsw.Cursor, inode: int, path: PathLike) -> Node:
+    node = get_node(cursor, inode)
+    if node is None:
+        raise fs_error(errno.ENOENT, path)
+    if node.type == TYPE_DIRECTORY:
+        raise fs_error(errno.EISDIR, path)
+    if node.type != TYPE_FILE:
+        raise fs_error(errno.EINVAL, path)
+    return node
+
+
+@dataclass(frozen=True)
+class WritePiece:
+    """A new slice placed in chunk `indx` (its record's `pos` is the chunk offset)."""
+
+    indx: int
+    record: SliceRecord
+
+    @property
+    def file_end(self) -> int:
+        return self.indx * CHUNK_SIZE + self.record.end
+
+
+def commit_write(
+    cursor: apsw.Cursor,
+    ctx: OpContext,
+    inode: int,
+    pieces: list[WritePiece],
+    path: PathLike,
+    mtime_ns: int | None = None,
+) -> dict[int, int]:
+    """Record uploaded slices in a file (JuiceFS doWrite, for one or more slices at once).
+
+    Returns the number of records now in each chunk written (to decide on compaction)."""
+    node = _file_node(cursor, inode, path)
+    old_length = node.length
+    new_length = max([old_length] + [p.file_end for p in pieces])
+    ns = now_ns()
+    node.length = new_length
+    node.set_mtime(ns if mtime_ns is None else mtime_ns)
+    node.set_ctime(ns)
+    for p in pieces:
+        append_records(cursor, inode, p.indx, p.record.encode())
+        cursor.execute(
+            "INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, ?, 1)", (p.record.id, p.record.size)
+        )
+    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
+    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, new_length)
+    return {p.indx: chunk_record_count(cursor, inode, p.indx) for p in pieces}
+
+
+def truncate(
+    cursor: apsw.Cursor, ctx: OpContext, inode: int, length: int, path: PathLike
+) -> tuple[Node, Released]:
+    """Set a file's length (JuiceFS doTruncate): the bytes between the old and new length become a
+    hole, so a later extension reads zeros. When shrinking, chunks wholly past the new length are
+    dropped at once (up to TRUNCATE_DROP_CHUNKS; beyond that they get hole records, as in JuiceFS),
+    which readers cannot tell apart and which gives their slices back now."""
+    if length < 0:
+        raise fs_error(errno.EINVAL, path)
+    node = _file_node(cursor, inode, path)
+    released = Released()
+    if length == node.length:
+        return node, released
+    left, right = sorted((node.length, length))
+    first = left // CHUNK_SIZE
+    coff = left % CHUNK_SIZE
+    last = right // CHUNK_SIZE
+    dropped: set[int] = set()
+    if length < node.length:
+        rows = cursor.execute(
+            "SELECT indx, CAST(slices AS BLOB) FROM jfs_chunk WHERE inode = ? AND indx >= ? ORDER BY indx LIMIT ?",
+            (inode, -(-length // CHUNK_SIZE), TRUNCATE_DROP_CHUNKS),
+        ).fetchall()
+        for indx, blob in rows:
+            drop_chunk_refs(cursor, decode_records(blob, f"chunk {inode}:{indx}"), released)
+            cursor.execute("DELETE FROM jfs_chunk WHERE inode = ? AND indx = ?", (inode, indx))
+            dropped.add(as_int(indx))
+    if right > (first + 1) * CHUNK_SIZE:
+        if first not in dropped:
+            append_records(cursor, inode, first, hole(coff, CHUNK_SIZE - coff).encode())
+        full = hole(0, CHUNK_SIZE).encode()
+        if last - first > 1:
+            rows = cursor.execute(
+                "SELECT indx FROM jfs_chunk WHERE inode = ? AND indx > ? AND indx < ?", (inode, first, last)
+            ).fetchall()
+            for (indx,) in rows:
+                append_records(cursor, inode, as_int(indx), full)
+        if right % CHUNK_SIZE and last not in dropped:
+            append_records(cursor, inode, last, hole(0, right % CHUNK_SIZE).encode())
+    elif first not in dropped:
+        append_records(cursor, inode, first, hole(coff, right - left).encode())
+    old_length = node.length
+    ns = now_ns()
+    node.length = length
+    node.set_mtime(ns)
+    node.set_ctime(ns)
+    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
+    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length)
+    return node, released
+
+
+@dataclass
+class ReadPlan:
+    """A file's length and the records of the chunks a read touches, taken in one transaction."""
+
+    length: int
+    chunks: dict[int, list[SliceRecord]]
+
+
+def plan_read(cursor: apsw.Cursor, inode: int, offset: int, size: int, path: PathLike) -> ReadPlan:
+    node = _file_node(cursor, inode, path)
+    end = min(node.length, offset + size) if size >= 0 else node.length
+    chunks: dict[int, list[SliceRecord]] = {}
+    if end > offset:
+        rows = cursor.execute(
+            "SELECT indx, CAST(slices AS BLOB) FROM jfs_chunk WHERE inode = ? AND indx >= ? AND indx <= ?",
+            (inode, offset // CHUNK_SIZE, (end - 1) // CHUNK_SIZE),
+        ).fetchall()
+        for indx, blob in rows:
+            chunks[as_int(indx)] = decode_records(blob, f"chunk {inode}:{indx}")
+    return ReadPlan(node.length, chunks)
+
+
+def iter_range(blocks: BlockStore, plan: ReadPlan, offset: int, size: int) -> Iterator[bytes]:
+    """Yield the bytes of [offset, offset+size) (clamped to the file length) piece by piece."""
+    end = min(plan.length, offset + size) if size >= 0 else plan.length
+    pos = offset
+    while pos < end:
+        indx, coff = divmod(pos, CHUNK_SIZE)
+        chunk_end = min(end, (indx + 1) * CHUNK_SIZE) - indx * CHUNK_SIZE
+        view = build_view(plan.chunks.get(indx, []))
+        at = coff
+        for seg in view:
+            if seg.end <= at:
+                continue
+            if seg.pos >= chunk_end:
+                break
+            start = max(at, seg.pos)
+            stop = min(chunk_end, seg.end)
+            while start < stop:
+                n = min(stop - start, READ_PIECE)
+                if seg.id == 0:
+                    yield bytes(n)
+                else:
+                    yield blocks.read(seg.id, seg.size, seg.off + (start - seg.pos), n)
+                start += n
+            at = stop
+        while at < chunk_end:  # past the last record: zeros
+            n = min(chunk_end - at, READ_PIECE)
+            yield bytes(n)
+            at += n
+        pos = indx * CHUNK_SIZE + chunk_end

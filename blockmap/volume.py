@@ -1,0 +1,717 @@
+"""`Volume`: a JuiceFS 1.4-compatible file system whose metadata is one SQLite database and whose
+bytes are immutable block objects.
+
+Every metadata operation is one short transaction (one LTX file once the database lives in
+ltxvfs). Blocks are uploaded before the transaction that refers to them, and deleted only after
+the transaction that dropped the last reference, so a crash leaves at most unreferenced objects
+(which `gc` finds), never a reference to a missing one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, TypeVar
+
+import apsw
+
+from blockmap import namespace as ns
+from blockmap.accounting import Accounting
+from blockmap.blocks import BlockStore, SliceWriter
+from blockmap.counters import (
+    INITIAL_COUNTERS,
+    TOTAL_INODES,
+    USED_SPACE,
+    IdAllocator,
+    get_counter,
+    incr_counter,
+)
+from blockmap.errors import ENOATTR, VolumeFormatError, fs_error
+from blockmap.fileio import File, parse_mode
+from blockmap.files import WritePiece, commit_write, iter_range, plan_read, truncate
+from blockmap.meta import MetaDB, as_bytes, as_int, connect_meta
+from blockmap.node import (
+    MAX_SYMLINK,
+    ROOT_INODE,
+    TRASH_INODE,
+    TYPE_DIRECTORY,
+    TYPE_FILE,
+    TYPE_SYMLINK,
+    Attr,
+    Node,
+    get_node,
+    insert_node,
+)
+from blockmap.paths import PathLike, lookup, resolve, resolve_parent, to_bytes
+from blockmap.release import release_file_data, release_slices
+from blockmap.schema import create_schema, has_schema
+from blockmap.settings import (
+    DATA_URL_SETTING,
+    DEFAULT_BLOCK_SIZE,
+    FORMAT_SETTING,
+    VolumeSettings,
+    data_url_for_storage,
+    storage_for_data_url,
+)
+from ltx.store.base import ObjectStore
+
+T = TypeVar("T")
+
+#: A chunk with this many records is compacted after a write (JuiceFS compacts near 100 too).
+AUTO_COMPACT_RECORDS = 100
+#: Entries fetched per transaction while listing a directory.
+READDIR_BATCH = 1000
+#: Extended attributes: longest name and value (Linux limits, as JuiceFS's VFS checks them).
+XATTR_MAX_NAME = 255
+XATTR_MAX_VALUE = 65536
+XATTR_CREATE = os.XATTR_CREATE if hasattr(os, "XATTR_CREATE") else 1
+XATTR_REPLACE = os.XATTR_REPLACE if hasattr(os, "XATTR_REPLACE") else 2
+#: Default umask for new inodes.
+DEFAULT_UMASK = 0o022
+
+ConnectFn = Callable[..., apsw.Connection]
+
+
+def _open_store(url: str) -> ObjectStore:
+    from ltx.store import open_store  # imported late: the store backends are optional at import
+
+    return open_store(url)
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One directory entry from `readdir`."""
+
+    name: str
+    inode: int
+    type: int
+    attr: Attr | None = None
+
+    def is_dir(self) -> bool:
+        return self.type == TYPE_DIRECTORY
+
+    def is_file(self) -> bool:
+        return self.type == TYPE_FILE
+
+    def is_symlink(self) -> bool:
+        return self.type == TYPE_SYMLINK
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    """The volume counters: space charged (4 KiB units) and inodes in use (root excluded)."""
+
+    used_space: int
+    total_inodes: int
+    capacity: int
+    inode_limit: int
+
+
+class Volume:
+    """A mounted-in-process volume: path-based operations, each one metadata transaction."""
+
+    def __init__(
+        self,
+        db: MetaDB,
+        settings: VolumeSettings,
+        store: ObjectStore,
+        data_url: str,
+        *,
+        uid: int | None = None,
+        gid: int | None = None,
+        umask: int = DEFAULT_UMASK,
+        owns_store: bool = True,
+        auto_compact: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.data_url = data_url
+        self.store = store
+        self.umask = umask
+        self.auto_compact = auto_compact
+        self._db = db
+        self._owns_store = owns_store
+        self._blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix)
+        self._ids = IdAllocator(self._reserve)
+        self._open_lock = threading.Lock()
+        self._open_counts: dict[int, int] = {}
+        self._ctx = ns.OpContext(
+            uid=os.getuid() if uid is None else uid,
+            gid=os.getgid() if gid is None else gid,
+            acct=Accounting(settings.dir_stats),
+            trash_days=settings.trash_days,
+        )
+        self.closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    def format(
+        cls,
+        meta_url: str,
+        data_url: str,
+        name: str,
+        *,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        trash_days: int = 0,
+        hash_prefix: bool = False,
+        dir_stats: bool = True,
+        capacity: int = 0,
+        inodes: int = 0,
+        store: ObjectStore | None = None,
+        connect: ConnectFn = connect_meta,
+        **kwargs: object,
+    ) -> Volume:
+        """Create a volume: the schema, settings, counters and root (one transaction), after
+        writing `<name>/juicefs_uuid` to the data store, as `juicefs format` does."""
+        storage, bucket = storage_for_data_url(data_url)
+        settings = VolumeSettings.new(
+            name, storage, bucket, block_size=block_size, trash_days=trash_days, hash_prefix=hash_prefix,
+            dir_stats=dir_stats, capacity=capacity, inodes=inodes,
+        )  # fmt: skip
+        conn = connect(meta_url, create=True)
+        db = MetaDB(conn)
+        try:
+            existing = db.read(lambda c: _load_settings_row(c) if has_schema(c) else None)
+            if existing is not None:
+                raise VolumeFormatError(meta_url, "already holds a volume (format refuses to overwrite it)")
+            owns = store is None
+            data = store if store is not None else _open_store(data_url)
+            BlockStore(data, name, settings.block_size, hash_prefix).write_uuid(settings.uuid)
+
+            def init(cur: apsw.Cursor) -> None:
+                if not has_schema(cur):
+                    create_schema(cur)
+                cur.execute(
+                    "INSERT INTO jfs_setting (name, value) VALUES (?, ?)", (FORMAT_SETTING, settings.encode())
+                )
+                cur.execute("INSERT INTO jfs_setting (name, value) VALUES (?, ?)", (DATA_URL_SETTING, data_url))
+                now = ns.now_ns()
+                if trash_days > 0:
+                    insert_node(cur, Node.new(TRASH_INODE, TYPE_DIRECTORY, ns.TRASH_MODE, 0, 0, now, ROOT_INODE))
+                insert_node(cur, Node.new(ROOT_INODE, TYPE_DIRECTORY, 0o777, 0, 0, now, ROOT_INODE))
+                cur.executemany("INSERT INTO jfs_counter (name, value) VALUES (?, ?)", INITIAL_COUNTERS)
+
+            db.write(init)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, settings, data, data_url, owns_store=owns, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def open(
+        cls,
+        meta_url: str,
+        *,
+        data_url: str | None = None,
+        store: ObjectStore | None = None,
+        connect: ConnectFn = connect_meta,
+        **kwargs: object,
+    ) -> Volume:
+        """Open an existing volume (made by blockmap or by the juicefs binary)."""
+        db = MetaDB(connect(meta_url))
+        try:
+
+            def load(cur: apsw.Cursor) -> tuple[str | None, str | None]:
+                if not has_schema(cur):
+                    return None, None
+                return _load_settings_row(cur), _load_setting(cur, DATA_URL_SETTING)
+
+            text, saved_url = db.read(load)
+            if text is None:
+                raise VolumeFormatError(meta_url, "no volume here (run format first)")
+            settings = VolumeSettings.decode(text)
+            settings.validate()
+            url = data_url or saved_url or data_url_for_storage(settings.storage, settings.bucket)
+            owns = store is None
+            data = store if store is not None else _open_store(url)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, settings, data, url, owns_store=owns, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._blocks.close()
+        self._db.close()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Volume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def commits(self) -> int:
+        """Metadata transactions committed by this volume object."""
+        return self._db.commits
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _reserve(self, counter: str, batch: int) -> int:
+        return self._db.write(lambda cur: incr_counter(cur, counter, batch))
+
+    def _write(self, fn: Callable[[apsw.Cursor], T]) -> T:
+        if self.closed:
+            raise ValueError("volume is closed")
+        return self._db.write(fn)
+
+    def _read_txn(self, fn: Callable[[apsw.Cursor], T]) -> T:
+        if self.closed:
+            raise ValueError("volume is closed")
+        return self._db.read(fn)
+
+    def _finish(self, released: ns.Released) -> None:
+        """Release what an operation freed: pending file data (unless open here), then slices."""
+        for inode in released.pending_files:
+            if inode in self._ctx.open_inodes:
+                continue
+            released.slices |= release_file_data(self._db, inode).slices
+        if released.slices:
+            release_slices(self._db, self._blocks, released.slices)
+
+    def _file_opened(self, inode: int) -> None:
+        with self._open_lock:
+            self._open_counts[inode] = self._open_counts.get(inode, 0) + 1
+            self._ctx.open_inodes.add(inode)
+
+    def _file_closed(self, inode: int) -> None:
+        with self._open_lock:
+            left = self._open_counts.get(inode, 1) - 1
+            if left > 0:
+                self._open_counts[inode] = left
+                return
+            self._open_counts.pop(inode, None)
+            self._ctx.open_inodes.discard(inode)
+        if self.closed:
+            return
+        pending = self._read_txn(
+            lambda c: c.execute("SELECT 1 FROM jfs_delfile WHERE inode = ?", (inode,)).fetchone()
+        )
+        if pending:
+            self._finish(ns.Released(pending_files=[inode]))
+
+    def _commit_write(
+        self, inode: int, pieces: list[WritePiece], path: str, writer: SliceWriter | None = None
+    ) -> None:
+        try:
+            counts = self._write(lambda c: commit_write(c, self._ctx, inode, pieces, path))
+        except BaseException:
+            for p in pieces:  # nothing refers to the new slices: take their blocks back
+                self._discard_slice(p.record.id, p.record.size)
+            raise
+        if self.auto_compact:
+            for indx, n in counts.items():
+                if n >= AUTO_COMPACT_RECORDS:
+                    self.compact_chunk(inode, indx)
+
+    def _discard_slice(self, slice_id: int, size: int) -> None:
+        try:
+            self._blocks.delete_slice(slice_id, size)
+        except Exception:  # noqa: BLE001 - best effort: gc finds leftovers
+            pass
+
+    def _read(self, inode: int, offset: int, size: int, path: str) -> bytes:
+        plan = self._read_txn(lambda c: plan_read(c, inode, offset, size, path))
+        return b"".join(iter_range(self._blocks, plan, offset, size))
+
+    def _length(self, inode: int) -> int:
+        node = self._read_txn(lambda c: get_node(c, inode))
+        if node is None:
+            raise fs_error(errno.ENOENT)
+        return node.length
+
+    def _truncate_inode(self, inode: int, length: int, path: str) -> None:
+        _, released = self._write(lambda c: truncate(c, self._ctx, inode, length, path))
+        self._finish(released)
+
+    def _stat_inode(self, inode: int, path: str) -> Attr:
+        node = self._read_txn(lambda c: get_node(c, inode))
+        if node is None:
+            raise fs_error(errno.ENOENT, path)
+        return Attr.of(node)
+
+    def _resolve(self, cur: apsw.Cursor, path: PathLike, follow: bool = True) -> Node:
+        inode, _ = resolve(cur, path, follow=follow)
+        node = get_node(cur, inode)
+        if node is None:
+            raise fs_error(errno.ENOENT, path)
+        return node
+
+    # -- attributes ----------------------------------------------------------------------------
+    def stat(self, path: PathLike, *, follow_symlinks: bool = True) -> Attr:
+        """Attributes of `path` (of the link itself with follow_symlinks=False)."""
+        return Attr.of(self._read_txn(lambda c: self._resolve(c, path, follow_symlinks)))
+
+    def lstat(self, path: PathLike) -> Attr:
+        return self.stat(path, follow_symlinks=False)
+
+    def exists(self, path: PathLike) -> bool:
+        try:
+            self.stat(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def chmod(self, path: PathLike, mode: int, *, follow_symlinks: bool = True) -> Attr:
+        def body(c: apsw.Cursor) -> Node:
+            node = self._resolve(c, path, follow_symlinks)
+            return ns.set_attr(c, node.inode, path, mode=mode)
+
+        return Attr.of(self._write(body))
+
+    def chown(self, path: PathLike, uid: int = -1, gid: int = -1, *, follow_symlinks: bool = True) -> Attr:
+        """Change owner and/or group (-1 leaves one unchanged)."""
+
+        def body(c: apsw.Cursor) -> Node:
+            node = self._resolve(c, path, follow_symlinks)
+            return ns.set_attr(
+                c, node.inode, path, uid=None if uid < 0 else uid, gid=None if gid < 0 else gid
+            )
+
+        return Attr.of(self._write(body))
+
+    def utimens(
+        self, path: PathLike, times_ns: tuple[int, int] | None = None, *, follow_symlinks: bool = True
+    ) -> Attr:
+        """Set (atime, mtime) in ns; None sets both to now."""
+        if times_ns is None:
+            now = ns.now_ns()
+            times_ns = (now, now)
+        atime, mtime = times_ns
+
+        def body(c: apsw.Cursor) -> Node:
+            node = self._resolve(c, path, follow_symlinks)
+            return ns.set_attr(c, node.inode, path, atime_ns=atime, mtime_ns=mtime)
+
+        return Attr.of(self._write(body))
+
+    # -- creating and removing entries -----------------------------------------------------
+    def mkdir(self, path: PathLike, mode: int = 0o777) -> Attr:
+        inode = self._ids.next_inode()
+
+        def body(c: apsw.Cursor) -> Node:
+            parent, name = resolve_parent(c, path)
+            return ns.mknod(c, self._ctx, parent, name, TYPE_DIRECTORY, mode & ~self.umask, inode, path)
+
+        return Attr.of(self._write(body))
+
+    def makedirs(self, path: PathLike, mode: int = 0o777, *, exist_ok: bool = False) -> Attr:
+        """mkdir with every missing parent."""
+        parts = [p for p in to_bytes(path).split(b"/") if p]
+        attr: Attr | None = None
+        for i in range(1, len(parts) + 1):
+            sub = b"/" + b"/".join(parts[:i])
+            try:
+                attr = self.mkdir(sub, mode)
+            except FileExistsError:
+                attr = self.stat(sub)
+                if not attr.is_dir():
+                    raise fs_error(errno.ENOTDIR, path) from None
+                if i == len(parts) and not exist_ok:
+                    raise
+        return attr if attr is not None else self.stat("/")
+
+    def create(self, path: PathLike, mode: int = 0o666, *, exclusive: bool = False) -> Attr:
+        """Create an empty file; an existing file is kept unless `exclusive` (then EEXIST)."""
+        with self.open_file(path, "x" if exclusive else "a", mode):
+            pass
+        return self.stat(path)
+
+    def symlink(self, target: PathLike, path: PathLike) -> Attr:
+        """Create `path` as a symlink to `target` (stored verbatim)."""
+        tb = to_bytes(target)
+        if not tb:
+            raise fs_error(errno.ENOENT, path)
+        if len(tb) > MAX_SYMLINK:
+            raise fs_error(errno.ENAMETOOLONG, path)
+        if b"\0" in tb:
+            raise fs_error(errno.EINVAL, path)
+        inode = self._ids.next_inode()
+
+        def body(c: apsw.Cursor) -> Node:
+            parent, name = resolve_parent(c, path)
+            return ns.mknod(c, self._ctx, parent, name, TYPE_SYMLINK, 0o777, inode, path, target=tb)
+
+        return Attr.of(self._write(body))
+
+    def readlink(self, path: PathLike) -> str:
+        def body(c: apsw.Cursor) -> bytes:
+            inode, typ = resolve(c, path, follow=False)
+            if typ != TYPE_SYMLINK:
+                raise fs_error(errno.EINVAL, path)
+            row = c.execute("SELECT target FROM jfs_symlink WHERE inode = ?", (inode,)).fetchone()
+            if row is None:
+                raise fs_error(errno.EIO, path)
+            return as_bytes(row[0])
+
+        return os.fsdecode(self._read_txn(body))
+
+    def link(self, src: PathLike, dst: PathLike) -> Attr:
+        """Hard-link `dst` to the inode of `src` (symlinks are not followed, as with linkat(2))."""
+
+        def body(c: apsw.Cursor) -> Node:
+            inode, _ = resolve(c, src, follow=False)
+            parent, name = resolve_parent(c, dst)
+            return ns.link(c, self._ctx, inode, parent, name, dst)
+
+        return Attr.of(self._write(body))
+
+    def unlink(self, path: PathLike) -> None:
+        """Remove a file, symlink or other non-directory entry."""
+
+        def body(c: apsw.Cursor) -> ns.Released:
+            parent, name = resolve_parent(c, path)
+            return ns.unlink(c, self._ctx, parent, name, path)
+
+        self._finish(self._write(body))
+
+    remove = unlink
+
+    def rmdir(self, path: PathLike) -> None:
+        def body(c: apsw.Cursor) -> None:
+            parent, name = resolve_parent(c, path)
+            ns.rmdir(c, self._ctx, parent, name, path)
+
+        self._write(body)
+
+    def rename(self, src: PathLike, dst: PathLike, *, no_replace: bool = False) -> None:
+        """Move `src` to `dst`, replacing a file or an empty directory there (unless `no_replace`)."""
+
+        def body(c: apsw.Cursor) -> ns.Released:
+            psrc, nsrc = resolve_parent(c, src)
+            pdst, ndst = resolve_parent(c, dst)
+            return ns.rename(c, self._ctx, psrc, nsrc, pdst, ndst, src, dst, no_replace=no_replace)
+
+        self._finish(self._write(body))
+
+    def rmtree(self, path: PathLike) -> None:
+        """Remove a directory and everything below it (one transaction per entry)."""
+        st = self.lstat(path)
+        if not st.is_dir():
+            self.unlink(path)
+            return
+        base = os.fsdecode(to_bytes(path)).rstrip("/")
+        while True:
+            batch = list(self._readdir_batch(st.st_ino, b""))
+            if not batch:
+                break
+            for e in batch:
+                child = f"{base}/{e.name}"
+                if e.is_dir():
+                    self.rmtree(child)
+                else:
+                    self.unlink(child)
+        self.rmdir(path)
+
+    # -- directories -----------------------------------------------------------------------
+    def _readdir_batch(self, inode: int, after: bytes, with_attrs: bool = False) -> list[DirEntry]:
+        def body(c: apsw.Cursor) -> list[DirEntry]:
+            rows = c.execute(
+                "SELECT name, inode, type FROM jfs_edge WHERE parent = ? AND name > ? ORDER BY name LIMIT ?",
+                (inode, after, READDIR_BATCH),
+            ).fetchall()
+            out = []
+            for name, ino, typ in rows:
+                attr = None
+                if with_attrs:
+                    node = get_node(c, as_int(ino))
+                    attr = Attr.of(node) if node is not None else None
+                out.append(DirEntry(os.fsdecode(as_bytes(name)), as_int(ino), as_int(typ), attr))
+            return out
+
+        return self._read_txn(body)
+
+    def readdir(self, path: PathLike, *, with_attrs: bool = False) -> Iterator[DirEntry]:
+        """Stream a directory's entries in name order, READDIR_BATCH per transaction (without . and ..)."""
+        node = self._read_txn(lambda c: self._resolve(c, path))
+        if node.type != TYPE_DIRECTORY:
+            raise fs_error(errno.ENOTDIR, path)
+        after = b""
+        while True:
+            batch = self._readdir_batch(node.inode, after, with_attrs)
+            yield from batch
+            if len(batch) < READDIR_BATCH:
+                return
+            after = os.fsencode(batch[-1].name)
+
+    def listdir(self, path: PathLike = "/") -> list[str]:
+        return [e.name for e in self.readdir(path)]
+
+    # -- file contents ---------------------------------------------------------------------
+    def open_file(self, path: PathLike, mode: str = "r", perm: int = 0o666) -> File:
+        """Open a file like the built-in `open` in binary mode: r, r+, w, w+, a, a+, x, x+.
+        (`Volume.open` is the class method that opens a volume.)"""
+        readable, writable, append, create, trunc, excl = parse_mode(mode)
+        node: Node | None = None
+        if not excl:  # the common case needs no write transaction when the file exists
+            try:
+                node = self._read_txn(lambda c: self._resolve(c, path))
+            except FileNotFoundError:
+                if not create:
+                    raise
+        if node is None:
+            inode = self._ids.next_inode()
+
+            def create_body(c: apsw.Cursor) -> Node:
+                try:
+                    found = self._resolve(c, path)
+                except FileNotFoundError:
+                    parent, name = resolve_parent(c, path)
+                    return ns.mknod(c, self._ctx, parent, name, TYPE_FILE, perm & ~self.umask, inode, path)
+                if excl:
+                    raise fs_error(errno.EEXIST, path) from None
+                return found
+
+            node = self._write(create_body)
+        if node.type == TYPE_DIRECTORY:
+            raise fs_error(errno.EISDIR, path)
+        if node.type != TYPE_FILE:
+            raise fs_error(errno.EINVAL, path)
+        if trunc and node.length:
+            ino = node.inode
+            node, released = self._write(lambda c: truncate(c, self._ctx, ino, 0, path))
+            self._finish(released)
+        f = File(self, node.inode, os.fsdecode(to_bytes(path)), readable=readable, writable=writable, append=append)
+        if append:
+            f.seek(0, os.SEEK_END)
+        return f
+
+    def read_file(self, path: PathLike, offset: int = 0, size: int = -1) -> bytes:
+        """Bytes of a file (a range of it with `offset`/`size`)."""
+        with self.open_file(path) as f:
+            return f.pread(size, offset) if size >= 0 else (f.seek(offset), f.read())[1]
+
+    def write_file(self, path: PathLike, data: bytes | BinaryIO, mode: int = 0o666) -> Attr:
+        """Create or replace a file's contents from bytes or a readable stream (bounded memory)."""
+        with self.open_file(path, "w", mode) as f:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                f.copy_from(data)
+        return self.stat(path)
+
+    def pwrite(self, path: PathLike, data: bytes, offset: int) -> int:
+        """Write `data` at `offset` of an existing file (one slice, one transaction per chunk)."""
+        with self.open_file(path, "r+") as f:
+            return f.pwrite(data, offset)
+
+    def truncate(self, path: PathLike, length: int) -> Attr:
+        def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
+            node = self._resolve(c, path)
+            return truncate(c, self._ctx, node.inode, length, path)
+
+        node, released = self._write(body)
+        self._finish(released)
+        return Attr.of(node)
+
+    # -- extended attributes ---------------------------------------------------------------
+    def _xattr_name(self, name: str | bytes, path: PathLike) -> str:
+        n = os.fsdecode(name)
+        if not n:
+            raise fs_error(errno.EINVAL, path)
+        if len(os.fsencode(n)) > XATTR_MAX_NAME:
+            raise fs_error(errno.ERANGE, path)
+        return n
+
+    def getxattr(self, path: PathLike, name: str | bytes, *, follow_symlinks: bool = True) -> bytes:
+        key = self._xattr_name(name, path)
+
+        def body(c: apsw.Cursor) -> bytes:
+            node = self._resolve(c, path, follow_symlinks)
+            row = c.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (node.inode, key)).fetchone()
+            if row is None:
+                raise fs_error(ENOATTR, path)
+            return as_bytes(row[0])
+
+        return self._read_txn(body)
+
+    def setxattr(
+        self, path: PathLike, name: str | bytes, value: bytes, flags: int = 0, *, follow_symlinks: bool = True
+    ) -> None:
+        """Set an attribute; flags XATTR_CREATE (EEXIST if present) or XATTR_REPLACE (ENODATA if absent)."""
+        key = self._xattr_name(name, path)
+        if flags not in (0, XATTR_CREATE, XATTR_REPLACE):
+            raise fs_error(errno.EINVAL, path)
+        if len(value) > XATTR_MAX_VALUE:
+            raise fs_error(errno.E2BIG, path)
+
+        def body(c: apsw.Cursor) -> None:
+            node = self._resolve(c, path, follow_symlinks)
+            row = c.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (node.inode, key)).fetchone()
+            if row is not None and flags == XATTR_CREATE:
+                raise fs_error(errno.EEXIST, path)
+            if row is None and flags == XATTR_REPLACE:
+                raise fs_error(ENOATTR, path)
+            if row is None:
+                c.execute(
+                    "INSERT INTO jfs_xattr (inode, name, value) VALUES (?, ?, ?)", (node.inode, key, bytes(value))
+                )
+            elif as_bytes(row[0]) != bytes(value):
+                c.execute(
+                    "UPDATE jfs_xattr SET value = ? WHERE inode = ? AND name = ?", (bytes(value), node.inode, key)
+                )
+
+        self._write(body)
+
+    def listxattr(self, path: PathLike, *, follow_symlinks: bool = True) -> list[str]:
+        def body(c: apsw.Cursor) -> list[str]:
+            node = self._resolve(c, path, follow_symlinks)
+            rows = c.execute("SELECT name FROM jfs_xattr WHERE inode = ? ORDER BY id", (node.inode,))
+            return [str(r[0]) for r in rows]
+
+        return self._read_txn(body)
+
+    def removexattr(self, path: PathLike, name: str | bytes, *, follow_symlinks: bool = True) -> None:
+        key = self._xattr_name(name, path)
+
+        def body(c: apsw.Cursor) -> None:
+            node = self._resolve(c, path, follow_symlinks)
+            c.execute("DELETE FROM jfs_xattr WHERE inode = ? AND name = ?", (node.inode, key))
+            if c.getconnection().changes() == 0:
+                raise fs_error(ENOATTR, path)
+
+        self._write(body)
+
+    # -- volume ------------------------------------------------------------------------------
+    def usage(self) -> VolumeUsage:
+        def body(c: apsw.Cursor) -> VolumeUsage:
+            return VolumeUsage(
+                get_counter(c, USED_SPACE), get_counter(c, TOTAL_INODES), self.settings.capacity,
+                self.settings.inodes,
+            )  # fmt: skip
+
+        return self._read_txn(body)
+
+    def compact_chunk(self, inode: int, indx: int) -> bool:
+        """Merge a chunk's records into one new slice (see blockmap.compaction)."""
+        from blockmap.compaction import compact_chunk
+
+        return compact_chunk(self, inode, indx)
+
+    def compact(self, path: PathLike = "/") -> int:
+        """Compact every chunk with more than one record under `path`; returns chunks compacted."""
+        from blockmap.compaction import compact_tree
+
+        return compact_tree(self, path)
+
+    def lookup(self, parent: int, name: bytes) -> tuple[int, int] | None:
+        """(inode, type) of entry `name` in directory inode `parent` (low-level)."""
+        return self._read_txn(lambda c: lookup(c, parent, name))
+
+
+def _load_setting(cur: apsw.Cursor, name: str) -> str | None:
+    row = cur.execute("SELECT value FROM jfs_setting WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _load_settings_row(cur: apsw.Cursor) -> str | None:
+    return _load_setting(cur, FORMAT_SETTING)

@@ -1,0 +1,177 @@
+"""File contents: writes at any offset, reads, truncation, chunk spanning, checked against a model."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import apsw
+
+from blockmap.slices import CHUNK_SIZE, decode_records
+from blockmap.volume import Volume
+from tests.blockmap.conftest import TEST_BLOCK_SIZE
+from tests.blockmap.metacheck import metadata_problems
+
+
+def _meta(vol: Volume) -> str:
+    return vol._db.conn.filename
+
+
+def _records(vol: Volume, inode: int, indx: int = 0) -> list:  # type: ignore[type-arg]
+    db = apsw.Connection(_meta(vol))
+    row = db.execute("SELECT slices FROM jfs_chunk WHERE inode = ? AND indx = ?", (inode, indx)).fetchone()
+    return [] if row is None else decode_records(row[0])
+
+
+def test_write_creates_one_slice_and_record_per_flush(vol: Volume) -> None:
+    data = random.Random(1).randbytes(3 * TEST_BLOCK_SIZE + 123)
+    attr = vol.write_file("/f", data)
+    assert attr.st_size == len(data)
+    recs = _records(vol, attr.st_ino)
+    assert len(recs) == 1
+    r = recs[0]
+    assert (r.pos, r.off, r.len, r.size) == (0, 0, len(data), len(data))
+    keys = sorted(o.key for o in vol.store.list("testvol/chunks/"))
+    sid = r.id
+    assert keys == sorted(
+        f"testvol/chunks/0/0/{sid}_{i}_{n}"
+        for i, n in enumerate([TEST_BLOCK_SIZE] * 3 + [123])
+    )
+    assert vol.read_file("/f") == data
+
+
+def test_overwrites_appends_and_sparse_writes_match_a_model(vol: Volume, rng: random.Random) -> None:
+    model = bytearray()
+    with vol.open_file("/f", "w+") as f:
+        for _ in range(60):
+            op = rng.random()
+            if op < 0.6:
+                off = rng.randrange(0, len(model) + 200_000)
+                data = rng.randbytes(rng.randrange(1, 150_000))
+                f.pwrite(data, off)
+                if off > len(model):
+                    model.extend(bytes(off - len(model)))
+                model[off : off + len(data)] = data
+            elif op < 0.75:
+                n = rng.randrange(0, len(model) + 100_000)
+                f.truncate(n)
+                if n < len(model):
+                    del model[n:]
+                else:
+                    model.extend(bytes(n - len(model)))
+            elif op < 0.85:
+                data = rng.randbytes(rng.randrange(1, 30_000))
+                f.seek(0, io.SEEK_END)
+                f.write(data)
+                model.extend(data)
+            else:
+                off = rng.randrange(0, len(model) + 10)
+                n = rng.randrange(0, 100_000)
+                assert f.pread(n, off) == bytes(model[off : off + n])
+    assert vol.read_file("/f") == bytes(model)
+    assert vol.stat("/f").st_size == len(model)
+    assert metadata_problems(_meta(vol)) == []
+
+
+def test_sequential_small_writes_become_one_slice(vol: Volume) -> None:
+    with vol.open_file("/log", "w") as f:
+        for i in range(100):
+            f.write(b"%05d\n" % i)
+    recs = _records(vol, vol.stat("/log").st_ino)
+    assert len(recs) == 1 and recs[0].len == 600
+    assert vol.read_file("/log").splitlines()[42] == b"00042"
+
+
+def test_large_file_spans_chunks(vol: Volume) -> None:
+    """A 70 MiB file, mostly sparse, with real bytes across the 64 MiB chunk boundary."""
+    r = random.Random(7)
+    head = r.randbytes(300_000)
+    across = r.randbytes(400_000)
+    tail = r.randbytes(100_000)
+    size = 70 << 20
+    with vol.open_file("/big", "w") as f:
+        f.pwrite(head, 0)
+        f.pwrite(across, CHUNK_SIZE - 150_000)
+        f.pwrite(tail, size - len(tail))
+    assert vol.stat("/big").st_size == size
+    ino = vol.stat("/big").st_ino
+    assert {r.pos for r in _records(vol, ino, 0)} == {0, CHUNK_SIZE - 150_000}
+    assert {r.pos for r in _records(vol, ino, 1)} == {0, size - len(tail) - CHUNK_SIZE}
+    assert vol.read_file("/big", 0, len(head)) == head
+    assert vol.read_file("/big", CHUNK_SIZE - 150_000, len(across)) == across
+    assert vol.read_file("/big", size - len(tail), len(tail)) == tail
+    assert vol.read_file("/big", 10 << 20, 1000) == bytes(1000)
+    # The 64 MiB boundary reads through both chunks' records.
+    assert vol.read_file("/big", CHUNK_SIZE - 10, 20) == across[150_000 - 10 : 150_000 + 10]
+    assert vol.usage().used_space == size
+    assert metadata_problems(_meta(vol)) == []
+
+
+def test_truncate_shrink_then_extend_reads_zeros(vol: Volume) -> None:
+    data = random.Random(3).randbytes(200_000)
+    vol.write_file("/f", data)
+    vol.truncate("/f", 50_000)
+    assert vol.read_file("/f") == data[:50_000]
+    vol.truncate("/f", 120_000)
+    assert vol.read_file("/f") == data[:50_000] + bytes(70_000)
+    vol.pwrite("/f", b"XY", 119_998)
+    assert vol.read_file("/f")[-4:] == b"\0\0XY"
+    assert metadata_problems(_meta(vol)) == []
+
+
+def test_truncate_to_zero_gives_whole_chunks_back(vol: Volume) -> None:
+    vol.write_file("/f", random.Random(4).randbytes(100_000))
+    assert list(vol.store.list("testvol/chunks/"))
+    vol.truncate("/f", 0)
+    assert list(vol.store.list("testvol/chunks/")) == []
+    assert vol.read_file("/f") == b""
+    assert metadata_problems(_meta(vol)) == []
+
+
+def test_copy_from_and_to_streams(vol: Volume) -> None:
+    data = random.Random(5).randbytes(1_000_000)
+    vol.write_file("/s", io.BytesIO(data))
+    out = io.BytesIO()
+    with vol.open_file("/s") as f:
+        assert f.copy_to(out) == len(data)
+    assert out.getvalue() == data
+
+
+def test_auto_compaction_merges_many_records(vol: Volume) -> None:
+    vol.write_file("/f", b"")
+    model = bytearray(50_000)
+    r = random.Random(6)
+    for _ in range(120):
+        off = r.randrange(0, 49_000)
+        data = r.randbytes(r.randrange(1, 1000))
+        vol.pwrite("/f", data, off)
+        model[off : off + len(data)] = data
+    ino = vol.stat("/f").st_ino
+    assert len(_records(vol, ino)) < 100
+    assert vol.read_file("/f") == bytes(model[: vol.stat("/f").st_size])
+    # Replaced slices were released: every stored block belongs to a live record.
+    live = {rec.id for rec in _records(vol, ino) if rec.id}
+    stored = {int(o.key.rsplit("/", 1)[1].split("_")[0]) for o in vol.store.list("testvol/chunks/")}
+    assert stored == live
+    assert metadata_problems(_meta(vol)) == []
+
+
+def test_explicit_compaction_keeps_bytes(vol: Volume) -> None:
+    vol.auto_compact = False
+    r = random.Random(8)
+    model = bytearray()
+    with vol.open_file("/f", "w") as f:
+        for _ in range(30):
+            off = r.randrange(0, 300_000)
+            data = r.randbytes(r.randrange(1, 20_000))
+            f.pwrite(data, off)
+            f.flush()
+            if off > len(model):
+                model.extend(bytes(off - len(model)))
+            model[off : off + len(data)] = data
+    ino = vol.stat("/f").st_ino
+    assert len(_records(vol, ino)) == 30
+    assert vol.compact("/") >= 1
+    assert len(_records(vol, ino)) == 1
+    assert vol.read_file("/f") == bytes(model)
+    assert metadata_problems(_meta(vol)) == []
