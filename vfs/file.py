@@ -1,0 +1,342 @@
+"""The main-database file of an ltxvfs connection: SQLite's reads served from a view of the replica.
+
+Reads come from the page cache, else from the store (see readahead.py for what one miss fetches).
+The view changes only between transactions: SQLite takes a SHARED lock at the start of every read
+transaction, and that is when staged files (from the follower, or a move in time) are applied, so
+one transaction sees one TXID. Page 1 is served in rollback-journal form (bytes 18 and 19 set to
+1, so SQLite never looks for a WAL) with the change counter (24..27, and 92..95 which vouches for
+the size at 28..31) derived from the TXID: SQLite drops its own cache exactly when the TXID moves.
+
+The write path (a later task) slots in here: dirty pages consulted before the cache, xWrite and
+xTruncate filling them, and a commit at the EXCLUSIVE->SHARED unlock shipping one LTX file.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from datetime import datetime
+
+import apsw
+
+from ltx.header import lock_pgno
+from ltx.plan import RestorePlanError
+from ltx.replica import Replica
+from vfs.errors import PageCorruptError, PageReadError, ReadOnlyVFSError, TimeTravelError
+from vfs.fetch import FileGoneError, PageFetcher, Run
+from vfs.follower import Follower, Replace, Update
+from vfs.options import OpenOptions
+from vfs.pagecache import PageCache
+from vfs.pragmas import handle_pragma
+from vfs.readahead import ReadAhead
+from vfs.stats import ReadStats, stats_json
+from vfs.view import ReplicaReader, View, load_view
+
+_U32 = struct.Struct(">I")
+#: The sector size reported to SQLite (that of a typical disk; journals are local files).
+SECTOR_SIZE = 4096
+
+
+def patch_page1(raw: bytes, txid: int, commit: int) -> bytes:
+    """Page 1 as SQLite must see it: rollback-journal format versions, a change counter that is a
+    function of the TXID (and marks the in-header size valid), and the size set to the commit."""
+    page = bytearray(raw)
+    page[18] = 1
+    page[19] = 1
+    counter = _U32.pack(txid & 0xFFFFFFFF)
+    page[24:28] = counter
+    page[28:32] = _U32.pack(commit)
+    page[92:96] = counter
+    return bytes(page)
+
+
+class LTXFile:
+    """One connection's main database file (apsw calls the x-methods)."""
+
+    def __init__(self, options: OpenOptions, replica: Replica, reader: ReplicaReader, view: View,
+                 stats: ReadStats) -> None:
+        self.options = options
+        self.replica = replica
+        self.reader = reader
+        self.stats = stats
+        self.url = replica.url
+        self._view = view
+        self._page_size = view.page_size
+        self._lock_pgno = lock_pgno(view.page_size)
+        self._lock = apsw.SQLITE_LOCK_NONE
+        self._cache = PageCache(options.cache_size)
+        self._raw_page1: bytes | None = None
+        self._readahead = ReadAhead()
+        self._fetcher = PageFetcher(replica.store, on_retry=self._count_retry)
+        self._stale = False
+        #: The time asked for with timestamp= or PRAGMA litestream_time (None: latest or txid=).
+        self.target_time: datetime | None = options.timestamp
+        #: Whether this connection reads a fixed point of the past (txid=, timestamp=, litestream_time).
+        self.pinned = options.pinned
+        self.follower = Follower(reader, view, options.poll, stats)
+        if not self.pinned:
+            self.follower.start()
+        self._closed = False
+        #: Called once when SQLite closes the file (the VFS forgets the open path).
+        self.on_close: Callable[[], None] | None = None
+
+    # -- the view --------------------------------------------------------------------------
+
+    @property
+    def view(self) -> View:
+        return self._view
+
+    @property
+    def txid(self) -> int:
+        """The TXID this connection reads (staged updates applied first when outside a transaction)."""
+        if self._lock == apsw.SQLITE_LOCK_NONE:
+            self._apply_staged()
+        return self._view.txid
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._lock != apsw.SQLITE_LOCK_NONE
+
+    def _count_retry(self, exc: BaseException) -> None:
+        self.stats.vfs_retries += 1
+
+    def _apply_staged(self) -> None:
+        """Apply the follower's staged files or views (between transactions only)."""
+        if self._stale:
+            view = load_view(self.reader)
+            self._stale = False
+            self.target_time = None
+            self.follower.stage_replace(view, follow=self.options.poll > 0)
+            self.follower.start()
+        if not self.follower.has_staged():
+            return
+        for staged in self.follower.take():
+            if isinstance(staged, Replace):
+                self._replace(staged.view)
+            else:
+                self._update(staged)
+
+    def _replace(self, view: View) -> None:
+        same_state = view.txid == self._view.txid and view.page_size == self._view.page_size
+        self._view = view
+        if not same_state:
+            self.stats.pages_evicted += len(self._cache)
+            self._cache.clear()
+            self._raw_page1 = None
+            self._readahead.forget()
+        self._page_size = view.page_size
+        self._lock_pgno = lock_pgno(view.page_size)
+        self._refresh_page1()
+
+    def _update(self, update: Update) -> None:
+        view = self._view
+        if update.base_txid != view.txid:
+            # Staged against another view (a replace raced it): rebuild from the replica instead.
+            self._stale = True
+            return
+        pages = view.pages
+        old_commit = pages.commit
+        evicted = 0
+        for f in update.files:
+            changed = pages.add(f, f.header.commit if f.header is not None else None)
+            evicted += self._cache.evict(changed)
+            if 1 in changed:
+                self._raw_page1 = None
+        if pages.commit < old_commit:
+            evicted += self._cache.evict_above(pages.commit)
+        view.txid = update.txid
+        view.created_at = update.files[-1].created_at
+        view.seeks.update(update.seeks)
+        self.stats.files_applied += len(update.files)
+        self.stats.pages_evicted += evicted
+        self._readahead.forget()
+        self._refresh_page1()
+
+    def _refresh_page1(self) -> None:
+        """Re-derive the cached page 1 from its raw bytes for the current TXID and commit."""
+        if self._raw_page1 is not None:
+            self._cache.put(1, patch_page1(self._raw_page1, self._view.txid, self._view.commit))
+        else:
+            self._cache.pop(1, None)
+
+    def move_to(self, when: datetime | None) -> None:
+        """Read the state before `when` (None: the latest, and follow again). Takes effect now,
+        or at the next transaction when one is open."""
+        try:
+            view = load_view(self.reader, timestamp=when)
+        except RestorePlanError as exc:
+            raise TimeTravelError(f"ltxvfs: {exc}") from exc
+        follow = when is None and self.options.poll > 0
+        self.target_time = when
+        self.pinned = when is not None
+        self.follower.stage_replace(view, follow=follow)
+        if follow:
+            self.follower.start()
+        if not self.in_transaction:
+            self._apply_staged()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        ps = self._page_size
+        if amount == ps and self._lock and not offset % ps:
+            try:
+                page = self._cache[offset // ps + 1]
+            except KeyError:
+                pass
+            else:
+                self.stats.cache_hits += 1
+                return page
+        return self._read(amount, offset)
+
+    def _read(self, amount: int, offset: int) -> bytes:
+        if not self._lock:
+            self._apply_staged()
+        view = self._view
+        ps = view.page_size
+        size = view.commit * ps
+        if offset >= size or amount <= 0:
+            return b""
+        end = min(offset + amount, size)
+        first = offset // ps + 1
+        last = (end - 1) // ps + 1
+        if first == last:
+            start = offset - (first - 1) * ps
+            return self._page(first)[start:start + end - offset]
+        out = bytearray()
+        for pgno in range(first, last + 1):
+            out += self._page(pgno)
+        start = offset - (first - 1) * ps
+        return bytes(out[start:start + end - offset])
+
+    def _page(self, pgno: int) -> bytes:
+        try:
+            page = self._cache[pgno]
+        except KeyError:
+            pass
+        else:
+            self.stats.cache_hits += 1
+            return page
+        if pgno == 1 and self._raw_page1 is not None:
+            page = patch_page1(self._raw_page1, self._view.txid, self._view.commit)
+            self._cache.put(1, page)
+            self.stats.cache_hits += 1
+            return page
+        self.stats.cache_misses += 1
+        pages = self._view.pages
+        if pages.locate(pgno) is None:
+            if pgno == self._lock_pgno:
+                return bytes(self._page_size)
+            raise PageCorruptError(self.url, "", f"page {pgno} is in no file of the restore plan at TXID "
+                                                 f"{self._view.txid:016x} (commit {pages.commit})")
+        runs = self._readahead.plan(pgno, pages, self._cache)
+        fetched = self._fetch(pgno, runs)
+        return fetched
+
+    def _fetch(self, pgno: int, runs: list[Run]) -> bytes:
+        """Fetch runs (one round trip), cache what came, and return page `pgno`."""
+        try:
+            got = self._fetcher.fetch(runs, self._page_size)
+        except FileGoneError:
+            self.stats.round_trips += 1
+            runs = self._reanchor(pgno)
+            got = self._fetcher.fetch(runs, self._page_size)
+        self.stats.round_trips += 1
+        self.stats.pages_fetched += len(got)
+        self.stats.readahead_pages += len(got) - 1
+        wanted = b""
+        view = self._view
+        for p, page in got:
+            self.stats.bytes_decompressed += len(page)
+            self._readahead.observe(p, page)
+            if p == 1:
+                self._raw_page1 = page
+                page = patch_page1(page, view.txid, view.commit)
+            self._cache.put(p, page)
+            if p == pgno:
+                wanted = page
+        return wanted
+
+    def _reanchor(self, pgno: int) -> list[Run]:
+        """A planned file is gone (compacted, then removed by retention). Rebuild this same TXID
+        from the files that now hold it; if none do, fail this read and move on next transaction."""
+        txid = self._view.txid
+        try:
+            view = load_view(self.reader, txid=txid)
+        except RestorePlanError as exc:
+            self._stale = not self.pinned
+            raise PageReadError(self.url, "", f"files holding TXID {txid:016x} were removed from the replica "
+                                              f"and no others hold that state ({exc}); the next transaction "
+                                              f"reads the latest") from exc
+        self.stats.replans += 1
+        if view.txid != txid:
+            self._stale = not self.pinned
+            raise PageReadError(self.url, "", f"re-planned TXID {txid:016x} reached {view.txid:016x}")
+        view.seeks = self._view.seeks
+        self._view = view
+        self._readahead.forget()
+        return self._readahead.plan(pgno, view.pages, self._cache)
+
+    def xFileSize(self) -> int:
+        if not self._lock:
+            self._apply_staged()
+        return self._view.commit * self._view.page_size
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def xLock(self, level: int) -> None:
+        if self._lock == apsw.SQLITE_LOCK_NONE and level >= apsw.SQLITE_LOCK_SHARED:
+            self._apply_staged()
+        if level >= apsw.SQLITE_LOCK_RESERVED:
+            raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only (writing is not supported yet)")
+        self._lock = level
+
+    def xUnlock(self, level: int) -> None:
+        self._lock = level
+
+    def xCheckReservedLock(self) -> bool:
+        return False
+
+    # -- everything else -------------------------------------------------------------------
+
+    def xFileControl(self, op: int, ptr: int) -> bool:
+        if op != apsw.SQLITE_FCNTL_PRAGMA:
+            return False
+        pragma = apsw.VFSFcntlPragma(ptr)
+        result = handle_pragma(self, pragma.name.lower(), pragma.value)
+        if result is None:
+            return False
+        if result[0] is not None:
+            pragma.result = result[0]
+        return True
+
+    def stats_json(self) -> str:
+        view = self._view
+        return stats_json(self.stats, self.replica.store.stats, txid=f"{view.txid:016x}", commit=view.commit,
+                          page_size=view.page_size, files=len(view.pages.files),
+                          cache_bytes=self._cache.currsize, cache_pages=len(self._cache))
+
+    def xWrite(self, data: bytes, offset: int) -> None:
+        raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only")
+
+    def xTruncate(self, size: int) -> None:
+        raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only")
+
+    def xSync(self, flags: int) -> None:
+        return None
+
+    def xSectorSize(self) -> int:
+        return SECTOR_SIZE
+
+    def xDeviceCharacteristics(self) -> int:
+        return 0
+
+    def xClose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.on_close is not None:
+            self.on_close()
+        self.follower.stop()
+        self._cache.clear()
+        self.replica.close()

@@ -1,0 +1,199 @@
+"""Following a replica: a poller thread finds files past the connection's TXID and stages them;
+SQLite's thread applies what is staged only between transactions.
+
+Each poll lists level 0 from the staged tip's TXID. Level 0 is *anchored* when it still holds the
+file ending at the tip, or a file starting right after it: then nothing newer can exist anywhere
+else and one LIST per poll suffices. Otherwise (a gap, or the tip's file already compacted away)
+levels 1..8 are listed too, each from the min TXID of the newest file seen at that level: a real
+file boundary, so a compaction straddling the tip is still found (Litestream issue #1460 wedges
+when the seek is not a boundary). The chain continues with Litestream's plan rule over all listed
+files. When no chain crosses a gap, the poller rebuilds the whole view from a fresh restore plan;
+a poll never stops the next one, so a gap never wedges the follower.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ltx.plan import MAX_COMPACTION_LEVEL, LTXFileInfo
+from vfs.pagemap import SourceFile
+from vfs.stats import ReadStats
+from vfs.view import ReplicaReader, View, load_view
+
+UPPER_LEVELS = tuple(range(1, MAX_COMPACTION_LEVEL + 1))
+
+
+@dataclass
+class Update:
+    """Files to apply in order on top of the view at `base_txid`, reaching `txid`."""
+
+    base_txid: int
+    txid: int
+    files: list[SourceFile]
+    seeks: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class Replace:
+    """A whole new view (a re-plan, or a move in time)."""
+
+    view: View
+
+
+Staged = Update | Replace
+
+
+def _better(cur: LTXFileInfo, new: LTXFileInfo) -> bool:
+    """Litestream's plan preference: larger max TXID, then smaller min, then higher level."""
+    if new.max_txid != cur.max_txid:
+        return new.max_txid > cur.max_txid
+    if new.min_txid != cur.min_txid:
+        return new.min_txid < cur.min_txid
+    return new.level > cur.level
+
+
+def continue_chain(tip: int, files: Sequence[LTXFileInfo]) -> tuple[list[LTXFileInfo], bool]:
+    """Files continuing the history from `tip` (min <= current + 1 < max + 1), best first each
+    step; and whether a file starts past where the chain ends (a gap)."""
+    ordered = sorted(files, key=lambda f: (f.min_txid, f.max_txid))
+    chain: list[LTXFileInfo] = []
+    cur = tip
+    i = 0
+    candidates: list[LTXFileInfo] = []
+    while True:
+        while i < len(ordered) and ordered[i].min_txid <= cur + 1:
+            candidates.append(ordered[i])
+            i += 1
+        best = None
+        for f in candidates:
+            if f.max_txid > cur and (best is None or _better(best, f)):
+                best = f
+        if best is None:
+            break
+        chain.append(best)
+        cur = best.max_txid
+        candidates = [f for f in candidates if f.max_txid > cur]
+    gap = any(f.min_txid > cur + 1 for f in ordered[i:])
+    return chain, gap
+
+
+class Follower:
+    """Stages new files for one connection; optionally runs the poller thread."""
+
+    def __init__(self, reader: ReplicaReader, view: View, interval: float, stats: ReadStats) -> None:
+        self.reader = reader
+        self.interval = interval
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._staged: list[Staged] = []
+        self._tip = view.txid
+        self._seeks = dict(view.seeks)
+        self._generation = 0
+        self._paused = False
+        #: Wall-clock time of the last successful look at the replica (the open counts as one).
+        self.last_success = time.time()
+        self.last_error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- SQLite's thread -------------------------------------------------------------------
+
+    def take(self) -> list[Staged]:
+        """Everything staged since the last call, oldest first."""
+        if not self._staged:
+            return []
+        with self._lock:
+            staged, self._staged = self._staged, []
+        return staged
+
+    def has_staged(self) -> bool:
+        return bool(self._staged)
+
+    def stage_replace(self, view: View, follow: bool) -> None:
+        """Stage a whole new view, dropping anything staged before; keep following from it or not."""
+        with self._lock:
+            self._generation += 1
+            self._staged = [Replace(view)]
+            self._tip = view.txid
+            self._seeks = dict(view.seeks)
+            self._paused = not follow
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def start(self) -> None:
+        if self._thread is None and self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="ltxvfs-follower", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+
+    # -- the poller ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._paused:
+                continue
+            self.poll_once()
+
+    def poll_once(self) -> bool:
+        """One poll; returns whether something new was staged. Errors are recorded, not raised."""
+        with self._lock:
+            generation, tip, seeks = self._generation, self._tip, dict(self._seeks)
+        self.stats.polls += 1
+        try:
+            staged = self._poll(tip, seeks)
+        except Exception as exc:  # a failed poll must never stop the next one
+            self.stats.poll_errors += 1
+            self.last_error = exc
+            return False
+        with self._lock:
+            if generation != self._generation:
+                return False
+            self.last_success = time.time()
+            self.last_error = None
+            if staged is None:
+                return False
+            self._generation += 1
+            self._staged.append(staged)
+            if isinstance(staged, Replace):
+                self._tip = staged.view.txid
+                self._seeks = dict(staged.view.seeks)
+            else:
+                self._tip = staged.txid
+                self._seeks.update(staged.seeks)
+        return True
+
+    def _poll(self, tip: int, seeks: dict[int, int]) -> Staged | None:
+        reader = self.reader
+        level0 = reader.list_levels((0,), {0: tip})[0]
+        chain, gap = continue_chain(tip, level0)
+        anchored = any(f.max_txid == tip for f in level0) or (bool(chain) and chain[0].min_txid == tip + 1)
+        new_seeks: dict[int, int] = {}
+        if gap or not anchored:
+            upper = reader.list_levels(UPPER_LEVELS, seeks)
+            for lvl, files in upper.items():
+                if files:
+                    new_seeks[lvl] = files[-1].min_txid
+            listed = list(level0) + [f for files in upper.values() for f in files]
+            chain, gap = continue_chain(tip, listed)
+        if gap:
+            return self._replan(tip)
+        if not chain:
+            return None
+        loaded = reader.load_files(chain)
+        return Update(base_txid=tip, txid=chain[-1].max_txid, files=loaded, seeks=new_seeks)
+
+    def _replan(self, tip: int) -> Staged | None:
+        self.stats.replans += 1
+        view = load_view(self.reader)
+        if view.txid <= tip:
+            return None
+        return Replace(view)

@@ -1,0 +1,115 @@
+"""The URI parameters of an ltxvfs database, copied out of SQLite's filename during xOpen."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import apsw
+
+from ltx.names import parse_txid
+from vfs.pagecache import DEFAULT_CACHE_SIZE
+from vfs.resolve import resolve_replica
+from vfs.timefmt import TimeFormatError, parse_duration, parse_time
+
+#: Seconds between polls of the replica for new files (Litestream's VFS default, 1 s); 0 stops following.
+DEFAULT_POLL_INTERVAL = 1.0
+#: How long a read-only open waits for an empty replica (or one caught mid-compaction) to hold a
+#: usable history before failing.
+DEFAULT_OPEN_WAIT = 5.0
+
+_SIZE = re.compile(r"^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+class OptionError(ValueError):
+    """A URI parameter with a value ltxvfs cannot use."""
+
+    def __init__(self, name: str, value: str, reason: str) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(f"ltxvfs: URI parameter {name}={value!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """Everything an open needs to know, independent of SQLite's filename object."""
+
+    path: str
+    replica_url: str
+    txid: int = 0
+    timestamp: datetime | None = None
+    cache_size: int = DEFAULT_CACHE_SIZE
+    poll: float = DEFAULT_POLL_INTERVAL
+    wait: float = DEFAULT_OPEN_WAIT
+    read_only: bool = True
+
+    @property
+    def pinned(self) -> bool:
+        """A view of the past (txid= or timestamp=) does not follow new commits."""
+        return bool(self.txid) or self.timestamp is not None
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise ValueError("expected bytes, optionally with a k, m or g suffix (powers of 1024)")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower() if m.group(2) else None]
+
+
+def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
+    """Read and check the URI parameters (valid only during xOpen, hence copied here)."""
+    path = name.filename()
+
+    def param(key: str) -> str | None:
+        value = name.uri_parameter(key)
+        return value if value else None
+
+    txid = 0
+    timestamp = None
+    cache_size = DEFAULT_CACHE_SIZE
+    poll = DEFAULT_POLL_INTERVAL
+    wait = DEFAULT_OPEN_WAIT
+    if (text := param("txid")) is not None:
+        try:
+            txid = parse_txid(text)
+        except ValueError as exc:
+            raise OptionError("txid", text, "expected a hexadecimal TXID") from exc
+        if txid == 0:
+            raise OptionError("txid", text, "TXIDs start at 1")
+    if (text := param("timestamp")) is not None:
+        try:
+            timestamp = parse_time(text)
+        except TimeFormatError as exc:
+            raise OptionError("timestamp", text, str(exc)) from exc
+    if txid and timestamp is not None:
+        raise OptionError("timestamp", param("timestamp") or "", "give txid= or timestamp=, not both")
+    if (text := param("cache_size")) is not None:
+        try:
+            cache_size = parse_size(text)
+        except ValueError as exc:
+            raise OptionError("cache_size", text, str(exc)) from exc
+    for key in ("poll", "wait"):
+        if (text := param(key)) is not None:
+            try:
+                seconds = parse_duration(text)
+            except TimeFormatError as exc:
+                raise OptionError(key, text, str(exc)) from exc
+            if key == "poll":
+                poll = seconds
+            else:
+                wait = seconds
+    if (text := param("hydrate")) is not None:
+        raise OptionError("hydrate", text, "hydration is not supported yet")
+    return OpenOptions(
+        path=path,
+        replica_url=resolve_replica(path, param("replica")),
+        txid=txid,
+        timestamp=timestamp,
+        cache_size=cache_size,
+        poll=poll,
+        wait=wait,
+        read_only=not flags & apsw.SQLITE_OPEN_READWRITE,
+    )

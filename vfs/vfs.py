@@ -1,0 +1,103 @@
+"""The APSW VFS `ltxvfs`: main databases come from LTX replicas; journals and temp files are
+ordinary local files of the default VFS. WAL is never offered (a Python VFS has no shared memory,
+and page 1 reads in rollback-journal form)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import apsw
+
+from ltx.plan import EmptyReplicaError, HistoryGapError, RestorePlanError
+from ltx.replica import Replica
+from ltx.store.base import InvalidURLError, StoreError
+from vfs.errors import PageCorruptError, PageReadError, ReplicaOpenError
+from vfs.file import LTXFile
+from vfs.options import OpenOptions, OptionError, options_from_uri
+from vfs.stats import ReadStats
+from vfs.view import ReplicaReader, View, load_view
+
+#: The name SQLite knows the VFS by.
+VFS_NAME = "ltxvfs"
+#: Pause between looks at a replica that is empty (or caught mid-compaction) during an open.
+OPEN_RETRY_INTERVAL = 0.2
+_SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
+
+
+def open_view(reader: ReplicaReader, options: OpenOptions) -> View:
+    """Load the view an open asks for; an empty replica or a gap is retried until `options.wait`."""
+    deadline = time.monotonic() + options.wait
+    while True:
+        try:
+            return load_view(reader, txid=options.txid, timestamp=options.timestamp)
+        except (EmptyReplicaError, HistoryGapError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = f" (waited {options.wait:g}s)" if options.wait else ""
+                raise ReplicaOpenError(reader.url, f"{exc}{waited}") from exc
+            time.sleep(min(OPEN_RETRY_INTERVAL, left))
+        except RestorePlanError as exc:
+            raise ReplicaOpenError(reader.url, str(exc)) from exc
+        except (PageCorruptError, PageReadError) as exc:
+            raise ReplicaOpenError(reader.url, str(exc)) from exc
+        except StoreError as exc:
+            raise ReplicaOpenError(reader.url, str(exc)) from exc
+
+
+def open_file(options: OpenOptions) -> LTXFile:
+    """Open the replica, load the view and return the main-database file."""
+    try:
+        replica = Replica.open(options.replica_url)
+    except InvalidURLError as exc:
+        raise ReplicaOpenError(options.replica_url, str(exc)) from exc
+    stats = ReadStats()
+    reader = ReplicaReader(replica)
+    try:
+        view = open_view(reader, options)
+    except BaseException:
+        replica.close()
+        raise
+    return LTXFile(options, replica, reader, view, stats)
+
+
+class LTXVFS(apsw.VFS):
+    """Registers itself under `name`; `base` is the VFS that keeps journals and temp files."""
+
+    def __init__(self, name: str = VFS_NAME, base: str = "") -> None:
+        self.vfs_name = name
+        self._open_lock = threading.Lock()
+        self._open_paths: Counter[str] = Counter()
+        super().__init__(name, base)
+
+    def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> apsw.VFSFile:  # type: ignore[override]
+        if isinstance(name, apsw.URIFilename) and flags[0] & apsw.SQLITE_OPEN_MAIN_DB:
+            try:
+                options = options_from_uri(name, flags[0])
+            except OptionError as exc:
+                raise apsw.CantOpenError(str(exc)) from exc
+            file = open_file(options)
+            # Read-only for now: SQLite then refuses writes with SQLITE_READONLY up front.
+            flags[1] = (flags[0] & ~(apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)) | apsw.SQLITE_OPEN_READONLY
+            with self._open_lock:
+                self._open_paths[options.path] += 1
+            file.on_close = lambda: self._closed(options.path)
+            return file  # type: ignore[return-value]  # apsw accepts any object with the x-methods
+        return super().xOpen(name, flags)
+
+    def _closed(self, path: str) -> None:
+        with self._open_lock:
+            self._open_paths[path] -= 1
+            if self._open_paths[path] <= 0:
+                del self._open_paths[path]
+
+    def xAccess(self, pathname: str, flags: int) -> bool:
+        # An ltxvfs database never has a WAL, and never a hot journal: a journal left beside the
+        # name belongs to nobody's transaction in the replica.
+        for suffix in _SIDE_FILE_SUFFIXES:
+            if pathname.endswith(suffix):
+                with self._open_lock:
+                    if pathname[:-len(suffix)] in self._open_paths:
+                        return False
+        return bool(super().xAccess(pathname, flags))

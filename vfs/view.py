@@ -1,0 +1,163 @@
+"""A view: the database as of one TXID, built from a restore plan in two round trips.
+
+Round trip 1 lists every level at once; round trip 2 fetches every planned file's page index at
+once (one suffix GET each, sized from the listed file size) together with the newest file's
+header when the suffix does not already reach it. Only an index longer than the guess costs a
+third, exactly sized, GET.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ltx.errors import LTXError
+from ltx.header import Header
+from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
+from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, FileIndex, decode_tail, read_header, tail_length_needed
+from ltx.replica import Replica
+from ltx.store.base import ObjectNotFoundError, StoreError
+from vfs.errors import PageCorruptError
+from vfs.pagemap import PageMap, SourceFile, build_page_map
+from vfs.parallel import run_all, with_retries
+
+ALL_LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
+#: Suffix fetched to find a large file's index: its size divided by this (an index entry is ~9
+#: bytes per 4 KiB page compressing to ~2 KiB), so one GET usually suffices.
+INDEX_GUESS_DIVISOR = 200
+#: The most fetched on a guess; a longer index costs a second, exact GET.
+MAX_INDEX_FETCH_SIZE = 4 * 1024 * 1024
+
+
+def index_fetch_size(file_size: int) -> int:
+    """Bytes of a file's tail to fetch in one GET to hold its index (the whole file if small)."""
+    return max(DEFAULT_INDEX_FETCH_SIZE, min(file_size // INDEX_GUESS_DIVISOR, MAX_INDEX_FETCH_SIZE))
+
+
+@dataclass
+class View:
+    """What a connection reads: the pages as of `txid`, and where the history was last seen."""
+
+    txid: int
+    page_size: int
+    pages: PageMap
+    #: Creation time of the newest applied file (what `PRAGMA litestream_time` shows at latest).
+    created_at: datetime
+    #: Per level, the min TXID of the newest file seen there: a real file boundary to list from.
+    seeks: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def commit(self) -> int:
+        return self.pages.commit
+
+
+class ReplicaReader:
+    """The VFS's requests to one replica: parallel level listings and index fetches, with retries."""
+
+    def __init__(self, replica: Replica, on_retry: Callable[[BaseException], None] | None = None) -> None:
+        self.replica = replica
+        self.store = replica.store
+        self._on_retry = on_retry
+
+    @property
+    def url(self) -> str:
+        return self.replica.url
+
+    def list_levels(self, levels: Sequence[int], seeks: dict[int, int] | None = None) -> dict[int, list[LTXFileInfo]]:
+        """List levels in parallel (one round trip), each from its seek TXID."""
+        seeks = seeks or {}
+
+        def lister(level: int) -> Callable[[], list[LTXFileInfo]]:
+            return lambda: with_retries(lambda: self.replica.list_level(level, seeks.get(level, 0)),
+                                        on_retry=self._on_retry)
+
+        return dict(zip(levels, run_all([lister(lvl) for lvl in levels]), strict=True))
+
+    def read_index(self, info: LTXFileInfo) -> FileIndex:
+        """One suffix GET sized from the listed size; a second only when the index is longer."""
+        store = self.store
+        key = info.key
+        guess = index_fetch_size(info.size)
+        tail, size = with_retries(lambda: store.get_suffix(key, guess), on_retry=self._on_retry)
+        need = tail_length_needed(tail, size, key)
+        if need > len(tail):
+            tail = with_retries(lambda: store.get_range(key, size - need, need - len(tail)),
+                                on_retry=self._on_retry) + tail
+        return decode_tail(tail, size, key)
+
+    def read_header(self, info: LTXFileInfo) -> Header:
+        return with_retries(lambda: read_header(self.store, info.key), on_retry=self._on_retry)
+
+    def load_files(self, infos: Sequence[LTXFileInfo], header_of_last: bool = True) -> list[SourceFile]:
+        """Fetch the indexes of `infos` in parallel (and the last one's header, when its suffix GET
+        will not reach it) and return them as source files."""
+        calls: list[Callable[[], FileIndex | Header]] = [self._index_call(i) for i in infos]
+        wants_header = bool(infos) and header_of_last and index_fetch_size(infos[-1].size) < infos[-1].size
+        if wants_header:
+            last = infos[-1]
+            calls.append(lambda: self.read_header(last))
+        try:
+            results = run_all(calls)
+        except LTXError as exc:
+            raise PageCorruptError(self.url, exc.name, exc.reason) from exc
+        files: list[SourceFile] = []
+        for info, fi in zip(infos, results, strict=False):
+            assert isinstance(fi, FileIndex)
+            files.append(SourceFile(info, fi.index, fi.header))
+        if wants_header:
+            header = results[-1]
+            assert isinstance(header, Header)
+            last_file = files[-1]
+            last_file.header = header
+        for f in files:
+            _check_file(self.url, f)
+        return files
+
+    def _index_call(self, info: LTXFileInfo) -> Callable[[], FileIndex]:
+        return lambda: self.read_index(info)
+
+
+def _check_file(url: str, f: SourceFile) -> None:
+    """The header (when fetched) must agree with the listed name."""
+    h = f.header
+    if h is None:
+        return
+    if (h.min_txid, h.max_txid) != (f.info.min_txid, f.info.max_txid):
+        raise PageCorruptError(url, f.key, f"header TXIDs {h.min_txid:x}-{h.max_txid:x} disagree with the name")
+
+
+def view_from_files(url: str, files: list[SourceFile], seeks: dict[int, int]) -> View:
+    """Assemble a view from a plan's loaded files (page size and commit from the newest header)."""
+    newest = files[-1]
+    if newest.header is None:
+        raise PageCorruptError(url, newest.key, "newest file's header was not fetched")
+    page_size = newest.header.page_size
+    for f in files:
+        if f.header is not None and f.header.page_size != page_size:
+            raise PageCorruptError(url, f.key, f"page size {f.header.page_size} differs from the newest "
+                                               f"file's {page_size}")
+    pages = build_page_map(files, page_size, newest.header.commit)
+    return View(txid=newest.info.max_txid, page_size=page_size, pages=pages,
+                created_at=newest.created_at, seeks=seeks)
+
+
+def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
+    """Per level, the min TXID of its newest file (where the next listing of that level starts)."""
+    return {lvl: files[-1].min_txid for lvl, files in levels.items() if files}
+
+
+def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None = None) -> View:
+    """List, plan and load: the latest view, or the one at `txid` / before `timestamp`."""
+    levels = reader.list_levels(ALL_LEVELS)
+    plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
+    files = reader.load_files(plan)
+    return view_from_files(reader.url, files, level_seeks(levels))
+
+
+def is_missing_object(exc: BaseException) -> bool:
+    return isinstance(exc, ObjectNotFoundError)
+
+
+__all__ = ["View", "ReplicaReader", "load_view", "view_from_files", "level_seeks", "index_fetch_size",
+           "is_missing_object", "StoreError"]
