@@ -1,0 +1,353 @@
+"""The hydrator against real stores (file:// and the SeaweedFS S3 server): equality with a restore,
+resume after SIGKILL, follow mode, start-over, refusal of corrupt files, the writer's own commits."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hydrator.errors import CorruptFileError
+from hydrator.hydrator import Hydrator
+from hydrator.state import PlannedFile, load_state, save_state, state_path
+from ltx.decoder import Decoder
+from ltx.encoder import Encoder
+from ltx.header import Header
+from ltx.plan import LTXFileInfo
+from ltx.replica import Replica
+from ltx.restore import restore
+from tests.hydrator.builder import ReplicaBuilder
+from tests.litestream import restore as litestream_restore
+from tests.litestream import wait_for
+
+#: Upper bound for anything a test waits for (polled, never slept).
+DEADLINE = 30.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hydrate(replica: Replica | str, path: Path, **kwargs: object) -> Hydrator:
+    """Hydrate `path` in the calling thread; the hydrator is returned closed, stats readable."""
+    h = Hydrator(replica, path, **kwargs)  # type: ignore[arg-type]
+    try:
+        h.run()
+    finally:
+        h.close()
+    return h
+
+
+def test_hydrated_file_equals_restore(builder: ReplicaBuilder, replica: Replica, replica_url: str,
+                                      tmp_path: Path) -> None:
+    steps = builder.steps(24)
+    builder.run(steps[:12])
+    builder.compact(1)
+    builder.snapshot()
+    builder.run(steps[12:])
+    out = tmp_path / "hydrated.db"
+    h = hydrate(replica, out)
+    assert h.txid == builder.txid
+    assert out.read_bytes() == builder.images[builder.txid]
+    restored = tmp_path / "restored.db"
+    restore(replica, restored)
+    assert out.read_bytes() == restored.read_bytes()
+    state = load_state(out)
+    assert state is not None and state.complete and state.consistent and not state.pending
+    assert state.txid == builder.txid and state.replica_url == replica.url and "@" not in state.replica_url
+    assert h.progress.complete and h.progress.percent == 100.0
+    assert h.progress.bytes_done == h.progress.bytes_total > 0
+
+
+def test_hydrated_file_equals_litestream_restore(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    if replica.scheme != "file":
+        pytest.skip("litestream restore of this replica is checked on file:// (S3 restore: test_restore)")
+    builder.run(builder.steps(10))
+    out = tmp_path / "hydrated.db"
+    hydrate(replica, out)
+    theirs = tmp_path / "litestream.db"
+    litestream_restore(replica.url, theirs)
+    assert out.read_bytes() == theirs.read_bytes()
+
+
+def test_each_file_fetched_once_whole(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    builder.run(builder.steps(12))
+    before = replica.store.stats.snapshot()
+    hydrate(replica, tmp_path / "h.db")
+    after = replica.store.stats.snapshot()
+    files = builder.files
+    # One GET per (small) file; never one per page.
+    assert after["gets"] - before["gets"] == len(files)
+    assert after["bytes_read"] - before["bytes_read"] == sum(f.size for f in files)
+
+
+def test_resume_after_sigkill_fetches_less(builder: ReplicaBuilder, replica: Replica, replica_url: str,
+                                           tmp_path: Path) -> None:
+    builder.run(builder.steps(40, grow_rows=12))
+    path = tmp_path / "killed.db"
+    env = {k: v for k, v in os.environ.items()}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.hydrator.hydrate_worker", replica_url, str(path),
+                             "0.03", "1"], cwd=ROOT, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        def progressed() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                state = load_state(path)
+            except Exception:  # noqa: BLE001 - a record being replaced is read again next poll
+                return False
+            return state is not None and state.txid >= 8
+        wait_for(progressed, "the worker to apply some files", DEADLINE, interval=0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = load_state(path)
+    assert state is not None and state.pending and not state.complete, "killed too late to test a resume"
+    applied = [f for f in builder.files if f.max_txid <= state.txid]
+
+    before = replica.store.stats.snapshot()["bytes_read"]
+    h = hydrate(replica, path)
+    resumed = replica.store.stats.snapshot()["bytes_read"] - before
+    assert h.restarts == 0
+    before = replica.store.stats.snapshot()["bytes_read"]
+    hydrate(replica, tmp_path / "fresh.db")
+    fresh = replica.store.stats.snapshot()["bytes_read"] - before
+
+    assert path.read_bytes() == builder.images[builder.txid]
+    assert resumed < fresh
+    # Files applied before the kill are not fetched again (one header read checks the history).
+    assert resumed <= fresh - sum(f.size for f in applied) + 4096
+    assert not Path(f"{path}-hydrator.tmp").exists()
+
+
+def test_follow_picks_up_new_files(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    steps = builder.steps(16)
+    builder.run(steps[:8])
+    path = tmp_path / "follow.db"
+    with Hydrator(replica, path, follow=True, poll_interval=0.02) as h:
+        h.start()
+        assert h.wait_complete(DEADLINE)
+        assert h.txid == 8
+        for step in steps[8:]:
+            builder.commit(step)
+        assert h.wait_txid(builder.txid, DEADLINE), f"follow stuck at {h.txid}, replica at {builder.txid}"
+        with h.reading():
+            assert h.txid == builder.txid
+            assert h.pread(0, len(builder.images[builder.txid]) + 10) == builder.images[builder.txid]
+        assert h.running
+    assert path.read_bytes() == builder.images[builder.txid]
+    assert not h.running
+
+
+def test_follow_uses_level1_when_level0_has_gap(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    steps = builder.steps(20)
+    builder.run(steps[:6])
+    path = tmp_path / "gap.db"
+    with Hydrator(replica, path, follow=True) as h:
+        h._hydrate()  # the thread's first part, in this thread: hydrated at TXID 6, no poll yet
+        assert h.txid == 6
+        builder.run(steps[6:14])
+        l1 = builder.compact(1)
+        assert l1 is not None and l1.max_txid == 14
+        gone = builder.delete_level(0, upto_txid=14)
+        assert [f.max_txid for f in gone] == list(range(1, 15))
+        builder.run(steps[14:])
+        assert h.poll_once() >= 2
+        assert h.txid == builder.txid
+    assert path.read_bytes() == builder.images[builder.txid]
+
+
+def test_start_over_when_history_replaced(replica: Replica, tmp_path: Path) -> None:
+    first = ReplicaBuilder(replica, tmp_path, seed=1)
+    first.run(first.steps(10))
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    assert path.read_bytes() == first.images[10]
+    for level in (0, 1, 9):
+        first.delete_level(level)
+    # A different database now lives at the same URL, with TXIDs past the ones hydrated.
+    second = ReplicaBuilder(replica, tmp_path, seed=2, start_ms=first.start_ms + 500)
+    second.run(second.steps(14))
+    h = hydrate(replica, path)
+    assert h.restarts == 1 and "replaced" in h.restart_reason
+    assert path.read_bytes() == second.images[second.txid]
+    first.close()
+    second.close()
+
+
+def test_start_over_when_history_shorter(replica: Replica, tmp_path: Path) -> None:
+    first = ReplicaBuilder(replica, tmp_path, seed=3)
+    first.run(first.steps(12))
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    first.delete_level(0)
+    second = ReplicaBuilder(replica, tmp_path, seed=4)
+    second.run(second.steps(5)[:4])
+    h = hydrate(replica, path)
+    assert h.restarts == 1 and "ends at TXID" in h.restart_reason
+    assert path.read_bytes() == second.images[second.txid]
+    first.close()
+    second.close()
+
+
+def test_start_over_when_no_file_continues(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    steps = builder.steps(20)
+    builder.run(steps[:6])
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    builder.run(steps[6:14])
+    snap = builder.snapshot()
+    assert snap is not None
+    builder.delete_level(0, upto_txid=14)  # retention: only the snapshot holds TXIDs 1..14 now
+    builder.run(steps[14:])
+    h = hydrate(replica, path)
+    assert h.restarts == 1 and "no file continues" in h.restart_reason
+    assert path.read_bytes() == builder.images[builder.txid]
+
+
+def _corrupt(replica: Replica, key: str) -> None:
+    """Flip one byte in the middle of an object (inside a page's LZ4 block)."""
+    data = bytearray(replica.store.get(key))
+    data[len(data) // 2] ^= 0xFF
+    replica.store.delete(key)
+    replica.store.put(key, bytes(data))
+
+
+def test_corrupt_file_refused(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    steps = builder.steps(10)
+    builder.run(steps[:5])
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    bad = builder.commit(steps[5])
+    builder.run(steps[6:8])
+    _corrupt(replica, bad.key)
+    with Hydrator(replica, path) as h:
+        with pytest.raises(CorruptFileError) as err:
+            h.run()
+    assert err.value.key == bad.key and bad.key in str(err.value) and replica.url.rstrip("/") in str(err.value)
+    # Nothing of the bad file (or after it) was applied: the file still holds TXID 5, consistent.
+    state = load_state(path)
+    assert state is not None and state.txid == 5 and state.consistent
+    assert path.read_bytes() == builder.images[5]
+
+
+def test_corrupt_snapshot_leaves_no_file(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    builder.run(builder.steps(4))
+    _corrupt(replica, builder.files[0].key)
+    path = tmp_path / "db"
+    h = Hydrator(replica, path).start()
+    with pytest.raises(CorruptFileError, match=builder.files[0].key):
+        h.wait_complete(DEADLINE)
+    h.close()
+    assert not path.exists() and not Path(f"{path}-hydrator.tmp").exists()
+    assert not h.is_complete and h.txid == 0
+
+
+def test_apply_own_commit(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    steps = builder.steps(8)
+    builder.run(steps[:4])
+    path = tmp_path / "db"
+    with Hydrator(replica, path) as h:
+        h.run()
+        # The writer's commit T+1: its bytes are handed over rather than fetched back.
+        info = builder.commit(steps[4])
+        data = replica.store.get(info.key)
+        before = replica.store.stats.snapshot()["gets"]
+        assert h.apply_ltx(io.BytesIO(data), info.key)
+        assert h.txid == 5 and path.read_bytes() == builder.images[5]
+        assert h.poll_once() == 0
+        assert replica.store.stats.snapshot()["gets"] == before
+        # A file that does not continue TXID 5 is declined, untouched.
+        header = Header(page_size=4096, commit=len(builder.images[5]) // 4096, min_txid=9, max_txid=9)
+        out = io.BytesIO()
+        enc = Encoder(out, header)
+        enc.write_page(1, builder.images[5][:4096])
+        enc.close()
+        assert not h.apply_ltx(io.BytesIO(out.getvalue()), "gap.ltx")
+        assert h.txid == 5 and path.read_bytes() == builder.images[5]
+        # A damaged one is refused.
+        damaged = bytearray(data)
+        damaged[len(damaged) // 2] ^= 0x55
+        with pytest.raises(CorruptFileError, match="own.ltx"):
+            h.apply_ltx(io.BytesIO(bytes(damaged)), "own.ltx")
+    assert load_state(path) is not None and state_path(path).exists()
+
+
+def _interrupted_apply(builder: ReplicaBuilder, path: Path, txid: int, files: list[LTXFileInfo]) -> None:
+    """Leave `path` as a crash while applying `files` would: the record marked dirty up to their last
+    TXID, and the pages they change garbled (worse than any real partial write)."""
+    state = load_state(path)
+    assert state is not None and state.txid == txid
+    state.dirty_until = files[-1].max_txid
+    state.pending = [PlannedFile.of(f) for f in files]
+    state.complete = True
+    save_state(path, state)
+    touched = {pgno for f in files for pgno, _ in Decoder(io.BytesIO(builder.replica.store.get(f.key))).pages()}
+    with path.open("r+b") as out:
+        for pgno in touched:
+            out.seek((pgno - 1) * builder.page_size)
+            out.write(b"\xee" * builder.page_size)
+    assert path.read_bytes() != builder.images[txid]
+
+
+def test_resume_repairs_partly_applied_files(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    steps = builder.steps(12)
+    builder.run(steps[:5])
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    new = builder.run(steps[5:8])
+    _interrupted_apply(builder, path, 5, new)
+    h = hydrate(replica, path)
+    assert h.restarts == 0 and h.txid == 8
+    assert path.read_bytes() == builder.images[8]
+
+
+def test_resume_repairs_from_level1_when_pending_files_are_gone(builder: ReplicaBuilder, replica: Replica,
+                                                               tmp_path: Path) -> None:
+    steps = builder.steps(12)
+    builder.run(steps[:5])
+    builder.compact(1)
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    new = builder.run(steps[5:8])
+    _interrupted_apply(builder, path, 5, new)
+    builder.run(steps[8:10])
+    assert builder.compact(1) is not None
+    builder.delete_level(0, upto_txid=9)  # the pending files are gone; level 1 covers 6..10
+    h = hydrate(replica, path)
+    assert h.restarts == 0 and h.txid == 10
+    assert path.read_bytes() == builder.images[10]
+
+
+def test_start_over_when_local_file_changed(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    builder.run(builder.steps(6))
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    with path.open("ab") as f:
+        f.write(b"x" * 100)
+    h = hydrate(replica, path)
+    assert h.restarts == 1 and "bytes, the record says" in h.restart_reason
+    assert path.read_bytes() == builder.images[builder.txid]
+
+
+def test_start_over_when_partly_applied_files_cannot_be_repaired(builder: ReplicaBuilder, replica: Replica,
+                                                                 tmp_path: Path) -> None:
+    steps = builder.steps(12)
+    builder.run(steps[:5])
+    builder.compact(1)
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    builder.run(steps[5:7])
+    assert builder.compact(1) is not None  # level 1: 1..5, 6..7
+    new = builder.files[5:] + [builder.commit(steps[7])]
+    _interrupted_apply(builder, path, 5, new)  # pages of 6..8 garbled
+    builder.run(steps[8:10])
+    assert builder.snapshot() is not None
+    builder.delete_level(0, upto_txid=8)
+    # From 5 the history still continues (level 1 reaches 7) but nothing reaches 8 any more:
+    # only a fresh start (from the snapshot) can replace the garbled pages.
+    h = hydrate(replica, path)
+    assert h.restarts == 1 and "partly written" in h.restart_reason
+    assert path.read_bytes() == builder.images[builder.txid]
