@@ -27,10 +27,11 @@ from vfs.fetch import FileGoneError, PageFetcher, Run
 from vfs.follower import Follower, Replace, Update
 from vfs.options import OpenOptions
 from vfs.pagecache import PageCache
+from vfs.pagemap import SourceFile
 from vfs.pragmas import handle_pragma
 from vfs.readahead import ReadAhead
 from vfs.stats import ReadStats, stats_json
-from vfs.view import ReplicaReader, View, load_view
+from vfs.view import ReplicaReader, View, head_pages, load_view
 
 _U32 = struct.Struct(">I")
 #: The sector size reported to SQLite (that of a typical disk; journals are local files).
@@ -76,6 +77,7 @@ class LTXFile:
         self.follower = Follower(reader, view, options.poll, stats)
         if not self.pinned:
             self.follower.start()
+        self._preload(view.pages.files)
         self._closed = False
         #: Called once when SQLite closes the file (the VFS forgets the open path).
         self.on_close: Callable[[], None] | None = None
@@ -126,6 +128,7 @@ class LTXFile:
             self._readahead.forget()
         self._page_size = view.page_size
         self._lock_pgno = lock_pgno(view.page_size)
+        self._preload(view.pages.files)
         self._refresh_page1()
 
     def _update(self, update: Update) -> None:
@@ -150,7 +153,19 @@ class LTXFile:
         self.stats.files_applied += len(update.files)
         self.stats.pages_evicted += evicted
         self._readahead.forget()
+        self._preload(update.files)
         self._refresh_page1()
+
+    def _preload(self, files: list[SourceFile]) -> None:
+        """Cache the pages that came with the files' head GETs (page 1 and other low pages)."""
+        view = self._view
+        for pgno, page in head_pages(self.url, view.pages, files):
+            self.stats.preloaded_pages += 1
+            self._readahead.observe(pgno, page)
+            if pgno == 1:
+                self._raw_page1 = page
+                page = patch_page1(page, view.txid, view.commit)
+            self._cache.put(pgno, page)
 
     def _refresh_page1(self) -> None:
         """Re-derive the cached page 1 from its raw bytes for the current TXID and commit."""

@@ -24,6 +24,8 @@ class SourceFile:
     info: LTXFileInfo
     index: PageIndex
     header: Header | None
+    #: The first bytes of the file when they were fetched at open (header and first frames).
+    head: bytes | None = None
 
     @property
     def key(self) -> str:

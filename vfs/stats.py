@@ -18,6 +18,7 @@ class ReadStats:
     round_trips: int = 0
     pages_fetched: int = 0
     readahead_pages: int = 0
+    preloaded_pages: int = 0
     bytes_decompressed: int = 0
     polls: int = 0
     poll_errors: int = 0

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ltx.errors import LTXError
-from ltx.header import Header
+from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
+from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
-from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, FileIndex, decode_tail, read_header, tail_length_needed
+from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, FileIndex, decode_tail, tail_length_needed
 from ltx.replica import Replica
 from ltx.store.base import ObjectNotFoundError, StoreError
 from vfs.errors import PageCorruptError
@@ -28,6 +29,9 @@ ALL_LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
 INDEX_GUESS_DIVISOR = 200
 #: The most fetched on a guess; a longer index costs a second, exact GET.
 MAX_INDEX_FETCH_SIZE = 4 * 1024 * 1024
+#: Bytes fetched from the start of a large file instead of its bare header: enough for page 1
+#: at any page size (header + frame prefix + LZ4 bound of 64 KiB), and several low pages at 4 KiB.
+HEAD_FETCH_SIZE = HEADER_SIZE + FRAME_PREFIX_SIZE + lz4_bound(MAX_PAGE_SIZE)
 
 
 def index_fetch_size(file_size: int) -> int:
@@ -86,17 +90,25 @@ class ReplicaReader:
                                 on_retry=self._on_retry) + tail
         return decode_tail(tail, size, key)
 
-    def read_header(self, info: LTXFileInfo) -> Header:
-        return with_retries(lambda: read_header(self.store, info.key), on_retry=self._on_retry)
+    def read_head(self, info: LTXFileInfo) -> bytes:
+        """The first bytes of a file: its header and the frames after it (one GET)."""
+        length = min(HEAD_FETCH_SIZE, info.size)
+        return with_retries(lambda: self.store.get_range(info.key, 0, length), on_retry=self._on_retry)
 
-    def load_files(self, infos: Sequence[LTXFileInfo], header_of_last: bool = True) -> list[SourceFile]:
-        """Fetch the indexes of `infos` in parallel (and the last one's header, when its suffix GET
-        will not reach it) and return them as source files."""
-        calls: list[Callable[[], FileIndex | Header]] = [self._index_call(i) for i in infos]
-        wants_header = bool(infos) and header_of_last and index_fetch_size(infos[-1].size) < infos[-1].size
-        if wants_header:
-            last = infos[-1]
-            calls.append(lambda: self.read_header(last))
+    def load_files(self, infos: Sequence[LTXFileInfo], heads: bool = True) -> list[SourceFile]:
+        """Fetch the indexes of `infos` in parallel and return them as source files.
+
+        The newest file's header is needed (page size, commit); a small file's suffix GET holds
+        the whole file, header included. For a large newest file, and a large first file (the
+        snapshot, usually), a head GET in the same round trip brings the header and the first
+        frames: page 1 and the low pages where schemas and table roots live."""
+        calls: list[Callable[[], FileIndex | bytes]] = [self._index_call(i) for i in infos]
+        head_of: list[int] = []
+        if infos:
+            for i in sorted({0, len(infos) - 1}):
+                if index_fetch_size(infos[i].size) < infos[i].size and (heads or i == len(infos) - 1):
+                    head_of.append(i)
+                    calls.append(self._head_call(infos[i]))
         try:
             results = run_all(calls)
         except LTXError as exc:
@@ -105,17 +117,25 @@ class ReplicaReader:
         for info, fi in zip(infos, results, strict=False):
             assert isinstance(fi, FileIndex)
             files.append(SourceFile(info, fi.index, fi.header))
-        if wants_header:
-            header = results[-1]
-            assert isinstance(header, Header)
-            last_file = files[-1]
-            last_file.header = header
+        for i, head in zip(head_of, results[len(infos):], strict=True):
+            assert isinstance(head, bytes)
+            f = files[i]
+            try:
+                header = Header.decode(head, f.key)
+                header.validate(f.key)
+            except LTXError as exc:
+                raise PageCorruptError(self.url, f.key, exc.reason) from exc
+            f.header = header
+            f.head = head
         for f in files:
             _check_file(self.url, f)
         return files
 
     def _index_call(self, info: LTXFileInfo) -> Callable[[], FileIndex]:
         return lambda: self.read_index(info)
+
+    def _head_call(self, info: LTXFileInfo) -> Callable[[], bytes]:
+        return lambda: self.read_head(info)
 
 
 def _check_file(url: str, f: SourceFile) -> None:
@@ -140,6 +160,30 @@ def view_from_files(url: str, files: list[SourceFile], seeks: dict[int, int]) ->
     pages = build_page_map(files, page_size, newest.header.commit)
     return View(txid=newest.info.max_txid, page_size=page_size, pages=pages,
                 created_at=newest.created_at, seeks=seeks)
+
+
+def head_pages(url: str, pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, bytes]]:
+    """Pages whose frames lie wholly in the fetched heads of `files` and are still the current
+    version in `pages` (decoded and checked like any fetched frame); the heads are then dropped."""
+    out: list[tuple[int, bytes]] = []
+    for f in files:
+        head = f.head
+        if head is None:
+            continue
+        f.head = None
+        index = f.index
+        view_bytes = memoryview(head)
+        for pos in range(len(index)):
+            off, size = index.offsets[pos], index.sizes[pos]
+            if off + size > len(head):
+                break
+            if not pages.is_live(f, pos):
+                continue
+            try:
+                out.append(decode_frame(view_bytes[off:off + size], pages.page_size, f.key, off, index.pgnos[pos]))
+            except LTXError as exc:
+                raise PageCorruptError(url, f.key, exc.reason) from exc
+    return out
 
 
 def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
