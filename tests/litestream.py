@@ -53,16 +53,19 @@ def write_config(path: Path, db_path: Path, replica_url: str, *,
                  monitor_interval: str = TEST_MONITOR_INTERVAL, sync_interval: str = TEST_SYNC_INTERVAL,
                  levels: tuple[str, ...] | None = None, snapshot_interval: str | None = None,
                  l0_retention: str | None = None, checkpoint_interval: str | None = None,
+                 db_extra: Mapping[str, Any] | None = None,
                  replica_extra: Mapping[str, Any] | None = None) -> Path:
     """Write a litestream config replicating `db_path` to `replica_url`; return its path.
 
     `levels` sets the compaction intervals of levels 1.. (Litestream's default is 30s, 5m, 1h);
-    `snapshot_interval` the level-9 snapshot interval (default 24h)."""
+    `snapshot_interval` the level-9 snapshot interval (default 24h); `db_extra` and
+    `replica_extra` add settings to the database and replica sections."""
     replica: dict[str, Any] = {"url": replica_url, "sync-interval": sync_interval}
     replica.update(replica_extra or {})
     db: dict[str, Any] = {"path": str(db_path), "monitor-interval": monitor_interval, "replica": replica}
     if checkpoint_interval is not None:
         db["checkpoint-interval"] = checkpoint_interval
+    db.update(db_extra or {})
     config: dict[str, Any] = {"dbs": [db]}
     if levels is not None:
         config["levels"] = [{"interval": i} for i in levels]
