@@ -2,8 +2,9 @@
 
 A file continues a database at TXID `t` when `min <= t + 1` and `max > t` (it holds the latest
 image of every page changed in between). Among the continuations of levels 0..8 the one reaching
-furthest is taken, as the restore plan does: fewer GETs and, compacted, fewer bytes. Snapshots
-(level 9) are left to a fresh start.
+furthest is taken, as the restore plan does (fewer GETs and, compacted, fewer bytes); among those
+reaching equally far, the smallest (the restore plan prefers the earliest start instead, which
+only costs bytes here). Snapshots (level 9) are left to a fresh start.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ltx.plan import MAX_COMPACTION_LEVEL, LTXFileInfo
 
 
 def _rank(f: LTXFileInfo) -> tuple[int, int, int]:
-    return (f.max_txid, -f.min_txid, f.level)
+    return (f.max_txid, -f.size, f.min_txid)
 
 
 def continuation(levels: Mapping[int, Sequence[LTXFileInfo]], txid: int) -> list[LTXFileInfo]:
@@ -30,8 +31,8 @@ def continuation(levels: Mapping[int, Sequence[LTXFileInfo]], txid: int) -> list
     i = 0
     while True:
         while i < len(candidates) and candidates[i].min_txid <= current + 1:
-            max_txid, neg_min, level = _rank(candidates[i])
-            heapq.heappush(reachable, ((-max_txid, -neg_min, -level), i))
+            max_txid, neg_size, min_txid = _rank(candidates[i])
+            heapq.heappush(reachable, ((-max_txid, -neg_size, -min_txid), i))
             i += 1
         if not reachable or candidates[reachable[0][1]].max_txid <= current:
             return chain

@@ -115,3 +115,28 @@ def hydrate_cmd(
 def register(app: typer.Typer) -> None:
     """Add `hydrate` to a typer app (the `ltxctl.commands` entry point)."""
     app.command("hydrate")(hydrate_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hydrator.cli hydrate URL PATH ...`: the command without the rest of ltxctl."""
+    app = typer.Typer(name=PROG, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+    @app.callback()
+    def _root() -> None:
+        """Hydrate a local database file from an LTX replica."""
+
+    register(app)
+    try:
+        rv = app(args=argv, prog_name=PROG, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.TyperException as exc:
+        sys.stderr.write(f"{PROG}: error: {' '.join(exc.format_message().split())}\n")
+        return int(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

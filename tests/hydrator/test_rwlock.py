@@ -1,0 +1,32 @@
+"""The readers-writer lock that keeps pages from changing under a read transaction."""
+
+from __future__ import annotations
+
+import threading
+
+from hydrator.rwlock import ReadWriteLock
+from tests.litestream import wait_for
+
+
+def test_writer_waits_for_readers_and_blocks_new_ones() -> None:
+    lock = ReadWriteLock()
+    lock.acquire_read()
+    lock.acquire_read()
+    wrote = threading.Event()
+
+    def writer() -> None:
+        with lock.write():
+            wrote.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_for(lambda: lock._writers_waiting == 1, "the writer to queue", 10)
+    assert not wrote.is_set()
+    assert not lock.acquire_read(timeout=0)  # a waiting writer goes first
+    lock.release_read()
+    assert not wrote.is_set()
+    lock.release_read()
+    t.join(10)
+    assert wrote.is_set()
+    assert lock.acquire_read(timeout=0)
+    lock.release_read()
