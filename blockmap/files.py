@@ -154,9 +154,19 @@ class ReadPlan:
     chunks: dict[int, list[SliceRecord]]
 
 
+def _length_for_read(cursor: apsw.Cursor, inode: int, path: PathLike) -> int:
+    """A file's length; an unlinked file whose data is still pending (open somewhere) keeps its
+    last length from `jfs_delfile`, so open handles read on, as POSIX wants."""
+    if get_node(cursor, inode) is None:
+        row = cursor.execute("SELECT length FROM jfs_delfile WHERE inode = ?", (inode,)).fetchone()
+        if row is not None:
+            return as_int(row[0])
+    return _file_node(cursor, inode, path).length
+
+
 def plan_read(cursor: apsw.Cursor, inode: int, offset: int, size: int, path: PathLike) -> ReadPlan:
-    node = _file_node(cursor, inode, path)
-    end = min(node.length, offset + size) if size >= 0 else node.length
+    length = _length_for_read(cursor, inode, path)
+    end = min(length, offset + size) if size >= 0 else length
     chunks: dict[int, list[SliceRecord]] = {}
     if end > offset:
         rows = cursor.execute(
@@ -165,7 +175,7 @@ def plan_read(cursor: apsw.Cursor, inode: int, offset: int, size: int, path: Pat
         ).fetchall()
         for indx, blob in rows:
             chunks[as_int(indx)] = decode_records(blob, f"chunk {inode}:{indx}")
-    return ReadPlan(node.length, chunks)
+    return ReadPlan(length, chunks)
 
 
 def iter_range(blocks: BlockStore, plan: ReadPlan, offset: int, size: int) -> Iterator[bytes]:

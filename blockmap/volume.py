@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import apsw
 
@@ -57,6 +57,11 @@ from blockmap.settings import (
     storage_for_data_url,
 )
 from ltx.store.base import ObjectStore
+
+if TYPE_CHECKING:
+    from blockmap.fsck import FsckReport
+    from blockmap.gc import GcReport
+    from blockmap.trash import TrashCleanup
 
 T = TypeVar("T")
 
@@ -702,6 +707,31 @@ class Volume:
         from blockmap.compaction import compact_tree
 
         return compact_tree(self, path)
+
+    def clone(self, src: PathLike, dst: PathLike, *, preserve: bool = False) -> Attr:
+        """Copy a file or a tree to `dst` sharing its slices (no bytes copied); `preserve` keeps
+        owner, mode and times."""
+        from blockmap.clone import clone
+
+        return clone(self, src, dst, preserve=preserve)
+
+    def gc(self, *, delete: bool = False, skip_age: float | None = None) -> GcReport:
+        """Find leaked block objects (and with `delete`, remove them and finish pending deletes)."""
+        from blockmap.gc import DEFAULT_SKIP_AGE, gc
+
+        return gc(self, delete=delete, skip_age=DEFAULT_SKIP_AGE if skip_age is None else skip_age)
+
+    def fsck(self, *, repair: bool = False) -> FsckReport:
+        """Check blocks and metadata; `repair` rewrites nlink, dir stats and counters."""
+        from blockmap.fsck import fsck
+
+        return fsck(self, repair=repair)
+
+    def empty_trash(self, *, force: bool = False) -> TrashCleanup:
+        """Release trash entries older than TrashDays (all of them with `force`)."""
+        from blockmap.trash import clean_trash
+
+        return clean_trash(self, force=force)
 
     def lookup(self, parent: int, name: bytes) -> tuple[int, int] | None:
         """(inode, type) of entry `name` in directory inode `parent` (low-level)."""

@@ -72,7 +72,8 @@ def test_settings_json_is_written_like_the_binary(tmp_path: Path) -> None:
 
 def _write_corpus(v: Volume, rng: random.Random) -> None:
     """Small files, a 70 MiB file across chunks, overwrites, appends, sparse and truncated files,
-    hard links, symlinks, xattrs, nested directories, a rename over a file, an unlink."""
+    hard links, symlinks, xattrs, nested directories, a rename over a file, an unlink, clones of a
+    tree and of a file, a compacted file."""
     v.makedirs("/docs/deep/er")
     v.mkdir("/empty")
     for i in range(12):
@@ -108,6 +109,10 @@ def _write_corpus(v: Volume, rng: random.Random) -> None:
     v.rename("/docs/small-4.txt", "/victim.txt")
     v.unlink("/docs/small-5.txt")
     v.rename("/docs/deep/er", "/moved-er")
+    v.clone("/docs", "/docs-clone")
+    v.clone("/over.bin", "/over-clone.bin")
+    v.pwrite("/over-clone.bin", b"diverged", 3)
+    assert v.compact("/over.bin") == 1
 
 
 def _tree(v: Volume) -> dict[str, Any]:
