@@ -254,7 +254,8 @@ class Hydrator:
 
     def apply_ltx(self, stream: BinaryIO, name: str) -> bool:
         """Apply an LTX file the caller holds (the VFS writer's own commit), verified first, when it
-        continues the complete local file; False (nothing applied) when it does not."""
+        continues the complete local file; False (nothing applied) when it does not. Call it without
+        holding `reading()` (it waits for readers; from a reading thread it raises RuntimeError)."""
         if not self.is_complete:
             return False
         try:

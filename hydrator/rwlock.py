@@ -19,23 +19,32 @@ class ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._mine = threading.local()
+
+    def _held(self) -> int:
+        return getattr(self._mine, "reads", 0)
 
     def acquire_read(self, timeout: float | None = None) -> bool:
         with self._cond:
             ok = self._cond.wait_for(lambda: not self._writer and not self._writers_waiting, timeout)
             if ok:
                 self._readers += 1
+                self._mine.reads = self._held() + 1
             return ok
 
     def release_read(self) -> None:
         with self._cond:
-            if self._readers <= 0:
-                raise RuntimeError("release_read without a matching acquire_read")
+            if self._readers <= 0 or self._held() <= 0:
+                raise RuntimeError("release_read without a matching acquire_read in this thread")
             self._readers -= 1
+            self._mine.reads = self._held() - 1
             if not self._readers:
                 self._cond.notify_all()
 
     def acquire_write(self) -> None:
+        """Wait for every reader to leave; a thread holding a read itself would wait forever: refused."""
+        if self._held():
+            raise RuntimeError("acquire_write while this thread holds a read (release it first)")
         with self._cond:
             self._writers_waiting += 1
             try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from hydrator.rwlock import ReadWriteLock
 from tests.litestream import wait_for
 
@@ -30,3 +32,11 @@ def test_writer_waits_for_readers_and_blocks_new_ones() -> None:
     assert wrote.is_set()
     assert lock.acquire_read(timeout=0)
     lock.release_read()
+
+
+def test_writing_while_reading_in_the_same_thread_is_refused() -> None:
+    lock = ReadWriteLock()
+    with lock.read(), pytest.raises(RuntimeError, match="holds a read"):
+        lock.acquire_write()
+    with lock.write():
+        pass
