@@ -17,7 +17,7 @@ from blockmap.meta import as_bytes
 from blockmap.namespace import Released, drop_chunk_refs
 from blockmap.node import TYPE_FILE
 from blockmap.paths import PathLike
-from blockmap.release import encode_delayed, release_slices
+from blockmap.release import encode_delayed
 from blockmap.slices import (
     CHUNK_SIZE,
     SLICE_RECORD_SIZE,
@@ -56,7 +56,6 @@ def _write_merged(vol: Volume, plan: CompactionPlan, slice_id: int) -> int:
         return writer.finish()
     except BaseException:
         writer.abort()
-        vol._discard_slice(slice_id, writer.size)
         raise
 
 
@@ -70,7 +69,12 @@ def compact_chunk(vol: Volume, inode: int, indx: int) -> bool:
     if plan is None:
         return False
     slice_id = vol._ids.next_slice_id()
-    size = _write_merged(vol, plan, slice_id)
+    try:
+        with vol._block_gate.read():
+            size = _write_merged(vol, plan, slice_id)
+    except BaseException:
+        vol._discard_slice(slice_id, plan.size)  # whatever blocks made it up are unreferenced
+        raise
     origin = blob[: (plan.skipped + plan.count) * SLICE_RECORD_SIZE]
     merged = records[plan.skipped : plan.skipped + plan.count]
     released = Released()
@@ -106,7 +110,7 @@ def compact_chunk(vol: Volume, inode: int, indx: int) -> bool:
         vol._discard_slice(slice_id, size)
         return False
     if released.slices:
-        release_slices(vol._db, vol._blocks, released.slices)
+        vol._release_slices(released.slices)
     return True
 
 

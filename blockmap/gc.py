@@ -18,7 +18,7 @@ import apsw
 from blockmap.blocks import BlockObject
 from blockmap.clone import remove_detached
 from blockmap.meta import as_bytes, as_int
-from blockmap.release import decode_delayed, pending_files, pending_slices, release_file_data, release_slices
+from blockmap.release import decode_delayed, pending_files, pending_slices, release_file_data
 from blockmap.slices import decode_records
 from blockmap.trash import TrashCleanup, clean_trash
 
@@ -96,8 +96,8 @@ def gc(vol: Volume, *, delete: bool = False, skip_age: float = DEFAULT_SKIP_AGE)
                 continue
             released = release_file_data(vol._db, inode)
             report.released_files += 1
-            report.released_slices += release_slices(vol._db, vol._blocks, released.slices)
-        report.released_slices += release_slices(vol._db, vol._blocks, pending_slices(vol._db))
+            report.released_slices += vol._release_slices(released.slices)
+        report.released_slices += vol._release_slices(pending_slices(vol._db))
 
     def snapshot(c: apsw.Cursor) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
         pend = {as_int(a): as_int(b) for a, b in c.execute("SELECT chunkid, size FROM jfs_chunk_ref WHERE refs <= 0")}

@@ -56,6 +56,7 @@ from blockmap.settings import (
     data_url_for_storage,
     storage_for_data_url,
 )
+from hydrator.rwlock import ReadWriteLock
 from ltx.store.base import ObjectStore
 
 if TYPE_CHECKING:
@@ -141,6 +142,9 @@ class Volume:
         self._blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix)
         self._ids = IdAllocator(self._reserve)
         self._open_lock = threading.Lock()
+        #: Reads hold it shared while they fetch blocks; deleting a slice's blocks takes it
+        #: exclusively, so a read in this process never loses a block it has just looked up.
+        self._block_gate = ReadWriteLock()
         self._open_counts: dict[int, int] = {}
         self._ctx = ns.OpContext(
             uid=os.getuid() if uid is None else uid,
@@ -281,7 +285,11 @@ class Volume:
                 continue
             released.slices |= release_file_data(self._db, inode).slices
         if released.slices:
-            release_slices(self._db, self._blocks, released.slices)
+            self._release_slices(released.slices)
+
+    def _release_slices(self, slices: set[tuple[int, int]] | list[tuple[int, int]]) -> int:
+        with self._block_gate.write():
+            return release_slices(self._db, self._blocks, slices)
 
     def _file_opened(self, inode: int) -> None:
         with self._open_lock:
@@ -320,13 +328,15 @@ class Volume:
 
     def _discard_slice(self, slice_id: int, size: int) -> None:
         try:
-            self._blocks.delete_slice(slice_id, size)
+            with self._block_gate.write():
+                self._blocks.delete_slice(slice_id, size)
         except Exception:  # noqa: BLE001 - best effort: gc finds leftovers
             pass
 
     def _read(self, inode: int, offset: int, size: int, path: str) -> bytes:
-        plan = self._read_txn(lambda c: plan_read(c, inode, offset, size, path))
-        return b"".join(iter_range(self._blocks, plan, offset, size))
+        with self._block_gate.read():
+            plan = self._read_txn(lambda c: plan_read(c, inode, offset, size, path))
+            return b"".join(iter_range(self._blocks, plan, offset, size))
 
     def _length(self, inode: int) -> int:
         node = self._read_txn(lambda c: get_node(c, inode))
