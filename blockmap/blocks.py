@@ -95,7 +95,7 @@ class BlockStore:
         """A writer that uploads a new slice's blocks as they fill."""
         return SliceWriter(self, slice_id)
 
-    def upload(self, slice_id: int, data: bytes) -> int:
+    def upload(self, slice_id: int, data: bytes | memoryview) -> int:
         """Upload a whole slice held in memory; returns its size."""
         w = self.writer(slice_id)
         w.write(data)

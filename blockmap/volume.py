@@ -56,6 +56,7 @@ from blockmap.settings import (
     data_url_for_storage,
     storage_for_data_url,
 )
+from blockmap.slices import CHUNK_SIZE, SliceRecord, chunk_span
 from hydrator.rwlock import ReadWriteLock
 from ltx.store.base import ObjectStore
 
@@ -605,14 +606,60 @@ class Volume:
         with self.open_file(path) as f:
             return f.pread(size, offset) if size >= 0 else (f.seek(offset), f.read())[1]
 
-    def write_file(self, path: PathLike, data: bytes | BinaryIO, mode: int = 0o666) -> Attr:
-        """Create or replace a file's contents from bytes or a readable stream (bounded memory)."""
-        with self.open_file(path, "w", mode) as f:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                f.write(data)
-            else:
+    def write_file(self, path: PathLike, data: bytes | bytearray | memoryview | BinaryIO, mode: int = 0o666) -> Attr:
+        """Create or replace a file's contents from bytes or a readable stream (bounded memory).
+
+        Bytes are uploaded first and then recorded together with the create (or the truncation of
+        the old contents) in one transaction; a stream goes through `open_file` chunk by chunk."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            with self.open_file(path, "w", mode) as f:
                 f.copy_from(data)
-        return self.stat(path)
+            return self.stat(path)
+        pieces = self._upload(memoryview(data).cast("B"), 0)
+        inode = self._ids.next_inode()
+
+        def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
+            released = ns.Released()
+            try:
+                node = self._resolve(c, path)
+            except FileNotFoundError:
+                parent, name = resolve_parent(c, path)
+                node = ns.mknod(c, self._ctx, parent, name, TYPE_FILE, mode & ~self.umask, inode, path)
+            else:
+                if node.type == TYPE_DIRECTORY:
+                    raise fs_error(errno.EISDIR, path) from None
+                if node.type != TYPE_FILE:
+                    raise fs_error(errno.EINVAL, path) from None
+                if node.length:
+                    node, released = truncate(c, self._ctx, node.inode, 0, path)
+            if pieces:
+                commit_write(c, self._ctx, node.inode, pieces, path)
+                node = get_node(c, node.inode) or node
+            return node, released
+
+        try:
+            node, released = self._write(body)
+        except BaseException:
+            for p in pieces:
+                self._discard_slice(p.record.id, p.record.size)
+            raise
+        self._finish(released)
+        return Attr.of(node)
+
+    def _upload(self, view: memoryview, offset: int) -> list[WritePiece]:
+        """Upload `view` as new slices, one per chunk it touches, before any metadata refers to them."""
+        pieces: list[WritePiece] = []
+        try:
+            for indx, coff, n in chunk_span(offset, len(view)):
+                start = indx * CHUNK_SIZE + coff - offset
+                sid = self._ids.next_slice_id()
+                size = self._blocks.upload(sid, view[start : start + n])
+                pieces.append(WritePiece(indx, SliceRecord(coff, sid, size, 0, size)))
+        except BaseException:
+            for p in pieces:
+                self._discard_slice(p.record.id, p.record.size)
+            raise
+        return pieces
 
     def pwrite(self, path: PathLike, data: bytes, offset: int) -> int:
         """Write `data` at `offset` of an existing file (one slice, one transaction per chunk)."""

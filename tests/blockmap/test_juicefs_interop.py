@@ -19,6 +19,7 @@ from typing import Any
 import apsw
 import pytest
 
+from blockmap.blocks import BlockObject
 from blockmap.node import TRASH_INODE
 from blockmap.schema import schema_rows
 from blockmap.settings import VolumeSettings
@@ -272,3 +273,21 @@ def test_trash_volume_matches_the_binarys_layout(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     d = dump(meta, tmp_path / "dump.json")
     assert len(_dump_entries(d["Trash"])) == 3
+
+
+def test_hash_prefix_volume_is_read_by_the_binary(tmp_path: Path) -> None:
+    meta = f"sqlite3://{tmp_path}/meta.db"
+    (tmp_path / "data").mkdir()
+    data = random.Random(5).randbytes(2 * BLOCK + 99)
+    with Volume.format(meta, f"file://{tmp_path}/data", "hashed", block_size=BLOCK, hash_prefix=True) as v:
+        v.write_file("/f", data)
+        sid = next(b.slice_id for b in v._blocks.list_blocks() if isinstance(b, BlockObject))
+    keys = sorted(str(p.relative_to(tmp_path / "data")) for p in (tmp_path / "data").rglob("*_*_*"))
+    assert keys == sorted(f"hashed/chunks/{sid % 256:02X}/0/{sid}_{i}_{n}" for i, n in enumerate([BLOCK, BLOCK, 99]))
+    proc = run_juicefs("fsck", meta, "--path", "/", "--recursive", "--sync-dir-stat", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"\b0 leaked\b", gc_report(meta))
+    out = tmp_path / "out"
+    out.mkdir()
+    sync_out(meta, out)
+    assert (out / "f").read_bytes() == data

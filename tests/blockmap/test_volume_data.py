@@ -175,3 +175,12 @@ def test_explicit_compaction_keeps_bytes(vol: Volume) -> None:
     assert len(_records(vol, ino)) == 1
     assert vol.read_file("/f") == bytes(model)
     assert metadata_problems(_meta(vol)) == []
+
+
+def test_write_file_replaces_contents_and_frees_old_blocks(vol: Volume) -> None:
+    vol.write_file("/f", random.Random(9).randbytes(5 * TEST_BLOCK_SIZE))
+    vol.write_file("/f", b"short")
+    assert vol.read_file("/f") == b"short"
+    assert len(list(vol.store.list("testvol/chunks/"))) == 1
+    assert vol.usage().used_space == 4096
+    assert metadata_problems(_meta(vol)) == []

@@ -281,11 +281,16 @@ def test_readdir_streams_large_directories(vol: Volume, monkeypatch: pytest.Monk
 
 
 def test_each_operation_is_one_transaction(vol: Volume) -> None:
-    vol.mkdir("/warm")  # reserves the first inode batch
+    vol.write_file("/warm", b"w")  # reserves the first inode and slice ID batches
     base = vol.commits
     vol.mkdir("/d")
     vol.create("/d/f")
     vol.rename("/d/f", "/d/g")
     vol.chmod("/d/g", 0o600)
     vol.setxattr("/d/g", "user.k", b"v")
-    assert vol.commits - base == 5
+    vol.write_file("/d/new", b"content")  # create + contents in one transaction
+    assert vol.commits - base == 6
+    # Replacing contents is one transaction too; the old slice's row goes in a second one, after
+    # its blocks are deleted (blocks never disappear under a row that names them).
+    vol.write_file("/d/new", b"replaced")
+    assert vol.commits - base == 8
