@@ -8,9 +8,12 @@ A directory's stats cover its direct entries: one inode each, a file's length an
 
 from __future__ import annotations
 
+import errno
+
 import apsw
 
-from blockmap.counters import add_usage
+from blockmap.counters import TOTAL_INODES, USED_SPACE, add_usage, get_counter
+from blockmap.errors import fs_error
 from blockmap.node import TYPE_FILE
 
 #: Accounting unit.
@@ -68,10 +71,20 @@ class DirDeltas:
 
 
 class Accounting:
-    """Applies usage changes for one volume (dir stats only when the volume has DirStats on)."""
+    """Applies usage changes for one volume (dir stats only when the volume has DirStats on) and
+    enforces the volume's Capacity and Inodes limits (0: unlimited) as JuiceFS does: ENOSPC."""
 
-    def __init__(self, dir_stats: bool) -> None:
+    def __init__(self, dir_stats: bool, capacity: int = 0, inode_limit: int = 0) -> None:
         self.dir_stats = dir_stats
+        self.capacity = capacity
+        self.inode_limit = inode_limit
+
+    def check(self, cursor: apsw.Cursor, space: int, inodes: int, path: str | bytes | None = None) -> None:
+        """Raise ENOSPC if adding `space` bytes or `inodes` inodes would pass a volume limit."""
+        if space > 0 and self.capacity > 0 and get_counter(cursor, USED_SPACE) + space > self.capacity:
+            raise fs_error(errno.ENOSPC, path)
+        if inodes > 0 and self.inode_limit > 0 and get_counter(cursor, TOTAL_INODES) + inodes > self.inode_limit:
+            raise fs_error(errno.ENOSPC, path)
 
     def usage(self, cursor: apsw.Cursor, space: int, inodes: int) -> None:
         add_usage(cursor, space, inodes)
@@ -102,11 +115,18 @@ class Accounting:
                     )
 
     def file_length_changed(
-        self, cursor: apsw.Cursor, inode: int, parent: int, old_length: int, new_length: int
+        self,
+        cursor: apsw.Cursor,
+        inode: int,
+        parent: int,
+        old_length: int,
+        new_length: int,
+        path: str | bytes | None = None,
     ) -> None:
         """A file's length moved: charge the volume and every directory holding a link to it."""
         space = align4k(new_length) - align4k(old_length)
         length = new_length - old_length
+        self.check(cursor, space, 0, path)
         if space:
             add_usage(cursor, space, 0)
         if not self.dir_stats or (space == 0 and length == 0):

@@ -67,6 +67,7 @@ def _clone_node(
         n.set_ctime(ns)
     if n.type != TYPE_DIRECTORY and n.nlink > 1:
         n.nlink = 1
+    ctx.acct.check(cursor, align4k(n.length if n.type != TYPE_DIRECTORY else 0), 1)
     insert_node(cursor, n)
     cursor.execute(
         "INSERT INTO jfs_xattr (inode, name, value) SELECT ?, name, value FROM jfs_xattr WHERE inode = ? ORDER BY id",

@@ -91,7 +91,7 @@ def commit_write(
             "INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, ?, 1)", (p.record.id, p.record.size)
         )
     update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
-    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, new_length)
+    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, new_length, path)
     return {p.indx: chunk_record_count(cursor, inode, p.indx) for p in pieces}
 
 
@@ -142,7 +142,7 @@ def truncate(
     node.set_mtime(ns)
     node.set_ctime(ns)
     update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
-    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length)
+    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length, path)
     return node, released
 
 

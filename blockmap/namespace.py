@@ -157,6 +157,7 @@ def mknod(
         raise fs_error(errno.ENOENT, path)
     if lookup(cursor, parent, name) is not None:
         raise fs_error(errno.EEXIST, path)
+    ctx.acct.check(cursor, align4k(0), 1, path)
     ns = now_ns()
     gid = ctx.gid
     mode &= 0o7777

@@ -150,7 +150,7 @@ class Volume:
         self._ctx = ns.OpContext(
             uid=os.getuid() if uid is None else uid,
             gid=os.getgid() if gid is None else gid,
-            acct=Accounting(settings.dir_stats),
+            acct=Accounting(settings.dir_stats, settings.capacity, settings.inodes),
             trash_days=settings.trash_days,
         )
         self.closed = False

@@ -294,3 +294,23 @@ def test_each_operation_is_one_transaction(vol: Volume) -> None:
     # its blocks are deleted (blocks never disappear under a row that names them).
     vol.write_file("/d/new", b"replaced")
     assert vol.commits - base == 8
+
+
+def test_volume_limits_answer_enospc(vol_paths: tuple[str, str]) -> None:
+    meta, data = vol_paths
+    with Volume.format(meta, data, "limited", capacity=1 << 20, inodes=3) as v:
+        v.mkdir("/a")
+        v.write_file("/a/f", b"x" * 1000)
+        v.truncate("/a/f", (1 << 20) - 8192)  # fits: 1 MiB - 8 KiB + 4 KiB for /a
+        with _raises(errno.ENOSPC):
+            v.truncate("/a/f", 1 << 20)
+        with _raises(errno.ENOSPC):
+            v.pwrite("/a/f", b"y" * 10000, (1 << 20) - 8192)
+        assert v.stat("/a/f").st_size == (1 << 20) - 8192
+        v.truncate("/a/f", 10)
+        v.create("/b")
+        with _raises(errno.ENOSPC):
+            v.create("/c")
+        assert metadata_problems(v._db.conn.filename) == []
+        assert v.fsck().ok
+        assert v.gc(skip_age=0).leaked == []  # the refused write's uploaded blocks were taken back
