@@ -159,7 +159,7 @@ class LTXFile:
     def _preload(self, files: list[SourceFile]) -> None:
         """Cache the pages that came with the files' head GETs (page 1 and other low pages)."""
         view = self._view
-        for pgno, page in head_pages(self.url, view.pages, files):
+        for pgno, page in head_pages(view.pages, files):
             self.stats.preloaded_pages += 1
             self._readahead.observe(pgno, page)
             if pgno == 1:
@@ -327,7 +327,8 @@ class LTXFile:
 
     def stats_json(self) -> str:
         view = self._view
-        return stats_json(self.stats, self.replica.store.stats, txid=f"{view.txid:016x}", commit=view.commit,
+        return stats_json(self.stats, self.replica.store.stats, txid=f"{view.txid:016x}",
+                          staged_txid=f"{self.follower.tip:016x}", commit=view.commit,
                           page_size=view.page_size, files=len(view.pages.files),
                           cache_bytes=self._cache.currsize, cache_pages=len(self._cache))
 

@@ -122,6 +122,11 @@ class Follower:
             self._paused = not follow
 
     @property
+    def tip(self) -> int:
+        """The TXID the connection reaches once everything staged is applied."""
+        return self._tip
+
+    @property
     def paused(self) -> bool:
         return self._paused
 

@@ -78,8 +78,9 @@ class ReplicaReader:
 
         return dict(zip(levels, run_all([lister(lvl) for lvl in levels]), strict=True))
 
-    def read_index(self, info: LTXFileInfo) -> FileIndex:
-        """One suffix GET sized from the listed size; a second only when the index is longer."""
+    def read_index(self, info: LTXFileInfo) -> tuple[FileIndex, bytes | None]:
+        """One suffix GET sized from the listed size; a second only when the index is longer.
+        Returns the index and, when the suffix was the whole file, the file's bytes."""
         store = self.store
         key = info.key
         guess = index_fetch_size(info.size)
@@ -88,7 +89,7 @@ class ReplicaReader:
         if need > len(tail):
             tail = with_retries(lambda: store.get_range(key, size - need, need - len(tail)),
                                 on_retry=self._on_retry) + tail
-        return decode_tail(tail, size, key)
+        return decode_tail(tail, size, key), (tail if len(tail) == size else None)
 
     def read_head(self, info: LTXFileInfo) -> bytes:
         """The first bytes of a file: its header and the frames after it (one GET)."""
@@ -101,8 +102,9 @@ class ReplicaReader:
         The newest file's header is needed (page size, commit); a small file's suffix GET holds
         the whole file, header included. For a large newest file, and a large first file (the
         snapshot, usually), a head GET in the same round trip brings the header and the first
-        frames: page 1 and the low pages where schemas and table roots live."""
-        calls: list[Callable[[], FileIndex | bytes]] = [self._index_call(i) for i in infos]
+        frames: page 1 and the low pages where schemas and table roots live. The bytes of small
+        files and heads are kept on the source files (`head`) for `head_pages`."""
+        calls: list[Callable[[], tuple[FileIndex, bytes | None] | bytes]] = [self._index_call(i) for i in infos]
         head_of: list[int] = []
         if infos:
             for i in sorted({0, len(infos) - 1}):
@@ -114,9 +116,10 @@ class ReplicaReader:
         except LTXError as exc:
             raise PageCorruptError(self.url, exc.name, exc.reason) from exc
         files: list[SourceFile] = []
-        for info, fi in zip(infos, results, strict=False):
-            assert isinstance(fi, FileIndex)
-            files.append(SourceFile(info, fi.index, fi.header))
+        for info, result in zip(infos, results, strict=False):
+            assert isinstance(result, tuple)
+            fi, whole = result
+            files.append(SourceFile(info, fi.index, fi.header, whole))
         for i, head in zip(head_of, results[len(infos):], strict=True):
             assert isinstance(head, bytes)
             f = files[i]
@@ -131,7 +134,7 @@ class ReplicaReader:
             _check_file(self.url, f)
         return files
 
-    def _index_call(self, info: LTXFileInfo) -> Callable[[], FileIndex]:
+    def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FileIndex, bytes | None]]:
         return lambda: self.read_index(info)
 
     def _head_call(self, info: LTXFileInfo) -> Callable[[], bytes]:
@@ -162,9 +165,10 @@ def view_from_files(url: str, files: list[SourceFile], seeks: dict[int, int]) ->
                 created_at=newest.created_at, seeks=seeks)
 
 
-def head_pages(url: str, pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, bytes]]:
+def head_pages(pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, bytes]]:
     """Pages whose frames lie wholly in the fetched heads of `files` and are still the current
-    version in `pages` (decoded and checked like any fetched frame); the heads are then dropped."""
+    version in `pages` (decoded and checked like any fetched frame; a damaged one is left out, so
+    only a read of that page fails); the heads are then dropped."""
     out: list[tuple[int, bytes]] = []
     for f in files:
         head = f.head
@@ -181,8 +185,8 @@ def head_pages(url: str, pages: PageMap, files: Sequence[SourceFile]) -> list[tu
                 continue
             try:
                 out.append(decode_frame(view_bytes[off:off + size], pages.page_size, f.key, off, index.pgnos[pos]))
-            except LTXError as exc:
-                raise PageCorruptError(url, f.key, exc.reason) from exc
+            except LTXError:
+                continue  # not cached: reading that page fetches it again and reports the damage
     return out
 
 

@@ -1,0 +1,125 @@
+"""Bad input: empty replicas, gaps, corrupt frames, reads past the end, bad URI parameters."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+import pytest
+
+from ltx.reader import read_file_index
+from ltx.replica import Replica
+from tests.vfs.replicas import History, connect, run_queries
+from vfs.errors import PageCorruptError, ReplicaOpenError
+from vfs.options import OpenOptions
+from vfs.vfs import open_file
+
+
+def test_empty_replica_fails_after_a_bounded_wait(file_replica: tuple[str, Replica], tmp_path: Path) -> None:
+    url, _ = file_replica
+    started = time.monotonic()
+    with pytest.raises(ReplicaOpenError, match="no LTX files") as info:
+        connect(tmp_path / "x.db", url, wait="300ms")
+    assert info.value.url == url
+    assert "waited 0.3s" in str(info.value)
+    assert time.monotonic() - started >= 0.3
+
+
+def test_gap_in_history_names_the_missing_txids(history_factory: Callable[..., History],
+                                                file_replica: tuple[str, Replica], tmp_path: Path) -> None:
+    history = history_factory(seed=31, page_size=4096, transactions=10)
+    url, replica = file_replica
+    history.ship(replica, 1, 3)
+    history.ship(replica, 6, 7)
+    with pytest.raises(ReplicaOpenError, match="gap in the history.*0000000000000004..0000000000000005"):
+        connect(tmp_path / "x.db", url, wait=0)
+    conn = connect(tmp_path / "x.db", url, txid="3")
+    try:
+        assert run_queries(conn)[-1] == [("ok",)], "TXIDs before the gap stay readable"
+    finally:
+        conn.close()
+
+
+def _damage(replica: Replica, key: str, pgno: int, how: str) -> None:
+    """Change one frame of a stored file in place (file:// store: the object is a file)."""
+    entry = read_file_index(replica.store, key).index.find(pgno)
+    assert entry is not None
+    path = Path(replica.url.removeprefix("file://")) / key
+    data = bytearray(path.read_bytes())
+    if how == "pgno":
+        struct.pack_into(">I", data, entry.offset, pgno + 1)
+    elif how == "size":
+        struct.pack_into(">I", data, entry.offset + 6, entry.size - 10 - 1)
+    else:  # an LZ4 block that decodes to the wrong length, or not at all
+        data[entry.offset + 10:entry.offset + entry.size] = bytes([0xF0]) * (entry.size - 10)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["pgno", "size", "lz4"])
+def test_corrupt_frame_is_an_error_naming_the_object(history_factory: Callable[..., History],
+                                                     file_replica: tuple[str, Replica], tmp_path: Path,
+                                                     how: str) -> None:
+    history = history_factory(seed=32, page_size=4096, transactions=10)
+    url, replica = file_replica
+    replica.put_file(9, 1, history.last_txid, history.encode(history.last_txid, 1),
+                     timestamp_ms=history.timestamp_ms(history.last_txid))
+    key = replica.key(9, 1, history.last_txid)
+    victim = len(history.pages(history.last_txid)) - 1
+    _damage(replica, key, victim, how)
+    f = open_file(OpenOptions(path=str(tmp_path / "x.db"), replica_url=url, poll=0))
+    try:
+        with pytest.raises(PageCorruptError) as info:
+            f.xRead(4096, (victim - 1) * 4096)
+        assert info.value.key == key
+        assert key in str(info.value)
+        assert f.xRead(4096, 0)[:16] == b"SQLite format 3\x00", "other pages still read"
+    finally:
+        f.xClose()
+    conn = connect(tmp_path / "x.db", url, poll=0)
+    try:
+        with pytest.raises(apsw.CorruptError):
+            conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+
+
+def test_reads_past_the_commit_are_short(history_factory: Callable[..., History],
+                                         file_replica: tuple[str, Replica], tmp_path: Path) -> None:
+    history = history_factory(seed=33, page_size=4096, transactions=6)
+    url, replica = file_replica
+    history.ship(replica)
+    pages = history.pages(history.last_txid)
+    f = open_file(OpenOptions(path=str(tmp_path / "x.db"), replica_url=url, poll=0))
+    try:
+        size = len(pages) * 4096
+        assert f.xFileSize() == size
+        assert f.xRead(4096, size) == b""
+        assert f.xRead(4096, size + 10 * 4096) == b""
+        tail = f.xRead(8192, size - 4096)
+        assert tail == pages[-1], "a read crossing the end returns only the bytes that exist"
+        assert f.xRead(100, size - 50) == pages[-1][-50:]
+    finally:
+        f.xClose()
+
+
+@pytest.mark.parametrize(("param", "value", "message"), [
+    ("txid", "zz", "hexadecimal"),
+    ("txid", "0", "start at 1"),
+    ("timestamp", "last tuesday", "RFC 3339"),
+    ("cache_size", "lots", "bytes"),
+    ("poll", "fast", "duration"),
+    ("hydrate", "/tmp/h.db", "not supported yet"),
+])
+def test_bad_uri_parameters_are_refused(file_replica: tuple[str, Replica], tmp_path: Path, param: str, value: str,
+                                        message: str) -> None:
+    url, _ = file_replica
+    with pytest.raises(apsw.CantOpenError, match=message):
+        connect(tmp_path / "x.db", url, **{param: value})
+
+
+def test_unknown_replica_scheme_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReplicaOpenError, match="gopher"):
+        connect(tmp_path / "x.db", "gopher://nowhere/x")
