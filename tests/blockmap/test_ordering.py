@@ -1,0 +1,107 @@
+"""Crash safety by ordering: a block is stored before any row names its slice, and deleted only
+after no record names it. Checked at every put and delete with a pass-through wrapper around the
+real file store that looks at the committed metadata at that moment."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import apsw
+
+from blockmap.volume import Volume
+from ltx.store import open_store
+from ltx.store.base import ObjectInfo, ObjectStore
+from tests.blockmap.conftest import TEST_BLOCK_SIZE
+
+
+class WatchedStore(ObjectStore):
+    """Delegates to a real store; before each block put/delete, checks the committed metadata."""
+
+    def __init__(self, inner: ObjectStore, meta_path: str) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.stats = inner.stats
+        self.meta_path = meta_path
+        self.violations: list[str] = []
+        self.puts = 0
+        self.deletes = 0
+
+    def _slice(self, key: str) -> int | None:
+        if "/chunks/" not in key:
+            return None
+        return int(key.rsplit("/", 1)[1].split("_")[0])
+
+    def _named(self, sid: int) -> bool:
+        db = apsw.Connection(self.meta_path, flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            for (blob,) in db.execute("SELECT CAST(slices AS BLOB) FROM jfs_chunk"):
+                data = bytes(blob)
+                for i in range(0, len(data), 24):
+                    if int.from_bytes(data[i + 4 : i + 12], "big") == sid:
+                        return True
+            live = db.execute("SELECT 1 FROM jfs_chunk_ref WHERE chunkid = ? AND refs > 0", (sid,)).fetchone()
+            return live is not None
+        finally:
+            db.close()
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after)
+
+    def head(self, key: str) -> ObjectInfo:
+        return self.inner.head(key)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(key, offset, length)
+
+    def get_suffix(self, key: str, length: int) -> tuple[bytes, int]:
+        return self.inner.get_suffix(key, length)
+
+    def open(self, key: str) -> BinaryIO:
+        return self.inner.open(key)
+
+    def put(
+        self, key: str, data: bytes | BinaryIO, *, if_absent: bool = False, timestamp_ms: int | None = None
+    ) -> None:
+        sid = self._slice(key)
+        if sid is not None:
+            self.puts += 1
+            if self._named(sid):
+                self.violations.append(f"put {key} after metadata named slice {sid}")
+        self.inner.put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
+
+    def delete(self, key: str) -> None:
+        sid = self._slice(key)
+        if sid is not None:
+            self.deletes += 1
+            if self._named(sid):
+                self.violations.append(f"delete {key} while metadata still names slice {sid}")
+        self.inner.delete(key)
+
+
+def test_blocks_go_up_before_and_down_after_the_metadata(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    meta = f"sqlite3://{tmp_path}/meta.db"
+    # The volume is created first, so the watcher can open the committed database.
+    Volume.format(meta, f"file://{tmp_path}/data", "ordered", block_size=TEST_BLOCK_SIZE).close()
+    store = WatchedStore(open_store(f"file://{tmp_path}/data"), f"{tmp_path}/meta.db")
+    r = random.Random(11)
+    with Volume.open(meta, store=store) as v:
+        v.write_file("/a", r.randbytes(3 * TEST_BLOCK_SIZE))
+        with v.open_file("/b", "w") as f:
+            for _ in range(20):
+                f.pwrite(r.randbytes(5000), r.randrange(0, 200_000))
+        v.clone("/a", "/a2")
+        v.write_file("/a", b"replaced")
+        v.truncate("/b", 10)
+        v.compact("/")
+        v.unlink("/a2")
+        v.rename("/b", "/a")
+        v.gc(delete=True, skip_age=0)
+    assert store.puts > 0 and store.deletes > 0
+    assert store.violations == []
