@@ -2,28 +2,33 @@
 
 from ltx.store.base import (
     BucketNotFoundError,
+    InvalidKeyError,
     InvalidURLError,
     ObjectExistsError,
     ObjectInfo,
     ObjectNotFoundError,
+    ObjectRangeError,
     ObjectStore,
     StoreAuthError,
     StoreError,
     StoreStats,
     StoreUnavailableError,
 )
-from ltx.store.url import open_store
+from ltx.store.url import open_store, redact_url
 
 __all__ = [
     "BucketNotFoundError",
+    "InvalidKeyError",
     "InvalidURLError",
     "ObjectExistsError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectRangeError",
     "ObjectStore",
     "StoreAuthError",
     "StoreError",
     "StoreStats",
     "StoreUnavailableError",
     "open_store",
+    "redact_url",
 ]

@@ -21,6 +21,10 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime
+    #: The LTX timestamp recorded at put time (ms since the epoch) where the backend keeps one:
+    #: a file store's mtime (always), S3's `litestream-timestamp` metadata (`head` only; LIST
+    #: does not return metadata). None when unknown.
+    timestamp_ms: int | None = None
 
 
 @dataclass
@@ -57,6 +61,22 @@ class ObjectNotFoundError(StoreError):
 
 class ObjectExistsError(StoreError):
     """A create-if-absent found the key taken (S3 412, or an existing file): a conflict."""
+
+
+class InvalidKeyError(StoreError, ValueError):
+    """A key the store refuses: empty, absolute, with `.`/`..`/empty segments or NUL, or one that
+    would resolve outside the store's root."""
+
+
+class ObjectRangeError(StoreError):
+    """A byte range that the object does not hold in full (the object is shorter than asked)."""
+
+    def __init__(self, url: str, key: str, offset: int, length: int, size: int | None) -> None:
+        self.offset = offset
+        self.length = length
+        self.size = size
+        have = "unknown size" if size is None else f"object size {size}"
+        super().__init__(url, key, f"range offset {offset} length {length} is past the end ({have})")
 
 
 class BucketNotFoundError(StoreError):
