@@ -22,6 +22,7 @@ import apsw
 from ltx.header import lock_pgno
 from ltx.plan import RestorePlanError
 from ltx.replica import Replica
+from ltx.store.base import StoreError
 from vfs.errors import PageCorruptError, PageReadError, ReadOnlyVFSError, TimeTravelError
 from vfs.fetch import FileGoneError, PageFetcher, Run
 from vfs.follower import Follower, Replace, Update
@@ -278,6 +279,8 @@ class LTXFile:
         txid = self._view.txid
         try:
             view = load_view(self.reader, txid=txid)
+        except StoreError as exc:
+            raise PageReadError(self.url, exc.key, f"cannot re-plan TXID {txid:016x}: {exc.reason}") from exc
         except RestorePlanError as exc:
             self._stale = not self.pinned
             raise PageReadError(self.url, "", f"files holding TXID {txid:016x} were removed from the replica "
@@ -301,7 +304,12 @@ class LTXFile:
 
     def xLock(self, level: int) -> None:
         if self._lock == apsw.SQLITE_LOCK_NONE and level >= apsw.SQLITE_LOCK_SHARED:
-            self._apply_staged()
+            try:
+                self._apply_staged()
+            except StoreError as exc:
+                raise PageReadError(self.url, exc.key, f"cannot refresh the view: {exc.reason}") from exc
+            except RestorePlanError as exc:
+                raise PageReadError(self.url, "", f"cannot refresh the view: {exc}") from exc
         if level >= apsw.SQLITE_LOCK_RESERVED:
             raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only (writing is not supported yet)")
         self._lock = level

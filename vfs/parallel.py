@@ -18,8 +18,10 @@ T = TypeVar("T")
 
 #: Requests in flight at once across the process (index fetches at open, page runs, LISTs).
 DEFAULT_PARALLELISM = 32
-#: Attempts of one request before the error reaches SQLite (the store may retry inside each).
-DEFAULT_ATTEMPTS = 4
+#: Attempts of one request at this level. The stores already retry transient failures with
+#: backoff (ltx.store.retry) and raise StoreUnavailableError when that runs out, so only a raw
+#: connection error escaping a store earns a second attempt here.
+DEFAULT_ATTEMPTS = 2
 #: First pause between attempts; it doubles each time (0.1, 0.2, 0.4 s).
 DEFAULT_BACKOFF = 0.1
 
@@ -57,8 +59,9 @@ def run_all(calls: Sequence[Callable[[], T]]) -> list[T]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth another attempt: the store unreachable or failing, connections dropped."""
-    return isinstance(exc, StoreUnavailableError | ConnectionError | TimeoutError)
+    """Errors worth another attempt here: connections dropped outside the store's own retries
+    (StoreUnavailableError means the store's retries already ran out)."""
+    return isinstance(exc, ConnectionError | TimeoutError) and not isinstance(exc, StoreUnavailableError)
 
 
 def with_retries(call: Callable[[], T], attempts: int = DEFAULT_ATTEMPTS, backoff: float = DEFAULT_BACKOFF,
