@@ -47,10 +47,13 @@ def meta_path(meta_url: str) -> str:
     return path
 
 
-def connect_meta(meta_url: str, *, create: bool = False) -> apsw.Connection:
+def connect_meta(meta_url: str, *, create: bool = False, read_only: bool = False) -> apsw.Connection:
     """Open the metadata database named by `meta_url` (the one place that knows where it lives)."""
     path = meta_path(meta_url)
-    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    if read_only:
+        flags = apsw.SQLITE_OPEN_READONLY
+    else:
+        flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
     if not create and not os.path.exists(path):
         raise InvalidMetaURLError(meta_url, f"database {path} does not exist")
     conn = apsw.Connection(path, flags=flags)

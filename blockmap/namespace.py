@@ -442,6 +442,72 @@ def rename(
     return released
 
 
+def exchange(
+    cursor: apsw.Cursor,
+    ctx: OpContext,
+    psrc: int,
+    nsrc: bytes,
+    pdst: int,
+    ndst: bytes,
+    path: PathLike,
+    path2: PathLike,
+) -> None:
+    """Swap two entries atomically (rename with RENAME_EXCHANGE, as JuiceFS's doRename does it)."""
+    for parent, name, p in ((psrc, nsrc, path), (pdst, ndst, path2)):
+        if parent >= TRASH_INODE or (parent == ROOT_INODE and name == TRASH_NAME):
+            raise fs_error(errno.EPERM, path, path2)
+        if name in (b".", b".."):
+            raise fs_error(errno.EINVAL, p)
+    spn = get_dir(cursor, psrc, path)
+    dpn = spn if pdst == psrc else get_dir(cursor, pdst, path2)
+    sfound = lookup(cursor, psrc, nsrc)
+    dfound = lookup(cursor, pdst, ndst)
+    if sfound is None:
+        raise fs_error(errno.ENOENT, path)
+    if dfound is None:
+        raise fs_error(errno.ENOENT, path2)
+    (sino, stype), (dino, dtype) = sfound, dfound
+    if sino == dino:
+        return
+    if (stype == TYPE_DIRECTORY and _is_ancestor(cursor, sino, pdst)) or (
+        dtype == TYPE_DIRECTORY and _is_ancestor(cursor, dino, psrc)
+    ):
+        raise fs_error(errno.EINVAL, path, path2)
+    sn, dn = get_node(cursor, sino), get_node(cursor, dino)
+    if sn is None or dn is None:
+        raise fs_error(errno.ENOENT, path if sn is None else path2)
+    ns = now_ns()
+    cursor.execute(
+        "UPDATE jfs_edge SET inode = ?, type = ? WHERE parent = ? AND name = ?", (dino, dtype, psrc, nsrc)
+    )
+    cursor.execute(
+        "UPDATE jfs_edge SET inode = ?, type = ? WHERE parent = ? AND name = ?", (sino, stype, pdst, ndst)
+    )
+    src_nlink = dst_nlink = 0
+    deltas = DirDeltas()
+    if psrc != pdst:
+        for node, new_parent in ((sn, pdst), (dn, psrc)):
+            if node.type == TYPE_DIRECTORY or node.parent > 0:
+                node.parent = new_parent
+        if stype == TYPE_DIRECTORY:
+            src_nlink -= 1
+            dst_nlink += 1
+        if dtype == TYPE_DIRECTORY:
+            dst_nlink -= 1
+            src_nlink += 1
+        deltas.add_entry(psrc, stype, sn.length, -1)
+        deltas.add_entry(psrc, dtype, dn.length, +1)
+        deltas.add_entry(pdst, dtype, dn.length, -1)
+        deltas.add_entry(pdst, stype, sn.length, +1)
+    for node in (sn, dn):
+        node.set_ctime(ns)
+        update_node(cursor, node, *CTIME, "parent")
+    _touch_dir(cursor, spn, ns, src_nlink)
+    if pdst != psrc:
+        _touch_dir(cursor, dpn, ns, dst_nlink)
+    ctx.acct.apply(cursor, deltas)
+
+
 def link(cursor: apsw.Cursor, ctx: OpContext, inode: int, parent: int, name: bytes, path: PathLike) -> Node:
     """Add a hard link (JuiceFS doLink + Link's accounting); the node's parent becomes 0."""
     check_name(name, path)

@@ -132,12 +132,14 @@ class Volume:
         umask: int = DEFAULT_UMASK,
         owns_store: bool = True,
         auto_compact: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings
         self.data_url = data_url
         self.store = store
         self.umask = umask
         self.auto_compact = auto_compact
+        self.read_only = read_only
         self._db = db
         self._owns_store = owns_store
         self._blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix)
@@ -217,10 +219,12 @@ class Volume:
         data_url: str | None = None,
         store: ObjectStore | None = None,
         connect: ConnectFn = connect_meta,
+        read_only: bool = False,
         **kwargs: object,
     ) -> Volume:
-        """Open an existing volume (made by blockmap or by the juicefs binary)."""
-        db = MetaDB(connect(meta_url))
+        """Open an existing volume (made by blockmap or by the juicefs binary). `read_only` opens the
+        metadata read-only (a snapshot at a past TXID will be one): every change answers EROFS."""
+        db = MetaDB(connect(meta_url, read_only=True) if read_only else connect(meta_url))
         try:
 
             def load(cur: apsw.Cursor) -> tuple[str | None, str | None]:
@@ -239,7 +243,7 @@ class Volume:
         except BaseException:
             db.close()
             raise
-        return cls(db, settings, data, url, owns_store=owns, **kwargs)  # type: ignore[arg-type]
+        return cls(db, settings, data, url, owns_store=owns, read_only=read_only, **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self.closed:
@@ -267,11 +271,16 @@ class Volume:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _reserve(self, counter: str, batch: int) -> int:
-        return self._db.write(lambda cur: incr_counter(cur, counter, batch))
+        return self._write(lambda cur: incr_counter(cur, counter, batch))
 
-    def _write(self, fn: Callable[[apsw.Cursor], T]) -> T:
+    def _check_writable(self) -> None:
         if self.closed:
             raise ValueError("volume is closed")
+        if self.read_only:
+            raise fs_error(errno.EROFS)
+
+    def _write(self, fn: Callable[[apsw.Cursor], T]) -> T:
+        self._check_writable()
         return self._db.write(fn)
 
     def _read_txn(self, fn: Callable[[apsw.Cursor], T]) -> T:
@@ -499,12 +508,18 @@ class Volume:
 
         self._write(body)
 
-    def rename(self, src: PathLike, dst: PathLike, *, no_replace: bool = False) -> None:
-        """Move `src` to `dst`, replacing a file or an empty directory there (unless `no_replace`)."""
+    def rename(self, src: PathLike, dst: PathLike, *, no_replace: bool = False, exchange: bool = False) -> None:
+        """Move `src` to `dst`, replacing a file or an empty directory there (unless `no_replace`);
+        with `exchange`, swap the two entries atomically (both must exist)."""
+        if no_replace and exchange:
+            raise fs_error(errno.EINVAL, src, dst)
 
         def body(c: apsw.Cursor) -> ns.Released:
             psrc, nsrc = resolve_parent(c, src)
             pdst, ndst = resolve_parent(c, dst)
+            if exchange:
+                ns.exchange(c, self._ctx, psrc, nsrc, pdst, ndst, src, dst)
+                return ns.Released()
             return ns.rename(c, self._ctx, psrc, nsrc, pdst, ndst, src, dst, no_replace=no_replace)
 
         self._finish(self._write(body))
@@ -567,6 +582,8 @@ class Volume:
         """Open a file like the built-in `open` in binary mode: r, r+, w, w+, a, a+, x, x+.
         (`Volume.open` is the class method that opens a volume.)"""
         readable, writable, append, create, trunc, excl = parse_mode(mode)
+        if writable:
+            self._check_writable()
         node: Node | None = None
         if not excl:  # the common case needs no write transaction when the file exists
             try:
@@ -611,6 +628,7 @@ class Volume:
 
         Bytes are uploaded first and then recorded together with the create (or the truncation of
         the old contents) in one transaction; a stream goes through `open_file` chunk by chunk."""
+        self._check_writable()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             with self.open_file(path, "w", mode) as f:
                 f.copy_from(data)
@@ -776,18 +794,23 @@ class Volume:
         """Find leaked block objects (and with `delete`, remove them and finish pending deletes)."""
         from blockmap.gc import DEFAULT_SKIP_AGE, gc
 
+        if delete:
+            self._check_writable()
         return gc(self, delete=delete, skip_age=DEFAULT_SKIP_AGE if skip_age is None else skip_age)
 
     def fsck(self, *, repair: bool = False) -> FsckReport:
         """Check blocks and metadata; `repair` rewrites nlink, dir stats and counters."""
         from blockmap.fsck import fsck
 
+        if repair:
+            self._check_writable()
         return fsck(self, repair=repair)
 
     def empty_trash(self, *, force: bool = False) -> TrashCleanup:
         """Release trash entries older than TrashDays (all of them with `force`)."""
         from blockmap.trash import clean_trash
 
+        self._check_writable()
         return clean_trash(self, force=force)
 
     def lookup(self, parent: int, name: bytes) -> tuple[int, int] | None:

@@ -314,3 +314,39 @@ def test_volume_limits_answer_enospc(vol_paths: tuple[str, str]) -> None:
         assert metadata_problems(v._db.conn.filename) == []
         assert v.fsck().ok
         assert v.gc(skip_age=0).leaked == []  # the refused write's uploaded blocks were taken back
+
+
+def test_rename_exchange_swaps_entries(vol: Volume) -> None:
+    vol.makedirs("/p/sub")
+    vol.mkdir("/q")
+    vol.write_file("/p/sub/inner", b"in")
+    vol.write_file("/q/file", b"f" * 9000)
+    sub, f = vol.stat("/p/sub").st_ino, vol.stat("/q/file").st_ino
+    vol.rename("/p/sub", "/q/file", exchange=True)
+    assert vol.stat("/p/sub").st_ino == f and vol.read_file("/p/sub") == b"f" * 9000
+    assert vol.stat("/q/file").st_ino == sub and vol.read_file("/q/file/inner") == b"in"
+    assert vol.stat("/p").st_nlink == 2 and vol.stat("/q").st_nlink == 3
+    assert vol.stat("/q/file").parent == vol.stat("/q").st_ino
+    with _raises(errno.ENOENT):
+        vol.rename("/p/sub", "/q/none", exchange=True)
+    with _raises(errno.EINVAL):
+        vol.rename("/q", "/q/file/inner", exchange=True)
+    assert metadata_problems(_meta(vol)) == []
+
+
+def test_read_only_open_refuses_changes(vol: Volume, vol_paths: tuple[str, str]) -> None:
+    vol.write_file("/f", b"data")
+    with Volume.open(vol_paths[0], read_only=True) as ro:
+        assert ro.read_file("/f") == b"data"
+        for change in (
+            lambda: ro.mkdir("/d"),
+            lambda: ro.write_file("/g", b"x"),
+            lambda: ro.unlink("/f"),
+            lambda: ro.gc(delete=True),
+            lambda: ro.open_file("/f", "r+"),
+        ):
+            with _raises(errno.EROFS):
+                change()
+        assert ro.store.stats.puts == 0
+        assert ro.fsck().ok
+    assert vol.listdir("/") == ["f"]
