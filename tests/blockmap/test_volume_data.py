@@ -7,7 +7,7 @@ import random
 
 import apsw
 
-from blockmap.slices import CHUNK_SIZE, decode_records
+from blockmap.slices import CHUNK_SIZE, SliceRecord, decode_records
 from blockmap.volume import Volume
 from tests.blockmap.conftest import TEST_BLOCK_SIZE
 from tests.blockmap.metacheck import metadata_problems
@@ -184,3 +184,19 @@ def test_write_file_replaces_contents_and_frees_old_blocks(vol: Volume) -> None:
     assert len(list(vol.store.list("testvol/chunks/"))) == 1
     assert vol.usage().used_space == 4096
     assert metadata_problems(_meta(vol)) == []
+
+
+def test_slices_stay_blobs_and_text_values_still_read(vol: Volume) -> None:
+    vol.write_file("/f", b"a" * 1000)
+    vol.pwrite("/f", b"b" * 10, 500)
+    ino = vol.stat("/f").st_ino
+    db = apsw.Connection(_meta(vol))
+    assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchone()[0] == "blob"
+    # The binary appends with `slices || ?`, which SQLite types TEXT: the bytes are what count.
+    sid = db.execute("SELECT MAX(chunkid) FROM jfs_chunk_ref").fetchone()[0] + 1
+    rec = SliceRecord(0, sid, 5, 0, 5).encode()
+    vol._blocks.upload(sid, b"c" * 5)
+    db.execute("UPDATE jfs_chunk SET slices = slices || ? WHERE inode = ?", (rec, ino))
+    db.execute("INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, 5, 1)", (sid,))
+    assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchone()[0] == "text"
+    assert vol.read_file("/f") == b"c" * 5 + b"a" * 495 + b"b" * 10 + b"a" * 490
