@@ -206,6 +206,8 @@ class VolumeSettings:
 
 def storage_for_data_url(data_url: str) -> tuple[str, str]:
     """JuiceFS's (Storage, Bucket) for a blockmap data URL, so the binary finds the same objects."""
+    if data_url.startswith("/"):
+        data_url = "file://" + urllib.parse.quote(data_url)
     parsed = urllib.parse.urlsplit(data_url)
     if parsed.scheme == "file":
         path = urllib.parse.unquote(parsed.path)
@@ -219,7 +221,7 @@ def storage_for_data_url(data_url: str) -> tuple[str, str]:
             region = (query.get("region") or ["us-east-1"])[0]
             endpoint = f"https://s3.{region}.amazonaws.com"
         if "://" not in endpoint:
-            endpoint = "https://" + endpoint
+            endpoint = "http://" + endpoint  # Litestream's rule for a bare host:port
         bucket = parsed.netloc
         prefix = parsed.path.strip("/")
         return "s3", f"{endpoint.rstrip('/')}/{bucket}" + (f"/{prefix}" if prefix else "")
