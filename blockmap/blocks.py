@@ -98,8 +98,12 @@ class BlockStore:
     def upload(self, slice_id: int, data: bytes | memoryview) -> int:
         """Upload a whole slice held in memory; returns its size."""
         w = self.writer(slice_id)
-        w.write(data)
-        return w.finish()
+        try:
+            w.write(data)
+            return w.finish()
+        except BaseException:
+            w.abort()  # let uploads in flight settle before the caller deletes the slice
+            raise
 
     def read(self, slice_id: int, size: int, off: int, length: int) -> bytes:
         """Bytes [off, off+length) of slice `slice_id` (`size` bytes long), fetched by range GETs."""
@@ -183,12 +187,13 @@ class SliceWriter:
         view = memoryview(data)
         while view:
             room = bs - len(self._buf)
-            self._buf += view[:room]
+            taken = view[:room]
+            self._buf += taken
+            self.size += len(taken)  # counted before shipping: a failed upload still knows its extent
             view = view[room:]
             if len(self._buf) == bs:
                 self._ship(bytes(self._buf))
                 self._buf.clear()
-        self.size = self._index * bs + len(self._buf)
 
     def _ship(self, block: bytes) -> None:
         index = self._index

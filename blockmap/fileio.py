@@ -130,6 +130,7 @@ class File:
             size = cur.writer.finish()
         except BaseException:
             cur.writer.abort()
+            self.volume._discard_slice(cur.writer.slice_id, cur.writer.size)
             raise
         if size == 0:
             return

@@ -621,7 +621,8 @@ class Volume:
     def read_file(self, path: PathLike, offset: int = 0, size: int = -1) -> bytes:
         """Bytes of a file (a range of it with `offset`/`size`)."""
         with self.open_file(path) as f:
-            return f.pread(size, offset) if size >= 0 else (f.seek(offset), f.read())[1]
+            f.seek(offset)
+            return f.read(size)
 
     def write_file(self, path: PathLike, data: bytes | bytearray | memoryview | BinaryIO, mode: int = 0o666) -> Attr:
         """Create or replace a file's contents from bytes or a readable stream (bounded memory).
@@ -671,10 +672,10 @@ class Volume:
             for indx, coff, n in chunk_span(offset, len(view)):
                 start = indx * CHUNK_SIZE + coff - offset
                 sid = self._ids.next_slice_id()
-                size = self._blocks.upload(sid, view[start : start + n])
-                pieces.append(WritePiece(indx, SliceRecord(coff, sid, size, 0, size)))
+                pieces.append(WritePiece(indx, SliceRecord(coff, sid, n, 0, n)))
+                self._blocks.upload(sid, view[start : start + n])
         except BaseException:
-            for p in pieces:
+            for p in pieces:  # including the one that failed half way
                 self._discard_slice(p.record.id, p.record.size)
             raise
         return pieces

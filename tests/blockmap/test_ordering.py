@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import apsw
+import pytest
 
 from blockmap.volume import Volume
 from ltx.store import open_store
-from ltx.store.base import ObjectInfo, ObjectStore
+from ltx.store.base import ObjectInfo, ObjectStore, StoreUnavailableError
 from tests.blockmap.conftest import TEST_BLOCK_SIZE
 
 
@@ -104,4 +105,42 @@ def test_blocks_go_up_before_and_down_after_the_metadata(tmp_path: Path) -> None
         v.rename("/b", "/a")
         v.gc(delete=True, skip_age=0)
     assert store.puts > 0 and store.deletes > 0
+    assert store.violations == []
+
+
+class FailingPuts(WatchedStore):
+    """Fails every block put after the first `allowed` ones (as a store that went away would)."""
+
+    def __init__(self, inner: ObjectStore, meta_path: str, allowed: int) -> None:
+        super().__init__(inner, meta_path)
+        self.allowed = allowed
+
+    def put(
+        self, key: str, data: bytes | BinaryIO, *, if_absent: bool = False, timestamp_ms: int | None = None
+    ) -> None:
+        if "/chunks/" in key:
+            if self.allowed <= 0:
+                raise StoreUnavailableError(self.url, key, "injected failure")
+            self.allowed -= 1
+        super().put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
+
+
+def test_a_failed_upload_changes_no_metadata_and_leaves_no_blocks(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    meta = f"sqlite3://{tmp_path}/meta.db"
+    Volume.format(meta, f"file://{tmp_path}/data", "failing", block_size=TEST_BLOCK_SIZE).close()
+    store = FailingPuts(open_store(f"file://{tmp_path}/data"), f"{tmp_path}/meta.db", allowed=4)
+    r = random.Random(12)
+    with Volume.open(meta, store=store) as v:
+        old = r.randbytes(2 * TEST_BLOCK_SIZE)
+        v.write_file("/f", old)  # 2 blocks: fine
+        with pytest.raises(StoreUnavailableError):
+            v.write_file("/f", r.randbytes(5 * TEST_BLOCK_SIZE))
+        assert v.read_file("/f") == old
+        with pytest.raises(StoreUnavailableError):
+            with v.open_file("/g", "w") as f:
+                f.write(r.randbytes(5 * TEST_BLOCK_SIZE))
+        assert v.stat("/g").st_size == 0
+        assert v.gc(skip_age=0).leaked == []
+        assert v.fsck().ok
     assert store.violations == []
