@@ -20,7 +20,7 @@ import typer
 from ltx.compactor import LTXCompactionError
 from ltx.errors import LTXError
 from ltx.names import format_txid, parse_txid
-from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, RestorePlanError
+from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, EmptyReplicaError, RestorePlanError
 from ltx.store import InvalidURLError, StoreError
 
 #: Exit codes: a failure, a usage error (click's), an interrupt.
@@ -161,7 +161,9 @@ def ls_cmd(url: UrlArg, level: Annotated[int | None, typer.Option("--level", "-l
 
     with _replica(url) as replica:
         levels = replica.list_levels((level,) if level is not None else LEVELS)
-    files = [f for lvl in sorted(levels) for f in levels[lvl]]
+        files = [f for lvl in sorted(levels) for f in levels[lvl]]
+        if not files and (level is None or not any(replica.list_levels(LEVELS).values())):
+            raise EmptyReplicaError(replica.url)
     if as_json:
         _echo_json([file_record(f) for f in files])
         return
@@ -338,8 +340,30 @@ def compact_cmd(
 
 # --- entry point ----------------------------------------------------------------------------------
 
+#: Entry-point group through which other packages add commands (`register(app)`), so that
+#: `ltx` never imports them (the hydrator adds `hydrate`).
+PLUGIN_GROUP = "ltxctl.commands"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Let installed packages add their commands; a broken plugin is skipped with a warning."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()(app)
+        except Exception as exc:  # noqa: BLE001 - a plugin must not break the other commands
+            sys.stderr.write(f"{PROG}: warning: command {ep.name!r} unavailable: {describe_error(exc)}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Every failure becomes one line on stderr."""
+    load_plugins()
     try:
         rv = app(args=argv, prog_name=PROG, standalone_mode=False)
     except typer.TyperException as exc:  # usage errors (exit code 2) and the like
