@@ -185,7 +185,10 @@ class FileStore(ObjectStore):
                 if entry.name.startswith(TEMP_PREFIX):
                     continue
                 if key.startswith(prefix) and key > start_after:
-                    found.append((key, entry.stat(follow_symlinks=False)))
+                    try:
+                        found.append((key, entry.stat(follow_symlinks=False)))
+                    except FileNotFoundError:  # renamed or removed since the scan (a writer's temp file)
+                        continue
 
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
