@@ -205,7 +205,11 @@ class VolumeSettings:
 
 
 def storage_for_data_url(data_url: str) -> tuple[str, str]:
-    """JuiceFS's (Storage, Bucket) for a blockmap data URL, so the binary finds the same objects."""
+    """JuiceFS's (Storage, Bucket) for a blockmap data URL, so the binary finds the same objects.
+
+    The juicefs 1.4.2 binary uses only the bucket of an S3 URL (it drops any path after it), so it
+    sees a volume on S3 only when the data URL has no path (`s3://bucket?endpoint=…`); blockmap
+    itself honours the path (it keeps the exact data URL in its own setting row)."""
     if data_url.startswith("/"):
         data_url = "file://" + urllib.parse.quote(data_url)
     parsed = urllib.parse.urlsplit(data_url)

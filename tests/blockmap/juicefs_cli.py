@@ -36,11 +36,13 @@ def run_juicefs(*args: str, env: dict[str, str] | None = None, check: bool = Tru
     return proc
 
 
-def sync_out(meta_url: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def sync_out(
+    meta_url: str, dest: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Copy every file of the volume out with `juicefs sync jfs://VAR/ dest/`."""
     return run_juicefs(
         "sync", "--metrics", "127.0.0.1:0", "--links", "--dirs", *extra, "jfs://BLOCKMAP_META/", f"{dest}/",
-        env={"BLOCKMAP_META": meta_url},
+        env={**(env or {}), "BLOCKMAP_META": meta_url},
     )  # fmt: skip
 
 
@@ -58,9 +60,9 @@ def dump(meta_url: str, out: Path) -> dict[str, Any]:
         return json.load(f)  # type: ignore[no-any-return]
 
 
-def gc_report(meta_url: str) -> str:
+def gc_report(meta_url: str, env: dict[str, str] | None = None) -> str:
     """The summary line of `juicefs gc` (objects of any age considered)."""
-    proc = run_juicefs("gc", meta_url, env={"JFS_GC_SKIPPEDTIME": "0"})
+    proc = run_juicefs("gc", meta_url, env={**(env or {}), "JFS_GC_SKIPPEDTIME": "0"})
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "scanned" in ln and "leaked" in ln]
     if not lines:
         raise AssertionError(f"no gc summary in output:\n{proc.stdout}\n{proc.stderr}")
