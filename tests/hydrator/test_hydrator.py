@@ -61,14 +61,14 @@ def test_hydrated_file_equals_restore(builder: ReplicaBuilder, replica: Replica,
     assert h.progress.bytes_done == h.progress.bytes_total > 0
 
 
-def test_hydrated_file_equals_litestream_restore(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
-    if replica.scheme != "file":
-        pytest.skip("litestream restore of this replica is checked on file:// (S3 restore: test_restore)")
+def test_hydrated_file_equals_litestream_restore(builder: ReplicaBuilder, replica: Replica, replica_url: str,
+                                                 request: pytest.FixtureRequest, tmp_path: Path) -> None:
     builder.run(builder.steps(10))
     out = tmp_path / "hydrated.db"
     hydrate(replica, out)
     theirs = tmp_path / "litestream.db"
-    litestream_restore(replica.url, theirs)
+    env = request.getfixturevalue("s3_env") if replica_url.startswith("s3:") else None
+    litestream_restore(replica_url, theirs, env=env)
     assert out.read_bytes() == theirs.read_bytes()
 
 
