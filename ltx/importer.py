@@ -74,6 +74,8 @@ def backup_image(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         raise SourceDatabaseError(path, f"cannot open: {exc}") from exc
     try:
         src.execute("PRAGMA busy_timeout = 5000")
+        if src.execute("PRAGMA page_count").fetchall()[0][0] == 0:
+            raise SourceDatabaseError(path, "the database is empty (no pages)")
         dst = apsw.Connection(str(dest))
         try:
             with dst.backup("main", src, "main") as backup:
