@@ -5,6 +5,7 @@ helpers to open them through ltxvfs and compare query results with plain SQLite.
 from __future__ import annotations
 
 import io
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,8 @@ BASE_MS = 1_700_000_000_000
 STEP_MS = 1000
 
 #: Queries over the workload's schema: full scans, index order, ranges, points, aggregates, the
-#: schema, and an integrity check (which reads every page).
+#: schema (without the tables litestream adds to a database it replicates), and an integrity
+#: check (which reads every page).
 QUERIES = (
     "SELECT * FROM kv ORDER BY id",
     "SELECT id, k FROM kv ORDER BY k, id",
@@ -34,7 +36,8 @@ QUERIES = (
     "SELECT id, length(v), substr(v, 1, 16) FROM kv WHERE id IN (1, 2, 7, 30, 31, 64, 65)",
     "SELECT * FROM events ORDER BY id DESC",
     "SELECT count(*), sum(at) FROM events WHERE at % 2 = 0",
-    "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name",
+    "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE '\\_litestream%' ESCAPE '\\' "
+    "ORDER BY name",
     "PRAGMA integrity_check",
 )
 
@@ -106,6 +109,24 @@ def record_history(workdir: Path, seed: int, transactions: int = 20, page_size: 
     finally:
         conn.close()
     return History(page_size, images)
+
+
+def big_value(i: int) -> str:
+    """Seeded, poorly compressible text, so a table of them is much larger than an open fetches."""
+    return f"row {i} " + random.Random(i).randbytes(100 + i % 300).hex()
+
+
+def big_table_history(workdir: Path, rows: int, page_size: int = 4096) -> History:
+    """A one-table database `t(id, v)` of `rows` rows (a few hundred pages for 3000), as TXID 1."""
+    path = workdir / f"big-{rows}-{page_size}.db"
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA page_size = {page_size}").fetchall()
+    conn.execute("PRAGMA journal_mode = delete").fetchall()
+    with conn:
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, big_value(i)) for i in range(rows)])
+    conn.close()
+    return History(page_size, [b"", path.read_bytes()])
 
 
 def uri(path: Path | str, replica: str | None = None, **params: Any) -> str:

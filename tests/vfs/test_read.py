@@ -4,7 +4,6 @@ rollback-journal form; requests are counted and exact."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,16 @@ import pytest
 
 from ltx.reader import read_file_index
 from ltx.replica import Replica
-from tests.vfs.replicas import QUERIES, History, connect, plain, pragma, run_queries, stats
+from tests.vfs.replicas import (
+    History,
+    big_table_history,
+    big_value,
+    connect,
+    plain,
+    pragma,
+    run_queries,
+    stats,
+)
 from vfs.options import OpenOptions
 from vfs.vfs import open_file
 
@@ -109,7 +117,7 @@ def test_wal_is_not_offered(history_factory: Callable[..., History], file_replic
 def test_a_cold_page_costs_one_get_of_exactly_its_frame(tmp_path: Path, file_replica: tuple[str, Replica]) -> None:
     """Build a snapshot far larger than what the open fetches, then read pages one by one."""
     url, replica = file_replica
-    history = _big_history(tmp_path, rows=3000)
+    history = big_table_history(tmp_path, rows=3000)
     history.ship(replica, 1, 1)
     key = replica.key(0, 1, 1)
     index = read_file_index(replica.store, key).index
@@ -131,14 +139,14 @@ def test_a_cold_page_costs_one_get_of_exactly_its_frame(tmp_path: Path, file_rep
 
 def test_scans_coalesce_into_few_requests(tmp_path: Path, file_replica: tuple[str, Replica]) -> None:
     url, replica = file_replica
-    history = _big_history(tmp_path, rows=3000)
+    history = big_table_history(tmp_path, rows=3000)
     history.ship(replica, 1, 1)
     pages = len(history.pages(1))
     conn = connect(tmp_path / "x.db", url, poll=0)
     try:
         conn.execute("PRAGMA cache_size = 0")
         total = conn.execute("SELECT count(*), sum(length(v)) FROM t").fetchall()
-        assert total == [(3000, sum(len(_value(i)) for i in range(3000)))]
+        assert total == [(3000, sum(len(big_value(i)) for i in range(3000)))]
         s = stats(conn)
         assert s["pages_fetched"] + s["preloaded_pages"] >= pages // 2
         assert s["round_trips"] < pages // 8, s
@@ -149,22 +157,3 @@ def test_scans_coalesce_into_few_requests(tmp_path: Path, file_replica: tuple[st
     finally:
         conn.close()
 
-
-def _value(i: int) -> str:
-    """Seeded, poorly compressible text, so the file is much larger than what an open fetches."""
-    return f"row {i} " + random.Random(i).randbytes(100 + i % 300).hex()
-
-
-def _big_history(tmp_path: Path, rows: int) -> History:
-    """A one-table database of a few hundred 4 KiB pages, as TXID 1."""
-    path = tmp_path / "big.db"
-    conn = apsw.Connection(str(path))
-    conn.execute("PRAGMA page_size = 4096; PRAGMA journal_mode = delete")
-    with conn:
-        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, _value(i)) for i in range(rows)])
-    conn.close()
-    return History(4096, [b"", path.read_bytes()])
-
-
-__all__ = ["QUERIES"]
