@@ -104,12 +104,12 @@ def replica_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def s3_env(request: pytest.FixtureRequest, url: str) -> dict[str, str]:
-    """Credentials for litestream when the replica is on the test S3 server."""
+def env_for(request: pytest.FixtureRequest, url: str) -> dict[str, str]:
+    """The environment litestream needs for `url`: the test S3 server's credentials for s3://."""
     if not url.startswith("s3://"):
         return {}
-    server = request.getfixturevalue("s3_server")
-    return {"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
+    env: dict[str, str] = request.getfixturevalue("s3_env")
+    return env
 
 
 # --- (a) litestream writes, we read -------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_litestream_replica_decodes_and_rebuilds(request: pytest.FixtureRequest,
         db_extra={"min-checkpoint-page-count": MIN_CHECKPOINT_PAGES})
     replica = Replica.open(replica_url)
     follower = Follower(replica)
-    with litestream.Replicator(config, env=s3_env(request, replica_url)) as proc:
+    with litestream.Replicator(config, env=env_for(request, replica_url)) as proc:
         proc.wait_for(follower.catch_up, "litestream's first LTX file")
         # Every committed state of the source, one after another, is reproduced from level 0.
         for i, step in enumerate(steps):
@@ -145,7 +145,8 @@ def test_litestream_replica_decodes_and_rebuilds(request: pytest.FixtureRequest,
     assert levels[0] and levels[1] and levels[SNAPSHOT_LEVEL]
     assert not any(levels[lvl] for lvl in range(2, SNAPSHOT_LEVEL))
 
-    # Every file at every level decodes, and its header agrees with its name and creation time.
+    # Every file at every level decodes, and its header agrees with its name and with the
+    # timestamp litestream recorded beside it (file mtime, or S3 `litestream-timestamp` metadata).
     for lvl, files in levels.items():
         for info in files:
             with replica.open_file(info) as f:
@@ -153,7 +154,7 @@ def test_litestream_replica_decodes_and_rebuilds(request: pytest.FixtureRequest,
                 dec.verify()
             h = dec.header
             assert (h.min_txid, h.max_txid, h.page_size) == (info.min_txid, info.max_txid, page_size), info.key
-            assert int(info.created_at.timestamp() * 1000) == h.timestamp, info.key
+            assert replica.store.head(info.key).timestamp_ms == h.timestamp, info.key
             if lvl == 0:
                 assert h.min_txid == h.max_txid, info.key
             if lvl == SNAPSHOT_LEVEL:
@@ -237,7 +238,7 @@ def test_litestream_restores_our_replica(request: pytest.FixtureRequest, tmp_pat
     assert (header.min_txid, header.max_txid) == (2, 10)
     replica.put_file(1, 2, 10, merged.getvalue(), header.timestamp)
     replica.put_file(SNAPSHOT_LEVEL, 1, 15, history.encode(1, 15), history.timestamp(15))
-    env = s3_env(request, replica_url)
+    env = env_for(request, replica_url)
 
     targets = {"latest": tip, "in level 1": 10, "before the snapshot": 12, "at the snapshot": 15,
                "after the shrink": next(i + 1 for i, s in enumerate(steps) if s.is_vacuum)}
@@ -265,7 +266,8 @@ def test_restore_plan_used_by_litestream_matches_ours(request: pytest.FixtureReq
     replica.put_file(1, 3, 6, history.encode(3, 6), history.timestamp(6))
     replica.put_file(SNAPSHOT_LEVEL, 1, 4, history.encode(1, 4), history.timestamp(4))
     ours = [(f.level, f.min_txid, f.max_txid) for f in restore_plan(replica.list_levels())]
-    result = litestream.restore(replica_url, tmp_path / "dry.db", "-dry-run", "-json", env=s3_env(request, replica_url))
+    result = litestream.restore(replica_url, tmp_path / "dry.db", "-dry-run", "-json",
+                                env=env_for(request, replica_url))
     theirs = dry_run_files(result.stdout)
     assert theirs == ours
     assert ours[0] == (SNAPSHOT_LEVEL, 1, 4) and (1, 3, 6) in ours
