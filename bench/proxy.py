@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +26,33 @@ from urllib.parse import parse_qs, urlsplit
 #: Bytes copied per read when streaming a response body.
 COPY_CHUNK = 256 * 1024
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One forwarded request: when it arrived and finished (monotonic seconds), what it was."""
+
+    started: float
+    finished: float
+    kind: str
+    path: str
+    range: str | None
+    status: int
+    bytes_out: int
+
+
+def sequential_rounds(log: list[Request]) -> int:
+    """Round trips a client waited for one after another: requests are grouped into waves, a new
+    wave starting when a request arrives after every request of the current wave has finished."""
+    waves = 0
+    wave_end = float("-inf")
+    for r in sorted(log, key=lambda r: r.started):
+        if r.started >= wave_end:
+            waves += 1
+            wave_end = r.finished
+        else:
+            wave_end = max(wave_end, r.finished)
+    return waves
 
 
 def request_kind(method: str, path: str) -> str:
@@ -90,6 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         proxy = self.server.proxy
+        started = time.monotonic()
         body = self._read_body()
         if proxy.delay:
             time.sleep(proxy.delay)
@@ -129,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             sent = len(data)
         self.wfile.flush()
-        proxy._count(self.command, self.path, self.headers.get("Range"), resp.status, sent, len(body))
+        proxy._count(started, self.command, self.path, self.headers.get("Range"), resp.status, sent, len(body))
 
     def _handle(self) -> None:
         try:
@@ -158,7 +187,7 @@ class CountingProxy:
         self._sockets: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self.log: list[tuple[float, str, str, str | None, int, int]] = []
+        self.log: list[Request] = []
 
     @property
     def url(self) -> str:
@@ -194,7 +223,8 @@ class CountingProxy:
         with self._lock:
             self._sockets.add(sock)
 
-    def _count(self, method: str, path: str, rng: str | None, status: int, sent: int, received: int) -> None:
+    def _count(self, started: float, method: str, path: str, rng: str | None, status: int, sent: int,
+               received: int) -> None:
         kind = request_kind(method, path)
         with self._lock:
             self._counts[kind] += 1
@@ -203,7 +233,7 @@ class CountingProxy:
             self._counts["bytes_in"] += received
             if kind == "GET" and rng:
                 self._counts["RANGE_GET"] += 1
-            self.log.append((time.monotonic(), kind, path, rng, status, sent))
+            self.log.append(Request(started, time.monotonic(), kind, path, rng, status, sent))
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -221,4 +251,4 @@ class CountingProxy:
         self.stop()
 
 
-__all__ = ["CountingProxy", "request_kind"]
+__all__ = ["CountingProxy", "Request", "request_kind", "sequential_rounds"]
