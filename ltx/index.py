@@ -55,9 +55,9 @@ class PageIndex:
     __slots__ = ("pgnos", "offsets", "sizes")
 
     def __init__(self) -> None:
-        self.pgnos = array("L")
+        self.pgnos = array("I")
         self.offsets = array("Q")
-        self.sizes = array("L")
+        self.sizes = array("I")
 
     def append(self, pgno: int, offset: int, size: int) -> None:
         self.pgnos.append(pgno)
