@@ -139,10 +139,8 @@ class Verifier:
             self.stats.bytes += info.size
             for message in found:
                 yield Problem(url, info.key, message)
-            if hdr is not None:
+            if hdr is not None and (hdr.min_txid, hdr.max_txid) == (info.min_txid, info.max_txid):
                 headers[info.key] = (info, hdr)
-                if info.level == SNAPSHOT_LEVEL and not hdr.is_snapshot:
-                    yield Problem(url, info.key, "level-9 file is not a snapshot")
         yield from header_problems(url, headers)
 
     def _decode_all(self, files: Sequence[LTXFileInfo]) -> Iterator[tuple[LTXFileInfo, tuple[Header | None,
