@@ -78,7 +78,8 @@ class LTXFile:
         self.follower = Follower(reader, view, options.poll, stats)
         if not self.pinned:
             self.follower.start()
-        self._preload(view.pages.files)
+        self._preload(view.fresh)
+        view.fresh = []
         self._closed = False
         #: Called once when SQLite closes the file (the VFS forgets the open path).
         self.on_close: Callable[[], None] | None = None
@@ -106,7 +107,7 @@ class LTXFile:
     def _apply_staged(self) -> None:
         """Apply the follower's staged files or views (between transactions only)."""
         if self._stale:
-            view = load_view(self.reader)
+            view = load_view(self.reader, waited=self.stats)
             self._stale = False
             self.target_time = None
             self.follower.stage_replace(view, follow=self.options.poll > 0)
@@ -129,7 +130,8 @@ class LTXFile:
             self._readahead.forget()
         self._page_size = view.page_size
         self._lock_pgno = lock_pgno(view.page_size)
-        self._preload(view.pages.files)
+        self._preload(view.fresh)
+        view.fresh = []
         self._refresh_page1()
 
     def _update(self, update: Update) -> None:
@@ -179,7 +181,7 @@ class LTXFile:
         """Read the state before `when` (None: the latest, and follow again). Takes effect now,
         or at the next transaction when one is open."""
         try:
-            view = load_view(self.reader, timestamp=when)
+            view = load_view(self.reader, timestamp=when, waited=self.stats)
         except RestorePlanError as exc:
             raise TimeTravelError(f"ltxvfs: {exc}") from exc
         follow = when is None and self.options.poll > 0
@@ -278,7 +280,7 @@ class LTXFile:
         from the files that now hold it; if none do, fail this read and move on next transaction."""
         txid = self._view.txid
         try:
-            view = load_view(self.reader, txid=txid)
+            view = load_view(self.reader, txid=txid, waited=self.stats)
         except StoreError as exc:
             raise PageReadError(self.url, exc.key, f"cannot re-plan TXID {txid:016x}: {exc.reason}") from exc
         except RestorePlanError as exc:
@@ -292,6 +294,8 @@ class LTXFile:
             raise PageReadError(self.url, "", f"re-planned TXID {txid:016x} reached {view.txid:016x}")
         view.seeks = self._view.seeks
         self._view = view
+        self._preload(view.fresh)
+        view.fresh = []
         self._readahead.forget()
         return self._readahead.plan(pgno, view.pages, self._cache)
 
@@ -337,7 +341,7 @@ class LTXFile:
         view = self._view
         return stats_json(self.stats, self.replica.store.stats, txid=f"{view.txid:016x}",
                           staged_txid=f"{self.follower.tip:016x}", commit=view.commit,
-                          page_size=view.page_size, files=len(view.pages.files),
+                          page_size=view.page_size, files=view.pages.file_count,
                           cache_bytes=self._cache.currsize, cache_pages=len(self._cache))
 
     def xWrite(self, data: bytes, offset: int) -> None:

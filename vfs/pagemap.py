@@ -44,12 +44,16 @@ class SourceFile:
 class PageMap:
     """Page locations across the files of one view. Mutated only by the thread that owns it."""
 
-    __slots__ = ("files", "overlay", "commit", "page_size", "base_limit", "_dense", "_lock_pgno")
+    __slots__ = ("base", "newest", "file_count", "overlay", "commit", "page_size", "base_limit", "_dense",
+                 "_lock_pgno")
 
     def __init__(self, base: SourceFile, page_size: int, commit: int) -> None:
-        self.files: list[SourceFile] = [base]
-        #: pgno -> (file number in `files`, position in that file's index), for files after the base.
-        self.overlay: dict[int, tuple[int, int]] = {}
+        self.base = base
+        self.newest = base
+        #: Files applied so far (a file whose pages are all superseded is referenced no more).
+        self.file_count = 1
+        #: pgno -> (file, position in that file's index), for the files after the base.
+        self.overlay: dict[int, tuple[SourceFile, int]] = {}
         self.page_size = page_size
         self.commit = commit
         #: Base pages above this were cut off by a later, smaller commit.
@@ -57,20 +61,16 @@ class PageMap:
         self._lock_pgno = lock_pgno(page_size)
         self._dense = _is_dense(base.index, self._lock_pgno)
 
-    @property
-    def newest(self) -> SourceFile:
-        return self.files[-1]
-
     def locate(self, pgno: int) -> tuple[SourceFile, int] | None:
         """The file holding `pgno` and its index position, or None (past the commit, or absent)."""
         if pgno > self.commit:
             return None
         loc = self.overlay.get(pgno)
         if loc is not None:
-            return self.files[loc[0]], loc[1]
+            return loc
         if pgno > self.base_limit:
             return None
-        base = self.files[0]
+        base = self.base
         pgnos = base.index.pgnos
         if self._dense:
             pos = pgno - 1 if pgno < self._lock_pgno else pgno - 2
@@ -96,13 +96,13 @@ class PageMap:
             commit = max(self.commit, pgnos[-1] if len(pgnos) else 0)
         elif commit < self.commit:
             changed.update(self.truncate(commit))
-        number = len(self.files)
-        self.files.append(source)
+        self.newest = source
+        self.file_count += 1
         overlay = self.overlay
         for pos in range(len(pgnos)):
             pgno = pgnos[pos]
             if pgno <= commit:
-                overlay[pgno] = (number, pos)
+                overlay[pgno] = (source, pos)
                 changed.add(pgno)
         self.commit = commit
         return changed
@@ -114,7 +114,7 @@ class PageMap:
         for p in dropped:
             del self.overlay[p]
         if commit < self.base_limit:
-            base = self.files[0].index.pgnos
+            base = self.base.index.pgnos
             start = bisect_left(base, commit + 1)
             stop = bisect_left(base, self.base_limit + 1)
             dropped.extend(base[start:stop])

@@ -26,12 +26,12 @@ OPEN_RETRY_INTERVAL = 0.2
 _SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
 
 
-def open_view(reader: ReplicaReader, options: OpenOptions) -> View:
+def open_view(reader: ReplicaReader, options: OpenOptions, stats: ReadStats | None = None) -> View:
     """Load the view an open asks for; an empty replica or a gap is retried until `options.wait`."""
     deadline = time.monotonic() + options.wait
     while True:
         try:
-            return load_view(reader, txid=options.txid, timestamp=options.timestamp)
+            return load_view(reader, txid=options.txid, timestamp=options.timestamp, waited=stats)
         except (EmptyReplicaError, HistoryGapError) as exc:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -55,7 +55,7 @@ def open_file(options: OpenOptions) -> LTXFile:
     stats = ReadStats()
     reader = ReplicaReader(replica)
     try:
-        view = open_view(reader, options)
+        view = open_view(reader, options, stats)
     except BaseException:
         replica.close()
         raise

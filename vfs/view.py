@@ -22,6 +22,7 @@ from ltx.store.base import ObjectNotFoundError, StoreError
 from vfs.errors import PageCorruptError
 from vfs.pagemap import PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all, with_retries
+from vfs.stats import ReadStats
 
 ALL_LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
 #: Suffix fetched to find a large file's index: its size divided by this (an index entry is ~9
@@ -50,6 +51,8 @@ class View:
     created_at: datetime
     #: Per level, the min TXID of the newest file seen there: a real file boundary to list from.
     seeks: dict[int, int] = field(default_factory=dict)
+    #: The plan's files until their fetched bytes have been preloaded into a cache.
+    fresh: list[SourceFile] = field(default_factory=list)
 
     @property
     def commit(self) -> int:
@@ -162,7 +165,7 @@ def view_from_files(url: str, files: list[SourceFile], seeks: dict[int, int]) ->
                                                f"file's {page_size}")
     pages = build_page_map(files, page_size, newest.header.commit)
     return View(txid=newest.info.max_txid, page_size=page_size, pages=pages,
-                created_at=newest.created_at, seeks=seeks)
+                created_at=newest.created_at, seeks=seeks, fresh=files)
 
 
 def head_pages(pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, bytes]]:
@@ -195,11 +198,15 @@ def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
     return {lvl: files[-1].min_txid for lvl, files in levels.items() if files}
 
 
-def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None = None) -> View:
-    """List, plan and load: the latest view, or the one at `txid` / before `timestamp`."""
+def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None = None,
+              waited: ReadStats | None = None) -> View:
+    """List, plan and load: the latest view, or the one at `txid` / before `timestamp`. When
+    SQLite's thread waits for it, `waited` counts its two round trips."""
     levels = reader.list_levels(ALL_LEVELS)
     plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
     files = reader.load_files(plan)
+    if waited is not None:
+        waited.round_trips += 2
     return view_from_files(reader.url, files, level_seeks(levels))
 
 

@@ -49,8 +49,7 @@ def test_later_files_win_and_report_changed_pages() -> None:
     assert located(pages, 2) == ("1-1", 1)
     assert located(pages, 11) is None, "a page never written is in no file"
     assert located(pages, 12) == ("2-2", 2)
-    src = pages.files[1]
-    assert pages.is_live(src, 0) and not pages.is_live(pages.files[0], 0)
+    assert pages.is_live(pages.newest, 0) and not pages.is_live(pages.base, 0)
 
 
 def test_a_smaller_commit_drops_pages_for_good() -> None:
