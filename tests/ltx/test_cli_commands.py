@@ -1,0 +1,123 @@
+"""ltxctl commands through `main()`: ls and info (text and --json), verify's exit status,
+restore options (--txid, --timestamp, progress), compact's report, durations."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ltx.cli import main, parse_duration
+from ltx.compaction import compact_level, snapshot
+from ltx.replica import Replica
+from tests.ltx.history import History, record_history
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    return record_history(tmp_path_factory.mktemp("h"), seed=13, transactions=12)
+
+
+@pytest.fixture
+def replica_url(history: History, file_url: str) -> str:
+    replica = Replica.open(file_url)
+    history.ship(replica, 1, 8)
+    compact_level(replica, 1)
+    snapshot(replica)
+    history.ship(replica, 9, history.last_txid)
+    return file_url
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_ls_json_and_text(replica_url: str, history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "ls", replica_url, "--json")
+    assert code == 0
+    files = json.loads(out)
+    listed = Replica.open(replica_url).list_levels()
+    assert [(f["level"], f["min_txid"], f["max_txid"], f["size"]) for f in files] == [
+        (lvl, f"{f.min_txid:016x}", f"{f.max_txid:016x}", f.size) for lvl in sorted(listed) for f in listed[lvl]]
+    code, out, _ = run(capsys, "ls", replica_url, "--level", "9", "--json")
+    assert [(f["level"], f["min_txid"], f["max_txid"]) for f in json.loads(out)] == [(9, f"{1:016x}", f"{8:016x}")]
+    code, out, _ = run(capsys, "ls", replica_url, "--level", "3")
+    assert code == 0 and len(out.splitlines()) == 1, "an empty level of a non-empty replica is just empty"
+    code, out, _ = run(capsys, "ls", replica_url)
+    assert f"{history.last_txid:016x}" in out and len(out.splitlines()) == len(files) + 1
+
+
+def test_info(replica_url: str, history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "info", replica_url, "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["txid"] == f"{history.last_txid:016x}"
+    assert info["page_size"] == history.page_size
+    assert info["database_size"] == len(history.images[-1])
+    assert info["newest_snapshot"]["max_txid"] == f"{8:016x}"
+    assert [(f["level"], f["min_txid"]) for f in info["restore_plan"]] == (
+        [(9, f"{1:016x}")] + [(0, f"{t:016x}") for t in range(9, history.last_txid + 1)])
+    assert {lvl["level"]: lvl["files"] for lvl in info["levels"]} == {0: history.last_txid, 1: 1, 9: 1}
+    code, out, _ = run(capsys, "info", replica_url)
+    assert f"txid:            {history.last_txid:016x}" in out
+
+
+def test_verify_exit_status(replica_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "verify", replica_url)
+    assert (code, out) == (0, "") and err.startswith("ok: ")
+    replica = Replica.open(replica_url)
+    victim = replica.list_level(0)[3]
+    data = bytearray(replica.store.get(victim.key))
+    data[-20] ^= 1
+    replica.store.put(victim.key, bytes(data))
+    code, out, err = run(capsys, "verify", replica_url)
+    assert code == 1
+    assert out.splitlines() and all(line.startswith(replica.url) for line in out.splitlines())
+    assert victim.key in out and "1 problem found" in err
+
+
+def test_restore_options(replica_url: str, history: History, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "db"
+    code, stdout, err = run(capsys, "restore", replica_url, "-o", str(out), "--txid", "5", "--progress")
+    assert code == 0, err
+    assert out.read_bytes() == history.images[5]
+    assert "restoring" in err, "the progress bar goes to stderr"
+    assert f"at TXID {5:016x}" in stdout
+    stamp = history.time(10, plus_ms=1).isoformat().replace("+00:00", "Z")
+    code, _, err = run(capsys, "restore", replica_url, "-o", str(out), "--timestamp", stamp, "--force",
+                       "--no-progress", "--parallelism", "2")
+    assert code == 0 and err == ""
+    assert out.read_bytes() == history.images[10]
+
+
+def test_compact_report(replica_url: str, history: History, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "compact", replica_url, "--level", "1", "--no-retention")
+    assert code == 0, err
+    assert f"level 1: wrote ltx/1/{9:016x}-{history.last_txid:016x}.ltx from {history.last_txid - 8} files" in out
+    code, out, err = run(capsys, "compact", replica_url, "--l0-retention", "1h", "--snapshot-retention", "48h")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("level 9: wrote") for line in lines)
+    assert any(line.startswith("level 2: wrote") for line in lines)
+    # History timestamps are from 2023, so everything is old: level 0 keeps only its newest file,
+    # and the older snapshot goes.
+    assert f"deleted ltx/9/{1:016x}-{8:016x}.ltx" in lines
+    assert lines[-1] == f"retention: {history.last_txid - 1 + 1} files deleted"
+    assert [f.max_txid for f in Replica.open(replica_url).list_level(0)] == [history.last_txid]
+    code, out, err = run(capsys, "restore", replica_url, "-o", str(tmp_path / "after.db"))
+    assert code == 0, err
+    assert (tmp_path / "after.db").read_bytes() == history.images[-1]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("5m", timedelta(minutes=5)), ("24h", timedelta(hours=24)), ("1h30m", timedelta(minutes=90)),
+    ("1.5s", timedelta(seconds=1.5)), ("0", timedelta(0)), ("250ms", timedelta(milliseconds=250)),
+])
+def test_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
