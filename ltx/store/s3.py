@@ -21,12 +21,11 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 from urllib.request import getproxies_environment, proxy_bypass
 
-import boto3
 import botocore.config
 import botocore.exceptions
-import botocore.session
 import urllib3
 
+from ltx.store import s3_session
 from ltx.store.base import (
     ObjectExistsError,
     ObjectInfo,
@@ -73,6 +72,12 @@ OPEN_BUFFER_SIZE = 1 * MiB
 #: own earlier (answer-lost) success from another writer's object.
 METADATA_KEY_PUT_ID = "ltxvfs-put-id"
 
+#: S3 lists in UTF-8 byte order; a server that lists directory by directory (SeaweedFS) differs
+#: when a key has a character below '/' (space, '!'…'.') where another key has a '/'. Such a
+#: listing is refused rather than passed on as key order (SeaweedFS's StartAfter follows its own
+#: order, so it can also skip such keys; LTX level directories never hold such pairs).
+_OUT_OF_ORDER = ("LIST returned {0!r} after {1!r}: the server does not list in byte order (keys that "
+                 "differ by a character below '/' where another has a '/' cannot be listed here)")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
 
@@ -128,10 +133,8 @@ class S3Store(ObjectStore):
         self._list_page_size = list_page_size
         self._sleep = sleep
 
-        core = botocore.session.get_session()
-        session = boto3.session.Session(botocore_session=core, region_name=region)
-        self.region = session.region_name or DEFAULT_REGION
-        credentials = session.get_credentials()
+        core, configured_region, credentials = s3_session.resolve(region)
+        self.region = configured_region or DEFAULT_REGION
         if credentials is None:
             raise StoreAuthError(self.url, "", "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
                                  "AWS_SECRET_ACCESS_KEY or configure an AWS profile")
@@ -151,7 +154,8 @@ class S3Store(ObjectStore):
             verify = False
         else:
             verify = core.get_config_variable("ca_bundle") or True
-        self._client: Any = session.client("s3", endpoint_url=endpoint, config=config, verify=verify)
+        self._client: Any = s3_session.create_client(core, region_name=self.region, endpoint_url=endpoint,
+                                                      config=config, verify=verify)
         self._signed: SignedGetter | None = None
         if not _proxy_applies(self._client.meta.endpoint_url):
             self._signed = SignedGetter(
@@ -405,13 +409,17 @@ class S3Store(ObjectStore):
                                 "MaxKeys": self._list_page_size}
         if start_after:
             args["StartAfter"] = root + start_after
+        previous = root + start_after
         while True:
             page = self._call(prefix, "LIST", "lists",
                               lambda: self._client.list_objects_v2(**args))
             for item in page.get("Contents", []):
                 full = item["Key"]
-                if not full.startswith(root):
-                    continue
+                if not full.startswith(root + prefix):
+                    raise StoreError(self.url, prefix, f"LIST returned {full!r}, outside the prefix")
+                if full.encode() <= previous.encode():
+                    raise StoreError(self.url, prefix, _OUT_OF_ORDER.format(full, previous))
+                previous = full
                 yield ObjectInfo(key=self._relative_key(full), size=int(item["Size"]),
                                  modified=item["LastModified"].astimezone(UTC))
             if not page.get("IsTruncated"):
