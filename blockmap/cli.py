@@ -1,0 +1,707 @@
+"""`blockmap`: the command line for blockmap volumes.
+
+Every command takes `--meta URL` (or BLOCKMAP_META); the data URL and the volume name come from
+the volume's settings. Errors are one line on stderr and a non-zero exit, never a traceback:
+`describe_error` maps every known exception to that line, in one place, and `BlockmapGroup.main`
+applies it to every command (through `main()` and through typer's CliRunner alike).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import posixpath
+import re
+import secrets
+import stat as statmod
+import sys
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Annotated, Any, BinaryIO
+
+import apsw
+import typer
+from typer._click.exceptions import NoArgsIsHelpError
+from typer.core import TyperGroup
+
+from blockmap.errors import BlockmapError, InvalidMetaURLError, fs_error
+from blockmap.meta import as_int
+from blockmap.node import (
+    TYPE_BLOCKDEV,
+    TYPE_CHARDEV,
+    TYPE_DIRECTORY,
+    TYPE_FIFO,
+    TYPE_FILE,
+    TYPE_SOCKET,
+    TYPE_SYMLINK,
+    Attr,
+)
+from blockmap.paths import split_path
+from blockmap.settings import DEFAULT_BLOCK_SIZE
+from blockmap.volume import Volume
+from ltx.store import InvalidURLError, StoreError, redact_url
+
+PROG = "blockmap"
+#: Environment variable that stands in for `--meta`.
+META_ENV = "BLOCKMAP_META"
+#: Set to 1 to get a traceback for an unexpected error (for developers).
+DEBUG_ENV = "BLOCKMAP_DEBUG"
+#: Exit codes: a failure, a usage error (click's), an interrupt.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: The name standing for stdin (put) or stdout (get).
+STDIO = "-"
+#: `put` writes into this hidden name beside the target, then renames it over the target.
+PUT_TEMP_PREFIX = ".blockmap-put-"
+#: `get` writes into a temporary file beside the local target with this suffix, then renames it.
+GET_TEMP_SUFFIX = ".blockmap-get"
+#: Settings fields shown as "removed" by `status` (JuiceFS's `status` hides the secret the same way).
+SECRET_SETTINGS = ("SecretKey", "SessionToken", "EncryptKey")
+
+TYPE_NAMES = {
+    TYPE_FILE: "regular file",
+    TYPE_DIRECTORY: "directory",
+    TYPE_SYMLINK: "symbolic link",
+    TYPE_FIFO: "fifo",
+    TYPE_BLOCKDEV: "block special file",
+    TYPE_CHARDEV: "character special file",
+    TYPE_SOCKET: "socket",
+}
+
+
+class CLIError(Exception):
+    """A bad option value or another condition the CLI reports as is."""
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _encode(text: str) -> bytes:
+    """Text as bytes for a terminal: names that are not UTF-8 go out as the raw bytes they were."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
+def _stdout() -> BinaryIO:
+    return sys.stdout.buffer
+
+
+def emit(line: str = "") -> None:
+    """One line on stdout (bytes, so any entry name survives)."""
+    _stdout().write(_encode(line) + b"\n")
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> int:
+    """Write the one error line and return the exit code."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    err = sys.stderr
+    line = _encode(f"{PROG}: {' '.join(message.split())}") + b"\n"
+    buffer = getattr(err, "buffer", None)
+    if buffer is not None:
+        buffer.write(line)
+        buffer.flush()
+    else:  # a text-only stream
+        err.write(line.decode("utf-8", "replace"))
+        err.flush()
+    return code
+
+
+def show_url(url: str) -> str:
+    """A URL for messages: without credentials, otherwise exactly as given."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return redact_url(url)
+    if "@" not in parts.netloc and not parts.query:
+        return url
+    return redact_url(url)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def _time(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="microseconds")
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+_context: dict[str, str] = {"meta": ""}
+
+
+def describe_error(exc: BaseException, meta_url: str = "") -> str:
+    """The one line an exception becomes on stderr."""
+    if isinstance(exc, OSError):
+        name = os.fsdecode(exc.filename) if exc.filename is not None else None
+        name2 = os.fsdecode(exc.filename2) if exc.filename2 is not None else None
+        reason = exc.strerror or str(exc)
+        if name is not None and name2 is not None:
+            return f"{name} -> {name2}: {reason}"
+        return f"{name}: {reason}" if name is not None else reason
+    if isinstance(exc, InvalidMetaURLError):
+        return f"{show_url(exc.what)}: {exc.reason}"
+    if isinstance(exc, InvalidURLError):
+        return f"{show_url(exc.url)}: {exc.reason}"
+    if isinstance(exc, BlockmapError | StoreError | CLIError):
+        return str(exc)
+    if isinstance(exc, apsw.Error):
+        where = f"metadata {show_url(meta_url)}" if meta_url else "metadata"
+        return f"{where}: {exc}"
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return f"unexpected error: {type(exc).__name__}: {exc}"
+
+
+def _usage_message(exc: typer.TyperException) -> str:
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and getattr(exc, "exit_code", EXIT_FAILURE) == EXIT_USAGE:
+        return f"{message} (see '{ctx.command_path} --help')"
+    return message
+
+
+def run_guarded(fn: Callable[[], Any]) -> int:
+    """Run a command; every failure becomes one line on stderr and an exit code."""
+    try:
+        rv = fn()
+    except NoArgsIsHelpError as exc:  # `blockmap` alone: the help, as it is, and a usage exit
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+        return EXIT_USAGE
+    except typer.TyperException as exc:  # usage errors (exit code 2) and the like
+        return fail(_usage_message(exc), getattr(exc, "exit_code", EXIT_USAGE))
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return fail("interrupted", EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes a line
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        return fail(describe_error(exc, _context["meta"]))
+    return rv if isinstance(rv, int) else 0
+
+
+class BlockmapGroup(TyperGroup):
+    """The command group; its `main` turns every error into one line (also under CliRunner)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = run_guarded(
+            lambda: super(BlockmapGroup, self).main(
+                args=args, prog_name=prog_name or PROG, complete_var=complete_var, standalone_mode=False, **extra
+            )
+        )
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    name=PROG,
+    cls=BlockmapGroup,
+    help="Format, browse, copy into and out of, and check blockmap volumes (JuiceFS 1.4 metadata in SQLite, "
+    "bytes as block objects in file:// or s3:// storage).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_volume(meta: str, *, read_only: bool = False) -> Iterator[Volume]:
+    """The volume at `meta`, closed when the command ends."""
+    _context["meta"] = meta
+    vol = Volume.open(meta, read_only=read_only)
+    try:
+        yield vol
+    finally:
+        vol.close()
+
+
+def vpath(path: str) -> str:
+    """A volume path as shown in messages: rooted at '/'."""
+    return path if path.startswith("/") else "/" + path
+
+
+def _basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/"))
+
+
+def into_directory(vol: Volume, src_name: str | None, dst: str, no_target_dir: bool) -> str:
+    """`dst`, or `dst/<src_name>` when `dst` is an existing directory (as mv, ln and cp treat it)."""
+    dst = vpath(dst)
+    if no_target_dir:
+        return dst
+    try:
+        st = vol.stat(dst)
+    except (FileNotFoundError, NotADirectoryError):
+        return dst
+    if not st.is_dir():
+        return dst
+    if not src_name:
+        raise fs_error(errno.EISDIR, dst)
+    return posixpath.join(dst, src_name)
+
+
+def is_root(path: str) -> bool:
+    return not split_path(path)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1 << 10, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_block_size(text: str) -> int:
+    """A block size as `juicefs format --block-size` takes it: `4M`, `64K`, `1MiB`; a plain number is KiB."""
+    m = _SIZE.match(text)
+    if m is None:
+        raise CLIError(f"invalid block size {text!r} (use e.g. 64K, 1M, 4M; a plain number is KiB)")
+    number, unit, byte_suffix = int(m.group(1)), m.group(2).lower(), m.group(3)
+    if not unit and byte_suffix and byte_suffix.lower() == "b":
+        return number  # "65536B": bytes
+    return number * _UNITS[unit]
+
+
+def _local_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def put_stream(vol: Volume, src: BinaryIO, dst: str, mode: int) -> Attr:
+    """Copy `src` into a hidden file beside `dst`, then rename it over `dst`: readers see the old
+    file or the whole new one, never a part, and a failed copy leaves `dst` as it was."""
+    parent = posixpath.dirname(dst.rstrip("/")) or "/"
+    tmp = posixpath.join(parent, PUT_TEMP_PREFIX + secrets.token_hex(8))
+    try:
+        f = vol.open_file(tmp, "x", mode)
+    except OSError as exc:  # name the user's path, not the temporary one
+        raise fs_error(exc.errno or errno.EIO, dst) from exc
+    try:
+        with f:
+            f.copy_from(src)
+        try:
+            vol.rename(tmp, dst)
+        except OSError as exc:
+            raise fs_error(exc.errno or errno.EIO, dst) from exc
+    except BaseException:
+        with contextlib.suppress(Exception):
+            vol.unlink(tmp)
+        raise
+    return vol.stat(dst)
+
+
+def get_to_local(copy: Callable[[BinaryIO], int], dest: str, mode: int) -> int:
+    """Write a local file through a temporary file beside it, fsync, rename: a failed copy never
+    leaves a partial `dest` behind (nor replaces an existing one)."""
+    directory = os.path.dirname(os.path.abspath(dest))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(dest) + ".", suffix=GET_TEMP_SUFFIX)
+    except OSError as exc:  # name the user's path, not the temporary one
+        raise fs_error(exc.errno or errno.EIO, dest) from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            n = copy(out)
+            out.flush()
+            os.fchmod(out.fileno(), mode & 0o7777 & ~_local_umask())
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return n
+
+
+def attr_record(path: str, attr: Attr, target: str | None, xattrs: list[str]) -> dict[str, Any]:
+    """`stat --json`: the attributes under stable names."""
+    record: dict[str, Any] = {
+        "path": path,
+        "inode": attr.st_ino,
+        "type": TYPE_NAMES.get(attr.type, str(attr.type)),
+        "mode": f"{statmod.S_IMODE(attr.st_mode):04o}",
+        "permissions": statmod.filemode(attr.st_mode),
+        "nlink": attr.st_nlink,
+        "uid": attr.st_uid,
+        "gid": attr.st_gid,
+        "size": attr.st_size,
+        "atime_ns": attr.st_atime_ns,
+        "mtime_ns": attr.st_mtime_ns,
+        "ctime_ns": attr.st_ctime_ns,
+        "parent": attr.parent,
+        "flags": attr.flags,
+        "xattrs": xattrs,
+    }
+    if target is not None:
+        record["target"] = target
+    return record
+
+
+def long_line(name: str, attr: Attr, target: str | None) -> str:
+    """One `ls -l` line: mode, links, owner, group, size, mtime, name (-> target)."""
+    when = datetime.fromtimestamp(attr.st_mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+    line = (f"{statmod.filemode(attr.st_mode)} {attr.st_nlink:>3} {attr.st_uid:>5} {attr.st_gid:>5} "
+            f"{attr.st_size:>12} {when} {name}")  # fmt: skip
+    return f"{line} -> {target}" if target is not None else line
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+MetaOpt = Annotated[
+    str,
+    typer.Option("--meta", envvar=META_ENV, show_envvar=True,
+                 help="Metadata URL of the volume: sqlite3:///path/meta.db (or a plain path)."),
+]  # fmt: skip
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+NoTargetOpt = Annotated[
+    bool, typer.Option("--no-target-directory", "-T", help="Treat DST as a name even if it is a directory.")
+]
+PathArg = Annotated[str, typer.Argument(help="Path inside the volume.")]
+
+
+@app.command("format")
+def format_cmd(
+    name: Annotated[str, typer.Argument(help="Volume name (a-z, 0-9, '-'; 3 to 63 characters).")],
+    meta: MetaOpt,
+    data: Annotated[str, typer.Option("--data", help="Data URL: file:///dir or s3://bucket[/prefix]?endpoint=…")],
+    block_size: Annotated[
+        str, typer.Option("--block-size", help="Block size: 64K to 16M (a plain number is KiB).")
+    ] = f"{DEFAULT_BLOCK_SIZE >> 20}M",
+    trash_days: Annotated[
+        int, typer.Option("--trash-days", min=0, help="Keep removed files this many days (0: no trash).")
+    ] = 0,
+    hash_prefix: Annotated[bool, typer.Option("--hash-prefix", help="Spread block keys over 256 prefixes.")] = False,
+) -> None:
+    """Create a volume: JuiceFS 1.4 schema and settings in the metadata, <NAME>/juicefs_uuid in the data store."""
+    size = parse_block_size(block_size)
+    _context["meta"] = meta
+    with Volume.format(meta, data, name, block_size=size, trash_days=trash_days, hash_prefix=hash_prefix) as vol:
+        s = vol.settings
+        emit(f"formatted volume {s.name} (UUID {s.uuid}): block size {human_size(s.block_size)}, "
+             f"trash {s.trash_days} days, data {show_url(vol.data_url)}")  # fmt: skip
+
+
+@app.command("ls")
+def ls_cmd(
+    meta: MetaOpt,
+    path: Annotated[str, typer.Argument(help="Directory (or file) inside the volume.")] = "/",
+    long: Annotated[bool, typer.Option("-l", "--long", help="Mode, links, owner, size and mtime too.")] = False,
+) -> None:
+    """List a directory, streaming its entries in name order."""
+    path = vpath(path)
+    with open_volume(meta, read_only=True) as vol:
+        try:
+            is_dir = vol.stat(path).is_dir()
+        except FileNotFoundError:  # a dangling symlink is still listed
+            is_dir = False
+        if not is_dir:
+            attr = vol.lstat(path)
+            target = vol.readlink(path) if attr.is_symlink() else None
+            emit(long_line(path, attr, target) if long else path)
+            return
+        for entry in vol.readdir(path, with_attrs=long):
+            if not long:
+                emit(entry.name)
+                continue
+            child = posixpath.join(path, entry.name)
+            attr = entry.attr if entry.attr is not None else vol.lstat(child)
+            emit(long_line(entry.name, attr, vol.readlink(child) if attr.is_symlink() else None))
+
+
+@app.command("stat")
+def stat_cmd(
+    meta: MetaOpt,
+    path: PathArg,
+    as_json: JsonOpt = False,
+    dereference: Annotated[bool, typer.Option("-L", "--dereference", help="Follow a symlink.")] = False,
+) -> None:
+    """Attributes of a path (of a symlink itself unless -L)."""
+    path = vpath(path)
+    with open_volume(meta, read_only=True) as vol:
+        attr = vol.stat(path, follow_symlinks=dereference)
+        target = vol.readlink(path) if attr.is_symlink() else None
+        xattrs = vol.listxattr(path, follow_symlinks=dereference)
+    record = attr_record(path, attr, target, xattrs)
+    if as_json:
+        emit(json.dumps(record, indent=2))
+        return
+    emit(f"  File: {path}" + (f" -> {target}" if target is not None else ""))
+    emit(f"  Type: {record['type']}")
+    emit(f" Inode: {attr.st_ino}  Parent: {attr.parent}  Links: {attr.st_nlink}")
+    emit(f"  Size: {attr.st_size}")
+    emit(f"Access: ({record['mode']}/{record['permissions']})  Uid: {attr.st_uid}  Gid: {attr.st_gid}")
+    emit(f"Access: {_time(attr.st_atime_ns)}")
+    emit(f"Modify: {_time(attr.st_mtime_ns)}")
+    emit(f"Change: {_time(attr.st_ctime_ns)}")
+    if xattrs:
+        emit(f"Xattrs: {', '.join(xattrs)}")
+
+
+@app.command("put")
+def put_cmd(
+    meta: MetaOpt,
+    local: Annotated[str, typer.Argument(help="Local file to copy in ('-' for stdin).")],
+    path: Annotated[str, typer.Argument(help="Destination in the volume (a directory: keep the name).")],
+    no_target_dir: NoTargetOpt = False,
+) -> None:
+    """Copy a local file into the volume, streaming (the target is replaced atomically)."""
+    with open_volume(meta) as vol:
+        name = None if local == STDIO else os.path.basename(local.rstrip("/"))
+        dst = into_directory(vol, name, path, no_target_dir)
+        if local == STDIO:
+            put_stream(vol, sys.stdin.buffer, dst, 0o666)
+            return
+        with open(local, "rb") as src:
+            st = os.fstat(src.fileno())
+            if statmod.S_ISDIR(st.st_mode):
+                raise fs_error(errno.EISDIR, local)
+            put_stream(vol, src, dst, statmod.S_IMODE(st.st_mode))
+
+
+@app.command("get")
+def get_cmd(
+    meta: MetaOpt,
+    path: PathArg,
+    local: Annotated[str, typer.Argument(help="Local destination ('-' for stdout; a directory: keep the name).")],
+) -> None:
+    """Copy a file out of the volume, streaming (the local file appears whole or not at all)."""
+    path = vpath(path)
+    with open_volume(meta, read_only=True) as vol, vol.open_file(path) as f:
+        if local == STDIO:
+            f.copy_to(_stdout())
+            return
+        dest = os.path.join(local, _basename(path)) if os.path.isdir(local) else local
+        get_to_local(f.copy_to, dest, statmod.S_IMODE(f.stat().st_mode))
+
+
+@app.command("cat")
+def cat_cmd(meta: MetaOpt, paths: Annotated[list[str], typer.Argument(help="Files inside the volume.")]) -> None:
+    """Write files to stdout, streaming."""
+    with open_volume(meta, read_only=True) as vol:
+        out = _stdout()
+        for p in paths:
+            with vol.open_file(vpath(p)) as f:
+                f.copy_to(out)
+        out.flush()
+
+
+@app.command("mkdir")
+def mkdir_cmd(
+    meta: MetaOpt,
+    paths: Annotated[list[str], typer.Argument(help="Directories to create.")],
+    parents: Annotated[
+        bool, typer.Option("-p", "--parents", help="Create missing parents; no error if it exists.")
+    ] = False,
+) -> None:
+    """Create directories."""
+    with open_volume(meta) as vol:
+        for p in paths:
+            if parents:
+                vol.makedirs(vpath(p), exist_ok=True)
+            else:
+                vol.mkdir(vpath(p))
+
+
+@app.command("rm")
+def rm_cmd(
+    meta: MetaOpt,
+    paths: Annotated[list[str], typer.Argument(help="Paths to remove.")],
+    recursive: Annotated[
+        bool, typer.Option("-r", "-R", "--recursive", help="Remove directories and their contents.")
+    ] = False,
+    force: Annotated[bool, typer.Option("-f", "--force", help="Ignore paths that do not exist.")] = False,
+) -> None:
+    """Remove files (and with -r, directories); with trash on, they move to .trash."""
+    with open_volume(meta) as vol:
+        for p in map(vpath, paths):
+            if is_root(p):
+                raise CLIError(f"{p}: refusing to remove the root directory")
+            try:
+                attr = vol.lstat(p)
+            except FileNotFoundError:
+                if force:
+                    continue
+                raise
+            if attr.is_dir():
+                if not recursive:
+                    raise fs_error(errno.EISDIR, p)
+                vol.rmtree(p)
+            else:
+                vol.unlink(p)
+
+
+@app.command("mv")
+def mv_cmd(meta: MetaOpt, src: PathArg, dst: PathArg, no_target_dir: NoTargetOpt = False) -> None:
+    """Rename or move (into DST when it is a directory), replacing a file or empty directory."""
+    src = vpath(src)
+    with open_volume(meta) as vol:
+        vol.rename(src, into_directory(vol, _basename(src), dst, no_target_dir))
+
+
+@app.command("ln")
+def ln_cmd(
+    meta: MetaOpt,
+    src: Annotated[str, typer.Argument(help="Existing path (with -s: the link's target, stored as given).")],
+    dst: PathArg,
+    symbolic: Annotated[bool, typer.Option("-s", "--symbolic", help="Make a symbolic link.")] = False,
+    no_target_dir: NoTargetOpt = False,
+) -> None:
+    """Make a hard link (or with -s a symbolic link) DST to SRC."""
+    with open_volume(meta) as vol:
+        target = into_directory(vol, _basename(src), dst, no_target_dir)
+        if symbolic:
+            vol.symlink(src, target)
+        else:
+            vol.link(vpath(src), target)
+
+
+@app.command("clone")
+def clone_cmd(
+    meta: MetaOpt,
+    src: PathArg,
+    dst: PathArg,
+    preserve: Annotated[bool, typer.Option("--preserve", "-p", help="Keep owner, mode and times.")] = False,
+    no_target_dir: NoTargetOpt = False,
+) -> None:
+    """Copy a file or a tree without copying bytes (the copy shares the original's slices)."""
+    src = vpath(src)
+    with open_volume(meta) as vol:
+        vol.clone(src, into_directory(vol, _basename(src), dst, no_target_dir), preserve=preserve)
+
+
+@app.command("gc")
+def gc_cmd(
+    meta: MetaOpt,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete leaked objects and finish pending deletes.")] = False,
+    skip_age: Annotated[
+        float | None,
+        typer.Option("--skip-age", min=0, help="Leave objects younger than this many seconds alone (default 3600)."),
+    ] = None,
+) -> None:
+    """Find block objects no metadata refers to (and with --delete, remove them)."""
+    with open_volume(meta, read_only=not delete) as vol:
+        report = vol.gc(delete=delete, skip_age=skip_age)
+    emit(f"scanned {report.scanned} objects: {report.valid} valid ({human_size(report.valid_bytes)}), "
+         f"{report.pending} pending, {report.delayed} delayed, {report.skipped} skipped as too young")  # fmt: skip
+    emit(f"leaked: {len(report.leaked)} objects ({human_size(report.leaked_bytes)})")
+    for key in report.leaked:
+        emit(f"  {key}")
+    for key in report.foreign:
+        emit(f"not a block (left alone): {key}")
+    if delete:
+        emit(f"deleted {report.deleted_objects} objects; released {report.released_files} files and "
+             f"{report.released_slices} slices; removed {report.removed_detached} stale clones")  # fmt: skip
+
+
+@app.command("fsck")
+def fsck_cmd(
+    meta: MetaOpt,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Rewrite nlink, dir stats and counters that are wrong.")
+    ] = False,
+) -> None:
+    """Check that every referenced block exists with the right size and that the metadata agrees
+    with itself. Prints each problem; exits 1 when any is found."""
+    with open_volume(meta, read_only=not repair) as vol:
+        report = vol.fsck(repair=repair)
+    for problem in report.problems:
+        emit(problem)
+    for block in report.missing_blocks:
+        emit(f"missing block {block}")
+    for inode, where in sorted(report.broken_files.items()):
+        emit(f"broken file {where} (inode {inode})")
+    for fixed in report.repaired:
+        emit(f"repaired: {fixed}")
+    summary = f"{report.files} files, {report.slices} slices, {report.blocks} blocks checked"
+    if not report.ok:
+        found = len(report.problems) + len(report.missing_blocks)
+        raise CLIError(f"fsck found {found} problem{'s' if found != 1 else ''} ({summary})")
+    emit(f"ok: {summary}")
+
+
+def _counters(vol: Volume) -> dict[str, int]:
+    rows = vol._read_txn(lambda c: c.execute("SELECT name, value FROM jfs_counter ORDER BY name").fetchall())
+    return {str(name): as_int(value) for name, value in rows}
+
+
+def _public_settings(vol: Volume) -> dict[str, Any]:
+    settings: dict[str, Any] = json.loads(vol.settings.encode())
+    for key in SECRET_SETTINGS:
+        if settings.get(key):
+            settings[key] = "removed"
+    return settings
+
+
+@app.command("status")
+def status_cmd(meta: MetaOpt, as_json: JsonOpt = False) -> None:
+    """Volume settings, space and inodes used, and the metadata counters."""
+    with open_volume(meta, read_only=True) as vol:
+        settings = _public_settings(vol)
+        usage = vol.usage()
+        counters = _counters(vol)
+        data_url = show_url(vol.data_url)
+    record = {
+        "Meta": show_url(meta),
+        "Data": data_url,
+        "Setting": settings,
+        "Usage": {"UsedSpace": usage.used_space, "UsedInodes": usage.total_inodes, "Capacity": usage.capacity,
+                  "InodeLimit": usage.inode_limit},
+        "Counters": counters,
+    }  # fmt: skip
+    if as_json:
+        emit(json.dumps(record, indent=2))
+        return
+    emit(f"volume:      {settings.get('Name')} (UUID {settings.get('UUID')})")
+    emit(f"metadata:    {record['Meta']}")
+    emit(f"data:        {data_url} (storage {settings.get('Storage')}, bucket {settings.get('Bucket')})")
+    emit(
+        f"block size:  {human_size(int(settings.get('BlockSize') or 0) << 10)}, compression "
+        f"{settings.get('Compression', 'none')}, hash prefix {'on' if settings.get('HashPrefix') else 'off'}"
+    )
+    emit(f"trash:       {settings.get('TrashDays', 0)} days")
+    limit = f" of {human_size(usage.capacity)}" if usage.capacity else ""
+    inode_limit = f" of {usage.inode_limit}" if usage.inode_limit else ""
+    emit(f"used space:  {usage.used_space} bytes ({human_size(usage.used_space)}){limit}")
+    emit(f"used inodes: {usage.total_inodes}{inode_limit}")
+    emit("counters:")
+    for name, value in counters.items():
+        emit(f"  {name:<20} {value}")
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code. Every failure becomes one line on stderr."""
+    rv = run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False))
+    return rv
+
+
+if __name__ == "__main__":
+    sys.exit(main())
