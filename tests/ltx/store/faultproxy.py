@@ -135,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, body: bytes) -> Response:
         up = urlsplit(self.server.state.upstream)
-        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+        conn = http.client.HTTPConnection(up.hostname or "127.0.0.1", up.port, timeout=30)
         try:
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
