@@ -69,6 +69,7 @@ class RestoreResult:
     txid: int
     page_size: int
     commit: int
+    #: The files read (the plan from its last file starting at TXID 1).
     plan: tuple[LTXFileInfo, ...]
     bytes_fetched: int
 
@@ -111,6 +112,14 @@ class _PageWriter:
                 view = view[n:]
                 offset += n
             self._buf = bytearray()
+
+
+def files_to_read(plan: Sequence[LTXFileInfo]) -> list[LTXFileInfo]:
+    """The plan from its last file that starts at TXID 1: such a file (a snapshot, or a compaction
+    that reaches back to the first transaction) holds every page, so nothing before it counts.
+    Litestream's plan often puts a level-9 snapshot before a level-1 file that starts at 1 too."""
+    start = max((i for i, f in enumerate(plan) if f.min_txid == 1), default=0)
+    return list(plan[start:])
 
 
 def apply_plan(store: ObjectStore, plan: Sequence[LTXFileInfo], fd: int, *,
@@ -184,8 +193,8 @@ def restore_file(replica: Replica, plan: Sequence[LTXFileInfo], out: str | os.Pa
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            last = apply_plan(replica.store, plan, fd, parallelism=parallelism, chunk_size=chunk_size,
-                              progress=progress)
+            last = apply_plan(replica.store, files_to_read(plan), fd, parallelism=parallelism,
+                              chunk_size=chunk_size, progress=progress)
             os.ftruncate(fd, last.commit * last.page_size)
             os.fsync(fd)
         finally:
@@ -204,8 +213,9 @@ def restore_file(replica: Replica, plan: Sequence[LTXFileInfo], out: str | os.Pa
             for candidate in (str(out_path), *(f"{out_path}{s}" for s in SIDE_FILE_SUFFIXES)):
                 Path(candidate).unlink(missing_ok=True)
             raise IntegrityCheckError(str(out_path), problem)
-    return RestoreResult(str(out_path), plan[-1].max_txid, last.page_size, last.commit, tuple(plan),
-                         sum(f.size for f in plan))
+    read = files_to_read(plan)
+    return RestoreResult(str(out_path), plan[-1].max_txid, last.page_size, last.commit, tuple(read),
+                         sum(f.size for f in read))
 
 
 def restore(replica: Replica, out: str | os.PathLike[str], *, txid: int = 0, timestamp: datetime | None = None,

@@ -172,3 +172,19 @@ def test_progress_reports_every_byte(history: History, tmp_path: Path) -> None:
     total = sum(f.size for f in result.plan)
     assert seen and seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_files_before_a_full_file_are_not_read(history: History, file_url: str, tmp_path: Path) -> None:
+    """Litestream's plan here is the level-9 snapshot 1-3, then the level-1 file 1-6; that second
+    file holds every page, so the snapshot need not be fetched."""
+    replica = Replica.open(file_url)
+    history.ship(replica, 1, 3)
+    snapshot(replica)
+    history.ship(replica, 4, 6)
+    compact_level(replica, 1)
+    history.ship(replica, 7, 8)
+    reads_before = replica.store.stats.bytes_read
+    result = restore(replica, tmp_path / "out.db")
+    assert [(f.level, f.min_txid, f.max_txid) for f in result.plan] == [(1, 1, 6), (0, 7, 7), (0, 8, 8)]
+    assert replica.store.stats.bytes_read - reads_before == sum(f.size for f in result.plan)
+    assert (tmp_path / "out.db").read_bytes() == history.images[8]
