@@ -16,6 +16,7 @@ import ctypes
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -208,11 +209,14 @@ class S3Server:
         return f"not ready after {START_DEADLINE_S:.0f} s (last probe: {last})"
 
     def _log_tail(self) -> str:
+        """weed's fatal and error lines (a fatal one is followed by long stack dumps), then its tail."""
         try:
             lines = self._log_path.read_text(errors="replace").splitlines()
         except OSError as exc:
             return f"(no log: {exc})"
-        return "\n".join("    " + line for line in lines[-LOG_TAIL_LINES:])
+        errors = [line for line in lines if re.match(r"^[EF]\d{4} ", line) or "address already in use" in line]
+        shown = errors[-10:] + ["    ..."] + lines[-LOG_TAIL_LINES:]
+        return "\n".join("    " + line for line in shown)
 
     def stop(self) -> None:
         """SIGKILL the process group and remove the unix sockets weed left in /tmp."""
