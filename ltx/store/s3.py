@@ -71,6 +71,9 @@ OPEN_BUFFER_SIZE = 1 * MiB
 #: Metadata recording which put created an object, so a retried create-if-absent can tell its
 #: own earlier (answer-lost) success from another writer's object.
 METADATA_KEY_PUT_ID = "ltxvfs-put-id"
+#: Credential values shorter than this are not blanked from messages (they would blank ordinary
+#: words; real access keys and secrets are far longer).
+MIN_SCRUBBED_LENGTH = 8
 
 #: S3 lists in UTF-8 byte order; a server that lists directory by directory (SeaweedFS) differs
 #: when a key has a character below '/' (space, '!'…'.') where another key has a '/'. Such a
@@ -174,7 +177,7 @@ class S3Store(ObjectStore):
         """Blank any credential value that might appear in a server or library message."""
         frozen = self._credentials.get_frozen_credentials()
         for secret in (frozen.secret_key, frozen.token, frozen.access_key):
-            if secret:
+            if secret and len(secret) >= MIN_SCRUBBED_LENGTH:
                 text = text.replace(secret, "***")
         return text
 
@@ -221,9 +224,10 @@ class S3Store(ObjectStore):
     def _signed_get(self, key: str, op: str, byte_range: str | None) -> urllib3.BaseHTTPResponse:
         """One lean GET attempt; answers other than 200/206/416 become store errors."""
         assert self._signed is not None
+        url = self._signed.url_for(self._full_key(key))
         self._count("gets")
         try:
-            response = self._signed.get(self._signed.url_for(self._full_key(key)), byte_range)
+            response = self._signed.get(url, byte_range)
         except Exception as exc:
             mapped = error_for_urllib3(exc, self.url, key, op, scrub=self._scrub)
             if mapped is exc:
@@ -231,7 +235,8 @@ class S3Store(ObjectStore):
             raise mapped from exc
         data = response.data or b""
         if response.status in (200, 206, 416):
-            self._count("bytes_read", len(data))
+            if response.status != 416:
+                self._count("bytes_read", len(data))
             return response
         code, message = parse_error_body(data)
         raise error_for_status(self.url, key, op, response.status, code, self._scrub(message),
@@ -272,6 +277,8 @@ class S3Store(ObjectStore):
         return ObjectRangeError(self.url, key, offset, length, size)
 
     def get(self, key: str) -> bytes:
+        self._full_key(key)
+
         def attempt(_: int) -> bytes:
             status, headers, data = self._get_once(key, "GET", None)
             if status != 200:
@@ -284,6 +291,7 @@ class S3Store(ObjectStore):
         return self._retrying(key, "GET", attempt)
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
+        self._full_key(key)
         if offset < 0 or length < 0:
             raise ValueError(f"{self.url}/{key}: negative range offset {offset} length {length}")
         if length == 0:
@@ -302,26 +310,28 @@ class S3Store(ObjectStore):
             if status != 206:
                 raise StoreError(self.url, key, f"GET range: unexpected HTTP {status}")
             content_range = headers.get("content-range")
-            if content_range is not None:
-                match = _CONTENT_RANGE.match(content_range)
-                if match is None:
-                    raise StoreError(self.url, key, f"GET range: malformed Content-Range {content_range!r}")
-                start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
-                if start != offset:
-                    raise StoreError(self.url, key, f"GET range: asked for offset {offset}, "
-                                     f"server sent {content_range!r}")
-                if end != last:
-                    size = int(total) if total != "*" else None
+            match = _CONTENT_RANGE.match(content_range or "")
+            if match is None:
+                raise StoreError(self.url, key, f"GET range: answer 206 with a missing or malformed "
+                                 f"Content-Range {content_range!r}")
+            start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
+            size = int(total) if total != "*" else None
+            if start != offset or end > last:
+                raise StoreError(self.url, key, f"GET range: asked for bytes {offset}-{last}, "
+                                 f"server sent {content_range!r}")
+            if end < last:
+                if size is not None and end == size - 1:
                     raise ObjectRangeError(self.url, key, offset, length, size)
+                raise StoreError(self.url, key, f"GET range: asked for bytes {offset}-{last}, "
+                                 f"server sent {content_range!r}")
             if len(data) != length:
-                if content_range is None and len(data) < length:
-                    raise ObjectRangeError(self.url, key, offset, length, None)
                 raise TransientError(f"GET range: asked for {length} bytes at {offset}, got {len(data)}")
             return data
 
         return self._retrying(key, "GET range", attempt)
 
     def get_suffix(self, key: str, length: int) -> tuple[bytes, int]:
+        self._full_key(key)
         if length < 0:
             raise ValueError(f"{self.url}/{key}: negative suffix length {length}")
         if length == 0:
