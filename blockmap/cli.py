@@ -269,6 +269,15 @@ def into_directory(vol: Volume, src_name: str | None, dst: str, no_target_dir: b
     return posixpath.join(dst, src_name)
 
 
+@contextlib.contextmanager
+def reading(path: str) -> Iterator[None]:
+    """Name the volume file in a block or store error met while reading it."""
+    try:
+        yield
+    except (BlockmapError, StoreError) as exc:
+        raise CLIError(f"{path}: {exc}") from exc
+
+
 def is_root(path: str) -> bool:
     return not split_path(path)
 
@@ -492,7 +501,7 @@ def get_cmd(
 ) -> None:
     """Copy a file out of the volume, streaming (the local file appears whole or not at all)."""
     path = vpath(path)
-    with open_volume(meta, read_only=True) as vol, vol.open_file(path) as f:
+    with open_volume(meta, read_only=True) as vol, vol.open_file(path) as f, reading(path):
         if local == STDIO:
             f.copy_to(_stdout())
             return
@@ -506,7 +515,7 @@ def cat_cmd(meta: MetaOpt, paths: Annotated[list[str], typer.Argument(help="File
     with open_volume(meta, read_only=True) as vol:
         out = _stdout()
         for p in paths:
-            with vol.open_file(vpath(p)) as f:
+            with vol.open_file(vpath(p)) as f, reading(vpath(p)):
                 f.copy_to(out)
         out.flush()
 
@@ -630,6 +639,7 @@ def fsck_cmd(
     with itself. Prints each problem; exits 1 when any is found."""
     with open_volume(meta, read_only=not repair) as vol:
         report = vol.fsck(repair=repair)
+        after = vol.fsck() if repair and not report.ok else report
     for problem in report.problems:
         emit(problem)
     for block in report.missing_blocks:
@@ -639,10 +649,11 @@ def fsck_cmd(
     for fixed in report.repaired:
         emit(f"repaired: {fixed}")
     summary = f"{report.files} files, {report.slices} slices, {report.blocks} blocks checked"
-    if not report.ok:
-        found = len(report.problems) + len(report.missing_blocks)
-        raise CLIError(f"fsck found {found} problem{'s' if found != 1 else ''} ({summary})")
-    emit(f"ok: {summary}")
+    if not after.ok:
+        found = len(after.problems) + len(after.missing_blocks)
+        left = " left after repair" if after is not report else ""
+        raise CLIError(f"fsck found {found} problem{'s' if found != 1 else ''}{left} ({summary})")
+    emit(f"ok after repair: {summary}" if after is not report else f"ok: {summary}")
 
 
 def _counters(vol: Volume) -> dict[str, int]:

@@ -1,0 +1,421 @@
+"""The `blockmap` CLI: every command run for real (typer's CliRunner through the same error
+handling as the console script, and a real process for a few), the one-line errors, and the
+juicefs binary reading what the CLI wrote."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from blockmap.cli import PUT_TEMP_PREFIX, app, put_stream
+from blockmap.volume import READDIR_BATCH, Volume
+from tests.blockmap.conftest import TEST_BLOCK_SIZE
+from tests.blockmap.juicefs_cli import gc_report, run_juicefs, sync_out
+from tests.s3server import S3Server
+
+BLOCKMAP = [sys.executable, "-m", "blockmap.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 60
+NAME = "clivol"
+
+runner = CliRunner()
+
+
+def bm(meta: str, command: str, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Result:
+    """`blockmap <command> --meta META <args>` in process."""
+    return runner.invoke(app, [command, "--meta", meta, *args], input=stdin, env=env)
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr!r} {result.exception!r}"
+    return result
+
+
+def one_line_error(code: int, stderr: str, *needles: str) -> str:
+    assert code != 0, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"stderr is not one line: {stderr!r}"
+    assert lines[0].startswith("blockmap: "), lines[0]
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def error(result: Result, *needles: str) -> str:
+    return one_line_error(result.exit_code, result.stderr, *needles)
+
+
+def run_blockmap(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+                 ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+    return subprocess.run([*BLOCKMAP, *args], capture_output=True, cwd=ROOT, timeout=TIMEOUT, input=stdin,
+                          env=env if env is not None else dict(os.environ))  # fmt: skip
+
+
+@pytest.fixture
+def meta(tmp_path: Path) -> str:
+    """A volume formatted through the CLI (64 KiB blocks), data under tmp_path/data."""
+    url = f"sqlite3://{tmp_path}/meta.db"
+    ok(bm(url, "format", "--data", f"file://{tmp_path}/data", "--block-size", "64K", NAME))
+    return url
+
+
+def block_files(tmp_path: Path) -> list[Path]:
+    return sorted(p for p in (tmp_path / "data" / NAME / "chunks").rglob("*") if p.is_file())
+
+
+# --- format and status ---------------------------------------------------------------------------
+
+
+def test_format_and_status(tmp_path: Path, meta: str) -> None:
+    assert (tmp_path / "data" / NAME / "juicefs_uuid").is_file()
+    status = json.loads(ok(bm(meta, "status", "--json")).stdout)
+    assert status["Setting"]["Name"] == NAME
+    assert status["Setting"]["BlockSize"] == 64
+    assert status["Setting"]["Storage"] == "file"
+    assert status["Data"] == f"file://{tmp_path}/data"
+    assert status["Counters"]["nextInode"] >= 2 and "nextChunk" in status["Counters"]
+    assert status["Usage"]["UsedInodes"] == 0
+    ok(bm(meta, "put", "-", "/f", stdin=b"x" * 5000))
+    after = json.loads(ok(bm(meta, "status", "--json")).stdout)
+    assert after["Usage"] == {**status["Usage"], "UsedSpace": 8192, "UsedInodes": 1}
+    text = ok(bm(meta, "status")).stdout
+    assert NAME in text and status["Setting"]["UUID"] in text and "nextInode" in text
+    # A second format refuses to overwrite the volume.
+    error(bm(meta, "format", "--data", f"file://{tmp_path}/data2", NAME), "already holds a volume")
+    assert ok(bm(meta, "cat", "/f")).stdout_bytes == b"x" * 5000
+
+
+def test_format_options(tmp_path: Path) -> None:
+    url = f"sqlite3://{tmp_path}/m.db"
+    ok(bm(url, "format", "--data", f"file://{tmp_path}/d", "--block-size", "1M", "--trash-days", "2",
+          "--hash-prefix", "other-vol"))  # fmt: skip
+    with Volume.open(url) as v:
+        assert (v.settings.block_size, v.settings.trash_days, v.settings.hash_prefix) == (1 << 20, 2, True)
+    # With trash on, rm moves the file to .trash instead of deleting its blocks.
+    ok(bm(url, "put", "-", "/f", stdin=b"data"))
+    ok(bm(url, "rm", "/f"))
+    assert ok(bm(url, "ls", "/")).stdout.split() == []
+    assert len([p for p in (tmp_path / "d" / "other-vol" / "chunks").rglob("*") if p.is_file()]) == 1
+
+
+def test_meta_from_environment(tmp_path: Path, meta: str) -> None:
+    ok(runner.invoke(app, ["mkdir", "/from-env"], env={"BLOCKMAP_META": meta}))
+    assert ok(bm(meta, "ls")).stdout.split() == ["from-env"]
+
+
+# --- the namespace -------------------------------------------------------------------------------
+
+
+def test_mkdir_ls_stat(meta: str) -> None:
+    ok(bm(meta, "mkdir", "/a", "/b"))
+    ok(bm(meta, "mkdir", "-p", "/a/x/y/z", "/a"))
+    error(bm(meta, "mkdir", "/a"), "/a: File exists")
+    error(bm(meta, "mkdir", "/q/r"), "/q/r: No such file or directory")
+    ok(bm(meta, "put", "-", "/a/file", stdin=b"hello"))
+    assert ok(bm(meta, "ls")).stdout.split() == ["a", "b"]
+    assert ok(bm(meta, "ls", "/a")).stdout.split() == ["file", "x"]
+    long = ok(bm(meta, "ls", "-l", "/a")).stdout.splitlines()
+    assert len(long) == 2
+    assert long[0].startswith("-rw-") and long[0].endswith(" file") and " 5 " in long[0]
+    assert long[1].startswith("d") and long[1].endswith(" x")
+    assert ok(bm(meta, "ls", "/a/file")).stdout.strip() == "/a/file"
+    st = json.loads(ok(bm(meta, "stat", "--json", "/a/file")).stdout)
+    assert (st["type"], st["size"], st["nlink"], st["mode"]) == ("regular file", 5, 1, "0644")
+    d = json.loads(ok(bm(meta, "stat", "--json", "/a")).stdout)
+    assert (d["type"], d["nlink"]) == ("directory", 3)
+    assert "Size: 5" in ok(bm(meta, "stat", "/a/file")).stdout
+    error(bm(meta, "ls", "/a/file/sub"), "/a/file/sub: Not a directory")
+    error(bm(meta, "stat", "/nope"), "/nope: No such file or directory")
+
+
+def test_ls_streams_a_large_directory(meta: str) -> None:
+    names = [f"n{i:05d}" for i in range(READDIR_BATCH + 100)]  # more than one readdir batch
+    with Volume.open(meta) as v:
+        v.mkdir("/big")
+        for n in names:
+            v.write_file(f"/big/{n}", b"")
+    assert ok(bm(meta, "ls", "/big")).stdout.split() == names
+
+
+def test_links_and_symlinks(meta: str) -> None:
+    ok(bm(meta, "put", "-", "/f", stdin=b"linked"))
+    ok(bm(meta, "mkdir", "/d"))
+    ok(bm(meta, "ln", "/f", "/hard"))
+    ok(bm(meta, "ln", "/f", "/d"))  # into the directory, keeping the name
+    ok(bm(meta, "ln", "-s", "../f", "/d/sym"))
+    assert json.loads(ok(bm(meta, "stat", "--json", "/f")).stdout)["nlink"] == 3
+    assert ok(bm(meta, "cat", "/hard", "/d/f", "/d/sym")).stdout_bytes == b"linked" * 3
+    link = json.loads(ok(bm(meta, "stat", "--json", "/d/sym")).stdout)
+    assert (link["type"], link["target"]) == ("symbolic link", "../f")
+    assert json.loads(ok(bm(meta, "stat", "--json", "-L", "/d/sym")).stdout)["type"] == "regular file"
+    assert ok(bm(meta, "ls", "-l", "/d")).stdout.splitlines()[1].endswith("sym -> ../f")
+    error(bm(meta, "ln", "/f", "/hard", "-T"), "File exists")
+    error(bm(meta, "ln", "/missing", "/x"), "/missing: No such file or directory")
+
+
+def test_mv(meta: str) -> None:
+    ok(bm(meta, "put", "-", "/f", stdin=b"1"))
+    ok(bm(meta, "mkdir", "-p", "/d/e", "/full/x"))
+    ok(bm(meta, "mv", "/f", "/g"))
+    ok(bm(meta, "mv", "/g", "/d"))  # into the directory
+    assert ok(bm(meta, "ls", "/d")).stdout.split() == ["e", "g"]
+    ok(bm(meta, "mv", "-T", "/d/e", "/empty"))
+    ok(bm(meta, "mkdir", "/d/e"))
+    ok(bm(meta, "mv", "-T", "/empty", "/d/e"))  # replaces an empty directory
+    error(bm(meta, "mv", "-T", "/d", "/full"), "/d -> /full: Directory not empty")
+    error(bm(meta, "mv", "/nope", "/x"), "No such file or directory")
+    assert ok(bm(meta, "cat", "/d/g")).stdout_bytes == b"1"
+
+
+def test_rm(tmp_path: Path, meta: str) -> None:
+    data = random.Random(1).randbytes(3 * TEST_BLOCK_SIZE)
+    ok(bm(meta, "mkdir", "-p", "/t/u/v"))
+    ok(bm(meta, "put", "-", "/t/u/v/f", stdin=data))
+    ok(bm(meta, "put", "-", "/t/g", stdin=b"g"))
+    assert len(block_files(tmp_path)) == 4
+    error(bm(meta, "rm", "/t"), "/t: Is a directory")
+    error(bm(meta, "rm", "/"), "refusing to remove the root")
+    error(bm(meta, "rm", "-r", "/"), "refusing to remove the root")
+    error(bm(meta, "rm", "/none"), "/none: No such file or directory")
+    ok(bm(meta, "rm", "-f", "/none", "/t/g"))
+    ok(bm(meta, "rm", "-r", "/t"))
+    assert ok(bm(meta, "ls")).stdout == ""
+    assert block_files(tmp_path) == []  # no trash: the blocks went with the last link
+
+
+# --- bytes in and out ----------------------------------------------------------------------------
+
+
+def test_put_get_cat_round_trip(tmp_path: Path, meta: str) -> None:
+    data = random.Random(2).randbytes(5 * TEST_BLOCK_SIZE + 123)
+    local = tmp_path / "in.bin"
+    local.write_bytes(data)
+    local.chmod(0o640)
+    ok(bm(meta, "mkdir", "/dir"))
+    ok(bm(meta, "put", str(local), "/dir"))  # into the directory: keeps the name and the mode
+    st = json.loads(ok(bm(meta, "stat", "--json", "/dir/in.bin")).stdout)
+    assert (st["size"], st["mode"]) == (len(data), "0640")
+    assert len(block_files(tmp_path)) == 6
+    assert ok(bm(meta, "cat", "/dir/in.bin")).stdout_bytes == data
+    assert ok(bm(meta, "get", "/dir/in.bin", "-")).stdout_bytes == data
+    out = tmp_path / "out"
+    out.mkdir()
+    ok(bm(meta, "get", "/dir/in.bin", str(out)))
+    ok(bm(meta, "get", "/dir/in.bin", str(out / "copy")))
+    assert (out / "in.bin").read_bytes() == data and (out / "copy").read_bytes() == data
+    assert sorted(p.name for p in out.iterdir()) == ["copy", "in.bin"]  # no temporary files left
+    error(bm(meta, "get", "/dir", str(out / "x")), "/dir: Is a directory")
+    error(bm(meta, "get", "/dir/in.bin", str(tmp_path / "no" / "x")), str(tmp_path / "no" / "x"))
+    error(bm(meta, "put", str(tmp_path / "missing"), "/m"), f"{tmp_path / 'missing'}: No such file or directory")
+    error(bm(meta, "put", str(tmp_path), "/m"), "Is a directory")
+    error(bm(meta, "put", "-", "/dir", stdin=b"x"), "/dir: Is a directory")
+    error(bm(meta, "put", "-", "/nodir/x", stdin=b"x"), "/nodir/x: No such file or directory")
+
+
+def test_put_replaces_atomically(tmp_path: Path, meta: str) -> None:
+    ok(bm(meta, "put", "-", "/f", stdin=b"old contents"))
+    ok(bm(meta, "ln", "/f", "/old-link"))
+    ok(bm(meta, "put", "-", "/f", stdin=b"new"))
+    assert ok(bm(meta, "cat", "/f")).stdout_bytes == b"new"
+    # The old inode was replaced by a rename, not overwritten in place.
+    assert ok(bm(meta, "cat", "/old-link")).stdout_bytes == b"old contents"
+    assert ok(bm(meta, "ls")).stdout.split() == ["f", "old-link"]
+
+
+class FailingStream(io.RawIOBase):
+    """Yields `good` bytes, then fails like a broken local disk."""
+
+    def __init__(self, good: bytes) -> None:
+        self.left = good
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.left:
+            raise OSError(5, "Input/output error", "local.bin")
+        out, self.left = self.left[:size], self.left[size:]
+        return out
+
+
+def test_failed_put_leaves_the_target_alone(tmp_path: Path, meta: str) -> None:
+    with Volume.open(meta) as v:
+        v.write_file("/f", b"keep me")
+        before = block_files(tmp_path)
+        with pytest.raises(OSError, match="Input/output error"):
+            put_stream(v, FailingStream(random.Random(3).randbytes(2 * TEST_BLOCK_SIZE)), "/f", 0o644)  # type: ignore[arg-type]
+        assert v.read_file("/f") == b"keep me"
+        assert v.listdir("/") == ["f"]
+        assert not any(n.startswith(PUT_TEMP_PREFIX) for n in v.listdir("/"))
+    assert block_files(tmp_path) == before  # the uploaded blocks were taken back
+
+
+def test_failed_get_leaves_the_local_file_alone(tmp_path: Path, meta: str) -> None:
+    ok(bm(meta, "put", "-", "/f", stdin=random.Random(4).randbytes(4 * TEST_BLOCK_SIZE)))
+    lost = block_files(tmp_path)[2]
+    lost.unlink()
+    local = tmp_path / "local"
+    local.write_bytes(b"previous")
+    line = error(bm(meta, "get", "/f", str(local)), "blockmap: /f: ")
+    assert f"{NAME}/chunks/" in line and lost.name in line
+    assert local.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "local", "meta.db"]
+    # fsck names the missing block and the broken file, and fails.
+    result = bm(meta, "fsck")
+    error(result, "fsck found 1 problem")
+    assert lost.name in result.stdout and "broken file /f" in result.stdout
+
+
+def test_clone_copies_no_bytes(tmp_path: Path, meta: str) -> None:
+    data = random.Random(5).randbytes(2 * TEST_BLOCK_SIZE)
+    ok(bm(meta, "mkdir", "-p", "/src/sub"))
+    ok(bm(meta, "put", "-", "/src/sub/f", stdin=data))
+    before = block_files(tmp_path)
+    ok(bm(meta, "clone", "/src", "/copy"))
+    ok(bm(meta, "mkdir", "/into"))
+    ok(bm(meta, "clone", "/src/sub/f", "/into"))
+    assert block_files(tmp_path) == before
+    assert ok(bm(meta, "cat", "/copy/sub/f", "/into/f")).stdout_bytes == data * 2
+    ok(bm(meta, "rm", "-r", "/src"))
+    assert ok(bm(meta, "cat", "/copy/sub/f")).stdout_bytes == data
+    error(bm(meta, "clone", "/copy", "/into/f", "-T"), "File exists")
+
+
+# --- maintenance ---------------------------------------------------------------------------------
+
+
+def test_gc_finds_and_deletes_a_leak(tmp_path: Path, meta: str) -> None:
+    ok(bm(meta, "put", "-", "/f", stdin=b"z" * 100))
+    leak = tmp_path / "data" / NAME / "chunks" / "0" / "999" / "999999_0_10"
+    leak.parent.mkdir(parents=True)
+    leak.write_bytes(b"0123456789")
+    young = ok(bm(meta, "gc")).stdout  # the default skips objects younger than an hour
+    assert "leaked: 0 objects" in young and "2 skipped" in young
+    report = ok(bm(meta, "gc", "--skip-age", "0")).stdout
+    assert "leaked: 1 objects" in report and f"{NAME}/chunks/0/999/999999_0_10" in report
+    assert "1 valid" in report
+    assert leak.exists()
+    deleted = ok(bm(meta, "gc", "--skip-age", "0", "--delete")).stdout
+    assert "deleted 1 objects" in deleted
+    assert not leak.exists()
+    assert ok(bm(meta, "cat", "/f")).stdout_bytes == b"z" * 100
+    assert "leaked: 0 objects" in ok(bm(meta, "gc", "--skip-age", "0")).stdout
+
+
+def test_fsck_ok_and_repair(meta: str, tmp_path: Path) -> None:
+    ok(bm(meta, "mkdir", "-p", "/a/b"))
+    ok(bm(meta, "put", "-", "/a/b/f", stdin=b"f" * 70000))
+    assert ok(bm(meta, "fsck")).stdout.startswith("ok: 1 files, 1 slices, 2 blocks")
+    import apsw  # a wrong counter, as a crashed foreign writer might leave it
+
+    conn = apsw.Connection(str(tmp_path / "meta.db"))
+    conn.execute("UPDATE jfs_counter SET value = value + 4096 WHERE name = 'usedSpace'")
+    conn.close()
+    result = bm(meta, "fsck")
+    error(result, "fsck found 1 problem")
+    assert "usedSpace is" in result.stdout
+    repaired = ok(bm(meta, "fsck", "--repair")).stdout
+    assert "usedSpace is" in repaired and "ok after repair" in repaired
+    ok(bm(meta, "fsck"))
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def test_usage_and_url_errors(tmp_path: Path, meta: str) -> None:
+    line = error(runner.invoke(app, ["ls", "/"], env={"BLOCKMAP_META": None}), "--meta")
+    assert "BLOCKMAP_META" in line
+    error(bm(meta, "ls", "--bogus"), "--bogus")
+    assert runner.invoke(app, []).exit_code == 2  # help on stderr
+    error(bm("http://host/x.db", "ls"), "http://host/x.db", "sqlite3://")
+    error(bm(f"sqlite3://{tmp_path}/none/m.db", "ls"), "does not exist")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(random.Random(6).randbytes(8192))
+    error(bm(str(junk), "status"), "not a database")
+    empty = tmp_path / "empty.db"
+    import apsw
+
+    apsw.Connection(str(empty)).close()
+    error(bm(str(empty), "ls"), "no volume here")
+    new = f"sqlite3://{tmp_path}/new.db"
+    error(bm(new, "format", "--data", "ftp://host/x", NAME), "ftp://host/x", "file:// or s3://")
+    error(bm(new, "format", "--data", f"file://{tmp_path}/d", "Bad_Name"), "invalid name")
+    error(bm(new, "format", "--data", f"file://{tmp_path}/d", "--block-size", "3X", NAME), "invalid block size")
+    error(bm(new, "format", "--data", f"file://{tmp_path}/d", "--block-size", "100K", NAME), "power of two")
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_errors_as_a_real_process(tmp_path: Path, meta: str) -> None:
+    env = {**os.environ, "BLOCKMAP_META": meta}
+    proc = run_blockmap("cat", "/missing", env=env)
+    one_line_error(proc.returncode, proc.stderr.decode(), "blockmap: /missing: No such file or directory")
+    proc = run_blockmap("put", "-", "/p", env=env, stdin=b"through a pipe")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_blockmap("cat", "/p", env=env)
+    assert (proc.returncode, proc.stdout) == (0, b"through a pipe")
+    proc = run_blockmap("ls", "--meta", "mysql://h/db")
+    one_line_error(proc.returncode, proc.stderr.decode(), "mysql://h/db")
+
+
+def test_s3_volume_wrong_credentials_and_missing_bucket(tmp_path: Path, s3_server: S3Server, s3_url: str) -> None:
+    meta = f"sqlite3://{tmp_path}/meta.db"
+    env = s3_server.env()
+    proc = run_blockmap("format", "--meta", meta, "--data", s3_url, "--block-size", "64K", NAME, env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = random.Random(7).randbytes(TEST_BLOCK_SIZE + 9)
+    proc = run_blockmap("put", "--meta", meta, "-", "/f", env=env, stdin=data)
+    assert proc.returncode == 0, proc.stderr
+    assert run_blockmap("cat", "--meta", meta, "/f", env=env).stdout == data
+    wrong = {**env, "AWS_ACCESS_KEY_ID": "WRONGKEYID", "AWS_SECRET_ACCESS_KEY": "wrong-secret-" + "x" * 20}
+    for args in (("cat", "/f"), ("put", "-", "/g")):
+        proc = run_blockmap(args[0], "--meta", meta, *args[1:], env=wrong, stdin=b"x")
+        line = one_line_error(proc.returncode, proc.stderr.decode())
+        assert "wrong-secret" not in line
+        assert re.search(r"credential|access|denied|signature|forbidden", line, re.IGNORECASE), line
+    missing = s3_server.url("p", bucket="no-such-bucket-blockmap-cli")
+    proc = run_blockmap("format", "--meta", f"sqlite3://{tmp_path}/m2.db", "--data", missing, NAME, env=env)
+    assert "no-such-bucket-blockmap-cli" in one_line_error(proc.returncode, proc.stderr.decode())
+
+
+# --- the binary reads what the CLI wrote ----------------------------------------------------------
+
+
+def test_juicefs_reads_what_the_cli_wrote(tmp_path: Path, meta: str) -> None:
+    r = random.Random(8)
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"a.bin": r.randbytes(3 * TEST_BLOCK_SIZE + 17), "empty": b"", "small.txt": b"small\n"}
+    ok(bm(meta, "mkdir", "-p", "/docs/deep/er"))
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+        ok(bm(meta, "put", str(src / name), "/" if name == "a.bin" else "/docs"))
+    ok(bm(meta, "put", str(src / "small.txt"), "/docs/deep/er"))
+    ok(bm(meta, "ln", "/a.bin", "/docs/hard.bin"))
+    ok(bm(meta, "ln", "-s", "../a.bin", "/docs/sym"))
+    ok(bm(meta, "clone", "/docs", "/docs2"))
+    ok(bm(meta, "mv", "/docs2/small.txt", "/moved.txt"))
+    ok(bm(meta, "rm", "-r", "/docs/deep"))
+    ok(bm(meta, "fsck"))
+    proc = run_juicefs("fsck", meta, "--path", "/", "--recursive", "--sync-dir-stat", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"\b0 leaked\b", gc_report(meta))
+    out = tmp_path / "out"
+    out.mkdir()
+    sync_out(meta, out)
+    assert (out / "a.bin").read_bytes() == files["a.bin"]
+    assert (out / "docs" / "hard.bin").read_bytes() == files["a.bin"]
+    assert os.readlink(out / "docs" / "sym") == "../a.bin"
+    assert (out / "docs" / "empty").read_bytes() == b""
+    assert (out / "docs2" / "deep" / "er" / "small.txt").read_bytes() == b"small\n"
+    assert (out / "moved.txt").read_bytes() == b"small\n"
+    assert not (out / "docs" / "deep").exists()
