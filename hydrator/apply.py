@@ -1,7 +1,7 @@
 """Verify an LTX file in full, then apply its pages to the local database file.
 
-A file is decoded once: its pages go to a spill (memory up to a limit, then a temporary file)
-while the decoder checks frames, index, trailer and the file checksum. Only a file that passed
+A file is decoded once (`hydrator.verify`): its pages go to a spill (memory up to a limit, then a
+temporary file) while frames, index, trailer and the file checksum are checked. Only a file that passed
 every check is applied: each page written at `(pgno - 1) * page_size` (applying files in TXID
 order makes the latest page win), then the file truncated to the file's commit. A snapshot that
 starts a hydration is decoded straight into a fresh file that later replaces the database.
@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, BinaryIO
 
-from ltx.decoder import Decoder
+from hydrator.verify import verify_file
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
 from ltx.names import format_txid
@@ -23,43 +26,36 @@ from ltx.plan import LTXFileInfo
 
 #: Decoded pages of one file stay in memory up to this many bytes, then spill to a temporary file.
 DEFAULT_SPILL_MEMORY = 8 * 1024 * 1024
-#: Adjacent pages are gathered up to this many bytes into one write.
-WRITE_BATCH_SIZE = 1024 * 1024
+#: Adjacent pages written by one pwritev at most (well under IOV_MAX).
+WRITE_BATCH_PAGES = 256
+#: A large file being written is flushed to disk in the background every this many bytes.
+FLUSH_EVERY = 32 * 1024 * 1024
+#: Page batches (one per large read, about 1 MiB of pages each) waiting for the writer thread.
+WRITE_QUEUE_DEPTH = 8
+#: Pages read back from a spill per step when applying it.
+APPLY_READ_PAGES = 256
 
 
 class HeaderMismatchError(LTXHeaderError):
     """A file's header disagrees with its name or with the database it is applied to."""
 
 
-class PageWriter:
-    """Writes pages at their offsets in `fd`, gathering adjacent ones into one pwrite."""
-
-    def __init__(self, fd: int, page_size: int) -> None:
-        self._fd = fd
-        self._page_size = page_size
-        self._buf = bytearray()
-        self._start = 0
-        self._next = 0
-        self.pages = 0
-
-    def write(self, pgno: int, page: bytes | memoryview) -> None:
-        if pgno != self._next or len(self._buf) >= WRITE_BATCH_SIZE:
-            self.flush()
-            self._start = pgno
-        self._buf += page
-        self._next = pgno + 1
-        self.pages += 1
-
-    def flush(self) -> None:
-        if not self._buf:
-            return
-        offset = (self._start - 1) * self._page_size
-        view = memoryview(self._buf)
-        while view:
-            n = os.pwrite(self._fd, view, offset)
-            view = view[n:]
-            offset += n
-        self._buf = bytearray()
+def write_pages(fd: int, page_size: int, pgnos: Sequence[int], pages: Sequence[bytes | memoryview]) -> None:
+    """Write pages at their offsets, each run of consecutive page numbers in one pwritev."""
+    n = len(pgnos)
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and j - i < WRITE_BATCH_PAGES and pgnos[j] == pgnos[j - 1] + 1:
+            j += 1
+        offset = (pgnos[i] - 1) * page_size
+        want = (j - i) * page_size
+        done = os.pwritev(fd, pages[i:j], offset)
+        if done != want:  # a short write: finish it from a joined buffer
+            rest = memoryview(b"".join(pages[i:j]))[done:]
+            while rest:
+                rest = rest[os.pwrite(fd, rest, offset + want - len(rest)):]
+        i = j
 
 
 def check_header(header: Header, name: str, info: LTXFileInfo | None, page_size: int) -> None:
@@ -90,16 +86,16 @@ class VerifiedFile:
     def apply(self, fd: int) -> int:
         """Write the pages into `fd`, then cut it to the commit; return the pages written."""
         ps = self.header.page_size
-        writer = PageWriter(fd, ps)
         self.spill.seek(0)
-        for pgno in self.pgnos:
-            page = self.spill.read(ps)
-            if len(page) != ps:
-                raise OSError(f"{self.name}: spill file lost page {pgno}")
-            writer.write(pgno, page)
-        writer.flush()
+        for i in range(0, len(self.pgnos), APPLY_READ_PAGES):
+            pgnos = self.pgnos[i:i + APPLY_READ_PAGES]
+            block = self.spill.read(len(pgnos) * ps)
+            if len(block) != len(pgnos) * ps:
+                raise OSError(f"{self.name}: the spill file lost pages")
+            view = memoryview(block)
+            write_pages(fd, ps, pgnos, [view[k * ps:(k + 1) * ps] for k in range(len(pgnos))])
         os.ftruncate(fd, self.header.commit * ps)
-        return writer.pages
+        return len(self.pgnos)
 
     def close(self) -> None:
         self.spill.close()
@@ -109,31 +105,87 @@ def verify_to_spill(stream: BinaryIO, name: str, *, info: LTXFileInfo | None = N
                     spill_dir: str | None = None, spill_memory: int = DEFAULT_SPILL_MEMORY) -> VerifiedFile:
     """Decode the whole of `stream` (every check, checksum included) into a spill; raise LTXError
     (naming `name`) when anything is wrong, in which case nothing is kept."""
-    dec = Decoder(stream, name)
-    check_header(dec.header, name, info, page_size)
     spill: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spill_memory, dir=spill_dir)
-    pgnos: array[int] = array("L")
+    all_pgnos: array[int] = array("L")
+
+    def keep(pgnos: array[int], pages: list[bytes]) -> None:
+        all_pgnos.extend(pgnos)
+        spill.write(b"".join(pages))
+
     try:
-        for pgno, page in dec.pages():
-            pgnos.append(pgno)
-            spill.write(page)
+        summary = verify_file(stream, name, keep, lambda h: check_header(h, name, info, page_size))
     except BaseException:
         spill.close()
         raise
-    return VerifiedFile(name, dec.header, pgnos, spill, dec.n)
+    return VerifiedFile(name, summary.header, all_pgnos, spill, summary.size)
+
+
+class AsyncPageWriter:
+    """Writes page batches to `fd` from a helper thread (the writes release the GIL, so they overlap
+    with decoding), starting writeback (fdatasync) every `flush_every` bytes so the final fsync of a
+    large file has little left to do. At most `depth` batches wait, which bounds memory."""
+
+    def __init__(self, fd: int, page_size: int, flush_every: int = FLUSH_EVERY, depth: int = WRITE_QUEUE_DEPTH) -> None:
+        self._fd = fd
+        self._page_size = page_size
+        self._flush_every = flush_every
+        self._depth = depth
+        self._unflushed = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrator-write")
+        self._queued: deque[Future[None]] = deque()
+
+    def _write(self, pgnos: array[int], pages: list[bytes]) -> None:
+        write_pages(self._fd, self._page_size, pgnos, pages)
+        self._unflushed += len(pages) * self._page_size
+        if self._unflushed >= self._flush_every:
+            self._unflushed = 0
+            os.fdatasync(self._fd)
+
+    def submit(self, pgnos: array[int], pages: list[bytes]) -> None:
+        while len(self._queued) >= self._depth or (self._queued and self._queued[0].done()):
+            self._queued.popleft().result()
+        self._queued.append(self._pool.submit(self._write, pgnos, pages))
+
+    def finish(self, size: int | None = None) -> None:
+        """Wait for every write; cut the file to `size` (if given) and fsync it."""
+        try:
+            while self._queued:
+                self._queued.popleft().result()
+            if size is not None:
+                os.ftruncate(self._fd, size)
+            os.fsync(self._fd)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for fut in self._queued:
+            fut.cancel()
+        self._queued.clear()
+        self._pool.shutdown(wait=True)
 
 
 def verify_snapshot_into(stream: BinaryIO, name: str, fd: int, *, info: LTXFileInfo | None = None) -> Header:
     """Decode a snapshot straight into the empty file `fd` and verify it; the caller renames the file
     into place only after this returns. Truncates to the commit and fsyncs."""
-    dec = Decoder(stream, name)
-    check_header(dec.header, name, info, 0)
-    if not dec.header.is_snapshot:
-        raise HeaderMismatchError(name, 16, "a hydration must start from a snapshot (min TXID 1)")
-    writer = PageWriter(fd, dec.header.page_size)
-    for pgno, page in dec.pages():
-        writer.write(pgno, page)
-    writer.flush()
-    os.ftruncate(fd, dec.header.commit * dec.header.page_size)
-    os.fsync(fd)
-    return dec.header
+    writer: AsyncPageWriter | None = None
+
+    def check(header: Header) -> None:
+        nonlocal writer
+        check_header(header, name, info, 0)
+        if not header.is_snapshot:
+            raise HeaderMismatchError(name, 16, "a hydration must start from a snapshot (min TXID 1)")
+        writer = AsyncPageWriter(fd, header.page_size)
+
+    def write(pgnos: array[int], pages: list[bytes]) -> None:
+        assert writer is not None
+        writer.submit(pgnos, pages)
+
+    try:
+        summary = verify_file(stream, name, write, check)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    assert writer is not None
+    writer.finish(summary.header.commit * summary.header.page_size)
+    return summary.header
