@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from ltx.store.base import InvalidKeyError
 
 #: Longest key accepted (S3's limit, in UTF-8 bytes).
 MAX_KEY_BYTES = 1024
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Segments of ASCII letters, digits, '_' and '-' with inner dots (no '.'/'..' segment possible),
+#: joined by single '/': always valid, and at most _PLAIN_MAX long, within MAX_KEY_BYTES.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?:/[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)*")
+_PLAIN_MAX = MAX_KEY_BYTES
 
 
 def check_key(url: str, key: str) -> str:
@@ -16,8 +24,10 @@ def check_key(url: str, key: str) -> str:
     """
     if not isinstance(key, str) or not key:
         raise InvalidKeyError(url, "", f"invalid key {key!r}: a key must be a non-empty string")
+    if _PLAIN_KEY.fullmatch(key) and len(key) <= _PLAIN_MAX:
+        return key  # the common case (LTX names, block keys), checked in one step
     shown = repr(key) if len(key) <= 200 else repr(key[:200] + "…")
-    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in key):
+    if _CONTROL.search(key):
         raise InvalidKeyError(url, "", f"invalid key {shown}: control characters (NUL, newline, …)")
     if "\\" in key:
         raise InvalidKeyError(url, "", f"invalid key {shown}: backslashes are not allowed")
