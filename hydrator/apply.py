@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import IO
 
-from hydrator.verify import verify_file
+from hydrator.verify import Readable, verify_file
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
 from ltx.names import format_txid
@@ -31,7 +31,7 @@ WRITE_BATCH_PAGES = 256
 #: A large file being written is flushed to disk in the background every this many bytes.
 FLUSH_EVERY = 32 * 1024 * 1024
 #: Page batches (one per large read, about 1 MiB of pages each) waiting for the writer thread.
-WRITE_QUEUE_DEPTH = 8
+WRITE_QUEUE_DEPTH = 4
 #: Pages read back from a spill per step when applying it.
 APPLY_READ_PAGES = 256
 
@@ -101,7 +101,7 @@ class VerifiedFile:
         self.spill.close()
 
 
-def verify_to_spill(stream: BinaryIO, name: str, *, info: LTXFileInfo | None = None, page_size: int = 0,
+def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = None, page_size: int = 0,
                     spill_dir: str | None = None, spill_memory: int = DEFAULT_SPILL_MEMORY) -> VerifiedFile:
     """Decode the whole of `stream` (every check, checksum included) into a spill; raise LTXError
     (naming `name`) when anything is wrong, in which case nothing is kept."""
@@ -164,7 +164,7 @@ class AsyncPageWriter:
         self._pool.shutdown(wait=True)
 
 
-def verify_snapshot_into(stream: BinaryIO, name: str, fd: int, *, info: LTXFileInfo | None = None) -> Header:
+def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileInfo | None = None) -> Header:
     """Decode a snapshot straight into the empty file `fd` and verify it; the caller renames the file
     into place only after this returns. Truncates to the commit and fsyncs."""
     writer: AsyncPageWriter | None = None

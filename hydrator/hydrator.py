@@ -30,6 +30,7 @@ from hydrator.errors import CorruptFileError, HydrationError, HydrationStoppedEr
 from hydrator.progress import HydrationProgress
 from hydrator.rwlock import ReadWriteLock
 from hydrator.state import HydrationState, PlannedFile, fsync_dir, load_state, save_state
+from hydrator.verify import Readable
 from ltx.errors import LTXError
 from ltx.names import format_txid
 from ltx.plan import LTXFileInfo, RestorePlanError, restore_plan
@@ -58,6 +59,21 @@ FOLLOW_LEVELS = (0, 1)
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 #: Suffix of the file a starting snapshot is decoded into before it replaces the database.
 SNAPSHOT_TMP_SUFFIX = "-hydrator.tmp"
+
+
+class _Stoppable:
+    """A stream that raises HydrationStoppedError once `stop` is set, so a large file being
+    fetched does not hold up `stop()` (what was read of it is thrown away)."""
+
+    def __init__(self, inner: BinaryIO, stop: threading.Event, path: str) -> None:
+        self._inner = inner
+        self._stop = stop
+        self._path = path
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._stop.is_set():
+            raise HydrationStoppedError(self._path, "stopped")
+        return self._inner.read(size)
 
 
 class Hydrator:
@@ -291,6 +307,7 @@ class Hydrator:
 
     def _hydrate(self) -> None:
         """Resume from the record or start afresh, then apply the plan (which catches up)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         levels = self.replica.list_levels(parallelism=self.parallelism)
         plan = self._resume_plan(levels)
         if plan is None:
@@ -409,9 +426,10 @@ class Hydrator:
         try:
             with Prefetcher(self.replica.store, objects, self.parallelism, self.chunk_size,
                             self._on_bytes) as prefetcher:
-                for info, (_, stream) in zip(plan, prefetcher.streams(), strict=True):
+                for info, (_, raw_stream) in zip(plan, prefetcher.streams(), strict=True):
                     if self._stop.is_set():
                         break
+                    stream = _Stoppable(raw_stream, self._stop, str(self.path))
                     if self._state.txid == 0 and not batch:
                         self._apply_snapshot(info, stream)
                         continue
@@ -440,7 +458,7 @@ class Hydrator:
         for _, vf in batch:
             vf.close()
 
-    def _apply_snapshot(self, info: LTXFileInfo, stream: BinaryIO) -> None:
+    def _apply_snapshot(self, info: LTXFileInfo, stream: Readable) -> None:
         """Decode the plan's starting snapshot into a fresh file, verify it, then rename it over the
         database: the old file (if any) is untouched until the new one is known good."""
         if info.min_txid != 1:

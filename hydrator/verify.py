@@ -20,7 +20,7 @@ import struct
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 import lz4.block
 from fastcrc import crc64
@@ -48,6 +48,12 @@ _PREFIX = struct.Struct(">IHI")
 _U64 = struct.Struct(">Q")
 _HIGH_BYTES = bytes(range(0x80, 0x100))
 
+class Readable(Protocol):
+    """What is read from: a stream of the file's bytes."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 #: Receives a batch of decoded pages: their page numbers and their images, in file order.
 PagesSink = Callable[["array[int]", list[bytes]], None]
 
@@ -62,7 +68,7 @@ class VerifiedSummary:
     size: int
 
 
-def _read_exact(src: BinaryIO, size: int, name: str, offset: int, what: str) -> bytes:
+def _read_exact(src: Readable, size: int, name: str, offset: int, what: str) -> bytes:
     data = src.read(size)
     while len(data) < size:
         more = src.read(size - len(data))
@@ -72,7 +78,7 @@ def _read_exact(src: BinaryIO, size: int, name: str, offset: int, what: str) -> 
     return data
 
 
-def verify_file(src: BinaryIO, name: str, on_pages: PagesSink,
+def verify_file(src: Readable, name: str, on_pages: PagesSink,
                 check_header: Callable[[Header], None] | None = None) -> VerifiedSummary:
     """Read the whole of `src`, checking everything listed above; pass the pages to `on_pages`
     batch by batch. `check_header` may refuse the file from its header before any page is read."""

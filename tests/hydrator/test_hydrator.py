@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import signal
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from hydrator.errors import CorruptFileError
-from hydrator.hydrator import Hydrator
+from hydrator.errors import CorruptFileError, HydrationStoppedError
+from hydrator.hydrator import SNAPSHOT_TMP_SUFFIX, Hydrator
 from hydrator.state import PlannedFile, load_state, save_state, state_path
 from ltx.decoder import Decoder
 from ltx.encoder import Encoder
@@ -22,6 +24,7 @@ from ltx.plan import LTXFileInfo
 from ltx.replica import Replica
 from ltx.restore import restore
 from tests.hydrator.builder import ReplicaBuilder
+from tests.hydrator.hydrate_worker import SlowStore
 from tests.litestream import restore as litestream_restore
 from tests.litestream import wait_for
 
@@ -351,3 +354,50 @@ def test_start_over_when_partly_applied_files_cannot_be_repaired(builder: Replic
     h = hydrate(replica, path)
     assert h.restarts == 1 and "partly written" in h.restart_reason
     assert path.read_bytes() == builder.images[builder.txid]
+
+
+def _put_random_snapshot(replica: Replica, pages: int, seed: int) -> bytes:
+    """A snapshot of incompressible pages (so the object is as large as the database); its image."""
+    rng = random.Random(seed)
+    images = [rng.randbytes(4096) for _ in range(pages)]
+    out = io.BytesIO()
+    enc = Encoder(out, Header(page_size=4096, commit=pages, min_txid=1, max_txid=1, timestamp=1_000))
+    for pgno, page in enumerate(images, 1):
+        enc.write_page(pgno, page)
+    enc.close()
+    replica.put_file(9, 1, 1, out.getvalue(), timestamp_ms=1_000)
+    return b"".join(images)
+
+
+def test_large_file_in_ranges_with_bounded_memory(replica: Replica, tmp_path: Path) -> None:
+    image = _put_random_snapshot(replica, 8192, seed=11)  # 32 MiB
+    size = replica.list_level(9)[0].size
+    chunk = 256 * 1024
+    before = replica.store.stats.snapshot()
+    tracemalloc.start()
+    try:
+        hydrate(replica, tmp_path / "big.db", parallelism=2, chunk_size=chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    after = replica.store.stats.snapshot()
+    assert (tmp_path / "big.db").read_bytes() == image
+    assert after["gets"] - before["gets"] == -(-size // chunk)  # one GET per range, none per page
+    assert peak < len(image) // 2, f"peak {peak} bytes of Python memory for a {len(image)}-byte database"
+
+
+def test_stop_during_a_large_file(replica: Replica, replica_url: str, tmp_path: Path) -> None:
+    _put_random_snapshot(replica, 512, seed=12)  # 2 MiB in 32 ranges of 64 KiB
+    slow = Replica.open(replica_url)
+    slow.store = SlowStore(slow.store, 0.02)
+    path = tmp_path / "stopped.db"
+    h = Hydrator(slow, path, parallelism=1, chunk_size=64 * 1024).start()
+    wait_for(lambda: 0 < h.progress.bytes_done < h.progress.bytes_total, "some of the file to arrive", DEADLINE,
+             interval=0.002)
+    h.stop(DEADLINE)
+    assert not h.running and not h.is_complete
+    with pytest.raises(HydrationStoppedError):
+        h.wait_complete(0)
+    assert not path.exists() and not Path(f"{path}{SNAPSHOT_TMP_SUFFIX}").exists()
+    h.close()
+    slow.close()
