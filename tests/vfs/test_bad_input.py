@@ -123,3 +123,21 @@ def test_bad_uri_parameters_are_refused(file_replica: tuple[str, Replica], tmp_p
 def test_unknown_replica_scheme_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ReplicaOpenError, match="gopher"):
         connect(tmp_path / "x.db", "gopher://nowhere/x")
+
+
+def test_stray_journal_and_wal_beside_the_name_are_ignored(history_factory: Callable[..., History],
+                                                           file_replica: tuple[str, Replica], tmp_path: Path) -> None:
+    """A local file named like the database's journal is nobody's transaction: never rolled back."""
+    history = history_factory(seed=34, page_size=4096, transactions=6)
+    url, replica = file_replica
+    history.ship(replica)
+    name = tmp_path / "x.db"
+    journal = tmp_path / "x.db-journal"
+    journal.write_bytes(bytes([0xD9, 0xD5, 0x05, 0xF9, 0x20, 0xA1, 0x63, 0xD7]) + bytes(4088))
+    (tmp_path / "x.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(28))
+    conn = connect(name, url, poll=0)
+    try:
+        assert run_queries(conn)[-1] == [("ok",)]
+    finally:
+        conn.close()
+    assert journal.stat().st_size == 4096, "the journal was not touched"

@@ -12,6 +12,7 @@ import pytest
 
 from bench.proxy import CountingProxy
 from ltx.replica import Replica
+from tests.litestream import wait_for
 from tests.s3server import S3Server
 from tests.vfs.replicas import (
     History,
@@ -90,3 +91,33 @@ def test_store_outage_is_an_io_error_and_heals(s3_server: S3Server, s3_url: str,
             assert pragma(conn, "litestream_txid") == f"{1:016x}"
         finally:
             conn.close()
+
+
+def test_follower_rides_out_an_outage(history_factory: Callable[..., History], s3_server: S3Server, s3_url: str,
+                                      tmp_path: Path) -> None:
+    """While the store is away, polls fail and litestream_lag grows; the connection keeps reading
+    what it has; when the store is back the follower catches up with what landed meanwhile."""
+    history = history_factory(seed=41, page_size=4096, transactions=10)
+    replica = Replica.open(s3_url)
+    history.ship(replica, 1, 3)
+    with CountingProxy(s3_server.endpoint) as proxy:
+        url = s3_url.replace(s3_server.endpoint, proxy.url)
+        conn = connect(tmp_path / "x.db", url, poll=0.1)
+        try:
+            at3 = run_queries(conn)
+            proxy.stop()
+            history.ship(replica, 4, history.last_txid)
+            wait_for(lambda: int(pragma(conn, "litestream_lag")) >= 1, "the lag to grow", 30.0, interval=0.05)
+            wait_for(lambda: stats(conn)["poll_errors"] >= 1, "a poll to fail", 30.0, interval=0.05)
+            assert pragma(conn, "litestream_txid") == f"{3:016x}"
+            assert run_queries(conn) == at3, "cached pages still serve the current view"
+            proxy.start()
+            last = history.last_txid
+            wait_for(lambda: pragma(conn, "litestream_txid") == f"{last:016x}", "the follower to catch up", 30.0,
+                     interval=0.05)
+            assert int(pragma(conn, "litestream_lag")) <= 1
+            expected = run_queries(plain(history.write_image(last, tmp_path / "last.db")))
+            assert run_queries(conn) == expected
+        finally:
+            conn.close()
+            replica.close()
