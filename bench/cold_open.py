@@ -155,11 +155,15 @@ def main() -> None:
             proxied = url.replace(server.endpoint, proxy.url)
             key = rows * 7 // 10
             child_env = dict(env, LITESTREAM_REPLICA_URL=proxied, LITESTREAM_LOG_LEVEL="ERROR")
+            runs: dict[str, list[dict[str, Any]]] = {which: [] for which in VFS_NAMES}
+            for _ in range(args.runs):  # interleaved, so both see the same machine load
+                for which in VFS_NAMES:
+                    runs[which].append(run_child(which, proxied, key, child_env, proxy))
             for which in VFS_NAMES:
-                runs = [run_child(which, proxied, key, child_env, proxy) for _ in range(args.runs)]
-                rows_seen = {tuple(r["row"]) for r in runs}
+                rows_seen = {tuple(r["row"]) for r in runs[which]}
                 results.append({"vfs": which, "size_mb": size, "db_bytes": os.path.getsize(db),
-                                "snapshot_bytes": imported.file_size, "runs": runs, "rows": sorted(rows_seen)})
+                                "snapshot_bytes": imported.file_size, "runs": runs[which],
+                                "rows": sorted(rows_seen)})
     print_table(results, args.delay)
 
 
