@@ -37,7 +37,7 @@ from ltx.plan import LTXFileInfo, RestorePlanError, restore_plan
 from ltx.prefetch import DEFAULT_CHUNK_SIZE, Prefetcher, StoredObject
 from ltx.reader import read_header
 from ltx.replica import Replica
-from ltx.store.base import StoreError
+from ltx.store.base import ObjectNotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class Hydrator:
             pass
         except BaseException as exc:  # reported through wait_complete / error
             self._error = exc
-            log.error("%s: hydration failed: %s", self.path, exc)
+            log.debug("%s: hydration failed: %s", self.path, exc)
         finally:
             with self._cond:
                 self._finished = True
@@ -377,7 +377,12 @@ class Hydrator:
             return verdict.reason
         last = ending_at(levels, state.txid)
         if last is not None:
-            hdr = read_header(self.replica.store, last.key)
+            try:
+                hdr = read_header(self.replica.store, last.key)
+            except ObjectNotFoundError:  # removed by retention since the listing: the listing decides
+                return ""
+            except LTXError as exc:
+                raise CorruptFileError(str(self.path), self.url, last.key, str(exc)) from exc
             if (hdr.timestamp, hdr.commit, hdr.page_size) != (state.timestamp, state.commit, state.page_size):
                 return (f"{self.url}/{last.key} is not the file that took the local copy to TXID "
                         f"{format_txid(state.txid)} (its timestamp, commit or page size differ): "

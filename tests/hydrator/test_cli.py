@@ -94,4 +94,5 @@ def test_hydrate_follow_until_interrupted(builder: ReplicaBuilder, replica_url: 
             proc.wait()
     assert proc.returncode == 0, stderr
     assert "following" in stderr and f"stopped at TXID {builder.txid:016x}" in stderr
+    assert "Traceback" not in stderr and "WARNING" not in stderr
     assert out.read_bytes() == builder.images[builder.txid]
