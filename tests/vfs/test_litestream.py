@@ -81,6 +81,22 @@ def test_reads_a_litestream_s3_replica(tmp_path: Path, s3_url: str) -> None:
     _replicate_workload(tmp_path, s3_url, 4096, seed=77)
 
 
+def _newer_than(newest: Callable[[], int], before: int) -> Callable[[], int]:
+    """The newest TXID once it passed `before` (0 until then)."""
+    def check() -> int:
+        txid = newest()
+        return txid if txid > before else 0
+    return check
+
+
+def _applied(conn: apsw.Connection, txid: int) -> Callable[[], bool]:
+    return lambda: int(pragma(conn, "litestream_txid"), 16) >= txid
+
+
+def _reads(conn: apsw.Connection, expected: list[list[tuple[object, ...]]]) -> Callable[[], bool]:
+    return lambda: run_queries(conn) == expected
+
+
 def test_follower_sees_each_litestream_commit_within_two_polls(tmp_path: Path) -> None:
     poll = 0.5
     url = f"file://{tmp_path / 'replica'}"
@@ -102,15 +118,13 @@ def test_follower_sees_each_litestream_commit_within_two_polls(tmp_path: Path) -
             for step in steps[1:12]:
                 before = newest_l0()
                 step.apply(conn)
-                landed = litestream.wait_for(lambda b=before: (t := newest_l0()) > b and t, "the commit to land")
-                assert isinstance(landed, int)
+                landed = litestream.wait_for(_newer_than(newest_l0, before), "the commit to land")
                 started = time.monotonic()
-                wait_for(lambda n=landed: int(pragma(follower, "litestream_txid"), 16) >= n,
-                         f"the follower to apply TXID {landed:x} within two poll intervals",
-                         deadline=2 * poll, interval=0.01)
+                wait_for(_applied(follower, landed), f"the follower to apply TXID {landed:x} within two poll "
+                         "intervals", deadline=2 * poll, interval=0.01)
                 assert time.monotonic() - started <= 2 * poll + 0.05
                 expected = run_queries(conn)
-                wait_for(lambda e=expected: run_queries(follower) == e, "the follower's rows", DEADLINE)
+                wait_for(_reads(follower, expected), "the follower's rows", DEADLINE)
         finally:
             follower.close()
             replica.close()

@@ -22,6 +22,7 @@ def _database(tmp_path: Path) -> tuple[list[bytes], int]:
         conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, "x" * 100) for i in range(2000)])
     root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 't'").fetchall()[0][0]
+    assert isinstance(root, int)
     conn.close()
     data = path.read_bytes()
     return [data[i:i + 4096] for i in range(0, len(data), 4096)], root

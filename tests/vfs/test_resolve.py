@@ -11,7 +11,7 @@ import pytest
 
 import vfs
 from ltx.replica import Replica
-from tests.vfs.replicas import History, connect, uri
+from tests.vfs.replicas import History, uri
 from vfs.resolve import ENV_REPLICA_URL
 
 
@@ -74,6 +74,6 @@ def test_relative_names_and_plain_paths(replicas: dict[str, str], tmp_path: Path
         conn.execute("CREATE TABLE y(z)")
     conn.close()
     assert not (tmp_path / "d.db").exists(), "no local main database file is created"
-    assert connect  # the shared helper percent-encodes replica URLs with queries of their own
+    # The shared helper percent-encodes replica URLs that have queries of their own.
     encoded = uri(tmp_path / "d.db", "s3://b/p?endpoint=http://h:1&region=x")
     assert "replica=s3%3A%2F%2Fb%2Fp%3Fendpoint%3Dhttp%3A%2F%2Fh%3A1%26region%3Dx" in encoded
