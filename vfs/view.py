@@ -1,9 +1,10 @@
 """A view: the database as of one TXID, built from a restore plan in two round trips.
 
 Round trip 1 lists every level at once; round trip 2 fetches every planned file's page index at
-once (one suffix GET each, sized from the listed file size) together with the newest file's
-header when the suffix does not already reach it. Only an index longer than the guess costs a
-third, exactly sized, GET.
+once (one suffix GET each, sized from the listed file size) and, for a large first or newest
+file, its head (header and first frames: page 1 and the low pages). Only an index longer than
+the guess costs a third, exactly sized, GET. The frames that came along (small files whole, the
+heads) are decoded into the connection's cache when it adopts the view.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
 from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, FileIndex, decode_tail, tail_length_needed
 from ltx.replica import Replica
-from ltx.store.base import ObjectNotFoundError, StoreError
 from vfs.errors import PageCorruptError
 from vfs.pagemap import PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all, with_retries
@@ -208,11 +208,3 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
     if waited is not None:
         waited.round_trips += 2
     return view_from_files(reader.url, files, level_seeks(levels))
-
-
-def is_missing_object(exc: BaseException) -> bool:
-    return isinstance(exc, ObjectNotFoundError)
-
-
-__all__ = ["View", "ReplicaReader", "load_view", "view_from_files", "level_seeks", "index_fetch_size",
-           "is_missing_object", "StoreError"]
