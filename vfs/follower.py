@@ -3,12 +3,14 @@ SQLite's thread applies what is staged only between transactions.
 
 Each poll lists level 0 from the staged tip's TXID. Level 0 is *anchored* when it still holds the
 file ending at the tip, or a file starting right after it: then nothing newer can exist anywhere
-else and one LIST per poll suffices. Otherwise (a gap, or the tip's file already compacted away)
-levels 1..8 are listed too, each from the min TXID of the newest file seen at that level: a real
-file boundary, so a compaction straddling the tip is still found (Litestream issue #1460 wedges
-when the seek is not a boundary). The chain continues with Litestream's plan rule over all listed
-files. When no chain crosses a gap, the poller rebuilds the whole view from a fresh restore plan;
-a poll never stops the next one, so a gap never wedges the follower.
+else and one LIST per poll suffices. Otherwise (the tip's file already compacted away, or a gap)
+level 1 is listed too, and levels 2..8 when a gap remains (or every DEEP_POLL_EVERY polls, with
+level 9, in case the history moved on past level 1 while nobody looked). Each upper level is
+listed from the min TXID of the newest file seen there: a real file boundary, so a compaction
+straddling the tip is still found (Litestream issue #1460 wedges when the seek is not a
+boundary). The chain continues with Litestream's plan rule over all listed files. When no chain
+crosses a gap, the poller rebuilds the whole view from a fresh restore plan; a poll never stops
+the next one, so a gap never wedges the follower.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ltx.plan import MAX_COMPACTION_LEVEL, LTXFileInfo
+from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo
 from vfs.pagemap import SourceFile
 from vfs.stats import ReadStats
 from vfs.view import ReplicaReader, View, load_view
 
 UPPER_LEVELS = tuple(range(1, MAX_COMPACTION_LEVEL + 1))
+#: When level 0 does not anchor the tip, every this many polls list levels 2..9 as well.
+DEEP_POLL_EVERY = 10
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Follower:
         self._seeks = dict(view.seeks)
         self._generation = 0
         self._paused = False
+        self._shallow_polls = 0
         #: Wall-clock time of the last successful look at the replica (the open counts as one).
         self.last_success = time.time()
         self.last_error: BaseException | None = None
@@ -183,12 +188,27 @@ class Follower:
         anchored = any(f.max_txid == tip for f in level0) or (bool(chain) and chain[0].min_txid == tip + 1)
         new_seeks: dict[int, int] = {}
         if gap or not anchored:
-            upper = reader.list_levels(UPPER_LEVELS, seeks)
-            for lvl, files in upper.items():
-                if files:
-                    new_seeks[lvl] = files[-1].min_txid
-            listed = list(level0) + [f for files in upper.values() for f in files]
-            chain, gap = continue_chain(tip, listed)
+            # Level 0 alone cannot tell. Level 1 is where its files go next; the levels above only
+            # matter after a gap, or when the history moved on while nobody looked (an outage
+            # longer than the retention): those are listed on a gap and every DEEP_POLL_EVERY polls.
+            self._shallow_polls += 1
+            deep = gap or self._shallow_polls >= DEEP_POLL_EVERY
+            listed = list(level0)
+            for levels in ((1,), UPPER_LEVELS[1:]) if not deep else (UPPER_LEVELS,):
+                upper = reader.list_levels(levels, seeks)
+                for lvl, files in upper.items():
+                    if files:
+                        new_seeks[lvl] = files[-1].min_txid
+                    listed.extend(files)
+                chain, gap = continue_chain(tip, listed)
+                if not gap:
+                    break
+            if deep:
+                self._shallow_polls = 0
+                snapshots = reader.list_levels((SNAPSHOT_LEVEL,))[SNAPSHOT_LEVEL]
+                reached = chain[-1].max_txid if chain else tip
+                if snapshots and snapshots[-1].max_txid > reached:
+                    gap = True
         if gap:
             return self._replan(tip)
         if not chain:

@@ -133,3 +133,22 @@ def test_files_removed_by_retention_are_replaced_by_their_compaction(
         assert pragma(conn, "litestream_txid") == f"{last:016x}"
     finally:
         conn.close()
+
+
+def test_history_that_moved_past_level1_is_found(history_factory: Callable[..., History],
+                                                 file_replica: tuple[str, Replica], tmp_path: Path) -> None:
+    """Level 0 emptied by retention and only a newer snapshot left: no gap to see, yet the
+    periodic deep poll finds the snapshot and moves there."""
+    history = history_factory(seed=16, page_size=4096, transactions=12)
+    url, replica = file_replica
+    history.ship(replica, 1, 3)
+    conn = connect(tmp_path / "x.db", url, poll=POLL)
+    try:
+        assert pragma(conn, "litestream_txid") == f"{3:016x}"
+        replica.put_file(9, 1, 8, history.encode(8, 1), timestamp_ms=history.timestamp_ms(8))
+        for f in replica.list_level(0):
+            replica.delete_file(f)
+        wait_for(reaches(conn, 8), "TXID 8 from the snapshot", DEADLINE, interval=0.01)
+        assert run_queries(conn) == expected(history, 8, tmp_path)
+    finally:
+        conn.close()
