@@ -163,8 +163,13 @@ if "pytest" in sys.modules:
     import pytest
 
     @pytest.fixture
-    def bench_s3_url(request: pytest.FixtureRequest) -> str:
-        return str(request.getfixturevalue("s3_url"))
+    def bench_s3_url(request: pytest.FixtureRequest) -> Iterator[str]:
+        """The suite's `s3_url` when a conftest provides it, else a server started here."""
+        try:
+            yield str(request.getfixturevalue("s3_url"))
+        except pytest.FixtureLookupError:
+            with _s3_url() as url:
+                yield url
 
     def test_hydrate_throughput_vs_raw_get(benchmark: Any, bench_s3_url: str, tmp_path: Path) -> None:
         measured = benchmark.pedantic(figures, args=(bench_s3_url, DEFAULT_DB_MB, tmp_path), rounds=1,

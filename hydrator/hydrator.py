@@ -527,10 +527,11 @@ class Hydrator:
                                                      f"the local TXID {format_txid(st.txid)}")
             end = todo[-1][1].header
             mark = max(st.dirty_until, end.max_txid)
-            st.dirty_until = mark
-            save_state(self.path, st)
             pages = 0
             with self._lock.write():
+                with self._cond:
+                    st.dirty_until = mark
+                save_state(self.path, st)
                 if self._fd < 0:
                     self._fd = os.open(self.path, os.O_RDWR)
                 for _, vf in todo:

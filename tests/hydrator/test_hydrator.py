@@ -258,6 +258,9 @@ def test_apply_own_commit(builder: ReplicaBuilder, replica: Replica, tmp_path: P
         info = builder.commit(steps[4])
         data = replica.store.get(info.key)
         before = replica.store.stats.snapshot()["gets"]
+        with h.reading(), pytest.raises(RuntimeError, match="holds a read"):
+            h.apply_ltx(io.BytesIO(data), info.key)  # it would wait for its own reader
+        assert h.txid == 4 and h.is_complete and path.read_bytes() == builder.images[4]
         assert h.apply_ltx(io.BytesIO(data), info.key)
         assert h.txid == 5 and path.read_bytes() == builder.images[5]
         assert h.poll_once() == 0
