@@ -9,7 +9,8 @@ Figures:
 - stats per second: path-based `stat` of every file of that tree.
 - readdir of 10,000 entries: one directory, names only and with attributes.
 - sequential write and read MB/s: one file through `File.write`/`File.read` with the default
-  4 MiB blocks on a file:// store, beside the store's own put/get of the same bytes as 4 MiB objects.
+  4 MiB blocks on a file:// store, beside the store's own put/get of the same bytes as 4 MiB objects
+  (reads come from the page cache: the blocks were just written).
 
 The metadata is a local SQLite file here (`blockmap.meta.connect_meta`); it moves into ltxvfs
 later, where group commit decides the create rate. Two blockmap variants are measured:
@@ -277,7 +278,7 @@ def summary(r: dict[str, Any]) -> str:
         f"stats/s: sqlite {r['sqlite_stats_per_s']}, sqlite-wal {r['sqlite-wal_stats_per_s']}",
         f"readdir of {rd['entries']:.0f}: names {rd['names_ms']} ms ({rd['names_per_s']:.0f}/s), with attributes "
         f"{rd['with_attrs_ms']} ms ({rd['with_attrs_per_s']:.0f}/s)",
-        f"sequential {sq['mb']:.0f} MiB: write {sq['write_MB_s']} MB/s, read {sq['read_MB_s']} MB/s "
+        f"sequential {sq['mb']:.0f} MiB: write {sq['write_MB_s']} MB/s, read {sq['read_MB_s']} MB/s (page cache) "
         f"(store alone: put {sq['store_put_MB_s']} MB/s, get {sq['store_get_MB_s']} MB/s)",
     ])  # fmt: skip
 
