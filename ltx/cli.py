@@ -21,7 +21,9 @@ from ltx.compactor import LTXCompactionError
 from ltx.errors import LTXError
 from ltx.names import format_txid, parse_txid
 from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, EmptyReplicaError, RestorePlanError
+from ltx.restore import DEFAULT_RESTORE_PARALLELISM
 from ltx.store import InvalidURLError, StoreError
+from ltx.verify import DEFAULT_VERIFY_PARALLELISM
 
 #: Exit codes: a failure, a usage error (click's), an interrupt.
 EXIT_FAILURE = 1
@@ -203,8 +205,8 @@ def info_cmd(url: UrlArg, as_json: JsonOpt = False) -> None:
 
 
 @app.command("verify")
-def verify_cmd(url: UrlArg, parallelism: Annotated[int, typer.Option(min=1, help="Files decoded at once.")] = 8
-               ) -> None:
+def verify_cmd(url: UrlArg, parallelism: Annotated[int, typer.Option(min=1, help="Files decoded at once.")]
+               = DEFAULT_VERIFY_PARALLELISM) -> None:
     """Decode every file, check checksums, each level's contiguity and the restore plan.
     Prints one line per problem; exits 1 when anything is wrong."""
     from ltx.verify import Verifier
@@ -248,7 +250,8 @@ def restore_cmd(
     timestamp: Annotated[str | None, typer.Option("--timestamp", help="Restore the state as of this RFC 3339 "
                                                                       "time.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    parallelism: Annotated[int, typer.Option(min=1, max=256, help="Range GETs in flight.")] = 8,
+    parallelism: Annotated[int, typer.Option(min=1, max=256, help="Range GETs in flight.")]
+    = DEFAULT_RESTORE_PARALLELISM,
     integrity_check: Annotated[str, typer.Option("--integrity-check", help="Check the result: none, quick, "
                                                                           "full.")] = "none",
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a "
