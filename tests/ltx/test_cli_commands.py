@@ -121,3 +121,36 @@ def test_compact_report(replica_url: str, history: History, tmp_path: Path,
 ])
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+
+
+def test_plugins_add_commands_and_a_broken_one_is_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Other packages add commands through the `ltxctl.commands` entry points (the hydrator adds
+    `hydrate`), so that `ltx` never imports them."""
+    import typer
+
+    import ltx.cli
+
+    def register(app: typer.Typer) -> None:
+        @app.command("plugin-test-hello")
+        def hello(name: str) -> None:
+            typer.echo(f"hello {name}")
+
+    class EntryPoint:
+        def __init__(self, name: str, target: object) -> None:
+            self.name, self.target = name, target
+
+        def load(self) -> object:
+            if isinstance(self.target, Exception):
+                raise self.target
+            return self.target
+
+    def entry_points(group: str) -> list[EntryPoint]:
+        assert group == ltx.cli.PLUGIN_GROUP
+        return [EntryPoint("broken", ImportError("no module named nowhere")), EntryPoint("hello", register)]
+
+    monkeypatch.setattr("importlib.metadata.entry_points", entry_points)
+    monkeypatch.setattr(ltx.cli, "_plugins_loaded", False)
+    code, out, err = run(capsys, "plugin-test-hello", "world")
+    assert (code, out) == (0, "hello world\n")
+    assert err.count("\n") == 1 and "command 'broken' unavailable" in err

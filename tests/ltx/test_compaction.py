@@ -177,7 +177,9 @@ def test_safe_while_writer_ships_and_reader_follows(tmp_path: Path) -> None:
     history.ship(replica, 1, 1)
     done = threading.Event()
     errors: list[BaseException] = []
-    future = lambda: datetime.now(UTC) + timedelta(days=365 * 20)  # noqa: E731
+
+    def future() -> datetime:
+        return datetime.now(UTC) + timedelta(days=365 * 20)
 
     rounds: list[int] = []  # files deleted by each compaction round
 
@@ -187,7 +189,11 @@ def test_safe_while_writer_ships_and_reader_follows(tmp_path: Path) -> None:
                 history.ship(replica, txid, txid)
                 if txid % 4 == 0:  # let a compaction round start before shipping more
                     seen = len(rounds)
-                    wait_for(lambda seen=seen: len(rounds) > seen or errors, "a compaction round")
+
+                    def compacted_since(seen: int = seen) -> bool:
+                        return len(rounds) > seen or bool(errors)
+
+                    wait_for(compacted_since, "a compaction round")
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
         finally:
