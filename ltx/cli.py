@@ -229,12 +229,16 @@ def verify_cmd(url: UrlArg, parallelism: Annotated[int, typer.Option(min=1, help
 def import_cmd(db: Annotated[str, typer.Argument(help="The SQLite database to seed the replica from.")],
                url: UrlArg,
                force: Annotated[bool, typer.Option("--force", help="Replace the files of a non-empty replica.")]
-               = False) -> None:
+               = False,
+               tmpdir: Annotated[str | None, typer.Option("--tmpdir", help="Where the database image and the "
+                                                                         "snapshot are staged (about twice "
+                                                                         "the database's size).")] = None
+               ) -> None:
     """Seed a replica from a SQLite database: a TXID-1 snapshot at level 0 and level 9."""
     from ltx.importer import import_database
 
     with _replica(url) as replica:
-        result = import_database(db, replica, force=force)
+        result = import_database(db, replica, force=force, tmpdir=tmpdir)
     note = f", replacing {result.deleted} files" if result.deleted else ""
     typer.echo(f"imported {db} as TXID {format_txid(1)}: {result.commit} pages of {result.page_size} bytes"
                f" ({human_size(result.file_size)} LTX){note}")

@@ -89,7 +89,7 @@ def test_litestream_restores_after_ltxctl_import(store_url: str, s3_env: dict[st
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     run_steps(conn, workload(7, transactions=20, grow_rows=12))
     expected = dump_rows(conn)
-    ltxctl("import", str(src), store_url, env=s3_env)
+    ltxctl("import", str(src), store_url, "--tmpdir", str(tmp_path), env=s3_env)
     out = tmp_path / "restored.db"
     litestream_restore(store_url, out, env=s3_env)
     assert rows(out) == expected
