@@ -156,19 +156,40 @@ class FileStore(ObjectStore):
     # -- ObjectStore ---------------------------------------------------------------------------
 
     def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Objects under `prefix` after `start_after`, in key order.
+
+        A directory read is no snapshot: a file added while it runs may be missed while a later
+        one is seen. So the directories are read twice and only keys up to the largest key of
+        the first read are kept from the second, then stat'ed from the last key down (files gone
+        by then are left out). Every object present throughout the call is listed; and when
+        objects are created and deleted in key order (LTX files: written in TXID order, the oldest
+        removed first) the listing is one contiguous run, never an earlier key missing beside a
+        later one.
+        """
         check_prefix(self.url, prefix)
         self._count("lists")
         directory = prefix.rpartition("/")[0]
         base = os.path.join(self.root, *directory.split("/")) if directory else self.root
-        found: builtins.list[tuple[str, os.stat_result]] = []
-        self._walk(base, directory, prefix, start_after, found)
-        found.sort(key=lambda item: item[0])
-        for key, st in found:
-            yield ObjectInfo(key=key, size=st.st_size, modified=_datetime_from_ns(st.st_mtime_ns),
-                             timestamp_ms=st.st_mtime_ns // 1_000_000)
+        first: dict[str, str] = {}
+        self._scan(base, directory, prefix, start_after, first)
+        if not first:
+            return
+        bound = max(first)
+        second: dict[str, str] = {}
+        self._scan(base, directory, prefix, start_after, second)
+        listed: builtins.list[ObjectInfo] = []
+        for key in sorted((k for k in second if k <= bound), reverse=True):
+            try:
+                st = os.stat(second[key], follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):  # deleted (or renamed) meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode):
+                listed.append(ObjectInfo(key=key, size=st.st_size, timestamp_ms=st.st_mtime_ns // 1_000_000,
+                                         modified=_datetime_from_ns(st.st_mtime_ns)))
+        yield from reversed(listed)
 
-    def _walk(self, path: str, rel: str, prefix: str, start_after: str,
-              found: builtins.list[tuple[str, os.stat_result]]) -> None:
+    def _scan(self, path: str, rel: str, prefix: str, start_after: str, found: dict[str, str]) -> None:
+        """Add key -> path for every regular file below `path` matching prefix and start_after."""
         try:
             entries = builtins.list(os.scandir(path))
         except (FileNotFoundError, NotADirectoryError):
@@ -180,15 +201,12 @@ class FileStore(ObjectStore):
             if entry.is_dir(follow_symlinks=False):
                 sub = key + "/"
                 if sub.startswith(prefix) or prefix.startswith(sub):
-                    self._walk(entry.path, key, prefix, start_after, found)
+                    self._scan(entry.path, key, prefix, start_after, found)
             elif entry.is_file(follow_symlinks=False):
                 if entry.name.startswith(TEMP_PREFIX):
                     continue
                 if key.startswith(prefix) and key > start_after:
-                    try:
-                        found.append((key, entry.stat(follow_symlinks=False)))
-                    except FileNotFoundError:  # renamed or removed since the scan (a writer's temp file)
-                        continue
+                    found[key] = entry.path
 
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)

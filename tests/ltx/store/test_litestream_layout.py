@@ -46,7 +46,6 @@ def test_litestream_objects_carry_the_header_timestamp(request: pytest.FixtureRe
         for i in range(3):
             conn.execute("INSERT INTO t (v) VALUES (?)", (f"row {i}" * 50,))
             proc.wait_for(more_than(store, prefix, len(list(store.list(prefix)))), f"LTX file after insert {i}")
-        proc.stop()
     conn.close()
     infos = list(store.list(prefix))
     assert len(infos) >= 4

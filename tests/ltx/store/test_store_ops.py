@@ -18,6 +18,7 @@ from ltx.store import (
     ObjectStore,
     open_store,
 )
+from ltx.store.file import FileStore
 
 
 @pytest.fixture
@@ -328,3 +329,49 @@ def test_keys_with_unusual_characters(store: ObjectStore) -> None:
         assert store.get_range(key, 0, 5) == b"value"
     assert [i.key for i in store.list("")] == sorted(keys)
     assert os.sep == "/"  # the file store maps '/' to directories
+
+
+# -- listing while objects come and go ----------------------------------------------------------------
+
+def test_listing_during_in_order_creates_and_deletes_has_no_holes(store: ObjectStore) -> None:
+    """A writer creates keys in key order (as LTX files are), a cleaner deletes the oldest ones in
+    order, a reader lists meanwhile: each listing is one contiguous run of keys."""
+    # Many keys for the file store (a directory read misses a new file only now and then);
+    # fewer against the server, where each create and delete is a request.
+    total = 400 if isinstance(store, FileStore) else 120
+    keys = [f"ltx/0/{i:016x}-{i:016x}.ltx" for i in range(1, total + 1)]
+    created = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for key in keys:
+                store.put(key, b"x", if_absent=True)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            created.set()
+
+    def cleaner() -> None:
+        try:
+            for key in keys[: total // 2]:
+                while not any(True for _ in store.list("ltx/0/", start_after=key)):
+                    if created.is_set():
+                        break
+                store.delete(key)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=cleaner)]
+    for t in threads:
+        t.start()
+    listings = 0
+    while not created.is_set() or listings == 0:
+        seen = [int(i.key[6:22], 16) for i in store.list("ltx/0/")]
+        assert seen == list(range(seen[0], seen[-1] + 1)) if seen else True, f"hole in {seen}"
+        listings += 1
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    final = [i.key for i in store.list("ltx/0/")]
+    assert final == keys[total // 2:]
