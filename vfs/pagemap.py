@@ -11,10 +11,40 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from ltx.header import Header, lock_pgno
-from ltx.index import PageIndex
 from ltx.plan import LTXFileInfo
+
+
+class IntColumn(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, pos: int, /) -> int: ...
+
+
+class FrameIndex(Protocol):
+    """A file's page index by position: ltx.index.PageIndex, or vfs.lazyindex.LazyIndex."""
+
+    @property
+    def pgnos(self) -> IntColumn: ...
+    @property
+    def offsets(self) -> IntColumn: ...
+    @property
+    def sizes(self) -> IntColumn: ...
+    def __len__(self) -> int: ...
+
+
+def index_position(index: FrameIndex, pgno: int) -> int | None:
+    """The position of `pgno` in `index`, or None."""
+    find = getattr(index, "position", None)
+    if find is not None:
+        found: int | None = find(pgno)
+        return found
+    pgnos = index.pgnos
+    pos = bisect_left(pgnos, pgno)  # type: ignore[call-overload]
+    if pos < len(pgnos) and pgnos[pos] == pgno:
+        return int(pos)
+    return None
 
 
 @dataclass(eq=False)
@@ -22,7 +52,7 @@ class SourceFile:
     """One LTX file a view reads pages from: its listing, page index and (when fetched) header."""
 
     info: LTXFileInfo
-    index: PageIndex
+    index: FrameIndex
     header: Header | None
     #: The first bytes of the file when they were fetched at open (header and first frames).
     head: bytes | None = None
@@ -77,10 +107,8 @@ class PageMap:
             if 0 <= pos < len(pgnos) and pgnos[pos] == pgno:
                 return base, pos
             return None
-        pos = bisect_left(pgnos, pgno)
-        if pos < len(pgnos) and pgnos[pos] == pgno:
-            return base, pos
-        return None
+        found = index_position(base.index, pgno)
+        return None if found is None else (base, found)
 
     def is_live(self, source: SourceFile, pos: int) -> bool:
         """Whether the frame at `pos` of `source` is the current version of its page."""
@@ -115,14 +143,14 @@ class PageMap:
             del self.overlay[p]
         if commit < self.base_limit:
             base = self.base.index.pgnos
-            start = bisect_left(base, commit + 1)
-            stop = bisect_left(base, self.base_limit + 1)
-            dropped.extend(base[start:stop])
+            start = bisect_left(base, commit + 1)  # type: ignore[call-overload]
+            stop = bisect_left(base, self.base_limit + 1)  # type: ignore[call-overload]
+            dropped.extend(base[i] for i in range(start, stop))
             self.base_limit = commit
         return dropped
 
 
-def _is_dense(index: PageIndex, lock: int) -> bool:
+def _is_dense(index: FrameIndex, lock: int) -> bool:
     """Whether `index` holds every page 1..N but the lock page (a snapshot's shape)."""
     n = len(index)
     if n == 0:

@@ -17,10 +17,11 @@ from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
 from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
-from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, FileIndex, decode_tail, tail_length_needed
+from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, decode_tail, tail_length_needed
 from ltx.replica import Replica
 from vfs.errors import PageCorruptError
-from vfs.pagemap import PageMap, SourceFile, build_page_map
+from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
+from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all, with_retries
 from vfs.stats import ReadStats
 
@@ -81,9 +82,10 @@ class ReplicaReader:
 
         return dict(zip(levels, run_all([lister(lvl) for lvl in levels]), strict=True))
 
-    def read_index(self, info: LTXFileInfo) -> tuple[FileIndex, bytes | None]:
+    def read_index(self, info: LTXFileInfo) -> tuple[FrameIndex, Header | None, bytes | None]:
         """One suffix GET sized from the listed size; a second only when the index is longer.
-        Returns the index and, when the suffix was the whole file, the file's bytes."""
+        Returns the index (decoded lazily when large), the header when the suffix reached it,
+        and the file's bytes when the suffix was the whole file."""
         store = self.store
         key = info.key
         guess = index_fetch_size(info.size)
@@ -92,7 +94,10 @@ class ReplicaReader:
         if need > len(tail):
             tail = with_retries(lambda: store.get_range(key, size - need, need - len(tail)),
                                 on_retry=self._on_retry) + tail
-        return decode_tail(tail, size, key), (tail if len(tail) == size else None)
+        if len(tail) < size and need >= LAZY_INDEX_BYTES:
+            return decode_tail_lazy(tail, size, key), None, None
+        decoded = decode_tail(tail, size, key)
+        return decoded.index, decoded.header, (tail if len(tail) == size else None)
 
     def read_head(self, info: LTXFileInfo) -> bytes:
         """The first bytes of a file: its header and the frames after it (one GET)."""
@@ -107,7 +112,8 @@ class ReplicaReader:
         snapshot, usually), a head GET in the same round trip brings the header and the first
         frames: page 1 and the low pages where schemas and table roots live. The bytes of small
         files and heads are kept on the source files (`head`) for `head_pages`."""
-        calls: list[Callable[[], tuple[FileIndex, bytes | None] | bytes]] = [self._index_call(i) for i in infos]
+        calls: list[Callable[[], tuple[FrameIndex, Header | None, bytes | None] | bytes]] = [
+            self._index_call(i) for i in infos]
         head_of: list[int] = []
         if infos:
             for i in sorted({0, len(infos) - 1}):
@@ -121,8 +127,7 @@ class ReplicaReader:
         files: list[SourceFile] = []
         for info, result in zip(infos, results, strict=False):
             assert isinstance(result, tuple)
-            fi, whole = result
-            files.append(SourceFile(info, fi.index, fi.header, whole))
+            files.append(SourceFile(info, *result))
         for i, head in zip(head_of, results[len(infos):], strict=True):
             assert isinstance(head, bytes)
             f = files[i]
@@ -137,7 +142,7 @@ class ReplicaReader:
             _check_file(self.url, f)
         return files
 
-    def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FileIndex, bytes | None]]:
+    def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FrameIndex, Header | None, bytes | None]]:
         return lambda: self.read_index(info)
 
     def _head_call(self, info: LTXFileInfo) -> Callable[[], bytes]:
