@@ -225,9 +225,6 @@ def _s3() -> Iterator[tuple[str, dict[str, str]]]:
 
 
 if "pytest" in sys.modules:
-    import pytest
-
-    @pytest.mark.slow
     def test_restore_vs_litestream(benchmark: Any, s3_url: str, s3_env: dict[str, str], tmp_path: Path) -> None:
         measured = benchmark.pedantic(figures, args=(s3_url, s3_env, DEFAULT_DB_MB, tmp_path), rounds=1,
                                       iterations=1)
