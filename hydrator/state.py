@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydrator.errors import HydrationStateError
+from ltx.fsutil import fsync_dir
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo
 
 #: Appended to the database path to name its record (SQLite's own side files use -wal, -shm, -journal).
@@ -175,16 +176,3 @@ def save_state(db_path: str | os.PathLike[str], state: HydrationState) -> None:
 def remove_state(db_path: str | os.PathLike[str]) -> None:
     state_path(db_path).unlink(missing_ok=True)
 
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make a rename in `path` durable (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ltx.decoder import Decoder
 from ltx.errors import LTXHeaderError
+from ltx.fsutil import fsync_dir
 from ltx.header import Header
 from ltx.names import format_txid
 from ltx.plan import LTXFileInfo, restore_plan
@@ -206,7 +207,7 @@ def restore_file(replica: Replica, plan: Sequence[LTXFileInfo], out: str | os.Pa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(out_path.parent)
+    fsync_dir(out_path.parent)
     if integrity != "none":
         problem = integrity_check(out_path, integrity)
         if problem is not None:
@@ -230,16 +231,4 @@ def restore(replica: Replica, out: str | os.PathLike[str], *, txid: int = 0, tim
     return restore_file(replica, plan, out, force=force, parallelism=parallelism, chunk_size=chunk_size,
                         progress=progress, integrity=integrity)
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 

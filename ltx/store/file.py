@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
+from ltx.fsutil import fsync_dir
 from ltx.store.base import (
     InvalidKeyError,
     ObjectExistsError,
@@ -43,13 +44,6 @@ def _datetime_from_ns(ns: int) -> datetime:
     seconds, rest = divmod(ns, 1_000_000_000)
     return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=rest // 1000)
 
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _CountingFileIO(io.FileIO):
@@ -151,7 +145,7 @@ class FileStore(ObjectStore):
             if not os.path.isdir(path):
                 raise
             return
-        _fsync_dir(parent)
+        fsync_dir(parent, best_effort=False)
 
     # -- ObjectStore ---------------------------------------------------------------------------
 
@@ -298,7 +292,7 @@ class FileStore(ObjectStore):
             else:
                 os.replace(tmp, path)
                 tmp_left = None
-            _fsync_dir(directory)
+            fsync_dir(directory, best_effort=False)
         except OSError as exc:
             raise self._os_error(key, "write", exc) from exc
         finally:
