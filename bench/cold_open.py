@@ -3,7 +3,7 @@
 For each database size (default ~50 MB and ~500 MB: a rowid table of text rows with a secondary
 index), the database is imported as a snapshot (`ltxctl import`'s code: TXID 1 at levels 0 and
 9) into a real SeaweedFS server. Then, for each VFS, a new Python process opens the database
-through a request-counting proxy (bench/proxy.py; optional per-request delay imitating a
+through a request-counting proxy (tests/s3proxy.py; optional per-request delay imitating a
 region's round trip) and runs one point query. Reported per run: wall time from process start to
 the first row and of open + query inside the process, requests by kind, response bytes, and the
 round trips waited in sequence (from the proxy's log).
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.proxy import CountingProxy, sequential_rounds  # noqa: E402
+from tests.s3proxy import S3Proxy as CountingProxy  # noqa: E402
+from tests.s3proxy import sequential_rounds  # noqa: E402
 
 #: Bytes of text per row (plus an indexed key); 50 MB is about 100,000 rows.
 ROW_TEXT = 420

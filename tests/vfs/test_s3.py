@@ -10,9 +10,9 @@ from pathlib import Path
 import apsw
 import pytest
 
-from bench.proxy import CountingProxy
 from ltx.replica import Replica
 from tests.litestream import wait_for
+from tests.s3proxy import S3Proxy as CountingProxy
 from tests.s3server import S3Server
 from tests.vfs.replicas import (
     History,

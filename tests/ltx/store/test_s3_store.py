@@ -24,7 +24,8 @@ from ltx.store import (
 from ltx.store.retry import RetryPolicy
 from ltx.store.s3 import MIN_PART_SIZE, S3Store
 from tests.conftest import unique_prefix
-from tests.ltx.store.faultproxy import Fault, FaultProxy, Response
+from tests.s3proxy import Fault, Response
+from tests.s3proxy import S3Proxy as FaultProxy
 from tests.s3server import S3Server
 
 #: No waiting between retries in tests: the behaviour, not the backoff, is under test.
