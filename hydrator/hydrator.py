@@ -253,6 +253,14 @@ class Hydrator:
     def release_read(self) -> None:
         self._lock.release_read()
 
+    def acquire_lease(self, timeout: float | None = None) -> bool:
+        """Like acquire_read, but any thread may end it with release_lease (SQLite can end a read
+        transaction on another thread than the one it began on). A lease holder must not apply."""
+        return self._lock.acquire_lease(timeout)
+
+    def release_lease(self) -> None:
+        self._lock.release_lease()
+
     @contextmanager
     def reading(self) -> Iterator[None]:
         """Hold off applying new pages while the block runs: `txid` and the file stay as they are."""
@@ -324,6 +332,8 @@ class Hydrator:
                 raise HydrationError(str(self.path), f"the plan ended at TXID {format_txid(self._state.txid)} "
                                                      f"with pages up to {format_txid(self._state.dirty_until)} "
                                                      "partly written")
+            if self._fd < 0:  # a resume with nothing left to apply opened nothing yet
+                self._fd = os.open(self.path, os.O_RDWR)
             with self._cond:
                 self._state.complete = True
                 self._cond.notify_all()

@@ -41,6 +41,23 @@ class ReadWriteLock:
             if not self._readers:
                 self._cond.notify_all()
 
+    def acquire_lease(self, timeout: float | None = None) -> bool:
+        """A read not tied to this thread: any thread may end it with release_lease. It does not
+        count for the same-thread write refusal, so its holder must not write meanwhile."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: not self._writer and not self._writers_waiting, timeout)
+            if ok:
+                self._readers += 1
+            return ok
+
+    def release_lease(self) -> None:
+        with self._cond:
+            if self._readers <= 0:
+                raise RuntimeError("release_lease without a matching acquire_lease")
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
     def acquire_write(self) -> None:
         """Wait for every reader to leave; a thread holding a read itself would wait forever: refused."""
         if self._held():

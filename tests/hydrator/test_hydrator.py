@@ -125,6 +125,18 @@ def test_resume_after_sigkill_fetches_less(builder: ReplicaBuilder, replica: Rep
     assert not Path(f"{path}-hydrator.tmp").exists()
 
 
+def test_resume_with_nothing_new_reads_the_file(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    """A restart that finds the file already at the replica's TXID applies nothing, yet pread works."""
+    builder.run(builder.steps(4))
+    path = tmp_path / "again.db"
+    hydrate(replica, path)
+    with Hydrator(replica, path) as h:
+        h.run()
+        assert h.is_complete and h.txid == builder.txid
+        with h.reading():
+            assert h.pread(0, 1 << 20) == builder.images[builder.txid]
+
+
 def test_follow_picks_up_new_files(builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
     steps = builder.steps(16)
     builder.run(steps[:8])

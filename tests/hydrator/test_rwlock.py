@@ -40,3 +40,26 @@ def test_writing_while_reading_in_the_same_thread_is_refused() -> None:
         lock.acquire_write()
     with lock.write():
         pass
+
+
+def test_a_lease_ends_on_another_thread() -> None:
+    """SQLite may end a read transaction on another thread: a lease is released from anywhere."""
+    lock = ReadWriteLock()
+    assert lock.acquire_lease(timeout=0)
+    wrote = threading.Event()
+
+    def writer() -> None:
+        with lock.write():
+            wrote.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    wait_for(lambda: lock._writers_waiting == 1, "the writer to queue", 10)
+    assert not lock.acquire_lease(timeout=0)  # a waiting writer goes first
+    releaser = threading.Thread(target=lock.release_lease)
+    releaser.start()
+    releaser.join(10)
+    w.join(10)
+    assert wrote.is_set()
+    with pytest.raises(RuntimeError, match="release_lease without"):
+        lock.release_lease()
