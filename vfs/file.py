@@ -26,6 +26,8 @@ from ltx.store.base import StoreError
 from vfs.errors import PageCorruptError, PageReadError, ReadOnlyVFSError, TimeTravelError
 from vfs.fetch import FileGoneError, PageFetcher, Run
 from vfs.follower import Follower, Replace, Update
+from vfs.hydrate import Hydration
+from vfs.hydrate import attach as attach_hydration
 from vfs.options import OpenOptions
 from vfs.pagecache import PageCache
 from vfs.pagemap import SourceFile
@@ -75,6 +77,16 @@ class LTXFile:
         self.target_time: datetime | None = options.timestamp
         #: Whether this connection reads a fixed point of the past (txid=, timestamp=, litestream_time).
         self.pinned = options.pinned
+        #: The local copy read once complete and at this view's TXID (hydrate=), or None.
+        self.hydration: Hydration | None = None
+        if options.hydrate_path is not None:
+            try:
+                self.hydration = attach_hydration(options.hydrate_path, options.path, options.replica_url,
+                                                  replica.url, follow=options.poll > 0 and not options.pinned,
+                                                  poll_interval=options.poll)
+            except BaseException:
+                replica.close()
+                raise
         self.follower = Follower(reader, view, options.poll, stats)
         if not self.pinned:
             self.follower.start()
@@ -240,6 +252,16 @@ class LTXFile:
             self._cache.put(1, page)
             self.stats.cache_hits += 1
             return page
+        hydration = self.hydration
+        if hydration is not None and hydration.local_txid == self._view.txid:
+            local = hydration.read_page(pgno, self._page_size)
+            if local is not None:
+                self.stats.local_reads += 1
+                if pgno == 1:
+                    self._raw_page1 = local
+                    local = patch_page1(local, self._view.txid, self._view.commit)
+                    self._cache.put(1, local)
+                return local
         self.stats.cache_misses += 1
         pages = self._view.pages
         if pages.locate(pgno) is None:
@@ -314,11 +336,16 @@ class LTXFile:
                 raise PageReadError(self.url, exc.key, f"cannot refresh the view: {exc.reason}") from exc
             except RestorePlanError as exc:
                 raise PageReadError(self.url, "", f"cannot refresh the view: {exc}") from exc
+            if self.hydration is not None:  # this transaction reads the local copy if it is at our TXID
+                view = self._view
+                self.hydration.begin(view.txid, view.page_size, view.commit)
         if level >= apsw.SQLITE_LOCK_RESERVED:
             raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only (writing is not supported yet)")
         self._lock = level
 
     def xUnlock(self, level: int) -> None:
+        if level == apsw.SQLITE_LOCK_NONE and self.hydration is not None:
+            self.hydration.end()
         self._lock = level
 
     def xCheckReservedLock(self) -> bool:
@@ -342,7 +369,8 @@ class LTXFile:
         return stats_json(self.stats, self.replica.store.stats, txid=f"{view.txid:016x}",
                           staged_txid=f"{self.follower.tip:016x}", commit=view.commit,
                           page_size=view.page_size, files=view.pages.file_count,
-                          cache_bytes=self._cache.currsize, cache_pages=len(self._cache))
+                          cache_bytes=self._cache.currsize, cache_pages=len(self._cache),
+                          **(self.hydration.stats() if self.hydration is not None else {}))
 
     def xWrite(self, data: bytes, offset: int) -> None:
         raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only")
@@ -366,5 +394,7 @@ class LTXFile:
         if self.on_close is not None:
             self.on_close()
         self.follower.stop()
+        if self.hydration is not None:
+            self.hydration.close()
         self._cache.clear()
         self.replica.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,9 @@ from ltx.names import parse_txid
 from vfs.pagecache import DEFAULT_CACHE_SIZE
 from vfs.resolve import resolve_replica
 from vfs.timefmt import TimeFormatError, parse_duration, parse_time
+
+#: Environment variable naming the hydrated file of every connection without `hydrate=`.
+ENV_HYDRATE_PATH = "LTXVFS_HYDRATE_PATH"
 
 #: Seconds between polls of the replica for new files (Litestream's VFS default, 1 s); 0 stops following.
 DEFAULT_POLL_INTERVAL = 1.0
@@ -45,6 +49,8 @@ class OpenOptions:
     poll: float = DEFAULT_POLL_INTERVAL
     wait: float = DEFAULT_OPEN_WAIT
     read_only: bool = True
+    #: The local file hydrated from the replica (hydrate= or LTXVFS_HYDRATE_PATH), absolute; None: none.
+    hydrate_path: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -101,8 +107,12 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
                 poll = seconds
             else:
                 wait = seconds
-    if (text := param("hydrate")) is not None:
-        raise OptionError("hydrate", text, "hydration is not supported yet")
+    hydrate_path = param("hydrate") or os.environ.get(ENV_HYDRATE_PATH) or None
+    if hydrate_path is not None:
+        hydrate_path = os.path.abspath(hydrate_path)
+        if os.path.realpath(hydrate_path) == os.path.realpath(path):
+            raise OptionError("hydrate", hydrate_path, "is the database's own name, where SQLite keeps its "
+                                                       "journal: give the hydrated copy another path")
     return OpenOptions(
         path=path,
         replica_url=resolve_replica(path, param("replica")),
@@ -112,4 +122,5 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
         poll=poll,
         wait=wait,
         read_only=not flags & apsw.SQLITE_OPEN_READWRITE,
+        hydrate_path=hydrate_path,
     )

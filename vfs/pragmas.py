@@ -6,7 +6,8 @@
 - `litestream_time`: the time being read, RFC 3339 with nanoseconds: the target time when one is
   set, else the creation time of the newest applied file. Setting it to a time (RFC 3339 or
   '5 minutes ago') reads the state before that time; 'LATEST' returns to the latest and follows.
-- `litestream_hydration_progress`: percent hydrated; 0 until hydration exists (read-only).
+- `litestream_hydration_progress`: percent of the hydration done, one decimal ("100.0" once the
+  local copy is complete); "0" without hydrate= (read-only).
 - `ltxvfs_stats`: JSON counters of requests, bytes, cache and round trips (read-only).
 """
 
@@ -17,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from vfs.errors import TimeTravelError
+from vfs.hydrate import NO_HYDRATION_PROGRESS
 from vfs.timefmt import TimeFormatError, format_time, parse_time
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ def handle_pragma(file: LTXFile, name: str, value: str | None) -> tuple[str | No
     if name == "litestream_lag":
         return (str(lag_seconds(file)),)
     if name == "litestream_hydration_progress":
-        return ("0",)
+        return (file.hydration.progress_text() if file.hydration is not None else NO_HYDRATION_PROGRESS,)
     if name == "ltxvfs_stats":
         return (file.stats_json(),)
     if value is None:

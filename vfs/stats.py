@@ -26,6 +26,8 @@ class ReadStats:
     pages_evicted: int = 0
     replans: int = 0
     vfs_retries: int = 0
+    #: Pages read from the hydrated local file instead of the store.
+    local_reads: int = 0
 
 
 def stats_json(read: ReadStats, store: StoreStats, **extra: object) -> str:

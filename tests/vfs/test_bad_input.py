@@ -111,7 +111,6 @@ def test_reads_past_the_commit_are_short(history_factory: Callable[..., History]
     ("timestamp", "last tuesday", "RFC 3339"),
     ("cache_size", "lots", "bytes"),
     ("poll", "fast", "duration"),
-    ("hydrate", "/tmp/h.db", "not supported yet"),
 ])
 def test_bad_uri_parameters_are_refused(file_replica: tuple[str, Replica], tmp_path: Path, param: str, value: str,
                                         message: str) -> None:

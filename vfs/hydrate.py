@@ -1,0 +1,363 @@
+"""Hydration for ltxvfs connections: `hydrate=PATH` (or LTXVFS_HYDRATE_PATH) downloads the replica
+into a local file in the background, and read transactions move from the store to that file.
+
+One `Hydrator` per local path in the process, shared by every connection naming it (two would
+write the same file). Each connection holds a `Hydration` handle. At the start of a read
+transaction, `begin` takes a lease on the hydrator (pages are applied only while nobody holds
+one) and keeps it when the file is complete and at exactly the connection's TXID, page size and
+size; then the transaction's cache misses are read from the file, and `end` returns the lease.
+Otherwise (still hydrating, an apply under way, or the file one TXID ahead or behind the view)
+the transaction reads the store at the view's TXID, so a connection never reads pages of another
+TXID than its view. Both follow the replica at the same interval, so they soon agree again.
+
+The writer's own commits: `Hydration.on_commit(ltx, name)` after a commit succeeded hands the LTX
+file to a background applier, which applies it once hydration is complete (a file that does not
+continue the local TXID is skipped; following the replica brings it instead).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import apsw
+
+from hydrator.errors import HydrationError
+from hydrator.hydrator import Hydrator
+from hydrator.state import state_path
+from ltx.names import format_txid
+from ltx.plan import RestorePlanError
+from ltx.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+#: What `PRAGMA litestream_hydration_progress` answers without hydration (as Litestream does).
+NO_HYDRATION_PROGRESS = "0"
+#: Bytes of the writer's commits held for the applier while hydration is incomplete; commits past
+#: this are not held (the file then catches up by following the replica).
+MAX_PENDING_COMMIT_BYTES = 64 * 1024 * 1024
+#: Seconds before a hydration that failed on the store or an unusable history (an empty replica,
+#: a compaction under way) is started again, while connections use it.
+RESTART_DELAY = 1.0
+#: Seconds the applier waits at most between looks at a hydration (completion, stop, restart).
+SUPERVISE_INTERVAL = 0.5
+
+#: Errors after which hydration is started again: the store or the history may recover.
+_RETRYABLE = (StoreError, RestorePlanError)
+
+
+class HydratePathError(apsw.CantOpenError):
+    """`hydrate=PATH` cannot be used (taken by another replica, not a hydrated copy, ...)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"ltxvfs: hydrate={path}: {reason}")
+
+
+@dataclass
+class _Commit:
+    """One of the writer's commits waiting for the applier."""
+
+    source: BinaryIO
+    name: str
+    size: int
+
+
+class SharedHydration:
+    """The hydration of one local path, shared by the connections naming it; its supervisor thread
+    restarts a hydration that failed for a reason that may pass, and applies the writer's commits."""
+
+    def __init__(self, path: str, replica_url: str, follow: bool, poll_interval: float) -> None:
+        self.path = path
+        self.replica_url = replica_url
+        self.follow = follow
+        self.poll_interval = poll_interval
+        self.refs = 0
+        self.hydrator = self._new_hydrator()
+        self.url = self.hydrator.url
+        #: Store counters of hydrators replaced by a restart (added to the current one's).
+        self._past_stats: dict[str, int] = {}
+        self.restarts = 0
+        self.commits_applied = 0
+        self.commits_skipped = 0
+        self.commits_dropped = 0
+        self.commit_error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._commits: deque[_Commit] = deque()
+        self._pending_bytes = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def _new_hydrator(self) -> Hydrator:
+        return Hydrator(self.replica_url, self.path, follow=self.follow, poll_interval=self.poll_interval)
+
+    def start(self) -> None:
+        self.hydrator.start()
+        self._thread = threading.Thread(target=self._supervise, name=f"ltxvfs-hydrate:{Path(self.path).name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the supervisor and the hydrator (the file and its record stay, to resume later)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self.hydrator.close()
+        for commit in self._commits:
+            commit.source.close()
+        self._commits.clear()
+
+    # -- counters --------------------------------------------------------------------------
+
+    def store_stats(self) -> dict[str, int]:
+        now = self.hydrator.stats
+        return {k: now.get(k, 0) + self._past_stats.get(k, 0) for k in now.keys() | self._past_stats.keys()}
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.hydrator.error or self.commit_error
+
+    # -- the writer's commits --------------------------------------------------------------
+
+    def queue_commit(self, source: BinaryIO, name: str, size: int) -> None:
+        with self._cond:
+            if self._stopping or self._pending_bytes + size > MAX_PENDING_COMMIT_BYTES:
+                self.commits_dropped += 1
+                source.close()
+                return
+            self._commits.append(_Commit(source, name, size))
+            self._pending_bytes += size
+            self._cond.notify_all()
+
+    def _supervise(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                if not self._commits or not self.hydrator.is_complete:
+                    self._cond.wait(SUPERVISE_INTERVAL)
+                if self._stopping:
+                    return
+            h = self.hydrator
+            if not h.running and not h.is_complete and isinstance(h.error, _RETRYABLE):
+                self._restart(h)
+                continue
+            if h.is_complete:
+                self._apply_commits(h)
+
+    def _restart(self, old: Hydrator) -> None:
+        """Start hydration again after a failure that may pass (it resumes from the record)."""
+        with self._cond:
+            if self._cond.wait_for(lambda: self._stopping, RESTART_DELAY):
+                return
+        log.info("%s: starting hydration again after: %s", self.path, old.error)
+        stats = old.stats
+        old.close()
+        fresh = self._new_hydrator()
+        with self._cond:
+            if self._stopping:
+                fresh.close()
+                return
+            for k, v in stats.items():
+                self._past_stats[k] = self._past_stats.get(k, 0) + v
+            self.restarts += 1
+            self.hydrator = fresh
+        fresh.start()
+
+    def _apply_commits(self, h: Hydrator) -> None:
+        while True:
+            with self._cond:
+                if self._stopping or not self._commits:
+                    return
+                commit = self._commits.popleft()
+                self._pending_bytes -= commit.size
+            try:
+                if h.apply_ltx(commit.source, commit.name):
+                    self.commits_applied += 1
+                else:
+                    self.commits_skipped += 1
+            except (HydrationError, OSError) as exc:
+                self.commit_error = exc
+                log.warning("%s: the writer's commit %s was not applied: %s", self.path, commit.name, exc)
+            finally:
+                commit.source.close()
+
+
+_shared: dict[str, SharedHydration] = {}
+_shared_lock = threading.Lock()
+
+
+def check_path(path: str, db_path: str) -> None:
+    """Refuse a hydrate path that would destroy something: the database's own name (SQLite keeps
+    its journal beside it, and the hydrator clears side files), a directory, or an existing file
+    that is not a hydrated copy (no record beside it)."""
+    if os.path.realpath(db_path) == path:
+        raise HydratePathError(path, "is the database's own name, where SQLite keeps its journal: give "
+                                     "the hydrated copy another path")
+    if os.path.isdir(path):
+        raise HydratePathError(path, "is a directory")
+    if os.path.exists(path) and not state_path(path).exists():
+        raise HydratePathError(path, f"exists and is not a hydrated copy (no {state_path(path).name} beside "
+                                     "it): refusing to overwrite it")
+
+
+def attach(path: str, db_path: str, replica_url: str, url: str, *, follow: bool,
+           poll_interval: float) -> Hydration:
+    """A connection's handle on the hydration of `path` from `replica_url` (credential-free `url`)
+    for the database `db_path`, started here unless another connection of this process runs it."""
+    path = os.path.realpath(path)
+    with _shared_lock:
+        shared = _shared.get(path)
+        if shared is None:
+            check_path(path, db_path)
+            shared = SharedHydration(path, replica_url, follow, poll_interval)
+            if shared.url != url:
+                shared.hydrator.close()
+                raise HydratePathError(path, f"replica {url} opened as {shared.url}")
+            shared.start()
+            _shared[path] = shared
+        elif shared.url != url:
+            raise HydratePathError(path, f"is being hydrated from {shared.url} by another connection, "
+                                         f"not from {url}")
+        shared.refs += 1
+    return Hydration(shared)
+
+
+def _detach(shared: SharedHydration) -> None:
+    with _shared_lock:
+        shared.refs -= 1
+        if shared.refs > 0:
+            return
+        if _shared.get(shared.path) is shared:
+            del _shared[shared.path]
+    shared.close()
+
+
+class Hydration:
+    """One connection's use of a shared hydration: which transactions read the local file."""
+
+    def __init__(self, shared: SharedHydration) -> None:
+        self.shared = shared
+        #: The TXID the current transaction reads from the local file (0: it reads the store).
+        self.local_txid = 0
+        self._leased: Hydrator | None = None
+        self.local_transactions = 0
+        self.local_read_errors = 0
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        return self.shared.path
+
+    @property
+    def hydrator(self) -> Hydrator:
+        return self.shared.hydrator
+
+    # -- read transactions -----------------------------------------------------------------
+
+    def begin(self, txid: int, page_size: int, commit: int) -> bool:
+        """A read transaction at `txid` begins: True when it reads the local file (lease kept)."""
+        h = self.shared.hydrator
+        if self._leased is not None or not h.is_complete or h.txid != txid:
+            return False
+        if not h.acquire_lease(timeout=0):  # pages are being applied: the store this time
+            return False
+        # Under the lease nothing changes: check again what the quick look saw.
+        if h.is_complete and h.txid == txid and h.page_size == page_size and h.commit == commit:
+            self._leased = h
+            self.local_txid = txid
+            self.local_transactions += 1
+            return True
+        h.release_lease()
+        return False
+
+    def end(self) -> None:
+        """The read transaction ended: pages may be applied again."""
+        self.local_txid = 0
+        leased, self._leased = self._leased, None
+        if leased is not None:
+            leased.release_lease()
+
+    def read_page(self, pgno: int, page_size: int) -> bytes | None:
+        """Page `pgno` from the local file (hold `begin`'s lease); None when it cannot be read
+        whole, so the caller reads the store (never a short or stale page)."""
+        leased = self._leased
+        if leased is None:
+            return None
+        try:
+            page = leased.pread((pgno - 1) * page_size, page_size)
+        except (HydrationError, OSError) as exc:
+            self.local_read_errors += 1
+            log.warning("%s: page %d not read from the local file (%s): reading the store", self.path, pgno, exc)
+            return None
+        if len(page) != page_size:
+            self.local_read_errors += 1
+            log.warning("%s: page %d is short in the local file: reading the store", self.path, pgno)
+            return None
+        return page
+
+    # -- the writer's commits --------------------------------------------------------------
+
+    def on_commit(self, ltx: bytes | str | os.PathLike[str], name: str) -> None:
+        """Apply the writer's own commit (an LTX file, as bytes or a path) to the local file too.
+
+        Call after the commit succeeded. Returns at once: a background thread applies it once
+        hydration is complete, when it continues the local TXID. A path is opened here, so the
+        caller may delete the file as soon as this returns. Ends this connection's lease, if any:
+        pages of the transaction just committed are not in the local file yet."""
+        self.end()
+        if isinstance(ltx, bytes | bytearray | memoryview):
+            data = bytes(ltx)
+            self.shared.queue_commit(io.BytesIO(data), name, len(data))
+        else:
+            f = open(os.fspath(ltx), "rb")  # noqa: SIM115 - closed by the applier
+            self.shared.queue_commit(f, name, os.fstat(f.fileno()).st_size)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def progress_text(self) -> str:
+        """`PRAGMA litestream_hydration_progress`: percent with one decimal, as Litestream prints it."""
+        return f"{self.hydrator.progress.percent:.1f}"
+
+    def stats(self) -> dict[str, object]:
+        """The `hydration_*` fields of `PRAGMA ltxvfs_stats`."""
+        shared = self.shared
+        h = shared.hydrator
+        progress = h.progress
+        store = shared.store_stats()
+        error = shared.error
+        return {
+            "hydration_path": shared.path,
+            "hydration_percent": round(progress.percent, 1),
+            "hydration_complete": progress.complete,
+            "hydration_txid": format_txid(progress.txid) if progress.txid else "",
+            "hydration_bytes_total": progress.bytes_total,
+            "hydration_gets": store.get("gets", 0),
+            "hydration_lists": store.get("lists", 0),
+            "hydration_bytes": store.get("bytes_read", 0),
+            "hydration_restarts": shared.restarts,
+            "hydration_start_overs": h.restarts,
+            "hydration_commits_applied": shared.commits_applied,
+            "hydration_commits_skipped": shared.commits_skipped,
+            "hydration_commits_dropped": shared.commits_dropped,
+            "hydration_error": str(error) if error is not None else None,
+            "local_transactions": self.local_transactions,
+            "local_read_errors": self.local_read_errors,
+        }
+
+    def close(self) -> None:
+        """The connection closed: end its lease and let go of the hydration (stopped with the last)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.end()
+        _detach(self.shared)
