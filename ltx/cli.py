@@ -321,6 +321,7 @@ def compact_cmd(
         highest_level,
         run,
     )
+    from ltx.hint import refresh_hint
 
     if level is not None and all_levels:
         raise CLIError("give --level or --all, not both")
@@ -333,12 +334,18 @@ def compact_cmd(
         levels = [level] if level is not None else [*range(1, highest_level(replica) + 1), SNAPSHOT_LEVEL]
         report = run(replica, levels, l0_retention=l0_keep, snapshot_retention=snap_keep, retention=retention,
                      intervals=intervals)
+        refreshed = refresh_hint(replica)
     for step in report.steps:
         if step.file is not None:
             typer.echo(f"level {step.level}: wrote {step.file.key} from {len(step.inputs)} files "
                        f"({human_size(step.file.size)})")
         else:
             typer.echo(f"level {step.level}: nothing to do ({step.reason})")
+    if refreshed.header is not None:
+        typer.echo(f"hint: TXID {format_txid(refreshed.header.txid)}, {refreshed.header.page_count} pages "
+                   f"({refreshed.how})")
+    else:
+        typer.echo("hint: none (too many interior pages)")
     for f in report.deleted:
         typer.echo(f"deleted {f.key}")
     if retention:

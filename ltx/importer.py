@@ -18,6 +18,7 @@ import apsw
 
 from ltx.encoder import Encoder
 from ltx.header import FLAG_NO_CHECKSUM, Header, is_valid_page_size, lock_pgno
+from ltx.hint import HintHeader, hint_pages_of_image, write_hint
 from ltx.plan import SNAPSHOT_LEVEL
 from ltx.replica import LEVELS, Replica
 
@@ -145,6 +146,7 @@ def import_database(source: str | os.PathLike[str], replica: Replica, *, force: 
             raise SourceDatabaseError(str(source), "the database is empty (no pages)")
         snapshot = Path(work) / "snapshot.ltx"
         header = encode_snapshot(image, snapshot, ts)
+        hint_pages = hint_pages_of_image(image, header.page_size)
         image.unlink()
         for f in existing:
             replica.delete_file(f)
@@ -153,4 +155,7 @@ def import_database(source: str | os.PathLike[str], replica: Replica, *, force: 
             with open(snapshot, "rb") as data:
                 keys.append(replica.put_file(level, IMPORT_TXID, IMPORT_TXID, data, timestamp_ms=ts, if_absent=True))
         size = os.path.getsize(snapshot)
+    # The hint (page 1 and interior b-tree pages) lets a cold reader descend any b-tree at once.
+    write_hint(replica.store, HintHeader(header.page_size, header.commit, IMPORT_TXID, ts, len(hint_pages)),
+               hint_pages)
     return ImportResult(tuple(keys), header.page_size, header.commit, size, len(existing))

@@ -59,6 +59,40 @@ class Replica:
                 continue
             yield LTXFileInfo(level, txids[0], txids[1], obj.size, obj.modified, obj.key)
 
+    def level_of_key(self, key: str) -> tuple[int, str] | None:
+        """(level, file name) of a key of this replica's layout, or None for any other key."""
+        parts = key.split("/")
+        if self.scheme == "file":
+            if len(parts) != 3 or parts[0] != "ltx" or not parts[1].isdigit():
+                return None
+            level = int(parts[1])
+        else:
+            if len(parts) != 2 or len(parts[0]) != 4:
+                return None
+            try:
+                level = int(parts[0], 16)
+            except ValueError:
+                return None
+        if level not in LEVELS or parts[-2] != level_prefix(self.scheme, level).split("/")[-2]:
+            return None
+        return level, parts[-1]
+
+    def list_all(self) -> dict[int, list[LTXFileInfo]]:
+        """Every level from one listing of the whole replica (S3: ListObjectsV2 over the prefix
+        without a delimiter, one request per 1000 keys; file: one walk). Other keys are skipped."""
+        levels: dict[int, list[LTXFileInfo]] = {lvl: [] for lvl in LEVELS}
+        for obj in self.store.list(""):
+            found = self.level_of_key(obj.key)
+            if found is None:
+                continue
+            txids = parse_filename(found[1])
+            if txids is None:
+                continue
+            levels[found[0]].append(LTXFileInfo(found[0], txids[0], txids[1], obj.size, obj.modified, obj.key))
+        for files in levels.values():
+            files.sort(key=lambda f: (f.min_txid, f.max_txid))
+        return levels
+
     def list_levels(self, levels: tuple[int, ...] = LEVELS, seeks: dict[int, int] | None = None,
                     parallelism: int = DEFAULT_PARALLELISM) -> dict[int, list[LTXFileInfo]]:
         """List several levels at once, in parallel (one round trip when each fits one LIST page)."""

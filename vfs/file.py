@@ -172,9 +172,10 @@ class LTXFile:
         self._refresh_page1()
 
     def _preload(self, files: list[SourceFile]) -> None:
-        """Cache the pages that came with the files' head GETs (page 1 and other low pages)."""
+        """Cache the pages that came with the files' head GETs (page 1 and other low pages) and the
+        view's hint."""
         view = self._view
-        for pgno, page in head_pages(view.pages, files):
+        for pgno, page in head_pages(view.pages, files) + view.take_hint_pages():
             self.stats.preloaded_pages += 1
             self._readahead.observe(pgno, page)
             if pgno == 1:

@@ -1,10 +1,12 @@
 """A view: the database as of one TXID, built from a restore plan in two round trips.
 
-Round trip 1 lists every level at once; round trip 2 fetches every planned file's page index at
-once (one suffix GET each, sized from the listed file size) and, for a large first or newest
+Round trip 1 lists the whole replica in one LIST and, beside it, GETs the hint file (page 1 and
+every interior b-tree page of one state, ltx/hint.py); round trip 2 fetches every planned file's
+page index at once (one suffix GET each, sized from the listed file size) and, for a large first or newest
 file, its head (header and first frames: page 1 and the low pages). Only an index longer than
 the guess costs a third, exactly sized, GET. The frames that came along (small files whole, the
-heads) are decoded into the connection's cache when it adopts the view.
+heads) are decoded into the connection's cache when it adopts the view, and so are the hint's
+pages when the hint is of exactly the view's state: a point query then waits only for its leaf.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
 from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
+from ltx.hint import Hint
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
 from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, decode_tail, tail_length_needed
 from ltx.replica import Replica
 from vfs.errors import PageCorruptError
+from vfs.hint import HintOutcome, fetch_hint, hint_pages
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all, with_retries
@@ -54,6 +59,15 @@ class View:
     seeks: dict[int, int] = field(default_factory=dict)
     #: The plan's files until their fetched bytes have been preloaded into a cache.
     fresh: list[SourceFile] = field(default_factory=list)
+    #: Pages of a hint of exactly this state, until preloaded into a cache.
+    hint_pages: list[tuple[int, bytes]] = field(default_factory=list)
+    #: What became of the replica's hint at this view's load (vfs.hint.HintOutcome).
+    hint_outcome: str = ""
+
+    def take_hint_pages(self) -> list[tuple[int, bytes]]:
+        """The hint's pages, once (the cache that takes them owns them from then on)."""
+        pages, self.hint_pages = self.hint_pages, []
+        return pages
 
     @property
     def commit(self) -> int:
@@ -71,6 +85,10 @@ class ReplicaReader:
     @property
     def url(self) -> str:
         return self.replica.url
+
+    def list_all(self) -> dict[int, list[LTXFileInfo]]:
+        """Every level from one listing of the whole replica (one round trip up to 1000 files)."""
+        return with_retries(self.replica.list_all, on_retry=self._on_retry)
 
     def list_levels(self, levels: Sequence[int], seeks: dict[int, int] | None = None) -> dict[int, list[LTXFileInfo]]:
         """List levels in parallel (one round trip), each from its seek TXID."""
@@ -204,12 +222,24 @@ def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
 
 
 def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None = None,
-              waited: ReadStats | None = None) -> View:
+              waited: ReadStats | None = None, use_hint: bool = True) -> View:
     """List, plan and load: the latest view, or the one at `txid` / before `timestamp`. When
     SQLite's thread waits for it, `waited` counts its two round trips."""
-    levels = reader.list_levels(ALL_LEVELS)
+    found: list[tuple[Hint | None, str]] = []
+    calls: list[Callable[[], object]] = [reader.list_all]
+    if use_hint:
+        calls.append(lambda: found.append(fetch_hint(reader.store)))
+    levels = cast(dict[int, list[LTXFileInfo]], run_all(calls)[0])
+    hint, outcome = found[0] if found else (None, HintOutcome.ABSENT)
     plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
     files = reader.load_files(plan)
     if waited is not None:
         waited.round_trips += 2
-    return view_from_files(reader.url, files, level_seeks(levels))
+    view = view_from_files(reader.url, files, level_seeks(levels))
+    if hint is not None:
+        newest = files[-1].header
+        assert newest is not None
+        view.hint_pages = hint_pages(hint, view.txid, newest, view.commit, view.page_size)
+        outcome = HintOutcome.USED if view.hint_pages else HintOutcome.STALE
+    view.hint_outcome = outcome
+    return view
