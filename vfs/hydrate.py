@@ -232,6 +232,12 @@ def attach(path: str, db_path: str, replica_url: str, url: str, *, follow: bool,
     return Hydration(shared)
 
 
+def shared_hydration(path: str | os.PathLike[str]) -> SharedHydration | None:
+    """The hydration of `path` running in this process, if any (for tools and tests)."""
+    with _shared_lock:
+        return _shared.get(os.path.realpath(path))
+
+
 def _detach(shared: SharedHydration) -> None:
     with _shared_lock:
         shared.refs -= 1
