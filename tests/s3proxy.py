@@ -4,7 +4,8 @@ injects faults, and can go away and come back.
 Every request is forwarded unchanged (Host header included, so SigV4 signatures still match) and
 logged; `counts()` sums them by kind: GET (with or without Range), LIST (a GET of the bucket),
 PUT, HEAD, DELETE, POST, with the bytes in and out. `delay` adds a fixed wait to every request
-(a region's round trip). `stop()` cuts every connection and refuses new ones; `start()` listens
+(a region's round trip); `bandwidth` (bytes/s) caps the answers' bytes on one shared link.
+`stop()` cuts every connection and refuses new ones; `start()` listens
 again on the same port.
 
 What happens to a request is a `Fault`, chosen by either
@@ -375,6 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, data = response
         self._send_head(status, headers, len(data))
         if self.command != "HEAD":
+            self.server.proxy._throttle(len(data))
             self.wfile.write(data)
         self.wfile.flush()
         record.status = status
@@ -397,12 +399,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", length)
             self.end_headers()
             while chunk := resp.read(COPY_CHUNK):
+                self.server.proxy._throttle(len(chunk))
                 self.wfile.write(chunk)
                 sent += len(chunk)
         else:
             data = resp.read()
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            self.server.proxy._throttle(len(data))
             self.wfile.write(data)
             sent = len(data)
         self.wfile.flush()
@@ -415,7 +419,7 @@ class S3Proxy:
     """Forward HTTP to `upstream` (http://host:port), counting, delaying and injecting faults."""
 
     def __init__(self, upstream: str, plan: Plan | None = None, *, schedule: FaultSchedule | None = None,
-                 port: int = 0, delay: float = 0.0) -> None:
+                 port: int = 0, delay: float = 0.0, bandwidth: float = 0.0) -> None:
         if plan is not None and schedule is not None:
             raise ValueError("give a plan or a schedule, not both")
         parts = urlsplit(upstream)
@@ -424,6 +428,9 @@ class S3Proxy:
         self.plan = plan
         self.schedule = schedule
         self.delay = delay
+        #: Bytes per second that all answers share (0: unlimited), like one link to a region.
+        self.bandwidth = bandwidth
+        self._link_free = 0.0
         self.port = port
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
@@ -495,6 +502,19 @@ class S3Proxy:
         if self.plan is not None:
             return self.plan(record.method, record.path, index)
         return Fault.forward()
+
+    def _throttle(self, n: int) -> None:
+        """Hold a writer of `n` answer bytes until the shared link has carried them."""
+        if self.bandwidth <= 0 or n <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._link_free)
+            self._link_free = start + n / self.bandwidth
+            until = self._link_free
+        left = until - time.monotonic()
+        if left > 0:
+            time.sleep(left)
 
     def _injected(self, record: Request, fault: Fault) -> None:
         record.fault = fault.kind

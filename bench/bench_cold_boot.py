@@ -1,0 +1,177 @@
+"""Cold boot: ltxvfs against litestream-vfs, sqlite-s3vfs and `litestream restore` + SQLite, on a
+real S3 server behind a proxy that imposes a round trip (default 20 ms) and a bandwidth cap.
+
+For each replica (a snapshot of ~50 and ~500 MB; the 50 MB snapshot plus 1,000 level-0 files; a
+multi-level replica written by the real `litestream replicate`), each scenario (a new process to
+the first row of a point query; a 100-row range query; a secondary-index query; 20 point
+queries at random keys; the warm repeat of the point query) and each peer: wall time, requests,
+bytes and round trips waited in sequence, every answer checked against a local reference.
+Results go to bench/results/cold_boot.{md,json,png}.
+
+    .venv/bin/python -m pytest bench/bench_cold_boot.py --benchmark-only
+    BENCH_SIZES=50 BENCH_ROUNDS=1 BENCH_RTT_MS=20 BENCH_BANDWIDTH_MBPS=100 (environment knobs)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness.databases import Database, database  # noqa: E402
+from bench.harness.network import Network  # noqa: E402
+from bench.harness.peers import LITESTREAM_VFS, LTXVFS, RESTORE, S3VFS  # noqa: E402
+from bench.harness.replicas import (  # noqa: E402
+    S3VFS_BLOCK_SIZE,
+    SHAPE_L0,
+    SHAPE_LITESTREAM,
+    SHAPE_SNAPSHOT,
+    Shape,
+    upload_litestream,
+    upload_s3vfs,
+    upload_snapshot,
+    upload_snapshot_l0,
+)
+from bench.harness.report import Results  # noqa: E402
+from bench.harness.runner import Child, Measurement  # noqa: E402
+from bench.harness.scenarios import SCENARIOS, WARM, expected, workload  # noqa: E402
+from tests.litestream import LITESTREAM  # noqa: E402
+from tests.s3proxy import S3Proxy  # noqa: E402
+from tests.s3server import S3Server  # noqa: E402
+
+SIZES_MB = tuple(int(s) for s in os.environ.get("BENCH_SIZES", "50,500").split(",") if s)
+#: New processes per cold cell (the median is reported), and timed warm repeats.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+WARM_REPEATS = int(os.environ.get("BENCH_WARM_REPEATS", "20"))
+SMALL = min(SIZES_MB)
+#: (replica id, shape, size): snapshots of every size; the other shapes on the smallest.
+REPLICAS = ([(f"snapshot-{mb}mb", SHAPE_SNAPSHOT, mb) for mb in SIZES_MB]
+            + [(f"l0-{SMALL}mb", SHAPE_L0, SMALL), (f"litestream-{SMALL}mb", SHAPE_LITESTREAM, SMALL)])
+REPLICA_NOTES = {
+    SHAPE_SNAPSHOT: "`ltxctl import`: one snapshot (TXID 1 at levels 0 and 9) and the hint file; sqlite-s3vfs reads "
+                    f"the same database in its own layout ({S3VFS_BLOCK_SIZE // 1024} KiB blocks)",
+    SHAPE_L0: "the snapshot, then 1,000 level-0 files of one-row transactions (the hint stays at TXID 1: stale)",
+    SHAPE_LITESTREAM: "written by the real `litestream replicate` while the database took 300 transactions; "
+                      "levels 0-3 and 9, no hint",
+}
+
+
+def _cases() -> list[tuple[str, str, str]]:
+    cases = []
+    for replica_id, shape, _ in REPLICAS:
+        for scenario in SCENARIOS:
+            for peer in (LTXVFS, LITESTREAM_VFS, S3VFS, RESTORE):
+                if peer == S3VFS and shape != SHAPE_SNAPSHOT:
+                    continue  # sqlite-s3vfs has one layout of its own, measured beside the snapshots
+                cases.append((replica_id, scenario, peer))
+    return cases
+
+
+class Replicas:
+    """Replica shapes, built on first use and kept for the session."""
+
+    def __init__(self, server: S3Server, workdir: Path) -> None:
+        self.server = server
+        self.workdir = workdir
+        self.shapes: dict[str, Shape] = {}
+        self.s3vfs: dict[int, str] = {}
+
+    def shape(self, replica_id: str) -> Shape:
+        if replica_id not in self.shapes:
+            _, shape, mb = next(r for r in REPLICAS if r[0] == replica_id)
+            db = database(mb)
+            url = self.server.url(f"cold-boot/{replica_id}")
+            builders: dict[str, Callable[[], Shape]] = {
+                SHAPE_SNAPSHOT: lambda: upload_snapshot(db, url, self.workdir),
+                SHAPE_L0: lambda: upload_snapshot_l0(db, url, self.workdir),
+                SHAPE_LITESTREAM: lambda: upload_litestream(db, url, self.workdir, self.server.env()),
+            }
+            self.shapes[replica_id] = builders[shape]()
+        return self.shapes[replica_id]
+
+    def s3vfs_prefix(self, db: Database) -> str:
+        if db.size_mb not in self.s3vfs:
+            self.s3vfs[db.size_mb] = upload_s3vfs(db, self.server.client(), self.server.bucket,
+                                                  f"s3vfs/{db.name}.db")
+        return self.s3vfs[db.size_mb]
+
+
+@pytest.fixture(scope="session")
+def replicas(s3_server: S3Server, bench_workdir: Path) -> Replicas:
+    return Replicas(s3_server, bench_workdir)
+
+
+@pytest.fixture(scope="session")
+def results(network: Network) -> Iterator[Results]:
+    collected = Results({
+        "network": network.describe(),
+        "note": f"Measured {datetime.now(UTC).strftime('%Y-%m-%d')} on {platform.machine()} "
+                f"({os.cpu_count()} cores), SeaweedFS S3 on 127.0.0.1 behind the counting proxy; "
+                f"{ROUNDS} new processes per cold cell, {WARM_REPEATS} warm repeats.",
+        "replicas": {f"{shape} {mb} MB": REPLICA_NOTES[shape] for _, shape, mb in REPLICAS},
+    })
+    yield collected
+    for path in collected.write():
+        print(f"\nwrote {path}")
+
+
+def _config(peer: str, scenario: str, shape: Shape, proxy: S3Proxy, server: S3Server, replicas: Replicas,
+            workdir: Path) -> dict[str, Any]:
+    config: dict[str, Any] = {"peer": peer, "scenario": scenario, "t_rows": shape.db.t_rows,
+                              "url": shape.url.replace(server.endpoint, proxy.url), "workdir": str(workdir),
+                              "litestream": str(LITESTREAM)}
+    if peer == S3VFS:
+        config["s3vfs"] = {"endpoint": proxy.url, "bucket": server.bucket, "region": server.region,
+                           "prefix": replicas.s3vfs_prefix(shape.db), "block_size": S3VFS_BLOCK_SIZE}
+    return config
+
+
+@pytest.mark.parametrize(("replica_id", "scenario", "peer"), _cases())
+def test_cold_boot(benchmark: Any, replica_id: str, scenario: str, peer: str, replicas: Replicas,
+                   bench_proxy: S3Proxy, s3_server: S3Server, bench_workdir: Path, results: Results) -> None:
+    shape = replicas.shape(replica_id)
+    reference = shape.db.path if peer == S3VFS else shape.reference
+    want = expected(str(reference), workload(scenario, shape.db.t_rows))
+    config = _config(peer, scenario, shape, bench_proxy, s3_server, replicas, bench_workdir)
+    env = dict(s3_server.env(), LITESTREAM_REPLICA_URL=config["url"], LITESTREAM_LOG_LEVEL="ERROR")
+    runs: list[Measurement] = []
+    children: list[Child] = []
+
+    def settle() -> None:
+        for child in children:
+            child.close()
+        children.clear()
+        bench_proxy.reset()
+
+    if scenario == WARM:
+        settle()
+        child = Child(config, env, bench_proxy)
+        children.append(child)
+        child.cold()
+        assert child.result["rows"] == want, f"{peer} answered {child.result['rows']!r}"
+        child.warm()
+        child.warm()
+        benchmark.pedantic(lambda: runs.append(child.warm()), rounds=WARM_REPEATS, iterations=1)
+    else:
+        def cold() -> None:
+            child = Child(config, env, bench_proxy)
+            children.append(child)
+            runs.append(child.cold())
+            assert child.result["rows"] == want, f"{peer} answered {child.result['rows']!r}"
+
+        benchmark.pedantic(cold, setup=settle, rounds=ROUNDS, iterations=1)
+    settle()
+    cell = results.add(f"{shape.name} {shape.db.size_mb} MB", scenario, peer, runs)
+    summary = cell.summary()
+    summary.pop("runs")
+    benchmark.extra_info.update(summary)

@@ -1,0 +1,109 @@
+"""The child process of a cold-boot run: open one database with one peer and run one scenario.
+
+    python -m bench.harness.peers '<json config>'
+
+Prints one JSON line when the scenario's rows are in (`opened` and `done` are time.monotonic()
+values, comparable with the parent's on Linux), then, for the warm scenario, answers each "q"
+line on stdin with one timed repeat; "x" (or the end of stdin) exits. The parent reads the
+proxy's counters before it lets the child go, so nothing after the scenario is counted.
+
+Peers:
+- ltxvfs: `import vfs`, URI parameter `replica=` (default options otherwise).
+- litestream-vfs: the real extension loaded through apsw; it reads LITESTREAM_REPLICA_URL at load.
+- sqlite-s3vfs: its APSW VFS over a boto3 Bucket, on its own block layout.
+- restore: `litestream restore` into a local file, then plain SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.monotonic()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+LTXVFS = "ltxvfs"
+LITESTREAM_VFS = "litestream-vfs"
+S3VFS = "sqlite-s3vfs"
+RESTORE = "restore"
+PEERS = (LTXVFS, LITESTREAM_VFS, S3VFS, RESTORE)
+READ_ONLY = 0x00000001 | 0x00000040  # SQLITE_OPEN_READONLY | SQLITE_OPEN_URI
+
+
+def open_ltxvfs(config: dict[str, Any]) -> Any:
+    from urllib.parse import quote
+
+    import apsw
+
+    import vfs  # noqa: F401 - registers ltxvfs
+
+    return apsw.Connection(f"file:bench.db?replica={quote(config['url'], safe='')}", vfs="ltxvfs", flags=READ_ONLY)
+
+
+def open_litestream_vfs(config: dict[str, Any]) -> Any:
+    import apsw
+    import litestream_vfs
+
+    loader = apsw.Connection(":memory:")
+    loader.enable_load_extension(True)
+    loader.load_extension(litestream_vfs.loadable_path(), "sqlite3_litestreamvfs_init")
+    return apsw.Connection("file:bench.db", vfs="litestream", flags=READ_ONLY)
+
+
+def open_s3vfs(config: dict[str, Any]) -> Any:
+    import apsw
+    import boto3
+    import botocore.config
+    import sqlite_s3vfs
+
+    s3 = config["s3vfs"]
+    bucket = boto3.resource("s3", endpoint_url=s3["endpoint"], region_name=s3["region"],
+                            config=botocore.config.Config(s3={"addressing_style": "path"})).Bucket(s3["bucket"])
+    fs = sqlite_s3vfs.S3VFS(bucket=bucket, block_size=s3["block_size"])
+    open_s3vfs.keep = fs  # type: ignore[attr-defined]  # the VFS must outlive the connection
+    return apsw.Connection(s3["prefix"], vfs=fs.name, flags=apsw.SQLITE_OPEN_READONLY)
+
+
+def open_restored(config: dict[str, Any]) -> Any:
+    import apsw
+
+    out = os.path.join(config["workdir"], f"restored-{os.getpid()}.db")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    done = subprocess.run([config["litestream"], "restore", "-o", out, config["url"]], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"litestream restore failed: {done.stderr.strip()}")
+    return apsw.Connection(out, flags=apsw.SQLITE_OPEN_READONLY)
+
+
+OPENERS = {LTXVFS: open_ltxvfs, LITESTREAM_VFS: open_litestream_vfs, S3VFS: open_s3vfs, RESTORE: open_restored}
+
+
+def main(raw: str) -> None:
+    from bench.harness.scenarios import WARM, run, workload
+
+    config = json.loads(raw)
+    work = workload(config["scenario"], config["t_rows"])
+    conn = OPENERS[config["peer"]](config)
+    opened = time.monotonic()
+    rows = run(conn, work)
+    done = time.monotonic()
+    print(json.dumps({"started": STARTED, "opened": opened, "done": done, "rows": rows}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "q" or config["scenario"] != WARM:
+            break
+        start = time.monotonic()
+        again = run(conn, work)
+        end = time.monotonic()
+        print(json.dumps({"start": start, "end": end, "same": again == rows}), flush=True)
+    if config["peer"] == RESTORE:
+        conn.close()
+        os.unlink(os.path.join(config["workdir"], f"restored-{os.getpid()}.db"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

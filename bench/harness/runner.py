@@ -1,0 +1,91 @@
+"""Run a peer cold in a new process and measure it: wall time from the spawn to the scenario's
+last row, and, from the proxy's log, the requests, bytes and round trips waited in sequence that
+fell inside that window."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.s3proxy import Request, S3Proxy, sequential_rounds
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Longest a child may take for one scenario (a 500 MB restore included).
+CHILD_DEADLINE_S = 600.0
+
+
+@dataclass
+class Measurement:
+    """One cold run (or one warm repeat) of one peer and scenario."""
+
+    wall_s: float
+    requests: int
+    bytes: int
+    rounds: int
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def measure(log: list[Request], start: float, end: float, wall: float) -> Measurement:
+    """The requests that began inside [start, end]."""
+    inside = [r for r in log if start <= r.started <= end]
+    kinds = Counter(r.kind for r in inside)
+    return Measurement(wall, len(inside), sum(r.bytes_out for r in inside), sequential_rounds(inside), dict(kinds))
+
+
+class Child:
+    """One child process (bench/harness/peers.py) for one peer and scenario."""
+
+    def __init__(self, config: Mapping[str, Any], env: Mapping[str, str], proxy: S3Proxy) -> None:
+        self.proxy = proxy
+        self.spawned = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.harness.peers", json.dumps(dict(config))],
+                                     cwd=ROOT, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.result: dict[str, Any] = {}
+
+    def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=CHILD_DEADLINE_S)
+            raise RuntimeError(f"benchmark child failed:\n{err[-4000:]}")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    def cold(self) -> Measurement:
+        """Wait for the scenario's rows; measure from the spawn."""
+        self.result = self._line()
+        end = time.monotonic()
+        return measure(self.proxy.seen, self.spawned, self.result["done"], end - self.spawned)
+
+    def warm(self) -> Measurement:
+        """One warm repeat inside the child, timed there."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("q\n")
+        self.proc.stdin.flush()
+        got = self._line()
+        if not got["same"]:
+            raise AssertionError("a warm repeat returned other rows than the cold run")
+        return measure(self.proxy.seen, got["start"], got["end"], got["end"] - got["start"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write("x\n")
+                self.proc.stdin.close()
+                self.proc.wait(CHILD_DEADLINE_S)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
