@@ -6,11 +6,13 @@ tail in one suffix GET and, only when the index is longer, the rest in a second 
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ltx.errors import LTXIndexError, LTXTruncatedError
+from ltx.decoder import Decoder
+from ltx.errors import LTXError, LTXIndexError, LTXTruncatedError
 from ltx.frame import PAGE_HEADER_SIZE, decode_frame
 from ltx.header import HEADER_SIZE, Header
 from ltx.index import INDEX_SIZE_FIELD, IndexEntry, PageIndex
@@ -49,7 +51,9 @@ def tail_length_needed(tail: bytes, file_size: int, name: str) -> int:
 
 
 def decode_tail(tail: bytes, file_size: int, name: str) -> FileIndex:
-    """Decode index and trailer from a tail of at least `tail_length_needed` bytes."""
+    """Decode index and trailer from a tail of at least `tail_length_needed` bytes. A tail that
+    is the whole file is verified whole (every page, the file checksum): its frames are about to
+    be used, and a whole file read is always checked (DESIGN.md §5.4)."""
     need = tail_length_needed(tail, file_size, name)
     view = memoryview(tail)[len(tail) - need:]
     index_start = file_size - need
@@ -60,7 +64,24 @@ def decode_tail(tail: bytes, file_size: int, name: str) -> FileIndex:
     if header is not None:
         header.validate(name)
         trailer.validate(header, name, file_size - TRAILER_SIZE)
+        _check_whole_file(tail, name, index, header.page_size)
     return FileIndex(name, file_size, index, trailer, header)
+
+
+def _check_whole_file(data: bytes, name: str, index: PageIndex, page_size: int) -> None:
+    """Verify a whole file (every page, the file checksum). Damage that a frame's own checks pin
+    on one page (its page header, size field or LZ4 block) is left to whoever reads that page,
+    which reports it then; damage only the checksum sees (a changed literal byte) is raised here."""
+    try:
+        Decoder(io.BytesIO(data), name).verify()
+    except LTXError:
+        view = memoryview(data)
+        for e in index:
+            try:
+                decode_frame(view[e.offset:e.offset + e.size], page_size, name, e.offset, e.pgno)
+            except LTXError:
+                return
+        raise
 
 
 def read_file_index(store: ObjectStore, key: str, guess: int = DEFAULT_INDEX_FETCH_SIZE) -> FileIndex:
