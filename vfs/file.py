@@ -70,6 +70,9 @@ class LTXFile:
         self._lock = apsw.SQLITE_LOCK_NONE
         self._cache = PageCache(options.cache_size)
         self._raw_page1: bytes | None = None
+        #: Added to the TXID for page 1's change counter (0 but on a writer, whose counter follows
+        #: what SQLite wrote: vfs/writefile.py).
+        self.counter_bias = 0
         self._readahead = ReadAhead()
         self._fetcher = PageFetcher(replica.store, on_retry=self._count_retry)
         self._stale = False
@@ -180,13 +183,18 @@ class LTXFile:
             self._readahead.observe(pgno, page)
             if pgno == 1:
                 self._raw_page1 = page
-                page = patch_page1(page, view.txid, view.commit)
+                page = self._patch_page1(page)
             self._cache.put(pgno, page)
+
+    def _patch_page1(self, raw: bytes) -> bytes:
+        """`patch_page1` for this connection's view (and counter bias)."""
+        view = self._view
+        return patch_page1(raw, view.txid + self.counter_bias, view.commit)
 
     def _refresh_page1(self) -> None:
         """Re-derive the cached page 1 from its raw bytes for the current TXID and commit."""
         if self._raw_page1 is not None:
-            self._cache.put(1, patch_page1(self._raw_page1, self._view.txid, self._view.commit))
+            self._cache.put(1, self._patch_page1(self._raw_page1))
         else:
             self._cache.pop(1, None)
 
@@ -249,7 +257,7 @@ class LTXFile:
             self.stats.cache_hits += 1
             return page
         if pgno == 1 and self._raw_page1 is not None:
-            page = patch_page1(self._raw_page1, self._view.txid, self._view.commit)
+            page = self._patch_page1(self._raw_page1)
             self._cache.put(1, page)
             self.stats.cache_hits += 1
             return page
@@ -260,7 +268,7 @@ class LTXFile:
                 self.stats.local_reads += 1
                 if pgno == 1:
                     self._raw_page1 = local
-                    local = patch_page1(local, self._view.txid, self._view.commit)
+                    local = self._patch_page1(local)
                     self._cache.put(1, local)
                 return local
         self.stats.cache_misses += 1
@@ -292,7 +300,7 @@ class LTXFile:
             self._readahead.observe(p, page)
             if p == 1:
                 self._raw_page1 = page
-                page = patch_page1(page, view.txid, view.commit)
+                page = self._patch_page1(page)
             self._cache.put(p, page)
             if p == pgno:
                 wanted = page
