@@ -294,7 +294,6 @@ class LTXFile:
         self.stats.pages_fetched += len(got)
         self.stats.readahead_pages += len(got) - 1
         wanted = b""
-        view = self._view
         for p, page in got:
             self.stats.bytes_decompressed += len(page)
             self._readahead.observe(p, page)

@@ -126,6 +126,29 @@ class Follower:
             self._seeks = dict(view.seeks)
             self._paused = not follow
 
+    def advance(self, txid: int) -> None:
+        """The connection applied a commit of its own at `txid` (its file at level 0): follow on
+        from there; anything staged that ends at or before it is already held."""
+        with self._lock:
+            self._generation += 1
+            self._staged = [s for s in self._staged
+                            if (s.txid if isinstance(s, Update) else s.view.txid) > txid]
+            if txid > self._tip:
+                self._tip = txid
+                self._seeks[0] = txid
+
+    def offer(self, update: Update) -> bool:
+        """Stage `update` (another connection of this process committed it) when it continues
+        exactly where this follower is; True when staged."""
+        with self._lock:
+            if self._paused or update.base_txid != self._tip:
+                return False
+            self._generation += 1
+            self._staged.append(update)
+            self._tip = update.txid
+            self._seeks.update(update.seeks)
+            return True
+
     @property
     def tip(self) -> int:
         """The TXID the connection reaches once everything staged is applied."""

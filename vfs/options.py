@@ -16,6 +16,12 @@ from vfs.timefmt import TimeFormatError, parse_duration, parse_time
 
 #: Environment variable naming the hydrated file of every connection without `hydrate=`.
 ENV_HYDRATE_PATH = "LTXVFS_HYDRATE_PATH"
+#: Environment variables giving `sync=` and `compact=` to every writer without them.
+ENV_SYNC = "LTXVFS_SYNC"
+ENV_COMPACT = "LTXVFS_COMPACT"
+#: `sync=` values: ship each COMMIT before it returns (the default), or group commit.
+SYNC_COMMIT = "commit"
+SYNC_INTERVAL_PREFIX = "interval:"
 
 #: Seconds between polls of the replica for new files (Litestream's VFS default, 1 s); 0 stops following.
 DEFAULT_POLL_INTERVAL = 1.0
@@ -51,6 +57,11 @@ class OpenOptions:
     read_only: bool = True
     #: The local file hydrated from the replica (hydrate= or LTXVFS_HYDRATE_PATH), absolute; None: none.
     hydrate_path: str | None = None
+    #: Writers: 0 ships every COMMIT before it returns (`sync=commit`); > 0 is group commit
+    #: (`sync=interval:DURATION`), shipping the commits of each interval as one file.
+    sync_interval: float = 0.0
+    #: Writers: compact the replica in the background with ltxctl compact's rules (`compact=auto`).
+    compact: bool = False
 
     @property
     def pinned(self) -> bool:
@@ -113,6 +124,10 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
         if os.path.realpath(hydrate_path) == os.path.realpath(path):
             raise OptionError("hydrate", hydrate_path, "is the database's own name, where SQLite keeps its "
                                                        "journal: give the hydrated copy another path")
+    sync_interval = parse_sync(param("sync") or os.environ.get(ENV_SYNC) or SYNC_COMMIT)
+    compact_text = param("compact") or os.environ.get(ENV_COMPACT) or "off"
+    if compact_text not in ("auto", "off"):
+        raise OptionError("compact", compact_text, "expected auto or off")
     return OpenOptions(
         path=path,
         replica_url=resolve_replica(path, param("replica")),
@@ -123,4 +138,23 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
         wait=wait,
         read_only=not flags & apsw.SQLITE_OPEN_READWRITE,
         hydrate_path=hydrate_path,
+        sync_interval=sync_interval,
+        compact=compact_text == "auto",
     )
+
+
+def parse_sync(text: str) -> float:
+    """`commit` -> 0; `interval:DURATION` -> seconds (more than 0)."""
+    value = text.strip().lower()
+    if value == SYNC_COMMIT:
+        return 0.0
+    if value.startswith(SYNC_INTERVAL_PREFIX):
+        duration = value[len(SYNC_INTERVAL_PREFIX):]
+        try:
+            seconds = parse_duration(duration)
+        except TimeFormatError as exc:
+            raise OptionError("sync", text, str(exc)) from exc
+        if seconds > 0:
+            return seconds
+    raise OptionError("sync", text, "expected commit or interval:DURATION (e.g. interval:10ms), with a "
+                                    "duration above 0")

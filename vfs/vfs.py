@@ -15,9 +15,11 @@ from ltx.replica import Replica
 from ltx.store.base import InvalidURLError, StoreError
 from vfs.errors import PageCorruptError, PageReadError, ReplicaOpenError
 from vfs.file import LTXFile
+from vfs.journal import PrivateJournal
 from vfs.options import OpenOptions, OptionError, options_from_uri
 from vfs.stats import ReadStats
 from vfs.view import ReplicaReader, View, load_view
+from vfs.writefile import open_writer
 
 #: The name SQLite knows the VFS by.
 VFS_NAME = "ltxvfs"
@@ -67,6 +69,7 @@ class LTXVFS(apsw.VFS):
 
     def __init__(self, name: str = VFS_NAME, base: str = "") -> None:
         self.vfs_name = name
+        self._base = base
         self._open_lock = threading.Lock()
         self._open_paths: Counter[str] = Counter()
         super().__init__(name, base)
@@ -77,13 +80,22 @@ class LTXVFS(apsw.VFS):
                 options = options_from_uri(name, flags[0])
             except OptionError as exc:
                 raise apsw.CantOpenError(str(exc)) from exc
-            file = open_file(options)
-            # Read-only for now: SQLite then refuses writes with SQLITE_READONLY up front.
-            flags[1] = (flags[0] & ~(apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)) | apsw.SQLITE_OPEN_READONLY
+            file: LTXFile
+            if options.read_only or options.pinned:
+                # A reader, or a view of the past: SQLite refuses writes with SQLITE_READONLY up front.
+                file = open_file(options)
+                writable = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+                flags[1] = (flags[0] & ~writable) | apsw.SQLITE_OPEN_READONLY
+            else:
+                file = open_writer(options)
+                flags[1] = flags[0]
             with self._open_lock:
                 self._open_paths[options.path] += 1
             file.on_close = lambda: self._closed(options.path)
             return file  # type: ignore[return-value]  # apsw accepts any object with the x-methods
+        if flags[0] & apsw.SQLITE_OPEN_MAIN_JOURNAL:
+            # Private to the connection and gone with the process (vfs/journal.py).
+            return PrivateJournal(self._base, flags)
         return super().xOpen(name, flags)
 
     def _closed(self, path: str) -> None:
@@ -92,12 +104,25 @@ class LTXVFS(apsw.VFS):
             if self._open_paths[path] <= 0:
                 del self._open_paths[path]
 
-    def xAccess(self, pathname: str, flags: int) -> bool:
-        # An ltxvfs database never has a WAL, and never a hot journal: a journal left beside the
-        # name belongs to nobody's transaction in the replica.
+    def _is_side_file(self, pathname: str) -> bool:
+        """Whether `pathname` is the journal, WAL or shm name of a database open here."""
         for suffix in _SIDE_FILE_SUFFIXES:
             if pathname.endswith(suffix):
                 with self._open_lock:
                     if pathname[:-len(suffix)] in self._open_paths:
-                        return False
+                        return True
+        return False
+
+    def xDelete(self, filename: str, syncdir: bool) -> None:
+        # Journals of open databases are private anonymous files (vfs/journal.py): nothing to
+        # delete by name, and a file by that name is not ours to touch.
+        if self._is_side_file(filename):
+            return
+        super().xDelete(filename, syncdir)
+
+    def xAccess(self, pathname: str, flags: int) -> bool:
+        # An ltxvfs database never has a WAL, and never a hot journal: a journal left beside the
+        # name belongs to nobody's transaction in the replica.
+        if self._is_side_file(pathname):
+            return False
         return bool(super().xAccess(pathname, flags))

@@ -1,0 +1,65 @@
+"""Connections of this process to one replica: the write lock SQLite's RESERVED lock maps to,
+and the news of a commit for the others.
+
+Within a process, connections to one replica take turns writing, as SQLite's file locks make
+them do on a local file: one holds the write lock from RESERVED until it drops back to SHARED.
+Readers never wait (each reads its own snapshot of the replica). Across processes and machines
+nothing is locked: the create-if-absent of each TXID's file decides who commits.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+
+class ReplicaPeers:
+    """Per replica URL: the connection holding the write lock, and the open connections."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._writers: dict[str, object] = {}
+        self._files: dict[str, weakref.WeakSet[Any]] = {}
+
+    def join(self, url: str, file: object) -> None:
+        with self._lock:
+            self._files.setdefault(url, weakref.WeakSet()).add(file)
+
+    def leave(self, url: str, file: object) -> None:
+        with self._lock:
+            files = self._files.get(url)
+            if files is not None:
+                files.discard(file)
+                if not files:
+                    del self._files[url]
+            if self._writers.get(url) is file:
+                del self._writers[url]
+
+    def others(self, url: str, file: object) -> list[Any]:
+        """The other open connections to `url`."""
+        with self._lock:
+            return [f for f in self._files.get(url, ()) if f is not file]
+
+    def try_lock(self, url: str, owner: object) -> bool:
+        """Take the write lock of `url` for `owner` (True), unless another holds it (False)."""
+        with self._lock:
+            holder = self._writers.get(url)
+            if holder is not None and holder is not owner:
+                return False
+            self._writers[url] = owner
+            return True
+
+    def unlock(self, url: str, owner: object) -> None:
+        with self._lock:
+            if self._writers.get(url) is owner:
+                del self._writers[url]
+
+    def locked_by_other(self, url: str, owner: object) -> bool:
+        with self._lock:
+            holder = self._writers.get(url)
+            return holder is not None and holder is not owner
+
+
+#: The process-wide registry.
+PEERS = ReplicaPeers()

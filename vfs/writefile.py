@@ -1,0 +1,504 @@
+"""The main-database file of a read-write ltxvfs connection: the read path plus the writer.
+
+How SQLite's calls map to the write path (SQLite 3.54, rollback-journal modes):
+
+- xLock(SHARED) from NONE is where a transaction's view is fixed: shipped group commits are
+  absorbed and the follower's news applied (as for readers). xLock(RESERVED) takes this
+  process's write lock for the replica (`peers.py`), and answers SQLITE_BUSY when the replica is
+  known to be ahead (the busy handler then starts over from NONE, which catches up).
+- xWrite / xTruncate go to the transaction's dirty pages (`dirty.py`); reads look there first,
+  then at committed groups not yet absorbed (group commit), then at the view.
+- The commit point is `SQLITE_FCNTL_SYNC`, which SQLite sends in commit phase one right after the
+  last page is written and before the journal is finalized, whatever `PRAGMA synchronous` says
+  (with synchronous=OFF it stands in for the xSync). There the transaction becomes an LTX file
+  and is created in the store. An error raised there fails phase one: the journal is still hot,
+  SQLite plays it back (through xWrite, into the dirty pages) and unlocks; the dirty pages are
+  dropped at the unlock. Phase two (journal deleted, then `SQLITE_FCNTL_COMMIT_PHASETWO`) would be
+  too late: SQLite would keep the failed transaction's pages in its cache as committed.
+- SQLite shrinks a database file only in phase two, after the commit point, so a commit's size
+  is page 1's in-header size (bytes 28..31), which SQLite keeps exact.
+- xUnlock to SHARED or NONE ends the write transaction: whatever was not committed (ROLLBACK, a
+  failed commit, a crash of the statement) is dropped, and the write lock released. Savepoint
+  rollbacks happen inside the transaction: SQLite writes the original pages back through xWrite.
+- Page 1 is stored exactly as SQLite wrote it. Its change counter is what SQLite derived from the
+  one it read (the TXID, plus `counter_bias`), so after its own commit the connection keeps its
+  page cache. When local commits are thrown away (a conflict), the bias moves the counter past
+  anything SQLite may hold, so it rereads.
+- The journal is a private anonymous file (`journal.py`); a journal file left beside the name is
+  never hot for ltxvfs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import struct
+import time
+import weakref
+from datetime import UTC, datetime
+
+import apsw
+
+from ltx.header import is_valid_page_size
+from ltx.index import PageIndex
+from ltx.plan import EmptyReplicaError, HistoryGapError, LTXFileInfo, RestorePlanError
+from ltx.replica import Replica
+from ltx.store.base import InvalidURLError, StoreError
+from vfs.commitfile import header_commit, header_page_size
+from vfs.errors import ReadOnlyVFSError, ReplicaOpenError
+from vfs.file import LTXFile
+from vfs.follower import Update
+from vfs.options import OpenOptions
+from vfs.pagemap import PageMap, SourceFile
+from vfs.peers import PEERS
+from vfs.stats import ReadStats
+from vfs.view import ALL_LEVELS, ReplicaReader, View, load_view
+from vfs.writeerrors import CommitConflictError, CommitRefusedError, CommitStoreError, WriterBusyError
+from vfs.writer import ZERO, Group, Writer, WriteStats
+
+log = logging.getLogger(__name__)
+
+#: Page size of a new database unless `PRAGMA page_size` chose another before the first write.
+DEFAULT_PAGE_SIZE = 4096
+#: Pause between looks at a replica caught with a gap in its history during a writer's open.
+OPEN_RETRY_INTERVAL = 0.2
+#: A commit whose pages total at most this many bytes leaves them in the page cache.
+CACHE_OWN_PAGES_BYTES = 16 * 1024 * 1024
+#: How long `PRAGMA ltxvfs_flush` waits for group commits to ship.
+FLUSH_TIMEOUT = 60.0
+#: Device characteristics of the main database: SQLite then skips journal syncs and header
+#: rewrites that only matter for a journal that must survive a crash (ours need not).
+DEVICE_CHARACTERISTICS = apsw.SQLITE_IOCAP_SAFE_APPEND | apsw.SQLITE_IOCAP_SEQUENTIAL
+WRITER_PRAGMAS = ("ltxvfs_flush",)
+
+_U32 = struct.Struct(">I")
+_EPOCH = datetime.fromtimestamp(0, UTC)
+_MASK32 = 0xFFFFFFFF
+
+#: Writers with group commit: their last groups are shipped when the interpreter exits.
+_GROUP_WRITERS: weakref.WeakSet[LTXWriteFile] = weakref.WeakSet()
+
+
+def empty_view(page_size: int) -> View:
+    """The view of a replica with no files yet: a database of 0 pages at TXID 0."""
+    info = LTXFileInfo(0, 0, 0, 0, _EPOCH, "")
+    base = SourceFile(info, PageIndex(), None)
+    return View(txid=0, page_size=page_size, pages=PageMap(base, page_size, 0), created_at=_EPOCH)
+
+
+def load_latest(reader: ReplicaReader, page_size: int, stats: ReadStats | None) -> View:
+    """The replica's latest view; an empty replica is an empty database."""
+    try:
+        return load_view(reader, waited=stats)
+    except EmptyReplicaError:
+        return empty_view(page_size)
+
+
+def open_writer(options: OpenOptions) -> LTXWriteFile:
+    """Open a replica for writing: its latest state, or an empty database if it has no files."""
+    try:
+        replica = Replica.open(options.replica_url)
+    except InvalidURLError as exc:
+        raise ReplicaOpenError(options.replica_url, str(exc)) from exc
+    stats = ReadStats()
+    reader = ReplicaReader(replica)
+    deadline = time.monotonic() + options.wait
+    try:
+        while True:
+            try:
+                view = load_latest(reader, DEFAULT_PAGE_SIZE, stats)
+                break
+            except HistoryGapError as exc:
+                if time.monotonic() >= deadline:
+                    raise ReplicaOpenError(reader.url, f"{exc} (waited {options.wait:g}s)") from exc
+                time.sleep(OPEN_RETRY_INTERVAL)
+            except RestorePlanError as exc:
+                raise ReplicaOpenError(reader.url, str(exc)) from exc
+            except StoreError as exc:
+                raise ReplicaOpenError(reader.url, str(exc)) from exc
+        return LTXWriteFile(options, replica, reader, view, stats)
+    except BaseException:
+        replica.close()
+        raise
+
+
+def _counter(page1: bytes) -> int:
+    return int(_U32.unpack_from(page1, 24)[0])
+
+
+class LTXWriteFile(LTXFile):
+    """A read-write main database: SQLite's writes buffered, each commit shipped as an LTX file."""
+
+    def __init__(self, options: OpenOptions, replica: Replica, reader: ReplicaReader, view: View,
+                 stats: ReadStats) -> None:
+        super().__init__(options, replica, reader, view, stats)
+        self.write_stats = WriteStats()
+        self.writer = Writer(replica, interval=options.sync_interval, base_txid=view.txid,
+                             stats=self.write_stats, remote_tip=lambda: self.follower.tip,
+                             confirmed_at=lambda: self.follower.last_success, list_tip=self._list_tip)
+        #: What to do when the write transaction ends: reload the replica's state (after a conflict
+        #: or a commit whose outcome the store left uncertain).
+        self._reload_after_txn = False
+        #: Commits of a group lost to a failure, reported by the next COMMIT.
+        self._lost: CommitConflictError | CommitStoreError | None = None
+        #: After local commits were thrown away: the change counter SQLite may still hold.
+        self._avoid_counter: int | None = None
+        self._has_page_size = view.txid > 0
+        self._zero = bytes(self._page_size)
+        PEERS.join(self.url, self)
+        if options.sync_interval > 0:
+            _GROUP_WRITERS.add(self)
+
+    # -- the view and the layers above it --------------------------------------------------
+
+    def _apply_staged(self) -> None:
+        """Between transactions: absorb shipped commits, deal with a failed group commit, then
+        (when no local commit is waiting) catch up with the replica."""
+        writer = self.writer
+        if writer.groups:
+            self._absorb_shipped()
+            if writer.failure is not None and self._lock < apsw.SQLITE_LOCK_RESERVED:
+                failure = writer.failure
+                lost = self._discard_local()
+                self._lost = _lost_error(failure, lost)
+            if writer.groups:
+                return  # our commits come first; news from elsewhere means they will conflict
+        for _ in range(2):
+            if self._stale:
+                self._stale = False
+                view = load_latest(self.reader, self._page_size, self.stats)
+                self.follower.stage_replace(view, follow=self.options.poll > 0)
+                self.follower.start()
+            super()._apply_staged()
+            if not self._stale:
+                break
+
+    def _update(self, update: Update) -> None:
+        if self._view.txid == 0:  # the first files of the replica: load it whole (page size and all)
+            self._stale = True
+            return
+        super()._update(update)
+        self.writer.rebase(self._view.txid)
+
+    def _replace(self, view: View) -> None:
+        super()._replace(view)
+        self._zero = bytes(self._page_size)
+        self._has_page_size = self._has_page_size or view.txid > 0
+        self.writer.rebase(view.txid)
+        if self._avoid_counter is not None:
+            self.counter_bias = (self._avoid_counter + 1 - view.txid) & _MASK32
+            self._avoid_counter = None
+            self._refresh_page1()
+
+    def _list_tip(self) -> int:
+        """The highest TXID in any level of the replica (one round of parallel LISTs)."""
+        levels = self.reader.list_levels(ALL_LEVELS, dict(self._view.seeks))
+        return max((f.max_txid for files in levels.values() for f in files), default=0)
+
+    def _logical_page(self, pgno: int) -> bytes:
+        page = self.writer.lookup(pgno)
+        if page is None:
+            if pgno > self._view.commit:
+                return self._zero
+            return self._page(pgno)
+        return page if page is not ZERO else self._zero
+
+    def _logical_size(self) -> int:
+        size = self.writer.size()
+        return self._view.commit if size is None else size
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        writer = self.writer
+        if writer.txn is None and not writer.groups:
+            return super().xRead(amount, offset)
+        if not self._lock:
+            self._apply_staged()
+        ps = self._page_size
+        total = self._logical_size() * ps
+        if offset >= total or amount <= 0:
+            return b""
+        end = min(offset + amount, total)
+        first = offset // ps + 1
+        last = (end - 1) // ps + 1
+        start = offset - (first - 1) * ps
+        if first == last:
+            return self._logical_page(first)[start:start + end - offset]
+        out = bytearray()
+        for pgno in range(first, last + 1):
+            out += self._logical_page(pgno)
+        return bytes(out[start:start + end - offset])
+
+    def xFileSize(self) -> int:
+        if not self._lock:
+            self._apply_staged()
+        size = self.writer.size()
+        if size is not None:
+            return size * self._page_size
+        return super().xFileSize()
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def xWrite(self, data: bytes, offset: int) -> None:
+        writer = self.writer
+        txn = writer.txn
+        if txn is None:
+            if self._lock < apsw.SQLITE_LOCK_RESERVED:
+                raise ReadOnlyVFSError(f"ltxvfs: {self.options.path}: write outside a write transaction")
+            if not self._has_page_size and offset == 0 and not writer.groups:
+                self._set_page_size(len(data))
+            txn = writer.open_txn(self._page_size, self._logical_size())
+        ps = self._page_size
+        n = len(data)
+        if n == ps and not offset % ps:
+            txn.put(offset // ps + 1, data)
+            return
+        end = offset + n
+        pos = offset
+        while pos < end:
+            pgno = pos // ps + 1
+            page_start = (pgno - 1) * ps
+            chunk_end = min(end, page_start + ps)
+            page = bytearray(self._logical_page(pgno))
+            page[pos - page_start:chunk_end - page_start] = data[pos - offset:chunk_end - offset]
+            txn.put(pgno, bytes(page))
+            pos = chunk_end
+
+    def xTruncate(self, size: int) -> None:
+        writer = self.writer
+        ps = self._page_size
+        pages = -(-size // ps)
+        txn = writer.txn
+        if txn is None:
+            current = self._logical_size()
+            if pages == current:
+                return
+            if self._lock < apsw.SQLITE_LOCK_RESERVED:
+                raise ReadOnlyVFSError(f"ltxvfs: {self.options.path}: truncate outside a write transaction")
+            txn = writer.open_txn(ps, current)
+        txn.truncate(pages)
+
+    def _set_page_size(self, page_size: int) -> None:
+        """The first write to a new database fixes its page size (SQLite writes page 1 first)."""
+        if not is_valid_page_size(page_size) or page_size == self._page_size:
+            return
+        view = empty_view(page_size)
+        self._view = view
+        self._page_size = page_size
+        self._zero = bytes(page_size)
+        self._cache.clear()
+        self._raw_page1 = None
+        self.follower.stage_replace(view, follow=self.options.poll > 0)
+        self.follower.take()
+
+    def xSync(self, flags: int) -> None:
+        return None
+
+    def xDeviceCharacteristics(self) -> int:
+        return DEVICE_CHARACTERISTICS
+
+    # -- locks and the commit --------------------------------------------------------------
+
+    def xLock(self, level: int) -> None:
+        if level < apsw.SQLITE_LOCK_RESERVED:
+            super().xLock(level)
+            return
+        if self._lock < apsw.SQLITE_LOCK_RESERVED:
+            self._begin_write()
+        self._lock = level
+
+    def _begin_write(self) -> None:
+        if self.pinned:
+            raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} reads a past state (txid=, timestamp= or "
+                                   f"litestream_time): writing is refused")
+        if not PEERS.try_lock(self.url, self):
+            raise WriterBusyError(self.url, "another connection of this process is writing")
+        writer = self.writer
+        if not writer.groups and (self._stale or self.follower.tip > self._view.txid):
+            PEERS.unlock(self.url, self)
+            raise WriterBusyError(self.url, "the replica has newer commits: the transaction must start "
+                                            "again to read them")
+        self._reload_after_txn = False
+
+    def xUnlock(self, level: int) -> None:
+        if level <= apsw.SQLITE_LOCK_SHARED and self._lock >= apsw.SQLITE_LOCK_RESERVED:
+            self._end_write()
+        super().xUnlock(level)
+
+    def xCheckReservedLock(self) -> bool:
+        return self._lock >= apsw.SQLITE_LOCK_RESERVED or PEERS.locked_by_other(self.url, self)
+
+    def _end_write(self) -> None:
+        """The write transaction is over: drop what it did not commit, release the write lock."""
+        if self.writer.discard_txn():
+            self.write_stats.rollbacks += 1
+        PEERS.unlock(self.url, self)
+        if self._reload_after_txn:
+            self._reload_after_txn = False
+            self._discard_local()
+
+    def _commit(self) -> None:
+        """SQLITE_FCNTL_SYNC: the commit point of the open transaction."""
+        writer = self.writer
+        txn = writer.txn
+        if txn is None:
+            return
+        if self._lost is not None:
+            lost, self._lost = self._lost, None
+            raise lost
+        page1 = self._logical_page(1)
+        if len(page1) >= 100:
+            recorded = header_page_size(page1)
+            if recorded != self._page_size:
+                raise CommitRefusedError(self.url, f"page 1 records page size {recorded} but the database's "
+                                                   f"is {self._page_size} (changing the page size of an ltxvfs "
+                                                   f"database is not supported)")
+        commit = header_commit(page1, txn.size)
+        try:
+            shipped = writer.commit_txn(commit)
+        except CommitConflictError:
+            self._reload_after_txn = True
+            raise
+        except CommitStoreError:
+            self._reload_after_txn = True  # the file may exist all the same: read the replica again
+            raise
+        self._has_page_size = True
+        if shipped is not None:
+            self._absorb_shipped()
+
+    def _absorb_shipped(self) -> None:
+        for group in self.writer.take_shipped():
+            try:
+                self._absorb(group)
+            finally:
+                group.close()
+
+    def _absorb(self, group: Group) -> None:
+        """Make a shipped group part of the view, as if the follower had brought its file, with
+        its pages already in the cache."""
+        source = group.source
+        assert source is not None and source.header is not None
+        header = source.header
+        txid = group.txid
+        view = self._view
+        if view.txid == 0:
+            view = View(txid=txid, page_size=header.page_size, pages=PageMap(source, header.page_size, header.commit),
+                        created_at=source.created_at, seeks={0: txid})
+            self._view = view
+            self._cache.clear()
+            self._raw_page1 = None
+        else:
+            old_commit = view.pages.commit
+            changed = view.pages.add(source, header.commit)
+            self.stats.pages_evicted += self._cache.evict(changed)
+            if header.commit < old_commit:
+                self.stats.pages_evicted += self._cache.evict_above(header.commit)
+            view.txid = txid
+            view.created_at = source.created_at
+            view.seeks[0] = txid
+        self.follower.advance(txid)
+        self._readahead.forget()
+        pages = group.pages
+        raw1 = pages.get(1)
+        if raw1 is not None:
+            self._raw_page1 = raw1
+            self.counter_bias = (_counter(raw1) - txid) & _MASK32
+        if pages.nbytes <= CACHE_OWN_PAGES_BYTES:
+            for pgno, page in pages.items():
+                if 1 < pgno <= header.commit:
+                    self._cache.put(pgno, page)
+        self._refresh_page1()
+        if self.hydration is not None and group.encoded is not None:
+            self.hydration.on_commit(_ltx_for_hydration(group), group.encoded.name)
+        update = Update(base_txid=txid - 1, txid=txid, files=[source], seeks={0: txid})
+        for peer in PEERS.others(self.url, self):
+            peer.follower.offer(update)
+
+    def _discard_local(self) -> int:
+        """Throw away local commits not in the store and reread the replica; SQLite's cached
+        change counter is remembered so the next one served differs. Returns commits lost."""
+        self._absorb_shipped()
+        try:
+            seen = _counter(self._logical_page(1)) if self._logical_size() else None
+        except apsw.Error:
+            seen = None
+        lost = self.writer.discard_groups()
+        self.writer.discard_txn()
+        self._avoid_counter = seen if seen is not None else (self._view.txid + self.counter_bias)
+        self._stale = True
+        return lost
+
+    # -- file controls ---------------------------------------------------------------------
+
+    def xFileControl(self, op: int, ptr: int) -> bool:
+        if op == apsw.SQLITE_FCNTL_SYNC:
+            self._commit()
+            return True
+        if op == apsw.SQLITE_FCNTL_PRAGMA:
+            pragma = apsw.VFSFcntlPragma(ptr)
+            name = pragma.name.lower()
+            if name == "journal_mode" and (pragma.value or "").strip().lower() == "wal":
+                raise CommitRefusedError(self.url, "journal_mode=WAL is not available on an ltxvfs writer "
+                                                   "(use DELETE, TRUNCATE, PERSIST or MEMORY)")
+            if name in WRITER_PRAGMAS:
+                pragma.result = self._flush_pragma()
+                return True
+        return super().xFileControl(op, ptr)
+
+    def _flush_pragma(self) -> str:
+        """`PRAGMA ltxvfs_flush`: ship group commits now; answers the TXID shipped up to."""
+        self.writer.flush(FLUSH_TIMEOUT)
+        if self._lock < apsw.SQLITE_LOCK_RESERVED:
+            self._absorb_shipped()
+        return f"{self.writer.next_txid - 1:016x}"
+
+    def stats_json(self) -> str:
+        data = json.loads(super().stats_json())
+        stats = self.write_stats
+        data.update({f"write_{k}": v for k, v in stats.__dict__.items()})
+        data["write_pending_groups"] = len(self.writer.groups)
+        return json.dumps(data)
+
+    def xClose(self) -> None:
+        if self._closed:
+            return
+        error: BaseException | None = None
+        try:
+            self.writer.close()
+        except (CommitConflictError, CommitStoreError) as exc:
+            error = exc
+            log.error("%s: commits lost at close: %s", self.url, exc)
+        PEERS.leave(self.url, self)
+        _GROUP_WRITERS.discard(self)
+        super().xClose()
+        if error is not None:
+            raise error
+
+
+def _ltx_for_hydration(group: Group) -> bytes | str:
+    encoded = group.encoded
+    assert encoded is not None
+    data = encoded.data
+    if isinstance(data, bytes):
+        return data
+    return str(data.name)
+
+
+def _lost_error(failure: CommitConflictError | CommitStoreError, lost: int) -> CommitConflictError | CommitStoreError:
+    """The error the next COMMIT reports after `lost` group-committed transactions were lost."""
+    what = f"{lost} group-committed transaction(s) were lost: {failure.reason}"
+    if isinstance(failure, CommitConflictError):
+        return CommitConflictError(failure.url, failure.txid, failure.key, what)
+    return CommitStoreError(failure.url, failure.key, what)
+
+
+@atexit.register
+def _ship_at_exit() -> None:
+    """Group commit: ship what is left when the interpreter exits without closing."""
+    for file in list(_GROUP_WRITERS):
+        try:
+            file.writer.flush(FLUSH_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - reported, nothing else to do at exit
+            log.error("%s: commits not shipped at exit: %s", file.url, exc)
