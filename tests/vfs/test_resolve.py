@@ -67,13 +67,16 @@ def test_relative_names_and_plain_paths(replicas: dict[str, str], tmp_path: Path
     conn = apsw.Connection("d.db", vfs="ltxvfs", flags=apsw.SQLITE_OPEN_READONLY)
     assert _tables(conn) == ["t_registered"]
     conn.close()
-    # A read-write open is served read-only for now: writes are refused, reads work.
+    # A read-write open is a writer: its commit goes to the registered replica, nowhere local.
     conn = apsw.Connection("d.db", vfs="ltxvfs")
     assert _tables(conn) == ["t_registered"]
-    with pytest.raises(apsw.ReadOnlyError):
-        conn.execute("CREATE TABLE y(z)")
+    conn.execute("CREATE TABLE y(z)")
+    conn.close()
+    conn = apsw.Connection("d.db", vfs="ltxvfs", flags=apsw.SQLITE_OPEN_READONLY)
+    assert _tables(conn) == ["t_registered", "y"]
     conn.close()
     assert not (tmp_path / "d.db").exists(), "no local main database file is created"
+    assert not (tmp_path / "d.db-journal").exists(), "nor a journal beside it"
     # The shared helper percent-encodes replica URLs that have queries of their own.
     encoded = uri(tmp_path / "d.db", "s3://b/p?endpoint=http://h:1&region=x")
     assert "replica=s3%3A%2F%2Fb%2Fp%3Fendpoint%3Dhttp%3A%2F%2Fh%3A1%26region%3Dx" in encoded
