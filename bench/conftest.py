@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness.network import Network, proxied  # noqa: E402
+from bench.harness.runner import precompile  # noqa: E402
 from tests.s3proxy import S3Proxy  # noqa: E402
 from tests.s3server import S3Server  # noqa: E402
 
@@ -39,6 +40,12 @@ def s3_url(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
 def s3_env(s3_server: S3Server) -> dict[str, str]:
     """An environment for subprocesses (litestream…): the server's credentials, no AWS_CA_BUNDLE."""
     return s3_server.env()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bytecode() -> None:
+    """Benchmark children start like an installed package's processes: bytecode already cached."""
+    precompile()
 
 
 @pytest.fixture(scope="session")

@@ -33,10 +33,10 @@ class Replica:
         self.scheme = scheme
 
     @classmethod
-    def open(cls, url: str) -> Replica:
-        """Open the replica at a Litestream replica URL."""
+    def open(cls, url: str, *, lean_reads: bool = False) -> Replica:
+        """Open the replica at a Litestream replica URL (`lean_reads`: see ltx.store.open_store)."""
         scheme = "file" if url.startswith("file:") or url.startswith("/") else url.split(":", 1)[0]
-        return cls(open_store(url), scheme)
+        return cls(open_store(url, lean_reads=lean_reads), scheme)
 
     @property
     def url(self) -> str:

@@ -51,7 +51,7 @@ def open_view(reader: ReplicaReader, options: OpenOptions, stats: ReadStats | No
 def open_file(options: OpenOptions) -> LTXFile:
     """Open the replica, load the view and return the main-database file."""
     try:
-        replica = Replica.open(options.replica_url)
+        replica = Replica.open(options.replica_url, lean_reads=True)
     except InvalidURLError as exc:
         raise ReplicaOpenError(options.replica_url, str(exc)) from exc
     stats = ReadStats()

@@ -62,8 +62,10 @@ def _parse_bool(shown: str, name: str, value: str) -> bool:
     raise InvalidURLError(shown, f"query parameter {name}={value!r} is not a boolean (true/false)")
 
 
-def open_store(url: str) -> ObjectStore:
-    """Open the store a URL names; InvalidURLError (with the reason) when it cannot be used."""
+def open_store(url: str, *, lean_reads: bool = False) -> ObjectStore:
+    """Open the store a URL names; InvalidURLError (with the reason) when it cannot be used.
+    With `lean_reads`, an S3 store reads without botocore when it can (s3_lean.py: a reader's
+    first request leaves ~250 ms sooner); writes still go through the full S3Store."""
     shown = redact_url(url)
     if url.startswith("/"):
         return _open_file(shown, url)
@@ -89,7 +91,7 @@ def open_store(url: str) -> ObjectStore:
             raise InvalidURLError(shown, "a file URL needs an absolute path (file:///abs/path)")
         return _open_file(shown, path)
     if scheme == "s3":
-        return _open_s3(shown, parts.netloc, unquote(parts.path), parts.query)
+        return _open_s3(shown, parts.netloc, unquote(parts.path), parts.query, lean_reads)
     raise InvalidURLError(shown, f"unknown scheme {parts.scheme!r}: use file:///abs/path or "
                           "s3://bucket/path")
 
@@ -101,7 +103,7 @@ def _open_file(shown: str, path: str) -> ObjectStore:
     return FileStore(root, url=f"file://{root}")
 
 
-def _open_s3(shown: str, bucket: str, path: str, query: str) -> ObjectStore:
+def _open_s3(shown: str, bucket: str, path: str, query: str, lean_reads: bool = False) -> ObjectStore:
     if not bucket:
         raise InvalidURLError(shown, "missing bucket: use s3://BUCKET/PATH")
     if bucket.lower().startswith("arn"):
@@ -139,7 +141,19 @@ def _open_s3(shown: str, bucket: str, path: str, query: str) -> ObjectStore:
         force_path_style = endpoint is not None
     skip_verify = _parse_bool(shown, "skip-verify", options.get("skip_verify", "false"))
 
-    from ltx.store.s3 import S3Store  # here, so that file-only users never import boto3
+    region = options.get("region") or None
 
-    return S3Store(bucket, prefix, endpoint=endpoint, region=options.get("region") or None,
-                   force_path_style=force_path_style, skip_verify=skip_verify)
+    def full() -> ObjectStore:
+        from ltx.store.s3 import S3Store  # here, so that file-only (and lean) users never import boto3
+
+        return S3Store(bucket, prefix, endpoint=endpoint, region=region, force_path_style=force_path_style,
+                       skip_verify=skip_verify)
+
+    if lean_reads:
+        from ltx.store.s3_lean import lean_store
+
+        lean = lean_store(bucket, prefix, endpoint=endpoint, region=region, force_path_style=force_path_style,
+                          skip_verify=skip_verify, full_factory=full)
+        if lean is not None:
+            return lean
+    return full()

@@ -1,0 +1,82 @@
+"""AWS Signature Version 4 for S3 GET and HEAD requests, in the standard library only.
+
+The lean read path (s3_lean.py) signs with this instead of botocore: importing botocore and
+building a client costs ~250 ms at the start of a process, which is most of a cold open. The
+payload is not hashed (`UNSIGNED-PAYLOAD`, which S3 accepts for any request over a body-less
+GET); the signed headers are host, x-amz-content-sha256, x-amz-date and, with temporary
+credentials, x-amz-security-token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+SERVICE = "s3"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+#: Characters left as they are in a URI path (RFC 3986 unreserved, and '/').
+_PATH_SAFE = "-_.~/"
+_QUERY_SAFE = "-_.~"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An access key, its secret and an optional session token (never printed)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key={self.access_key[:4]}…)"
+
+
+def encode_path(path: str) -> str:
+    """The canonical (and sent) form of an object path: each byte outside the unreserved set
+    percent-encoded, '/' kept."""
+    return quote(path, safe=_PATH_SAFE)
+
+
+def canonical_query(params: Mapping[str, str]) -> str:
+    """Query parameters sorted by name, names and values percent-encoded."""
+    return "&".join(f"{quote(k, safe=_QUERY_SAFE)}={quote(v, safe=_QUERY_SAFE)}" for k, v in sorted(params.items()))
+
+
+class Signer:
+    """Signs requests for one region; the day's signing key is derived once per day."""
+
+    def __init__(self, credentials: Credentials, region: str) -> None:
+        self.credentials = credentials
+        self.region = region
+        self._day = ""
+        self._key = b""
+
+    def _signing_key(self, day: str) -> bytes:
+        if day != self._day:
+            key = hmac.new(b"AWS4" + self.credentials.secret_key.encode(), day.encode(), hashlib.sha256).digest()
+            for part in (self.region, SERVICE, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._day, self._key = day, key
+        return self._key
+
+    def headers(self, method: str, host: str, path: str, query: str, now: float | None = None) -> dict[str, str]:
+        """The headers that authenticate `method host path?query` (path and query canonical)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+        day = stamp[:8]
+        headers = {"host": host, "x-amz-content-sha256": UNSIGNED_PAYLOAD, "x-amz-date": stamp}
+        if self.credentials.token:
+            headers["x-amz-security-token"] = self.credentials.token
+        names = sorted(headers)
+        canonical = "\n".join([method, path, query, *(f"{n}:{headers[n].strip()}" for n in names), "",
+                               ";".join(names), UNSIGNED_PAYLOAD])
+        scope = f"{day}/{self.region}/{SERVICE}/aws4_request"
+        to_sign = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"{ALGORITHM} Credential={self.credentials.access_key}/{scope}, "
+                                    f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        return headers
