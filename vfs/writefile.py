@@ -208,6 +208,36 @@ class LTXWriteFile(LTXFile):
         size = self.writer.size()
         return self._view.commit if size is None else size
 
+    def _committed_page(self, pgno: int) -> bytes:
+        """A page as of the last commit (the open transaction left out)."""
+        page = self.writer.lookup_below(pgno)
+        if page is None:
+            if pgno > self._view.commit:
+                return self._zero
+            return self._page(pgno)
+        return page if page is not ZERO else self._zero
+
+    def _txn_is_noop(self) -> bool:
+        """Whether the open transaction leaves every page as the last commit had it. SQLite syncs
+        the file after playing a journal back (ROLLBACK of a transaction that wrote pages, or a
+        failed commit), and that SQLITE_FCNTL_SYNC must not ship the restored pages as a commit.
+        A commit never looks so: it changes page 1's counter (or some other page); comparing page 1
+        first makes the check one comparison for a commit."""
+        txn = self.writer.txn
+        assert txn is not None
+        below = self.writer.size_below()
+        base = self._view.commit if below is None else below
+        if txn.size != base or txn.cut < base:
+            return False
+        pgnos = txn.pgnos()
+        if 1 in txn:
+            pgnos.remove(1)
+            pgnos.insert(0, 1)
+        for pgno in pgnos:
+            if txn.get(pgno) != self._committed_page(pgno):
+                return False
+        return True
+
     # -- reads -----------------------------------------------------------------------------
 
     def xRead(self, amount: int, offset: int) -> bytes:
@@ -344,6 +374,8 @@ class LTXWriteFile(LTXFile):
         writer = self.writer
         txn = writer.txn
         if txn is None:
+            return
+        if self._txn_is_noop():
             return
         if self._lost is not None:
             lost, self._lost = self._lost, None

@@ -147,6 +147,10 @@ class Writer:
                 return page
             if pgno > txn.cut:
                 return ZERO
+        return self.lookup_below(pgno)
+
+    def lookup_below(self, pgno: int) -> bytes | None:
+        """`lookup` without the open transaction (the committed state it started from)."""
         for group in reversed(self.groups):
             page = group.pages.get(pgno)
             if page is not None:
@@ -159,6 +163,10 @@ class Writer:
         """Database size in pages as the layers leave it (None: the view's)."""
         if self.txn is not None:
             return self.txn.size
+        return self.size_below()
+
+    def size_below(self) -> int | None:
+        """`size` without the open transaction."""
         if self.groups:
             return self.groups[-1].pages.size
         return None
