@@ -23,7 +23,7 @@ def test_new_replica_gets_one_file_per_commit(store_url: str, tmp_path: Path) ->
     conn = open_writer(tmp_path / "x.db", store_url)
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     for i in range(3):
-        conn.execute("INSERT INTO t(v) VALUES (?)", ("row %d " % i + "x" * 3000,))
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"row {i} " + "x" * 3000,))
     pages = conn.execute("PRAGMA page_count").fetchall()[0][0]
     st = stats(conn)
     assert st["write_ltx_files"] == 4 and st["puts"] == 4, "one PUT per commit"
