@@ -139,9 +139,10 @@ class Follower:
 
     def offer(self, update: Update) -> bool:
         """Stage `update` (another connection of this process committed it) when it continues
-        exactly where this follower is; True when staged."""
+        exactly where this follower is; True when staged. It costs no request, so a connection
+        that does not poll takes it too (one reading a fixed past must not be offered it)."""
         with self._lock:
-            if self._paused or update.base_txid != self._tip:
+            if update.base_txid != self._tip:
                 return False
             self._generation += 1
             self._staged.append(update)

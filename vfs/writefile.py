@@ -446,7 +446,8 @@ class LTXWriteFile(LTXFile):
             self.hydration.on_commit(_ltx_for_hydration(group), group.encoded.name)
         update = Update(base_txid=txid - 1, txid=txid, files=[source], seeks={0: txid})
         for peer in PEERS.others(self.url, self):
-            peer.follower.offer(update)
+            if not peer.pinned:
+                peer.follower.offer(update)
 
     def _discard_local(self) -> int:
         """Throw away local commits not in the store and reread the replica; SQLite's cached
@@ -480,8 +481,14 @@ class LTXWriteFile(LTXFile):
         return super().xFileControl(op, ptr)
 
     def _flush_pragma(self) -> str:
-        """`PRAGMA ltxvfs_flush`: ship group commits now; answers the TXID shipped up to."""
-        self.writer.flush(FLUSH_TIMEOUT)
+        """`PRAGMA ltxvfs_flush`: ship group commits now; answers the TXID shipped up to. A group
+        lost to a conflict is reported here (and not again by the next COMMIT)."""
+        try:
+            self.writer.flush(FLUSH_TIMEOUT)
+        except (CommitConflictError, CommitStoreError) as exc:
+            if self.writer.failure is None or self._lock >= apsw.SQLITE_LOCK_RESERVED:
+                raise
+            raise _lost_error(exc, self._discard_local()) from exc
         if self._lock < apsw.SQLITE_LOCK_RESERVED:
             self._absorb_shipped()
         return f"{self.writer.next_txid - 1:016x}"
