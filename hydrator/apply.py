@@ -1,6 +1,6 @@
 """Verify an LTX file in full, then apply its pages to the local database file.
 
-A file is decoded once (`hydrator.verify`): its pages go to a spill (memory up to a limit, then a
+A file is decoded once (`ltx.decoder`): its pages go to a spill (memory up to a limit, then a
 temporary file) while frames, index, trailer and the file checksum are checked. Only a file that passed
 every check is applied: each page written at `(pgno - 1) * page_size` (applying files in TXID
 order makes the latest page win), then the file truncated to the file's commit. A snapshot that
@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
-from hydrator.verify import Readable, verify_file
+from ltx.decoder import PGNO_TYPECODE, Decoder, Readable
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
 from ltx.names import format_txid
@@ -30,7 +30,7 @@ DEFAULT_SPILL_MEMORY = 8 * 1024 * 1024
 WRITE_BATCH_PAGES = 256
 #: A large file being written is flushed to disk in the background every this many bytes.
 FLUSH_EVERY = 32 * 1024 * 1024
-#: Page batches (one per large read, about 1 MiB of pages each) waiting for the writer thread.
+#: Page batches (one per decoder read, at most ltx.decoder.BATCH_BYTES of pages) waiting for the writer.
 WRITE_QUEUE_DEPTH = 4
 #: Pages read back from a spill per step when applying it.
 APPLY_READ_PAGES = 256
@@ -105,19 +105,19 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
                     spill_dir: str | None = None, spill_memory: int = DEFAULT_SPILL_MEMORY) -> VerifiedFile:
     """Decode the whole of `stream` (every check, checksum included) into a spill; raise LTXError
     (naming `name`) when anything is wrong, in which case nothing is kept."""
+    dec = Decoder(stream, name)
+    check_header(dec.header, name, info, page_size)
     spill: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spill_memory, dir=spill_dir)
-    all_pgnos: array[int] = array("L")
-
-    def keep(pgnos: array[int], pages: list[bytes]) -> None:
-        all_pgnos.extend(pgnos)
-        spill.write(b"".join(pages))
-
+    all_pgnos: array[int] = array(PGNO_TYPECODE)
     try:
-        summary = verify_file(stream, name, keep, lambda h: check_header(h, name, info, page_size))
+        for pgnos, pages in dec.batches():
+            all_pgnos.extend(pgnos)
+            spill.write(b"".join(pages))
     except BaseException:
         spill.close()
         raise
-    return VerifiedFile(name, summary.header, all_pgnos, spill, summary.size)
+    assert dec.verified
+    return VerifiedFile(name, dec.header, all_pgnos, spill, dec.n)
 
 
 class AsyncPageWriter:
@@ -167,25 +167,18 @@ class AsyncPageWriter:
 def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileInfo | None = None) -> Header:
     """Decode a snapshot straight into the empty file `fd` and verify it; the caller renames the file
     into place only after this returns. Truncates to the commit and fsyncs."""
-    writer: AsyncPageWriter | None = None
-
-    def check(header: Header) -> None:
-        nonlocal writer
-        check_header(header, name, info, 0)
-        if not header.is_snapshot:
-            raise HeaderMismatchError(name, 16, "a hydration must start from a snapshot (min TXID 1)")
-        writer = AsyncPageWriter(fd, header.page_size)
-
-    def write(pgnos: array[int], pages: list[bytes]) -> None:
-        assert writer is not None
-        writer.submit(pgnos, pages)
-
+    dec = Decoder(stream, name)
+    header = dec.header
+    check_header(header, name, info, 0)
+    if not header.is_snapshot:
+        raise HeaderMismatchError(name, 16, "a hydration must start from a snapshot (min TXID 1)")
+    writer = AsyncPageWriter(fd, header.page_size)
     try:
-        summary = verify_file(stream, name, write, check)
+        for pgnos, pages in dec.batches():
+            writer.submit(pgnos, pages)
     except BaseException:
-        if writer is not None:
-            writer.close()
+        writer.close()
         raise
-    assert writer is not None
-    writer.finish(summary.header.commit * summary.header.page_size)
-    return summary.header
+    assert dec.verified
+    writer.finish(header.commit * header.page_size)
+    return header

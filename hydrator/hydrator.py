@@ -30,7 +30,7 @@ from hydrator.errors import CorruptFileError, HydrationError, HydrationStoppedEr
 from hydrator.progress import HydrationProgress
 from hydrator.rwlock import ReadWriteLock
 from hydrator.state import HydrationState, PlannedFile, fsync_dir, load_state, save_state
-from hydrator.verify import Readable
+from ltx.decoder import Readable
 from ltx.errors import LTXError
 from ltx.names import format_txid
 from ltx.plan import LTXFileInfo, RestorePlanError, restore_plan

@@ -1,18 +1,27 @@
-"""Streaming LTX decoder that validates everything the format lets it check.
+"""Streaming LTX decoder that validates everything the format lets it check, in constant memory.
 
-Iterate `pages()` to get (pgno, page) in file order; when the end marker is reached the index,
-trailer and file checksum are checked, so a caller that consumes every page has a verified file.
-Memory is bounded by one page plus the index (whose size the decoder bounds by the pages read,
-whatever the file claims).
+`batches()` yields the pages of each large read with their page numbers, `pages()` one
+(pgno, page) at a time. After the last page the page index is parsed from the stream and checked
+against the frames read, then the trailer and the file checksum; only a caller that consumed every
+page without an error has a verified file (`trailer` and `page_count` are set then).
+
+Memory is one read buffer plus one batch of pages, whatever the file's size or claims: frames are
+contiguous from the header and ascending, so the index is checked entry by entry against a running
+offset and compared with the frames through running digests (CRC-64 of the page numbers and of
+the frame sizes), never stored.
 """
 
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Protocol
 
-from ltx.checksum import crc64_update, file_checksum
+import lz4.block
+from fastcrc import crc64
+
+from ltx.checksum import CRC64_EMPTY, file_checksum
 from ltx.errors import (
     LTXChecksumError,
     LTXIndexError,
@@ -22,151 +31,393 @@ from ltx.errors import (
     LTXTrailerError,
     LTXTruncatedError,
 )
-from ltx.frame import FRAME_PREFIX_SIZE, PAGE_HEADER_SIZE, PageHeader, decompress_page, lz4_bound
+from ltx.frame import FRAME_PREFIX_SIZE, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, PageHeader, decompress_page, lz4_bound
 from ltx.header import HEADER_SIZE, Header
-from ltx.index import INDEX_SIZE_FIELD, PageIndex, read_uvarint
+from ltx.index import INDEX_SIZE_FIELD, read_uvarint
 from ltx.trailer import TRAILER_SIZE, Trailer
 
-_SIZE = struct.Struct(">I")
+#: Bytes asked of the stream per read.
+READ_SIZE = 256 * 1024
+#: Decoded page bytes handed over per batch at most (a read of well-compressed pages holds many).
+BATCH_BYTES = 1024 * 1024
+#: Longest varint the index parser reads before calling it malformed (Go's binary.MaxVarintLen64).
+MAX_VARINT_SIZE = 10
+#: Bytes one index entry may take before the parser has judged it: three longest varints.
+MAX_INDEX_ENTRY_SIZE = 3 * MAX_VARINT_SIZE
+_PREFIX = struct.Struct(">IHI")
 _U64 = struct.Struct(">Q")
-#: The most bytes one index entry can take: pgno (5) + offset (10) + size (5) varint bytes.
-MAX_INDEX_ENTRY_SIZE = 20
+#: Array typecode of a batch's page numbers, and of the frame sizes and index values digested
+#: (64 bits: any index varint fits, so values are digested before they are judged).
+PGNO_TYPECODE = "Q"
+_crc = crc64.go_iso
+
+
+class Readable(Protocol):
+    """What a decoder reads from: a stream of the file's bytes."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+#: The pages of one batch: their page numbers and their images, in file order.
+PageBatch = tuple["array[int]", list[bytes]]
 
 
 class Decoder:
-    """Decode one LTX file from a readable stream; `name` identifies it in errors."""
+    """Decode one LTX file from a readable stream; `name` identifies it in errors. The header is
+    read and checked on construction; `n` counts the bytes consumed so far."""
 
-    def __init__(self, src: BinaryIO, name: str = "") -> None:
+    def __init__(self, src: Readable, name: str = "", read_size: int = READ_SIZE) -> None:
         self.name = name
         self._src = src
+        self._read_size = read_size
         self.n = 0
-        raw = self._read(HEADER_SIZE, "header")
+        raw = self._read_header()
         self.header = Header.decode(raw, name)
         self.header.validate(name)
-        self._crc = crc64_update(0, raw)
-        self._frames = PageIndex()
+        self.n = HEADER_SIZE
+        self._crc = _crc(raw)
         self.trailer: Trailer | None = None
-        self.index: PageIndex | None = None
+        self.page_count: int | None = None
         self._started = False
 
-    def _read(self, size: int, what: str) -> bytes:
-        data = self._src.read(size)
-        while len(data) < size:
-            more = self._src.read(size - len(data))
+    def _read_header(self) -> bytes:
+        data = self._src.read(HEADER_SIZE)
+        while len(data) < HEADER_SIZE:
+            more = self._src.read(HEADER_SIZE - len(data))
             if not more:
-                raise LTXTruncatedError(self.name, self.n + len(data),
-                                        f"file ends inside the {what} ({len(data)} of {size} bytes)")
+                raise LTXTruncatedError(self.name, len(data),
+                                        f"file ends inside the header ({len(data)} of {HEADER_SIZE} bytes)")
             data += more
-        self.n += size
         return data
+
+    def _refill(self, buf: bytes, pos: int, need: int) -> bytes:
+        """The bytes of `buf` from `pos` on, then reads until at least `need` are held (fewer only
+        at the end of the stream)."""
+        have = len(buf) - pos
+        parts: list[bytes | memoryview] = [memoryview(buf)[pos:]] if have else []
+        while have < need:
+            more = self._src.read(self._read_size)
+            if not more:
+                break
+            parts.append(more)
+            have += len(more)
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
+
+    @property
+    def verified(self) -> bool:
+        """Every page was read and the index, trailer and file checksum were checked."""
+        return self.trailer is not None
 
     def pages(self) -> Iterator[tuple[int, bytes]]:
         """Yield every (pgno, page); validates the index, trailer and checksum after the last."""
-        if self._started:
-            raise RuntimeError(f"{self.name}: pages() may be iterated once")
-        self._started = True
-        hdr = self.header
-        name = self.name
-        page_size = hdr.page_size
-        lock = hdr.lock_pgno
-        bound = lz4_bound(page_size)
-        prev = 0
-        while True:
-            offset = self.n
-            raw = self._read(PAGE_HEADER_SIZE, "page header")
-            ph = PageHeader.decode(raw, name, offset)
-            if ph.is_end:
-                self._crc = crc64_update(self._crc, raw)
-                break
-            ph.validate(name, offset)
-            pgno = ph.pgno
-            if pgno == lock:
-                raise LTXLockPageError(name, offset, f"lock page {pgno} is present")
-            if pgno > hdr.commit:
-                raise LTXPageError(name, offset, f"page {pgno} lies beyond the commit ({hdr.commit} pages)")
-            if hdr.is_snapshot:
-                want = prev + 1 if prev + 1 != lock else prev + 2
-                if pgno != want:
-                    raise LTXPageOrderError(name, offset, f"snapshot has page {pgno} where {want} was due")
-            elif pgno <= prev:
-                raise LTXPageOrderError(name, offset, f"page {pgno} follows page {prev}")
-            size_raw = self._read(4, f"size field of page {pgno}")
-            (size,) = _SIZE.unpack(size_raw)
-            if size > bound:
-                raise LTXPageError(name, offset, f"page {pgno}: compressed size {size} exceeds the LZ4 bound "
-                                                 f"{bound} for {page_size}-byte pages")
-            block = self._read(size, f"LZ4 block of page {pgno}")
-            page = decompress_page(block, page_size, name, offset, pgno)
-            self._crc = crc64_update(crc64_update(crc64_update(self._crc, raw), size_raw), page)
-            self._frames.append(pgno, offset, FRAME_PREFIX_SIZE + size)
-            prev = pgno
-            yield pgno, page
-        if hdr.is_snapshot:
-            last = hdr.commit - 1 if hdr.commit == lock else hdr.commit
-            if prev != last:
-                raise LTXPageOrderError(name, self.n, f"snapshot ends at page {prev}, commit is {hdr.commit}")
-        self._finish_tail()
-
-    def _finish_tail(self) -> None:
-        name = self.name
-        index_start = self.n
-        limit = len(self._frames) * MAX_INDEX_ENTRY_SIZE + 1 + INDEX_SIZE_FIELD + TRAILER_SIZE
-        tail = self._src.read(limit + 1)
-        while len(tail) <= limit:
-            more = self._src.read(limit + 1 - len(tail))
-            if not more:
-                break
-            tail += more
-        # Walk the index entries forward to their terminator: a file cut short is then told apart
-        # from a malformed index, and bytes after the trailer are found where they start.
-        body_len = _index_body_length(tail, name, index_start, too_long=len(tail) > limit)
-        trailer_off = body_len + INDEX_SIZE_FIELD
-        end = trailer_off + TRAILER_SIZE
-        if len(tail) < end:
-            raise LTXTruncatedError(name, index_start + len(tail), "file ends inside the index or trailer")
-        if len(tail) > end:
-            at_least = "at least " if len(tail) > limit else ""
-            raise LTXTrailerError(name, index_start + end, f"{at_least}{len(tail) - end} bytes follow the trailer")
-        index = PageIndex.decode(memoryview(tail)[:trailer_off], name, index_start)
-        if index != self._frames:
-            raise LTXIndexError(name, index_start, self._describe_mismatch(index))
-        trailer = Trailer.decode(tail[trailer_off:], name, index_start + trailer_off)
-        trailer.validate(self.header, name, index_start + trailer_off)
-        crc = crc64_update(self._crc, memoryview(tail)[:trailer_off + 8])
-        self.n += len(tail)
-        if file_checksum(crc) != trailer.file_checksum:
-            raise LTXChecksumError(name, index_start + trailer_off + 8, trailer.file_checksum, file_checksum(crc))
-        self.index = index
-        self.trailer = trailer
-
-    def _describe_mismatch(self, index: PageIndex) -> str:
-        for got, want in zip(index, self._frames, strict=False):
-            if got != want:
-                return (f"index entry (page {got.pgno}, offset {got.offset}, size {got.size}) disagrees with "
-                        f"the frame read (page {want.pgno}, offset {want.offset}, size {want.size})")
-        return f"index lists {len(index)} pages, the file holds {len(self._frames)}"
+        for pgnos, pages in self.batches():
+            yield from zip(pgnos, pages, strict=True)
 
     def verify(self) -> Trailer:
         """Read the whole file, checking everything; return the trailer."""
-        for _ in self.pages():
+        for _ in self.batches():
             pass
         assert self.trailer is not None
         return self.trailer
 
+    def batches(self) -> Iterator[PageBatch]:
+        """Yield the pages in file order, a batch per large read (at most BATCH_BYTES of pages),
+        with their page numbers; validates the index, trailer and checksum after the last."""
+        if self._started:
+            raise RuntimeError(f"{self.name}: a decoder's pages may be iterated once")
+        self._started = True
+        hdr = self.header
+        name = self.name
+        ps = hdr.page_size
+        commit = hdr.commit
+        lock = hdr.lock_pgno
+        snapshot = hdr.is_snapshot
+        bound = lz4_bound(ps)
+        per_batch = max(1, BATCH_BYTES // ps)
+        decompress = lz4.block.decompress
+        unpack = _PREFIX.unpack_from
+        crc = self._crc
+        pgno_digest = size_digest = CRC64_EMPTY
+        # Page numbers from `hi` on need a closer look: the lock page, then those beyond the commit.
+        hi = lock if lock <= commit else commit + 1
+        prev = count = 0
+        buf = b""
+        pos = 0
+        base = HEADER_SIZE  # file offset of buf[0]
+        need = FRAME_PREFIX_SIZE  # bytes from pos the loop needs before it can go on
+        ended = False
+        while not ended:
+            if len(buf) - pos < need:
+                buf = self._refill(buf, pos, need)
+                base += pos
+                pos = 0
+                if len(buf) < need:
+                    raise self._cut_in_frames(buf, base)
+            view = memoryview(buf)
+            last = len(buf) - FRAME_PREFIX_SIZE
+            end = len(buf)
+            pgnos: array[int] = array(PGNO_TYPECODE)
+            sizes: array[int] = array(PGNO_TYPECODE)
+            pages: list[bytes] = []
+            add_pgno, add_size, add_page = pgnos.append, sizes.append, pages.append
+            full = count + per_batch
+            need = FRAME_PREFIX_SIZE
+            while pos <= last and count < full:
+                pgno, flags, size = unpack(buf, pos)
+                # One test for the common case; the end marker, errors and the lock page come after.
+                if (pgno <= prev or pgno >= hi or flags != PAGE_FLAG_SIZE or size > bound
+                        or (snapshot and pgno != prev + 1)):
+                    if pgno == 0 and flags == 0:
+                        ended = True
+                        pos += PAGE_HEADER_SIZE
+                        crc = _crc(bytes(PAGE_HEADER_SIZE), crc)
+                        break
+                    hi = _check_frame(hdr, name, base + pos, pgno, flags, size, prev)
+                start = pos + FRAME_PREFIX_SIZE
+                stop = start + size
+                if stop > end:
+                    need = stop - pos  # the frame continues beyond this read
+                    break
+                try:
+                    page = decompress(view[start:stop], ps)
+                except lz4.block.LZ4BlockError:
+                    page = decompress_page(view[start:stop], ps, name, base + pos, pgno)  # raises, naming it
+                if len(page) != ps:
+                    decompress_page(view[start:stop], ps, name, base + pos, pgno)
+                crc = _crc(page, _crc(buf[pos:start], crc))
+                add_pgno(pgno)
+                add_size(stop - pos)
+                add_page(page)
+                prev = pgno
+                count += 1
+                pos = stop
+            if pages:
+                pgno_digest = _crc(pgnos, pgno_digest)
+                size_digest = _crc(sizes, size_digest)
+                self.n = base + pos
+                yield pgnos, pages
+        if snapshot and prev != (commit - 1 if commit == lock else commit):
+            raise LTXPageOrderError(name, base + pos - PAGE_HEADER_SIZE,
+                                    f"snapshot ends at page {prev}, commit is {commit}")
+        self._finish(buf, pos, base, crc, count, pgno_digest, size_digest)
 
-def _index_body_length(tail: bytes, name: str, base: int, too_long: bool) -> int:
-    """Bytes of index entries plus terminator at the start of `tail`. `too_long`: `tail` was cut
-    at the decoder's bound, so running out of bytes means a malformed index, not a short file."""
-    pos = 0
-    try:
+    def _cut_in_frames(self, buf: bytes, base: int) -> LTXTruncatedError:
+        """The error for a stream that ended in the page frames, `buf` holding its last bytes."""
+        if len(buf) >= PAGE_HEADER_SIZE and buf[:PAGE_HEADER_SIZE] == bytes(PAGE_HEADER_SIZE):
+            what = "the page index"
+        elif len(buf) >= FRAME_PREFIX_SIZE:
+            pgno, _, size = _PREFIX.unpack_from(buf)
+            what = f"the frame of page {pgno} ({len(buf)} of {FRAME_PREFIX_SIZE + size} bytes)"
+        else:
+            what = f"a page header ({len(buf)} of {FRAME_PREFIX_SIZE} bytes)"
+        return LTXTruncatedError(self.name, base + len(buf), f"file ends inside {what}")
+
+    def _finish(self, buf: bytes, pos: int, base: int, crc: int, count: int, pgno_digest: int,
+                size_digest: int) -> None:
+        """Parse the page index from `buf[pos:]` and the stream, a read at a time, checking each
+        entry as it comes; then the length field, trailer, end of file and file checksum."""
+        name = self.name
+        index_start = base + pos
+        index = _IndexCheck(name)
+        crc_from = pos  # buf[crc_from:pos] is parsed but not yet in the checksum
+        eof = False
         while True:
-            pgno, pos = read_uvarint(tail, pos, name, base)
-            if pgno == 0:
-                return pos
-            _, pos = read_uvarint(tail, pos, name, base)
-            _, pos = read_uvarint(tail, pos, name, base)
-    except LTXTruncatedError:
-        if too_long:
-            raise LTXIndexError(name, base, f"page index runs past {len(tail)} bytes, more than the pages "
-                                            "read need") from None
-        raise
+            pos, done = index.feed(buf, pos, base)
+            if not done and eof and pos < len(buf):
+                pos, done = index.feed_last(buf, pos, base)
+            if index.entries > count:
+                raise LTXIndexError(name, index_start, f"page index lists {index.entries} or more entries, the "
+                                                       f"file holds {count} pages")
+            if done:
+                break
+            if eof and pos >= len(buf):
+                raise LTXTruncatedError(name, base + len(buf), "file ends inside the page index")
+            if not eof:
+                crc = _crc(memoryview(buf)[crc_from:pos], crc)
+                left = len(buf) - pos
+                buf = self._refill(buf, pos, left + 1)
+                base += pos
+                pos = crc_from = 0
+                eof = len(buf) == left
+        crc = _crc(memoryview(buf)[crc_from:pos], crc)
+        body_end = base + pos
+        index.compare(index_start, body_end, count, pgno_digest, size_digest)
+        tail = INDEX_SIZE_FIELD + TRAILER_SIZE
+        if len(buf) - pos < tail:
+            buf = self._refill(buf, pos, tail)
+            base += pos
+            pos = 0
+            if len(buf) < tail:
+                what = "index length field" if len(buf) < INDEX_SIZE_FIELD else "trailer"
+                raise LTXTruncatedError(name, base + len(buf), f"file ends inside the {what}")
+        (declared,) = _U64.unpack_from(buf, pos)
+        if declared != body_end - index_start:
+            raise LTXIndexError(name, body_end, f"index length field says {declared} bytes, the index has "
+                                                f"{body_end - index_start}")
+        trailer_at = base + pos + INDEX_SIZE_FIELD
+        trailer = Trailer.decode(buf[pos + INDEX_SIZE_FIELD:pos + tail], name, trailer_at)
+        crc = _crc(buf[pos:pos + tail - 8], crc)  # the length field and the post-apply checksum
+        file_end = trailer_at + TRAILER_SIZE
+        self._check_end(len(buf) - pos - tail, file_end)
+        trailer.validate(self.header, name, trailer_at)
+        if file_checksum(crc) != trailer.file_checksum:
+            raise LTXChecksumError(name, file_end - 8, trailer.file_checksum, file_checksum(crc))
+        self.n = file_end
+        self.page_count = count
+        self.trailer = trailer
+
+    def _check_end(self, extra: int, file_end: int) -> None:
+        """Nothing may follow the trailer: `extra` bytes already read do; read a little to be sure."""
+        while extra <= self._read_size:
+            more = self._src.read(self._read_size)
+            if not more:
+                break
+            extra += len(more)
+        if extra:
+            at_least = "at least " if extra > self._read_size else ""
+            raise LTXTrailerError(self.name, file_end, f"{at_least}{extra} bytes follow the trailer")
+
+
+def _check_frame(hdr: Header, name: str, offset: int, pgno: int, flags: int, size: int, prev: int) -> int:
+    """Raise the error a frame deserves; for a good one (after the lock page), return from which
+    page number on frames need this closer look again."""
+    PageHeader(pgno, flags).validate(name, offset)
+    lock, commit = hdr.lock_pgno, hdr.commit
+    if pgno == lock:
+        raise LTXLockPageError(name, offset, f"lock page {pgno} is present")
+    if pgno > commit:
+        raise LTXPageError(name, offset, f"page {pgno} lies beyond the commit ({commit} pages)")
+    if hdr.is_snapshot:
+        want = prev + 1 if prev + 1 != lock else prev + 2
+        if pgno != want:
+            raise LTXPageOrderError(name, offset, f"snapshot has page {pgno} where {want} was due")
+    elif pgno <= prev:
+        raise LTXPageOrderError(name, offset, f"page {pgno} follows page {prev}")
+    bound = lz4_bound(hdr.page_size)
+    if size > bound:
+        raise LTXPageError(name, offset, f"page {pgno}: compressed size {size} exceeds the LZ4 bound {bound} "
+                                         f"for {hdr.page_size}-byte pages")
+    return lock if pgno < lock <= commit else commit + 1
+
+
+class _IndexCheck:
+    """The page index checked as it streams past: entries ascending, each frame starting where the
+    previous one ends (from the header on); running digests of the page numbers and frame sizes to
+    compare with the frames'."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.expect = HEADER_SIZE  # where the next entry's frame must start
+        self.prev = 0
+        self.entries = 0
+        self.pgno_digest = self.size_digest = CRC64_EMPTY
+
+    def feed(self, buf: bytes, pos: int, base: int) -> tuple[int, bool]:
+        """Check the entries from `buf[pos]` while a whole entry surely fits; return where parsing
+        stopped and whether the terminator was read. `base` is the file offset of buf[0]."""
+        name = self.name
+        expect, prev = self.expect, self.prev
+        pgnos: array[int] = array(PGNO_TYPECODE)
+        sizes: array[int] = array(PGNO_TYPECODE)
+        add_pgno, add_size = pgnos.append, sizes.append
+        limit = len(buf) - MAX_INDEX_ENTRY_SIZE
+        done = False
+        while pos <= limit:
+            p, pos = _uvarint(buf, pos, name, base)
+            if not p:
+                done = True
+                break
+            o, pos = _uvarint(buf, pos, name, base)
+            s, pos = _uvarint(buf, pos, name, base)
+            if p <= prev or o != expect:
+                raise self._error(base + _entry_start(buf, pos), self.entries + len(pgnos), p, o, s, prev, expect)
+            add_pgno(p)
+            add_size(s)
+            prev = p
+            expect += s
+        self.expect, self.prev = expect, prev
+        self._digest(pgnos, sizes)
+        return pos, done
+
+    def feed_last(self, buf: bytes, pos: int, base: int) -> tuple[int, bool]:
+        """Check one entry (or the terminator) among the stream's last bytes, reading carefully."""
+        at = pos
+        try:
+            p, pos = read_uvarint(buf, pos, self.name, base)
+            if not p:
+                return pos, True
+            o, pos = read_uvarint(buf, pos, self.name, base)
+            s, pos = read_uvarint(buf, pos, self.name, base)
+        except LTXTruncatedError as exc:
+            raise LTXTruncatedError(self.name, base + len(buf), "file ends inside the page index") from exc
+        if p <= self.prev or o != self.expect:
+            raise self._error(base + at, self.entries, p, o, s, self.prev, self.expect)
+        self.prev = p
+        self.expect += s
+        self._digest(array(PGNO_TYPECODE, [p]), array(PGNO_TYPECODE, [s]))
+        return pos, False
+
+    def _digest(self, pgnos: array[int], sizes: array[int]) -> None:
+        if pgnos:
+            self.entries += len(pgnos)
+            self.pgno_digest = _crc(pgnos, self.pgno_digest)
+            self.size_digest = _crc(sizes, self.size_digest)
+
+    def compare(self, start: int, end: int, count: int, pgno_digest: int, size_digest: int) -> None:
+        """After the terminator (the index spans [start, end)): the entries must be the frames'."""
+        name = self.name
+        if self.entries != count:
+            raise LTXIndexError(name, end - 1, f"page index lists {self.entries} pages, the file holds {count}")
+        frames_end = start - PAGE_HEADER_SIZE
+        if self.expect != frames_end:
+            raise LTXIndexError(name, start, f"page index entries end at offset {self.expect}, the page frames "
+                                             f"at {frames_end}")
+        if self.pgno_digest != pgno_digest:
+            raise LTXIndexError(name, start, f"page index lists other page numbers than the {count} frames read")
+        if self.size_digest != size_digest:
+            raise LTXIndexError(name, start, "page index gives other frame sizes than the frames read")
+
+    def _error(self, offset: int, number: int, pgno: int, frame_offset: int, size: int, prev: int,
+               expect: int) -> LTXIndexError:
+        """The error for index entry `number` (from 0) at file `offset`, which failed the entry test."""
+        name = self.name
+        entry = f"page index entry {number + 1} (page {pgno}, offset {frame_offset}, size {size})"
+        if pgno <= prev:
+            return LTXIndexError(name, offset, f"{entry} out of order after page {prev}")
+        where = "the header" if number == 0 else "the previous entry's frame"
+        return LTXIndexError(name, offset, f"{entry} disagrees with the frames: they are contiguous, so it "
+                                           f"must start at {expect}, where {where} ends")
+
+
+def _uvarint(buf: bytes, pos: int, name: str, base: int) -> tuple[int, int]:
+    """Read the varint at `pos` (the caller made sure MAX_VARINT_SIZE bytes follow); return (value,
+    next position). Unrolled to five bytes (offsets to 32 GiB), then read_uvarint's checks."""
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
+    c = buf[pos + 1]
+    if c < 0x80:
+        return (b & 0x7F) | c << 7, pos + 2
+    d = buf[pos + 2]
+    if d < 0x80:
+        return (b & 0x7F) | (c & 0x7F) << 7 | d << 14, pos + 3
+    e = buf[pos + 3]
+    if e < 0x80:
+        return (b & 0x7F) | (c & 0x7F) << 7 | (d & 0x7F) << 14 | e << 21, pos + 4
+    f = buf[pos + 4]
+    if f < 0x80:
+        return (b & 0x7F) | (c & 0x7F) << 7 | (d & 0x7F) << 14 | (e & 0x7F) << 21 | f << 28, pos + 5
+    return read_uvarint(buf, pos, name, base)
+
+
+def _entry_start(buf: bytes, end: int) -> int:
+    """Where the index entry ending at `end` starts: three varints back (a varint's last byte is
+    the only one below 0x80)."""
+    pos = end
+    for _ in range(3):
+        pos -= 1
+        while pos > 0 and buf[pos - 1] >= 0x80:
+            pos -= 1
+    return pos

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import pytest
 
 from ltx.checksum import CHECKSUM_FLAG
-from ltx.decoder import Decoder
+from ltx.decoder import BATCH_BYTES, Decoder
 from ltx.encoder import Encoder
 from ltx.header import Header
 from tests.ltx.ltxfiles import decode, encode, incremental, make_pages, snapshot
@@ -44,11 +45,11 @@ def test_pages_come_in_file_order_and_the_tail_is_checked_at_the_end() -> None:
     dec = Decoder(io.BytesIO(data), "inc.ltx")
     seen = []
     for pgno, page in dec.pages():
-        assert dec.trailer is None and dec.index is None
+        assert dec.trailer is None and dec.page_count is None and not dec.verified
         seen.append(pgno)
         assert page == pages[pgno]
     assert seen == [3, 50, 51, 100]
-    assert dec.index is not None and [e.pgno for e in dec.index] == seen
+    assert dec.page_count == len(seen) and dec.verified
     assert dec.trailer is not None and dec.trailer.file_checksum & CHECKSUM_FLAG
     assert dec.n == len(data)
 
@@ -58,6 +59,48 @@ def test_short_reads_are_assembled(chunk: int) -> None:
     data, pages = incremental(4096, commit=40, pgnos=range(1, 40, 3), min_txid=2)
     dec = Decoder(TrickleReader(data, chunk), "trickle.ltx")  # type: ignore[arg-type]
     assert dict(dec.pages()) == pages
+
+
+@pytest.mark.parametrize("read_size", [1, 7, 1000, 1 << 20])
+def test_any_read_size_gives_the_same_batches_of_pages(read_size: int) -> None:
+    """Frames and index entries straddle reads of every size; batches carry each page's number."""
+    for data, pages in (snapshot(1024, 40, seed=3), incremental(4096, 90, [2, 5, 6, 7, 80, 90], min_txid=4, max_txid=9),
+                        incremental(512, 3, [3], min_txid=2)):
+        dec = Decoder(io.BytesIO(data), "f.ltx", read_size=read_size)
+        got = [(pgno, page) for pgnos, batch in dec.batches() for pgno, page in zip(pgnos, batch, strict=True)]
+        assert got == sorted(pages.items())
+        assert dec.verified and dec.page_count == len(pages) and dec.n == len(data)
+
+
+def test_batches_hold_at_most_batch_bytes_of_pages() -> None:
+    """Empty pages compress to a few bytes: one read holds megabytes of them, handed over in parts."""
+    header = Header(page_size=512, commit=6000, min_txid=1, max_txid=1)
+    data = encode(header, {p: bytes(512) for p in range(1, 6001)})
+    batches = [sum(map(len, pages)) for _, pages in Decoder(io.BytesIO(data), "zeros.ltx").batches()]
+    assert sum(batches) == 6000 * 512
+    assert max(batches) <= BATCH_BYTES < 6000 * 512
+
+
+def test_memory_does_not_grow_with_the_page_count() -> None:
+    """Decoding 16 times as many pages takes no more memory: nothing is kept per page (the index is
+    checked against running digests, never stored)."""
+    pool = make_pages(4, 512, range(64))
+
+    def peak(count: int) -> int:
+        header = Header(page_size=512, commit=count, min_txid=1, max_txid=1)
+        data = encode(header, {p: pool[p % 64] for p in range(1, count + 1)})
+        tracemalloc.start()
+        try:
+            dec = Decoder(io.BytesIO(data), "mem.ltx", read_size=16 * 1024)
+            for _ in dec.batches():
+                pass
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(1500), peak(24000)
+    # Keeping even 8 bytes per page would add 180 KB here.
+    assert large - small < 32 * 1024, (small, large)
 
 
 def test_verify_returns_the_trailer() -> None:

@@ -7,6 +7,7 @@ checksum, is what fails.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import tracemalloc
 
@@ -14,7 +15,7 @@ import lz4.block
 import pytest
 
 from ltx.checksum import CHECKSUM_FLAG
-from ltx.decoder import Decoder
+from ltx.decoder import READ_SIZE, Decoder
 from ltx.errors import (
     LTXChecksumError,
     LTXCompressionError,
@@ -173,8 +174,16 @@ def true_index(frames: list[RawFrame]) -> list[tuple[int, int, int]]:
     return out
 
 
-@pytest.mark.parametrize("lie", ["offset", "size", "pgno", "missing", "extra"])
-def test_index_disagrees_with_frames(lie: str) -> None:
+@pytest.mark.parametrize(("lie", "says"), [
+    ("offset", "entry 2 .* must start at"),  # the entry that breaks contiguity is named
+    ("size", "entry 3 .* must start at"),  # a wrong size moves the next entry's expected start
+    ("pgno", "other page numbers"),
+    ("missing", "lists 2 pages, the file holds 3"),
+    ("extra", "4 or more entries"),
+    ("sizes", "other frame sizes"),  # two sizes swapped: contiguous, same extent, still wrong
+    ("order", "out of order"),
+])
+def test_index_disagrees_with_frames(lie: str, says: str) -> None:
     header = Header(page_size=1024, commit=30, min_txid=2, max_txid=2)
     frames = frames_of(make_pages(6, 1024, [3, 10, 20]))
     triples = true_index(frames)
@@ -187,10 +196,16 @@ def test_index_disagrees_with_frames(lie: str) -> None:
         triples[1] = (11, o, s)
     elif lie == "missing":
         del triples[2]
-    else:
+    elif lie == "extra":
         triples.append((25, triples[2][1] + triples[2][2], 12))
+    elif lie == "sizes":
+        (p0, o0, s0), (p1, _, s1) = triples[0], triples[1]
+        assert s0 != s1
+        triples[0], triples[1] = (p0, o0, s1), (p1, o0 + s1, s0)
+    else:
+        triples[1] = (2, o, s)
     err = decode_fails(assemble(header, frames, index=index_of(triples)), LTXIndexError)
-    assert "index" in str(err)
+    assert re.search(says, str(err)), str(err)
 
 
 def test_index_length_field_wrong() -> None:
@@ -252,6 +267,34 @@ def test_absurd_index_length_is_refused_without_reading_it() -> None:
     raw = index_of(true_index(frames))
     bad = raw[:-8] + struct.pack(">Q", 1 << 62)
     decode_fails(assemble(header, frames, index=bad), LTXIndexError)
+
+
+class ReadRecorder(io.BytesIO):
+    """A stream that remembers the largest read asked of it."""
+
+    largest = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.largest = max(self.largest, (1 << 62) if size is None or size < 0 else size)
+        return super().read(size)
+
+
+def test_huge_index_is_refused_after_a_bounded_read() -> None:
+    """An index listing far more entries than there are frames (about a megabyte of them) is refused
+    from its first read: no read asks more than the read size, and most of it is never read."""
+    header = Header(page_size=1024, commit=3, min_txid=2, max_txid=2)
+    frames = frames_of(make_pages(8, 1024, [3]))
+    triples = true_index(frames)
+    offset = triples[0][1] + triples[0][2]
+    for pgno in range(4, 150_000):
+        triples.append((pgno, offset, 11))
+        offset += 11
+    data = assemble(header, frames, index=index_of(triples))
+    src = ReadRecorder(data)
+    with pytest.raises(LTXIndexError, match="or more entries, the file holds 1 pages"):
+        Decoder(src, NAME).verify()
+    assert src.largest <= READ_SIZE
+    assert src.tell() <= len(data) // 2
 
 
 def test_bytes_after_the_trailer() -> None:
