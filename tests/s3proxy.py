@@ -107,6 +107,8 @@ class Fault:
         return Fault(REWRITE, rewrite_fn=fn)
 
 
+#: Faults that change an answer's body: they apply to GETs (other answers have next to none).
+BODY_FAULTS = frozenset({TRUNCATE, WRONG_RANGE})
 #: Faults a client is expected to retry through: error answers, broken connections, short bodies
 #: and slow answers.
 TRANSIENT_FAULTS: tuple[Fault, ...] = (
@@ -123,7 +125,8 @@ ALL_FAULTS: tuple[Fault, ...] = (*TRANSIENT_FAULTS, Fault.wrong_range())
 
 
 class FaultSchedule:
-    """A seeded choice of fault per request: with probability `rate` one of `faults`, else forward.
+    """A seeded choice of fault per request: with probability `rate` one of `faults` (those that
+    change a body only for GETs), else forward.
 
     The draw for the n-th occurrence of a request (method, path, Range) depends on (seed, request,
     n) only. `max_in_a_row` (None: unbounded) forwards a request after that many faults in a row
@@ -149,13 +152,16 @@ class FaultSchedule:
             self._seen[key] += 1
             if self.methods is not None and method not in self.methods:
                 return Fault.forward()
+            applicable = [f for f in self.faults if method == "GET" or f.kind not in BODY_FAULTS]
             rng = random.Random(f"{self.seed}|{method}|{path}|{byte_range}|{n}")
             hit = rng.random() < self.rate and (self.max_in_a_row is None or self._streak[key] < self.max_in_a_row)
+            if not applicable:
+                hit = False
             if not hit:
                 self._streak[key] = 0
                 return Fault.forward()
             self._streak[key] += 1
-            return rng.choice(self.faults)
+            return rng.choice(applicable)
 
 
 Plan = Callable[[str, str, int], Fault]  # (method, path, index of the request) -> what to do

@@ -480,15 +480,16 @@ class S3Store(ObjectStore):
         parts = _chain_first(first, _chunks(data, self._part_size))
         self._put_multipart(key, full, parts, metadata, if_absent)
 
-    def _is_own_put(self, full: str, metadata: dict[str, str]) -> bool:
-        """After a failed precondition on a retry: did an earlier attempt of ours create it?"""
+    def _is_own_put(self, key: str, full: str, metadata: dict[str, str]) -> bool:
+        """After a failed precondition on a retry: did an earlier attempt of ours create it? The
+        check retries like any request; if it cannot be answered, the store error is raised (the
+        outcome is unknown), never a conflict (which would make a create that landed look lost)."""
         put_id = metadata.get(METADATA_KEY_PUT_ID)
         if put_id is None:
             return False
-        self._count("heads")
         try:
-            out = self._client.head_object(Bucket=self.bucket, Key=full)
-        except botocore.exceptions.ClientError:
+            out = self._call(key, "HEAD", "heads", lambda: self._client.head_object(Bucket=self.bucket, Key=full))
+        except ObjectNotFoundError:
             return False
         return bool((out.get("Metadata") or {}).get(METADATA_KEY_PUT_ID) == put_id)
 
@@ -509,7 +510,7 @@ class S3Store(ObjectStore):
                 mapped = self._map_boto(exc, key, "PUT", write=True)
                 if mapped is exc:
                     raise
-                if if_absent and number > 0 and _is_conflict(mapped) and self._is_own_put(full, metadata):
+                if if_absent and number > 0 and _is_conflict(mapped) and self._is_own_put(key, full, metadata):
                     return
                 raise mapped from exc
 
@@ -549,7 +550,7 @@ class S3Store(ObjectStore):
                     if mapped is exc:
                         raise
                     lost = _is_conflict(mapped) or _error_code(exc) == "NoSuchUpload"
-                    if number > 0 and lost and self._is_own_put(full, metadata):
+                    if number > 0 and lost and self._is_own_put(key, full, metadata):
                         return
                     raise mapped from exc
 

@@ -91,3 +91,49 @@ def agreed_state(url: str, expected: Expected, workdir: Path, acknowledged: int,
     same(vfs_txid, txid, "TXID read through the VFS")
     same(rows, expected.rows(txid), f"queries through the VFS at TXID {txid:x}")
     return txid
+
+
+def agreed_rows(url: str, workdir: Path, acked: set[int], unsure: set[int]) -> dict[int, bytes]:
+    """For the row writer (rowwriter.py): verify, restore, hydration and the VFS agree on one
+    state; it holds every acknowledged row, and no row but those and the `unsure` ones (whose
+    COMMIT failed or never returned), each with its right value. Returns the rows."""
+    from ltx.plan import EmptyReplicaError
+    from tests.reliability.rowwriter import payload, rows_of
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    replica = Replica.open(url)
+    try:
+        problems = verify(replica)
+        assert problems == [], "\n".join(map(str, problems))
+        out = workdir / "restored.db"
+        try:
+            result = restore(replica, out, force=True, integrity="full")
+        except EmptyReplicaError:
+            holds(0, 1 if acked else 0, "restore of an empty replica")
+            return {}
+        local = workdir / "hydrated.db"
+        with Hydrator(replica, local) as hydrator:
+            hydrator.run()
+            same(hydrator.txid, result.txid, "hydrated TXID")
+        same(local.read_bytes(), out.read_bytes(), f"hydrated file at TXID {result.txid:x}")
+    finally:
+        replica.close()
+    conn = plain(out)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        rows = rows_of(conn) if "t" in tables else {}
+    finally:
+        conn.close()
+    conn = connect(workdir / "vfs.db", url, poll=0, wait=0)
+    try:
+        same(int(pragma(conn, "litestream_txid"), 16), result.txid, "TXID read through the VFS")
+        same(rows_of(conn) if "t" in tables else {}, rows, "rows read through the VFS")
+    finally:
+        conn.close()
+    lost = acked - rows.keys()
+    stray = rows.keys() - acked - unsure
+    if lost or stray:
+        tally.add(tally.LOST_OR_WRONG)
+        raise AssertionError(f"acknowledged rows lost: {sorted(lost)}; rows never written: {sorted(stray)}")
+    same({s: v for s, v in rows.items() if v != payload(s)}, {}, "row values")
+    return rows

@@ -302,3 +302,27 @@ def test_a_stall_past_the_read_timeout_is_retried(s3_server: S3Server, s3_url: s
         same((tmp_path / "out.db").read_bytes(), expected.image(result.txid), "restore after a stall")
     finally:
         direct.close()
+
+
+def test_a_create_whose_answer_was_lost_is_ours_even_if_the_check_meets_a_fault(
+        s3_server: S3Server, s3_url: str) -> None:
+    """The create-if-absent reached the server but its answer was lost; the retry meets 412, and
+    the HEAD that checks whose object it is meets a 503 once. The object is ours: the put must
+    succeed (not be reported as another writer's, which would make a landed commit look lost)."""
+    faults = [Fault.drop_after_forward(), Fault.forward(), Fault.status(503, "SlowDown")]
+
+    def plan(method: str, path: str, index: int) -> Fault:
+        return faults.pop(0) if faults else Fault.forward()
+
+    with S3Proxy(s3_server.endpoint, plan) as proxy:
+        prefix = s3_url.split("?")[0].split("/", 3)[3]
+        store = S3Store(s3_server.bucket, prefix, endpoint=proxy.url, force_path_style=True,
+                        retry_policy=RetryPolicy(backoff_base_s=0.0, backoff_max_s=0.0))
+        try:
+            store.put("0000/0000000000000001-0000000000000001.ltx", b"mine", if_absent=True)
+            assert store.get("0000/0000000000000001-0000000000000001.ltx") == b"mine"
+        finally:
+            store.close()
+        tally.add(tally.FAULTS, proxy.faults_injected)
+        assert [(r.method, r.fault) for r in proxy.seen[:4]] == [
+            ("PUT", "drop"), ("PUT", "forward"), ("HEAD", "status"), ("HEAD", "forward")]
