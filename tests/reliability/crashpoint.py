@@ -5,6 +5,7 @@ put, delete) or a durable local one (fsync, rename, link).
     LTXVFS_TEST_CRASH_AFTER=N [LTXVFS_TEST_CRASH_PHASE=before|after] \\
         python -m tests.reliability.crashpoint ltxctl compact URL ...
     ... python -m tests.reliability.crashpoint hydrate URL PATH
+    ... python -m tests.reliability.crashpoint writer URL PATH COUNT   (rowwriter.py's workload)
 
 Without LTXVFS_TEST_CRASH_AFTER nothing is killed and the steps taken are printed on stderr as
 `crashpoint steps=N`, so a test can pick kill points within a run. The kill is the process
@@ -127,7 +128,12 @@ def main(argv: list[str]) -> int:
         from hydrator.cli import main as hydrate
 
         return hydrate(["hydrate", *args])
-    raise SystemExit(f"unknown tool {tool!r}: ltxctl or hydrate")
+    if tool == "writer":
+        from tests.reliability.rowwriter import main as write
+
+        write(args[0], args[1], int(args[2]))
+        return 0
+    raise SystemExit(f"unknown tool {tool!r}: ltxctl, hydrate or writer")
 
 
 if __name__ == "__main__":

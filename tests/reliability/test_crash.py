@@ -1,5 +1,5 @@
-"""The crash matrix: `ltxctl compact`, the hydrator and `ltxctl restore` killed with SIGKILL at
-seeded points (just before or just after their N-th store operation, fsync, rename or link; see
+"""The crash matrix: `ltxctl compact`, the hydrator, `ltxctl restore` and the ltxvfs writer killed
+with SIGKILL at seeded points (just before or just after their N-th store operation, fsync, rename or link; see
 crashpoint.py), many times over. After each kill:
 
 - compaction: verify, restore, hydration and reads through the VFS agree on one state, equal to
@@ -7,7 +7,10 @@ crashpoint.py), many times over. After each kill:
   compaction then finishes the job and they agree again;
 - hydration: whatever the record beside the local file claims is true (a consistent record at
   TXID T means the file is the image of T), and a resumed hydration completes to the latest;
-- restore: the output is absent or complete and right, never partial; a new restore succeeds.
+- restore: the output is absent or complete and right, never partial; a new restore succeeds;
+- the writer (rowwriter.py, printing each acknowledged COMMIT): verify, restore, hydration and the
+  VFS agree, holding every acknowledged row and nothing but those and the one in flight; a new
+  writer carries on from there, and they agree again.
 
 20 runs in the default suite, 200 behind the slow marker; file:// and S3.
 """
@@ -33,8 +36,9 @@ from ltx.replica import Replica
 from ltx.restore import restore
 from tests.conftest import unique_prefix
 from tests.reliability import tally
-from tests.reliability.agreement import Expected, agreed_state, same
+from tests.reliability.agreement import Expected, agreed_rows, agreed_state, same
 from tests.reliability.crashpoint import ENV_AFTER, ENV_PHASE, STEPS_LINE
+from tests.reliability.rowwriter import ACKED, open_writer, write_rows
 from tests.s3server import S3Server
 from tests.vfs.replicas import History
 
@@ -46,8 +50,13 @@ LATE = 3
 #: Options of every `ltxctl compact` run: retention with no grace, so files get deleted too.
 COMPACT_OPTIONS = ("--l0-retention", "1ms", "--snapshot-retention", "1ms")
 #: Runs per (tool, backend) in the default suite (20 in all) and behind the slow marker (200).
-RUNS = {("compact", "file"): 6, ("compact", "s3"): 2, ("hydrate", "file"): 5, ("hydrate", "s3"): 1,
-        ("restore", "file"): 5, ("restore", "s3"): 1}
+RUNS = {("compact", "file"): 4, ("compact", "s3"): 1, ("hydrate", "file"): 3, ("hydrate", "s3"): 1,
+        ("restore", "file"): 3, ("restore", "s3"): 1, ("writer", "file"): 6, ("writer", "s3"): 1}
+#: Rows the killed writer sets out to commit, and rows the next writer adds.
+WRITER_ROWS = 12
+WRITER_MORE = 3
+#: TXIDs of the recorded history under the writer's rows (it continues someone's replica).
+WRITER_BASE = 5
 SLOW_RUNS = {key: n * 10 for key, n in RUNS.items()}
 #: How long one child may take before the test fails (a hang is a failure too).
 CHILD_DEADLINE_S = 60.0
@@ -77,6 +86,8 @@ class Scenario:
                 self.history.ship(replica, 1, COMPACTED)
                 compaction.compact_level(replica, 1)
                 self.history.ship(replica, COMPACTED + 1, self.history.last_txid - LATE)
+            elif self.tool == "writer":
+                self.history.ship(replica, 1, WRITER_BASE)
             else:  # many files in the plan: more points to stop at
                 self.history.ship(replica, 1, self.history.last_txid)
         finally:
@@ -88,6 +99,8 @@ class Scenario:
             return ["ltxctl", "compact", url, *COMPACT_OPTIONS]
         if self.tool == "hydrate":
             return ["hydrate", url, str(run_dir / "hydrated.db")]
+        if self.tool == "writer":
+            return ["writer", url, str(run_dir / "writer.db"), str(WRITER_ROWS)]
         return ["ltxctl", "restore", url, "-o", str(run_dir / "restored.db")]
 
 
@@ -108,7 +121,7 @@ def count_steps(scenario: Scenario) -> int:
     return int(lines[-1].removeprefix(STEPS_LINE))
 
 
-def after_compaction(url: str, run_dir: Path, expected: Expected) -> None:
+def after_compaction(url: str, run_dir: Path, expected: Expected, stdout: str) -> None:
     """Agreement right after the kill; then commits go on and the next compaction finishes what
     the killed one started, and everything still agrees, new commits included."""
     last = expected.history.last_txid
@@ -123,7 +136,7 @@ def after_compaction(url: str, run_dir: Path, expected: Expected) -> None:
     agreed_state(url, expected, run_dir / "after-rerun", last)
 
 
-def after_hydration(url: str, run_dir: Path, expected: Expected) -> None:
+def after_hydration(url: str, run_dir: Path, expected: Expected, stdout: str) -> None:
     local = run_dir / "hydrated.db"
     state = load_state(local) if local.exists() or Path(f"{local}-hydrator.json").exists() else None
     if state is not None and state.txid and state.consistent:
@@ -133,7 +146,7 @@ def after_hydration(url: str, run_dir: Path, expected: Expected) -> None:
     agreed_state(url, expected, run_dir / "after-crash", expected.history.last_txid, hydrate_at=local)
 
 
-def after_restore(url: str, run_dir: Path, expected: Expected) -> None:
+def after_restore(url: str, run_dir: Path, expected: Expected, stdout: str) -> None:
     out = run_dir / "restored.db"
     last = expected.history.last_txid
     if out.exists():
@@ -148,8 +161,22 @@ def after_restore(url: str, run_dir: Path, expected: Expected) -> None:
     same(result.txid, last, "restored TXID")
 
 
-CHECKS: dict[str, Callable[[str, Path, Expected], None]] = {
-    "compact": after_compaction, "hydrate": after_hydration, "restore": after_restore}
+def after_writer(url: str, run_dir: Path, expected: Expected, stdout: str) -> None:
+    acked = {int(line.removeprefix(ACKED)) for line in stdout.splitlines() if line.startswith(ACKED)}
+    in_flight = {max(acked) + 1 if acked else 0}
+    rows = agreed_rows(url, run_dir / "after-crash", acked, in_flight)
+    more: set[int] = set()
+    conn = open_writer(run_dir / "next-writer.db", url)
+    try:
+        write_rows(conn, WRITER_MORE, more.add)
+    finally:
+        conn.close()
+    assert min(more) == max(rows, default=-1) + 1, "the next writer does not carry on after the last row"
+    agreed_rows(url, run_dir / "after-next-writer", acked | more, in_flight)
+
+
+CHECKS: dict[str, Callable[[str, Path, Expected, str], None]] = {
+    "compact": after_compaction, "hydrate": after_hydration, "restore": after_restore, "writer": after_writer}
 
 
 def crash_matrix(tool: str, backend: str, runs: int, seed: int, expected: Expected, tmp_path: Path,
@@ -171,7 +198,7 @@ def crash_matrix(tool: str, backend: str, runs: int, seed: int, expected: Expect
         assert done.returncode in (0, -signal.SIGKILL), done.stderr
         killed += done.returncode == -signal.SIGKILL
         try:
-            CHECKS[tool](url, run_dir, expected)
+            CHECKS[tool](url, run_dir, expected, done.stdout)
         except AssertionError as exc:
             raise AssertionError(f"{tool} on {backend} killed {phase} step {point} of {total}: {exc}") from exc
         shutil.rmtree(run_dir, ignore_errors=True)
