@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import apsw
@@ -113,10 +114,12 @@ def test_compaction_while_a_writer_ships_and_readers_follow(backend: str, long_h
             for txid in range(4, last + 1):
                 history.ship(writer_side, txid, txid)
                 if txid % ROUND_EVERY == 0:
-                    done = len(rounds)
-                    wait_for(lambda done=done: len(rounds) > done or errors.caught, "a compaction round", DEADLINE_S)
+                    wait_for(partial(round_after, len(rounds)), "a compaction round", DEADLINE_S)
         finally:
             shipped_all.set()
+
+    def round_after(done: int) -> bool:
+        return len(rounds) > done or bool(errors.caught)
 
     def compactor() -> None:
         while True:
@@ -146,7 +149,7 @@ def test_compaction_while_a_writer_ships_and_readers_follow(backend: str, long_h
     hydrated = tmp_path / "hydrated.db"
     follower = Hydrator(url, hydrated, follow=True, poll_interval=0.02)
     threads = [threading.Thread(target=errors.run(f)) for f in (writer, compactor)]
-    threads += [threading.Thread(target=errors.run(lambda n=n: reader(n))) for n in range(READERS)]
+    threads += [threading.Thread(target=errors.run(partial(reader, n))) for n in range(READERS)]
     try:
         follower.start()
         for t in threads:
@@ -205,7 +208,7 @@ def test_many_reader_threads_and_the_writer_of_one_process(tmp_path: Path) -> No
             c.close()
 
     threads = [threading.Thread(target=errors.run(writer))]
-    threads += [threading.Thread(target=errors.run(lambda n=n: reader(f"reader {n}"))) for n in range(THREADS)]
+    threads += [threading.Thread(target=errors.run(partial(reader, f"reader {n}"))) for n in range(THREADS)]
     try:
         for t in threads:
             t.start()
@@ -244,7 +247,7 @@ def test_two_writers_racing_for_each_txid(long_history: History, long_expected: 
         finally:
             replica.close()
 
-    threads = [threading.Thread(target=errors.run(lambda n=n: racer(n))) for n in (1, 2)]
+    threads = [threading.Thread(target=errors.run(partial(racer, n))) for n in (1, 2)]
     for t in threads:
         t.start()
     for t in threads:
