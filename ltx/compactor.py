@@ -2,7 +2,7 @@
 
 Header rules (superfly/ltx's compactor): page size and min TXID and pre-apply checksum of the
 first input; max TXID, commit and timestamp of the last; flags NoChecksum. Streams every input
-at once, holding one page per input, and verifies every input's checksum as it finishes.
+at once, holding one read buffer and one decoded batch per input, and verifies every input's checksum as it finishes.
 """
 
 from __future__ import annotations
