@@ -8,6 +8,7 @@ Any disagreement is counted in the tally as lost or wrong data before the assert
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,16 @@ class Expected:
         self.history = history
         self.workdir = workdir
         self._rows: dict[int, list[list[tuple[Any, ...]]]] = {}
+        self._lock = threading.Lock()  # reader threads ask at once
 
     def image(self, txid: int) -> bytes:
         return self.history.images[txid]
 
     def rows(self, txid: int) -> list[list[tuple[Any, ...]]]:
+        with self._lock:
+            return self._rows_locked(txid)
+
+    def _rows_locked(self, txid: int) -> list[list[tuple[Any, ...]]]:
         if txid not in self._rows:
             path = self.history.write_image(txid, self.workdir / f"expected-{txid}.db")
             conn = plain(path)
