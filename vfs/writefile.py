@@ -142,8 +142,11 @@ class LTXWriteFile(LTXFile):
         self._reload_after_txn = False
         #: Commits of a group lost to a failure, reported by the next COMMIT.
         self._lost: CommitConflictError | CommitStoreError | None = None
-        #: After local commits were thrown away: the change counter SQLite may still hold.
-        self._avoid_counter: int | None = None
+        #: After local changes were thrown away: change counters SQLite may still hold (the one it
+        #: read, those it wrote since); the next counter served must be none of them.
+        self._avoid_counters: set[int] = set()
+        #: Change counters SQLite wrote into page 1 during the current write transaction.
+        self._txn_counters: set[int] = set()
         self._has_page_size = view.txid > 0
         self._zero = bytes(self._page_size)
         PEERS.join(self.url, self)
@@ -186,9 +189,12 @@ class LTXWriteFile(LTXFile):
         self._zero = bytes(self._page_size)
         self._has_page_size = self._has_page_size or view.txid > 0
         self.writer.rebase(view.txid)
-        if self._avoid_counter is not None:
-            self.counter_bias = (self._avoid_counter + 1 - view.txid) & _MASK32
-            self._avoid_counter = None
+        if self._avoid_counters:
+            counter = (view.txid + self.counter_bias) & _MASK32
+            while counter in self._avoid_counters:
+                counter = (counter + 1) & _MASK32
+            self.counter_bias = (counter - view.txid) & _MASK32
+            self._avoid_counters = set()
             self._refresh_page1()
 
     def _list_tip(self) -> int:
@@ -282,6 +288,8 @@ class LTXWriteFile(LTXFile):
             txn = writer.open_txn(self._page_size, self._logical_size())
         ps = self._page_size
         n = len(data)
+        if offset == 0 and n >= 28:  # page 1: SQLite now holds this change counter
+            self._txn_counters.add(_U32.unpack_from(data, 24)[0])
         if n == ps and not offset % ps:
             txn.put(offset // ps + 1, data)
             return
@@ -351,6 +359,7 @@ class LTXWriteFile(LTXFile):
             raise WriterBusyError(self.url, "the replica has newer commits: the transaction must start "
                                             "again to read them")
         self._reload_after_txn = False
+        self._txn_counters = set()
 
     def xUnlock(self, level: int) -> None:
         if level <= apsw.SQLITE_LOCK_SHARED and self._lock >= apsw.SQLITE_LOCK_RESERVED:
@@ -362,12 +371,12 @@ class LTXWriteFile(LTXFile):
 
     def _end_write(self) -> None:
         """The write transaction is over: drop what it did not commit, release the write lock."""
-        if self.writer.discard_txn():
-            self.write_stats.rollbacks += 1
-        PEERS.unlock(self.url, self)
         if self._reload_after_txn:
             self._reload_after_txn = False
             self._discard_local()
+        elif self.writer.discard_txn():
+            self.write_stats.rollbacks += 1
+        PEERS.unlock(self.url, self)
 
     def _commit(self) -> None:
         """SQLITE_FCNTL_SYNC: the commit point of the open transaction."""
@@ -450,16 +459,21 @@ class LTXWriteFile(LTXFile):
                 peer.follower.offer(update)
 
     def _discard_local(self) -> int:
-        """Throw away local commits not in the store and reread the replica; SQLite's cached
-        change counter is remembered so the next one served differs. Returns commits lost."""
+        """Throw away the open transaction and the local commits not in the store, and reread the
+        replica at the next transaction. The change counters SQLite may hold (the one it read,
+        and those it wrote into what is thrown away) are kept out of the next one served, so
+        SQLite drops its page cache. Returns the SQLite commits lost."""
         self._absorb_shipped()
-        try:
-            seen = _counter(self._logical_page(1)) if self._logical_size() else None
-        except apsw.Error:
-            seen = None
-        lost = self.writer.discard_groups()
-        self.writer.discard_txn()
-        self._avoid_counter = seen if seen is not None else (self._view.txid + self.counter_bias)
+        writer = self.writer
+        avoid = {(self._view.txid + self.counter_bias) & _MASK32, *self._txn_counters}
+        for group in writer.groups:
+            page1 = group.pages.get(1)
+            if not group.shipped and page1 is not None:
+                avoid.add(_counter(page1))
+        self._avoid_counters |= avoid
+        lost = writer.discard_groups()
+        if writer.discard_txn():
+            self.write_stats.rollbacks += 1
         self._stale = True
         return lost
 

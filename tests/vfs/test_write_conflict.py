@@ -68,6 +68,19 @@ def test_a_taken_txid_fails_the_commit_with_busy(store_url: str, tmp_path: Path,
     assert [(f.min_txid, f.max_txid) for f in level_files(store_url)] == [(n, n) for n in range(1, 5)]
 
 
+def test_a_conflict_on_the_first_commit_of_a_new_replica(file_url: str, tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "x.db", file_url)
+    assert conn.execute("PRAGMA page_count").fetchall() == [(0,)]
+    other_process(tmp_path, file_url, "CREATE TABLE t(who TEXT)", "INSERT INTO t VALUES ('b1')")
+    with pytest.raises(apsw.BusyError):
+        conn.execute("CREATE TABLE IF NOT EXISTS t(who TEXT)")
+    conn.execute("CREATE TABLE IF NOT EXISTS t(who TEXT)")  # the table is there now: no write
+    conn.execute("INSERT INTO t VALUES ('a1')")
+    assert conn.execute("SELECT who FROM t ORDER BY rowid").fetchall() == [("b1",), ("a1",)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
+
+
 def test_an_autocommit_statement_conflicts_too(file_url: str, tmp_path: Path) -> None:
     conn = open_writer(tmp_path / "x.db", file_url)
     conn.execute("CREATE TABLE t(who TEXT)")

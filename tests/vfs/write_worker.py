@@ -6,9 +6,11 @@ Modes:
 - `sql`: run `statements` (one transaction each) through a writer, print the TXID, exit.
 - `ledger`: commit transactions `start`, `start+1`, … forever (or `count` of them): each inserts
   `rows` rows of `ledger(seq, part, writer, pad)` in one transaction; after COMMIT returns it
-  prints `ack <seq>` and flushes, so the parent knows every acknowledged commit even if it kills
-  this process at any moment. A conflict (SQLITE_BUSY) retries the same seq after rereading;
-  with `writer` set, seq numbers are that writer's own.
+  prints `ack <seq> <time.monotonic()>` and flushes, so the parent knows every acknowledged
+  commit even if it kills this process at any moment. A conflict (SQLITE_BUSY) retries the same
+  seq after rereading; with `writer` set, seq numbers are that writer's own. With `barrier`, it
+  prints `ready` once open and waits for a line on stdin before the first commit; with `think`,
+  it pauses up to that many seconds between commits.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from typing import Any
 
 import apsw
@@ -41,8 +44,15 @@ def run_ledger(config: dict[str, Any]) -> None:
     rows = config.get("rows", 3)
     conn = open_writer(config["path"], config["url"], **config.get("params", {}))
     conn.setbusytimeout(config.get("busy_ms", 10000))
-    with conn:
-        conn.execute(LEDGER_SCHEMA)
+    while True:
+        try:
+            conn.execute(LEDGER_SCHEMA)
+            break
+        except apsw.BusyError:  # another writer created it first
+            continue
+    if config.get("barrier"):
+        print("ready", flush=True)
+        sys.stdin.readline()
     seq = config.get("start", 0)
     end = seq + config["count"] if config.get("count") else None
     while end is None or seq < end:
@@ -57,8 +67,10 @@ def run_ledger(config: dict[str, Any]) -> None:
                 conn.execute("ROLLBACK")
             print(f"busy {seq}", flush=True)
             continue
-        print(f"ack {seq}", flush=True)
+        print(f"ack {seq} {time.monotonic()}", flush=True)
         seq += 1
+        if config.get("think"):
+            time.sleep(rng.uniform(0, config["think"]))  # a pause between commits, as an application has
     conn.close()
     print("done", flush=True)
 
