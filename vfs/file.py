@@ -93,6 +93,8 @@ class LTXFile:
         self.follower = Follower(reader, view, options.poll, stats)
         if not self.pinned:
             self.follower.start()
+        if self.hydration is not None:
+            self.hydration.on_ahead = self._poll_now
         self._preload(view.fresh)
         view.fresh = []
         self._closed = False
@@ -197,6 +199,12 @@ class LTXFile:
             self._cache.put(1, self._patch_page1(self._raw_page1))
         else:
             self._cache.pop(1, None)
+
+    def _poll_now(self) -> None:
+        """The hydrated copy is past this view: look for its files now, not at the next poll
+        (a connection that follows and reads the latest only)."""
+        if not self.pinned and self.options.poll > 0 and not self.follower.paused:
+            self.follower.poll_once()
 
     def move_to(self, when: datetime | None) -> None:
         """Read the state before `when` (None: the latest, and follow again). Takes effect now,

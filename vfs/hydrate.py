@@ -20,8 +20,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,6 +45,10 @@ NO_HYDRATION_PROGRESS = "0"
 #: Bytes of the writer's commits held for the applier while hydration is incomplete; commits past
 #: this are not held (the file then catches up by following the replica).
 MAX_PENDING_COMMIT_BYTES = 64 * 1024 * 1024
+#: A commit handed over as a file object is copied into memory up to this size, else to a temporary file.
+COPY_IN_MEMORY_LIMIT = 8 * 1024 * 1024
+#: Bytes copied per read when spilling a commit file.
+COPY_CHUNK = 1024 * 1024
 #: Seconds before a hydration that failed on the store or an unusable history (an empty replica,
 #: a compaction under way) is started again, while connections use it.
 RESTART_DELAY = 1.0
@@ -258,6 +265,12 @@ class Hydration:
         self._leased: Hydrator | None = None
         self.local_transactions = 0
         self.local_read_errors = 0
+        #: Called (in a background thread) when the copy is complete at a TXID past the view's:
+        #: the connection's follower looks for the new files now instead of at its next poll.
+        self.on_ahead: Callable[[], object] | None = None
+        self._nudged_for = 0
+        self._nudging = False
+        self.nudges = 0
         self._closed = False
 
     @property
@@ -273,7 +286,12 @@ class Hydration:
     def begin(self, txid: int, page_size: int, commit: int) -> bool:
         """A read transaction at `txid` begins: True when it reads the local file (lease kept)."""
         h = self.shared.hydrator
-        if self._leased is not None or not h.is_complete or h.txid != txid:
+        if self._leased is not None or not h.is_complete:
+            return False
+        ahead = h.txid
+        if ahead != txid:
+            if ahead > txid:
+                self._nudge(ahead)
             return False
         if not h.acquire_lease(timeout=0):  # pages are being applied: the store this time
             return False
@@ -285,6 +303,25 @@ class Hydration:
             return True
         h.release_lease()
         return False
+
+    def _nudge(self, ahead: int) -> None:
+        """Run `on_ahead` once per TXID the copy reached, never two at a time."""
+        if self.on_ahead is None or self._nudging or self._nudged_for >= ahead:
+            return
+        self._nudged_for = ahead
+        self._nudging = True
+        self.nudges += 1
+        callback = self.on_ahead
+
+        def run() -> None:
+            try:
+                callback()
+            except Exception as exc:  # the follower's own polls go on regardless
+                log.debug("%s: catching up with the local copy failed: %s", self.path, exc)
+            finally:
+                self._nudging = False
+
+        threading.Thread(target=run, name="ltxvfs-hydrate-nudge", daemon=True).start()
 
     def end(self) -> None:
         """The read transaction ended: pages may be applied again."""
@@ -313,20 +350,37 @@ class Hydration:
 
     # -- the writer's commits --------------------------------------------------------------
 
-    def on_commit(self, ltx: bytes | str | os.PathLike[str], name: str) -> None:
-        """Apply the writer's own commit (an LTX file, as bytes or a path) to the local file too.
+    def on_commit(self, ltx: bytes | str | os.PathLike[str] | BinaryIO, name: str) -> None:
+        """Apply the writer's own commit (an LTX file: bytes, a path, or a seekable binary file
+        such as EncodedCommit.data) to the local file too.
 
         Call after the commit succeeded. Returns at once: a background thread applies it once
-        hydration is complete, when it continues the local TXID. A path is opened here, so the
-        caller may delete the file as soon as this returns. Ends this connection's lease, if any:
-        pages of the transaction just committed are not in the local file yet."""
+        hydration is complete, when it continues the local TXID. A path is opened and a file
+        object copied here, so the caller may delete or close it as soon as this returns. Ends this
+        connection's lease, if any: the pages just committed are not in the local file yet."""
         self.end()
         if isinstance(ltx, bytes | bytearray | memoryview):
             data = bytes(ltx)
             self.shared.queue_commit(io.BytesIO(data), name, len(data))
-        else:
+        elif isinstance(ltx, str | os.PathLike):
             f = open(os.fspath(ltx), "rb")  # noqa: SIM115 - closed by the applier
             self.shared.queue_commit(f, name, os.fstat(f.fileno()).st_size)
+        else:
+            copy, size = self._copy(ltx)
+            self.shared.queue_commit(copy, name, size)
+
+    def _copy(self, src: BinaryIO) -> tuple[BinaryIO, int]:
+        """A private copy of a commit file from its start: in memory when small, else spilled."""
+        src.seek(0)
+        head = src.read(COPY_IN_MEMORY_LIMIT + 1)
+        if len(head) <= COPY_IN_MEMORY_LIMIT:
+            return io.BytesIO(head), len(head)
+        spill = tempfile.TemporaryFile(dir=os.path.dirname(self.path))  # noqa: SIM115 - closed by the applier
+        spill.write(head)
+        shutil.copyfileobj(src, spill, COPY_CHUNK)
+        size = spill.tell()
+        spill.seek(0)
+        return spill, size
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -357,6 +411,7 @@ class Hydration:
             "hydration_commits_dropped": shared.commits_dropped,
             "hydration_error": str(error) if error is not None else None,
             "local_transactions": self.local_transactions,
+            "hydration_nudges": self.nudges,
             "local_read_errors": self.local_read_errors,
         }
 

@@ -5,6 +5,7 @@ writer's own commits reach the copy through `Hydration.on_commit`."""
 from __future__ import annotations
 
 import random
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.s3proxy import Fault, S3Proxy
 from tests.s3server import S3Server
 from tests.vfs.replicas import History, big_value, plain, pragma, stats
 from tests.vfs.replicas import connect as connect_vfs
+from vfs import hydrate
 from vfs.hydrate import HydratePathError, SharedHydration, attach, shared_hydration
 from vfs.options import ENV_HYDRATE_PATH
 
@@ -291,6 +293,32 @@ def test_view_and_copy_at_different_txids_never_mix(history: History, file_url: 
     assert shared_hydration(copy) is None, "the last connection to close stops the hydration"
 
 
+def test_copy_ahead_of_the_view_makes_the_follower_look_now(history: History, file_url: str,
+                                                             tmp_path: Path) -> None:
+    """A connection polling once a minute shares a copy that follows every 50 ms: when a
+    transaction finds the copy ahead, its follower looks at once, and the next reads are local."""
+    replica = Replica.open(file_url)
+    ship(history, replica, 5)
+    copy = tmp_path / "copy.db"
+    fast = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0.05, cache_size=SMALL_CACHE)
+    slow = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=60, cache_size=SMALL_CACHE)
+    try:
+        wait_complete(fast)
+        ship(history, replica, 6, first=6)
+        assert hydrated(copy).hydrator.wait_txid(6, DEADLINE)
+        with slow:  # one transaction: it began at TXID 5 and stays there, from the store
+            assert results(slow) == expected(history, 5, tmp_path)
+        wait_for(lambda: pragma(slow, "litestream_txid") == f"{6:016x}", "the slow follower to catch up", DEADLINE)
+        reads = stats(slow)["local_reads"]
+        assert results(slow) == expected(history, 6, tmp_path)
+        s = stats(slow)
+        assert s["local_reads"] > reads and s["hydration_nudges"] >= 1, s
+    finally:
+        fast.close()
+        slow.close()
+        replica.close()
+
+
 def test_transaction_ended_on_another_thread_lets_the_copy_move_on(history: History, file_url: str,
                                                                   tmp_path: Path) -> None:
     replica = Replica.open(file_url)
@@ -312,10 +340,12 @@ def test_transaction_ended_on_another_thread_lets_the_copy_move_on(history: Hist
         replica.close()
 
 
-@pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
-def test_writers_commit_reaches_the_copy(history: History, file_url: str, tmp_path: Path, as_path: bool) -> None:
+@pytest.mark.parametrize("given_as", ["bytes", "path", "file"])
+def test_writers_commit_reaches_the_copy(history: History, file_url: str, tmp_path: Path, given_as: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """`on_commit` (the write path's hook) applies a commit to the copy without fetching it: here
     the copy does not follow the replica, so only the hook can bring TXID 7."""
+    monkeypatch.setattr(hydrate, "COPY_IN_MEMORY_LIMIT", 1000)  # a file object is spilled, not read whole
     replica = Replica.open(file_url)
     ship(history, replica, 6)
     copy = tmp_path / "copy.db"
@@ -330,14 +360,19 @@ def test_writers_commit_reaches_the_copy(history: History, file_url: str, tmp_pa
             name = format_filename(7, 7)
             replica.put_file(0, 7, 7, ltx, timestamp_ms=history.timestamp_ms(7))
             gets = shared.store_stats()["gets"]
-            if as_path:
+            if given_as == "path":
                 spill = tmp_path / name
                 spill.write_bytes(ltx)
                 writer.on_commit(spill, name)
                 spill.unlink()  # the hook opened it already
+            elif given_as == "file":  # the write path's EncodedCommit.data for a large commit
+                with tempfile.TemporaryFile() as f:
+                    f.write(ltx)
+                    writer.on_commit(f, name)  # copied: the writer closes its file right after
             else:
                 writer.on_commit(ltx, name)
-            wait_for(lambda: shared.hydrator.txid == 7, "the commit to reach the copy", DEADLINE)
+            wait_for(lambda: shared.commits_applied == 1, "the commit to reach the copy", DEADLINE)
+            assert shared.hydrator.txid == 7
             assert shared.store_stats()["gets"] == gets, "the commit was fetched, not taken from the hook"
             assert copy.read_bytes() == history.images[7]
             wait_for(lambda: pragma(conn, "litestream_txid") == f"{7:016x}", "the view to follow", DEADLINE)
@@ -345,6 +380,7 @@ def test_writers_commit_reaches_the_copy(history: History, file_url: str, tmp_pa
             assert results(conn) == expected(history, 7, tmp_path)
             s = stats(conn)
             assert s["local_reads"] > reads and s["hydration_commits_applied"] == 1, s
+            assert s["hydration_commits_skipped"] == 0 and s["hydration_error"] is None, s
             writer.on_commit(ltx, name)  # already applied: skipped, nothing breaks
             wait_for(lambda: shared.commits_skipped == 1, "the repeated commit to be skipped", DEADLINE)
         finally:
