@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import apsw
 
+from ltx.store.url import redact_url
+
 
 class ReplicaOpenError(apsw.CantOpenError):
-    """A database could not be opened from its replica (empty, a gap, unreachable, bad files)."""
+    """A database could not be opened from its replica (empty, a gap, unreachable, bad files).
+    `url` is shown without credentials (a URL that failed to parse may still hold some)."""
 
     def __init__(self, url: str, reason: str) -> None:
+        url = redact_url(url)
         self.url = url
         self.reason = reason
         super().__init__(f"ltxvfs: cannot open replica {url}: {reason}")
