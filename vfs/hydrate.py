@@ -17,6 +17,7 @@ continue the local TXID is skipped; following the replica brings it instead).
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
@@ -52,6 +53,8 @@ COPY_CHUNK = 1024 * 1024
 #: Seconds before a hydration that failed on the store or an unusable history (an empty replica,
 #: a compaction under way) is started again, while connections use it.
 RESTART_DELAY = 1.0
+#: Appended to the hydrated file's path to name its lock file (one process hydrates a path at a time).
+LOCK_SUFFIX = "-ltxvfs.lock"
 #: Seconds the applier waits at most between looks at a hydration (completion, stop, restart).
 SUPERVISE_INTERVAL = 0.5
 
@@ -87,7 +90,14 @@ class SharedHydration:
         self.follow = follow
         self.poll_interval = poll_interval
         self.refs = 0
-        self.hydrator = self._new_hydrator()
+        #: Set once the last connection let go: a new one waits for the close, then starts afresh.
+        self.closing = False
+        self._lock_fd = _lock_path(path)
+        try:
+            self.hydrator = self._new_hydrator()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self.url = self.hydrator.url
         #: Store counters of hydrators replaced by a restart (added to the current one's).
         self._past_stats: dict[str, int] = {}
@@ -118,10 +128,15 @@ class SharedHydration:
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        self.hydrator.close()
-        for commit in self._commits:
-            commit.source.close()
-        self._commits.clear()
+        try:
+            self.hydrator.close()
+        finally:
+            for commit in self._commits:
+                commit.source.close()
+            self._commits.clear()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # ends the flock
+                self._lock_fd = -1
 
     # -- counters --------------------------------------------------------------------------
 
@@ -166,7 +181,7 @@ class SharedHydration:
         with self._cond:
             if self._cond.wait_for(lambda: self._stopping, RESTART_DELAY):
                 return
-        log.info("%s: starting hydration again after: %s", self.path, old.error)
+        log.debug("%s: starting hydration again after: %s", self.path, old.error)
         stats = old.stats
         old.close()
         fresh = self._new_hydrator()
@@ -200,7 +215,25 @@ class SharedHydration:
 
 
 _shared: dict[str, SharedHydration] = {}
-_shared_lock = threading.Lock()
+_shared_lock = threading.Condition()
+
+
+def lock_path(path: str) -> str:
+    """The file whose advisory lock (flock) says a process hydrates `path`."""
+    return f"{path}{LOCK_SUFFIX}"
+
+
+def _lock_path(path: str) -> int:
+    """Take the per-path lock for this process (two processes must not write one copy)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise HydratePathError(path, f"is being hydrated by another process (it holds {lock_path(path)}); "
+                                     "give each process its own path") from exc
+    return fd
 
 
 def check_path(path: str, db_path: str) -> None:
@@ -223,12 +256,14 @@ def attach(path: str, db_path: str, replica_url: str, url: str, *, follow: bool,
     for the database `db_path`, started here unless another connection of this process runs it."""
     path = os.path.realpath(path)
     with _shared_lock:
+        # The last connection closed it a moment ago: let its hydrator stop before another starts.
+        _shared_lock.wait_for(lambda: path not in _shared or not _shared[path].closing)
         shared = _shared.get(path)
         if shared is None:
             check_path(path, db_path)
             shared = SharedHydration(path, replica_url, follow, poll_interval)
             if shared.url != url:
-                shared.hydrator.close()
+                shared.close()
                 raise HydratePathError(path, f"replica {url} opened as {shared.url}")
             shared.start()
             _shared[path] = shared
@@ -242,7 +277,8 @@ def attach(path: str, db_path: str, replica_url: str, url: str, *, follow: bool,
 def shared_hydration(path: str | os.PathLike[str]) -> SharedHydration | None:
     """The hydration of `path` running in this process, if any (for tools and tests)."""
     with _shared_lock:
-        return _shared.get(os.path.realpath(path))
+        shared = _shared.get(os.path.realpath(path))
+        return None if shared is None or shared.closing else shared
 
 
 def _detach(shared: SharedHydration) -> None:
@@ -250,9 +286,14 @@ def _detach(shared: SharedHydration) -> None:
         shared.refs -= 1
         if shared.refs > 0:
             return
-        if _shared.get(shared.path) is shared:
-            del _shared[shared.path]
-    shared.close()
+        shared.closing = True
+    try:
+        shared.close()
+    finally:
+        with _shared_lock:
+            if _shared.get(shared.path) is shared:
+                del _shared[shared.path]
+            _shared_lock.notify_all()
 
 
 class Hydration:

@@ -4,6 +4,8 @@ writer's own commits reach the copy through `Hydration.on_commit`."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import tempfile
 import threading
@@ -447,6 +449,53 @@ def test_bad_hydrate_paths_are_refused(history: History, file_url: str, tmp_path
             connect(tmp_path / "y.db", other, hydrate=str(copy), wait=0)
     finally:
         conn.close()
+
+
+def test_another_process_hydrating_the_path_is_refused(history: History, file_url: str, tmp_path: Path) -> None:
+    """Two processes must never write one copy: the advisory lock beside it says who does."""
+    replica = Replica.open(file_url)
+    ship(history, replica, 2)
+    replica.close()
+    copy = tmp_path / "copy.db"
+    held = os.open(hydrate.lock_path(str(copy)), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what another process's ltxvfs holds
+        with pytest.raises(HydratePathError, match="another process"):
+            connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0)
+    finally:
+        os.close(held)
+    conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0)
+    try:
+        wait_complete(conn)
+    finally:
+        conn.close()
+
+
+def test_reopening_resumes_the_copy_without_fetching_it_again(history: History, file_url: str,
+                                                              tmp_path: Path) -> None:
+    """Close the last connection and open again at once (the old hydrator stops first): the
+    record beside the copy lets the new one resume; only files past it are fetched."""
+    replica = Replica.open(file_url)
+    ship(history, replica, 6)
+    copy = tmp_path / "copy.db"
+    conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0)
+    wait_complete(conn)
+    first = stats(conn)["hydration_bytes"]
+    conn.close()
+    ship(history, replica, 8, first=7)
+    for n in range(3):
+        conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
+        try:
+            wait_complete(conn)
+            s = stats(conn)
+            assert s["hydration_txid"] == f"{8:016x}" and s["hydration_start_overs"] == 0, s
+            assert s["hydration_bytes"] < first / 10, (n, s["hydration_bytes"], first)
+            assert results(conn) == expected(history, 8, tmp_path)
+            assert stats(conn)["local_reads"] > 0
+        finally:
+            conn.close()
+    assert copy.read_bytes() == history.images[8]
+    replica.close()
 
 
 def test_hydration_of_an_empty_replica_starts_once_it_has_data(history: History, file_url: str,
