@@ -239,7 +239,7 @@ class S3Store(ObjectStore):
                 self._count("bytes_read", len(data))
             return response
         code, message = parse_error_body(data)
-        raise error_for_status(self.url, key, op, response.status, code, self._scrub(message),
+        raise error_for_status(self.url, key, op, response.status, self._scrub(code), self._scrub(message),
                                bucket=self.bucket)
 
     def _boto_get(self, key: str, op: str, byte_range: str | None) -> tuple[int, dict[str, str], bytes]:

@@ -115,7 +115,7 @@ def error_for_botocore(
         error = exc.response.get("Error", {})
         meta = exc.response.get("ResponseMetadata", {})
         status = int(meta.get("HTTPStatusCode") or 0)
-        return error_for_status(url, key, op, status, str(error.get("Code", "")),
+        return error_for_status(url, key, op, status, scrub(str(error.get("Code", ""))),
                                 scrub(str(error.get("Message", ""))), bucket=bucket, write=write)
     if isinstance(exc, CREDENTIAL_ERRORS):
         return StoreAuthError(url, key, f"{op}: no usable AWS credentials ({type(exc).__name__}); set "
