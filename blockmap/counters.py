@@ -80,6 +80,7 @@ class IdAllocator:
         self._lock = threading.Lock()
         self._inodes = _Range()
         self._slices = _Range()
+        self._returned: list[int] = []
 
     def _take(self, rng: _Range, counter: str, batch: int) -> int:
         if rng.next >= rng.limit:
@@ -91,9 +92,24 @@ class IdAllocator:
         rng.next += 1
         return ident
 
+    def reset(self) -> None:
+        """Forget the reserved ranges (their reservation was lost): the next ID reserves anew."""
+        with self._lock:
+            self._inodes = _Range()
+            self._slices = _Range()
+            self._returned = []
+
+    def give_back_inode(self, inode: int) -> None:
+        """Return an inode number taken by `next_inode` that no commit used (an operation that
+        found its entry already there): the next `next_inode` hands it out again."""
+        with self._lock:
+            self._returned.append(inode)
+
     def next_inode(self) -> int:
         """A fresh inode number (never 0 or 1)."""
         with self._lock:
+            if self._returned:
+                return self._returned.pop()
             ino = self._take(self._inodes, NEXT_INODE, INODE_BATCH)
             while ino <= 1:
                 ino = self._take(self._inodes, NEXT_INODE, INODE_BATCH)

@@ -47,3 +47,14 @@ class BlockError(BlockmapError):
 
 class InvalidMetaURLError(BlockmapError):
     """A metadata URL blockmap cannot open."""
+
+
+class CommitsLostError(BlockmapError):
+    """Group-committed metadata transactions never reached the store (another writer committed
+    first): operations that had returned are gone, and the volume reloaded the replica's state."""
+
+
+class CommitOutcomeUnknownError(BlockmapError):
+    """A metadata COMMIT failed in a way that leaves open whether it reached the store (the store
+    failed after its retries). Blocks it refers to are kept: if the commit is not in the store,
+    `gc` finds them leaked; if it is, nothing refers to a missing object."""

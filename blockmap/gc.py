@@ -96,8 +96,8 @@ def gc(vol: Volume, *, delete: bool = False, skip_age: float = DEFAULT_SKIP_AGE)
                 continue
             released = release_file_data(vol._db, inode)
             report.released_files += 1
-            report.released_slices += vol._release_slices(released.slices)
-        report.released_slices += vol._release_slices(pending_slices(vol._db))
+            report.released_slices += vol._release_slices(released.slices, defer=False)
+        report.released_slices += vol._release_slices(pending_slices(vol._db), defer=False)
 
     def snapshot(c: apsw.Cursor) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
         pend = {as_int(a): as_int(b) for a, b in c.execute("SELECT chunkid, size FROM jfs_chunk_ref WHERE refs <= 0")}
@@ -128,7 +128,8 @@ def gc(vol: Volume, *, delete: bool = False, skip_age: float = DEFAULT_SKIP_AGE)
             report.pending += 1
         else:
             report.delayed += 1
-    if delete:
+    if delete and to_delete:
+        vol.flush()  # what the scan saw unreferenced is unreferenced in the store too
         for key in to_delete:
             vol.store.delete(key)
             report.deleted_objects += 1

@@ -1,54 +1,130 @@
-"""The metadata database: how it is opened, and how an operation runs as one short transaction.
+"""The metadata database: where it lives, how it is opened, and how an operation runs as one short
+transaction.
 
-`connect_meta` is the single seam between blockmap and where its SQLite database lives. Today it
-opens a local file; when the `ltxvfs` VFS is ready it becomes
-`apsw.Connection("blockmap.db", vfs="ltxvfs")` on the replica `meta_url`, and nothing else changes.
-Each commit becomes one LTX file in object storage, so every operation is one short
-`BEGIN IMMEDIATE ... COMMIT` and nothing else writes.
+`connect_meta` is the single seam between blockmap and where its SQLite database lives:
+
+- a replica URL (`file:///dir`, `s3://bucket/path?…`, Litestream's forms) is the default home:
+  the database `blockmap.db` opened through the `ltxvfs` VFS on that replica, so every COMMIT
+  becomes one LTX file in the object store (`txid=` / `timestamp=` open the past, read-only);
+- `sqlite3:///path/meta.db` (or a plain path) is a local SQLite file, the form the `juicefs`
+  binary reads directly.
+
+Each operation is one `BEGIN IMMEDIATE ... COMMIT`, and nothing else writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import apsw
 
-from blockmap.errors import InvalidMetaURLError
+from blockmap.errors import CommitOutcomeUnknownError, CommitsLostError, InvalidMetaURLError
 
 #: How long SQLite waits for another connection's lock before answering BUSY (ms).
 BUSY_TIMEOUT_MS = 5000
+#: Pause between looks at a write lock another connection of this process holds (s).
+BUSY_POLL = 0.0005
 #: Whole-transaction retries after SQLITE_BUSY (a conflicting writer committed first).
 TXN_RETRIES = 10
 #: First retry back-off (s); it doubles each time, with jitter.
 TXN_BACKOFF = 0.005
+#: The metadata database's name inside its replica (issue 7: `apsw.Connection("blockmap.db", vfs="ltxvfs")`).
+META_DB_NAME = "blockmap.db"
+#: Meta URL schemes that name an ltxvfs replica, and those that name a local SQLite file.
+REPLICA_SCHEMES = ("file", "s3")
+LOCAL_SCHEMES = ("sqlite3", "sqlite")
+#: `sync=` values (ltxvfs's): ship every COMMIT before it returns, or group commit for an interval.
+SYNC_COMMIT = "commit"
+SYNC_INTERVAL_PREFIX = "interval:"
 
 T = TypeVar("T")
 
 
+def is_replica_url(meta_url: str) -> bool:
+    """Whether `meta_url` names an ltxvfs replica (`file://…`, `s3://…`) rather than a local file."""
+    scheme, sep, _ = meta_url.partition("://")
+    return bool(sep) and scheme.lower() in REPLICA_SCHEMES
+
+
+def is_group_commit(sync: str | None) -> bool:
+    """Whether a `sync=` value asks for group commit."""
+    return sync is not None and sync.strip().lower().startswith(SYNC_INTERVAL_PREFIX)
+
+
 def meta_path(meta_url: str) -> str:
-    """The local database path named by `sqlite3:///abs/path`, `sqlite3://rel/path`, `file:` or a path."""
+    """The local database path named by `sqlite3:///abs/path`, `sqlite3://rel/path` or a plain path."""
     if "://" not in meta_url:
-        if meta_url.startswith("file:"):
-            return urllib.parse.unquote(meta_url[5:])
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", meta_url) and not os.path.exists(meta_url):
+            raise InvalidMetaURLError(meta_url, "not a metadata URL: expected file:///dir or s3://bucket/path "
+                                                "(a replica), or sqlite3:///path/meta.db")
         return meta_url
     parsed = urllib.parse.urlsplit(meta_url)
-    if parsed.scheme not in ("sqlite3", "sqlite", "file"):
-        raise InvalidMetaURLError(meta_url, "scheme must be sqlite3:// (or a plain path) for now")
+    if parsed.scheme.lower() not in LOCAL_SCHEMES:
+        raise InvalidMetaURLError(meta_url, "scheme must be file:// or s3:// (a replica), or sqlite3:// "
+                                            "(a local SQLite file)")
     path = urllib.parse.unquote(parsed.netloc + parsed.path)
     if not path:
         raise InvalidMetaURLError(meta_url, "no database path")
     return path
 
 
-def connect_meta(meta_url: str, *, create: bool = False, read_only: bool = False) -> apsw.Connection:
-    """Open the metadata database named by `meta_url` (the one place that knows where it lives)."""
+def replica_uri(meta_url: str, *, txid: int = 0, timestamp: datetime | str | None = None,
+                sync: str | None = None) -> str:
+    """The SQLite URI of `blockmap.db` on the replica `meta_url`, with ltxvfs's parameters.
+
+    The replica comes from the URI (`replica=`), never from the current directory or a
+    process-wide registration, so volumes on different replicas coexist in one process."""
+    params: list[tuple[str, str]] = [("replica", meta_url)]
+    if txid:
+        params.append(("txid", f"{txid:016x}"))
+    if timestamp is not None:
+        params.append(("timestamp", _format_time(timestamp)))
+    if sync is not None:
+        params.append(("sync", sync))
+    query = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in params)
+    return f"file:{META_DB_NAME}?{query}"
+
+
+def _format_time(when: datetime | str) -> str:
+    if isinstance(when, str):
+        return when
+    from vfs.timefmt import format_time
+
+    return format_time(when if when.tzinfo else when.astimezone())
+
+
+def connect_meta(
+    meta_url: str,
+    *,
+    create: bool = False,
+    read_only: bool = False,
+    txid: int = 0,
+    timestamp: datetime | str | None = None,
+    sync: str | None = None,
+) -> apsw.Connection:
+    """Open the metadata database named by `meta_url` (the one place that knows where it lives).
+
+    On a replica: `txid` / `timestamp` open the state at that TXID / the last before that time
+    (read-only); `sync` is ltxvfs's `sync=` (`commit`, or `interval:DURATION` for group commit)."""
+    if is_replica_url(meta_url):
+        return _connect_replica(meta_url, create=create, read_only=read_only, txid=txid, timestamp=timestamp,
+                                sync=sync)
+    if txid or timestamp is not None:
+        raise InvalidMetaURLError(meta_url, "reading the past (txid=, timestamp=) needs a replica URL "
+                                            "(file:// or s3://), not a local SQLite file")
+    if is_group_commit(sync):
+        raise InvalidMetaURLError(meta_url, "group commit (sync=interval:…) needs a replica URL (file:// or "
+                                            "s3://), not a local SQLite file")
     path = meta_path(meta_url)
     if read_only:
         flags = apsw.SQLITE_OPEN_READONLY
@@ -61,53 +137,154 @@ def connect_meta(meta_url: str, *, create: bool = False, read_only: bool = False
     return conn
 
 
-class MetaDB:
-    """One connection and the transaction discipline every operation follows."""
+def _connect_replica(meta_url: str, *, create: bool, read_only: bool, txid: int,
+                     timestamp: datetime | str | None, sync: str | None) -> apsw.Connection:
+    import vfs  # registers ltxvfs; imported here so local-SQLite users never load the VFS
 
-    def __init__(self, conn: apsw.Connection) -> None:
+    pinned = bool(txid) or timestamp is not None
+    if pinned or read_only:
+        flags = apsw.SQLITE_OPEN_READONLY
+        sync = None  # a reader ships nothing
+    else:
+        flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    conn = apsw.Connection(replica_uri(meta_url, txid=txid, timestamp=timestamp, sync=sync),
+                           vfs=vfs.VFS_NAME, flags=flags | apsw.SQLITE_OPEN_URI)
+    conn.setbusyhandler(BusyWait(BUSY_TIMEOUT_MS / 1000))
+    return conn
+
+
+class BusyWait:
+    """SQLite busy handler for ltxvfs connections: look again every BUSY_POLL seconds until
+    `timeout`. Another connection of this process holds the replica's write lock only for one
+    transaction and its PUT (about a millisecond on file://), far shorter than the growing sleeps
+    of SQLite's own handler (up to 100 ms each)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._started = 0.0
+
+    def __call__(self, count: int) -> bool:
+        now = time.monotonic()
+        if count == 0:
+            self._started = now
+        if now - self._started >= self.timeout:
+            return False
+        time.sleep(BUSY_POLL)
+        return True
+
+
+class MetaDB:
+    """One connection and the transaction discipline every operation follows.
+
+    With group commit (`group_commit`, ltxvfs `sync=interval:…`) a COMMIT returns before its LTX
+    file is in the store. `flush` ships what is pending; callers flush before anything outside
+    the database depends on a commit (deleting blocks the commit stopped referring to, handing
+    out IDs it reserved). A group lost to another writer's commit surfaces as CommitsLostError
+    (after `on_lost` ran), never as a silent retry."""
+
+    def __init__(self, conn: apsw.Connection, *, url: str = "", group_commit: bool = False,
+                 on_lost: Callable[[], None] | None = None) -> None:
         self.conn = conn
+        self.url = url
+        self.group_commit = group_commit
+        #: Called when group-committed transactions were lost (the caller drops what it derived from them).
+        self.on_lost = on_lost
         self._lock = threading.RLock()
-        #: Commits made through `write` (each one an LTX file once the VFS ships them).
+        #: Commits made through `write` that changed rows (each one an LTX file with `sync=commit`;
+        #: with group commit, several share one).
         self.commits = 0
+        #: Read transactions (`read`, `reading`): no commit, no PUT, but a lock round each.
+        self.reads = 0
+        self._changes = conn.total_changes()
+
+    @property
+    def on_replica(self) -> bool:
+        """Whether the database lives in ltxvfs (a replica) rather than in a local file."""
+        return str(self.conn.open_vfs) == "ltxvfs"
 
     def close(self) -> None:
+        """Ship what group commit holds, then close (a failure to ship is raised, after closing)."""
         with self._lock:
+            try:
+                self.flush()
+            except BaseException:
+                with contextlib.suppress(apsw.Error):
+                    self.conn.close()
+                raise
             self.conn.close()
+
+    def flush(self) -> None:
+        """Group commit: ship every committed transaction now and wait for the store (no-op otherwise)."""
+        if not self.group_commit:
+            return
+        with self._lock:
+            try:
+                self.conn.execute("PRAGMA ltxvfs_flush").fetchall()
+            except apsw.BusyError as exc:
+                self._check_lost(exc)
+                raise
+
+    def pragma(self, name: str) -> str | None:
+        """The value of a one-value PRAGMA (ltxvfs's `litestream_txid`, `ltxvfs_stats`...)."""
+        with self._lock:
+            rows = self.conn.execute(f"PRAGMA {name}").fetchall()
+        return None if not rows else str(rows[0][0])
+
+    def _check_lost(self, exc: apsw.BusyError) -> None:
+        """Raise CommitsLostError when `exc` says group-committed transactions were lost (ltxvfs
+        reports that as SQLITE_BUSY_SNAPSHOT under group commit)."""
+        if not self.group_commit or getattr(exc, "extendedresult", 0) != apsw.SQLITE_BUSY_SNAPSHOT:
+            return
+        if self.on_lost is not None:
+            self.on_lost()
+        raise CommitsLostError(self.url or "metadata", f"group-committed metadata transactions were lost to "
+                                                       f"another writer ({exc})") from exc
 
     def write(self, fn: Callable[[apsw.Cursor], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole function when another
-        writer holds or took the lock first. Any exception from `fn` rolls back and propagates."""
+        writer holds or took the lock first. Any exception from `fn` rolls back and propagates; a
+        COMMIT that failed otherwise is CommitOutcomeUnknownError."""
         delay = TXN_BACKOFF
         for attempt in range(TXN_RETRIES + 1):
             with self._lock:
-                cur = self.conn.cursor()
                 try:
-                    cur.execute("BEGIN IMMEDIATE")
-                except apsw.BusyError:
+                    return self._attempt(fn)
+                except apsw.BusyError as exc:  # not committed: another writer holds the lock or was first
+                    self._check_lost(exc)
                     if attempt == TXN_RETRIES:
-                        raise
-                else:
-                    try:
-                        result = fn(cur)
-                        cur.execute("COMMIT")
-                        self.commits += 1
-                        return result
-                    except apsw.BusyError:
-                        self._rollback(cur)
-                        if attempt == TXN_RETRIES:
-                            raise
-                    except BaseException:
-                        self._rollback(cur)
                         raise
             time.sleep(delay * (1 + random.random()))
             delay *= 2
         raise AssertionError("unreachable")
+
+    def _attempt(self, fn: Callable[[apsw.Cursor], T]) -> T:
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(cur)
+        except BaseException:
+            self._rollback(cur)
+            raise
+        changed = self.conn.total_changes()
+        try:
+            cur.execute("COMMIT")
+        except apsw.BusyError:
+            self._rollback(cur)
+            raise
+        except apsw.Error as exc:
+            self._rollback(cur)
+            raise CommitOutcomeUnknownError(self.url or "metadata", str(exc)) from exc
+        if changed != self._changes:  # a transaction that changed nothing ships nothing
+            self._changes = changed
+            self.commits += 1
+        return result
 
     def read(self, fn: Callable[[apsw.Cursor], T]) -> T:
         """Run `fn` inside one read transaction, so it sees a single consistent state."""
         with self._lock:
             cur = self.conn.cursor()
             cur.execute("BEGIN")
+            self.reads += 1
             try:
                 return fn(cur)
             finally:
@@ -119,6 +296,7 @@ class MetaDB:
         with self._lock:
             cur = self.conn.cursor()
             cur.execute("BEGIN")
+            self.reads += 1
             try:
                 yield cur
             finally:

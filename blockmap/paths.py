@@ -91,6 +91,11 @@ def _walk(
     return cur, ctype
 
 
+def resolve_from(cursor: apsw.Cursor, start: int, name: bytes, path: PathLike) -> tuple[int, int]:
+    """(inode, type) of entry `name` of directory `start`, following a symlink and `..`."""
+    return _walk(cursor, start, [name], path, True, [MAX_SYMLINK_FOLLOWS])
+
+
 def resolve(cursor: apsw.Cursor, path: PathLike, *, follow: bool = True) -> tuple[int, int]:
     """(inode, type) of `path`; the last component is followed if it is a symlink and `follow`."""
     return _walk(cursor, ROOT_INODE, split_path(path), path, follow, [MAX_SYMLINK_FOLLOWS])

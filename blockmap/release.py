@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import apsw
 
@@ -65,13 +65,26 @@ def _dead_slices(cur: apsw.Cursor, ids: list[int]) -> list[tuple[int, int]]:
     return [(as_int(a), as_int(b)) for a, b in rows]
 
 
-def _forget_slices(cur: apsw.Cursor, ids: list[int]) -> None:
-    marks = ",".join("?" * len(ids))
-    cur.execute(f"DELETE FROM jfs_chunk_ref WHERE refs <= 0 AND chunkid IN ({marks})", ids)
+def forget_slices(cur: apsw.Cursor, ids: list[int]) -> None:
+    """Delete the `chunk_ref` rows of slices whose blocks are gone (those still at refs <= 0)."""
+    for i in range(0, len(ids), SLICE_BATCH):
+        batch = ids[i : i + SLICE_BATCH]
+        marks = ",".join("?" * len(batch))
+        cur.execute(f"DELETE FROM jfs_chunk_ref WHERE refs <= 0 AND chunkid IN ({marks})", batch)
 
 
-def release_slices(db: MetaDB, blocks: BlockStore, slices: Iterable[tuple[int, int]]) -> int:
-    """Delete the blocks, then the rows, of the given slices whose refs are <= 0; returns how many."""
+def release_slices(
+    db: MetaDB,
+    blocks: BlockStore,
+    slices: Iterable[tuple[int, int]],
+    defer_forget: Callable[[list[int]], None] | None = None,
+) -> int:
+    """Delete the blocks, then the rows, of the given slices whose refs are <= 0; returns how many.
+
+    With `defer_forget`, the rows are handed to it instead of being deleted in a transaction of
+    their own: the caller deletes them inside its next transaction (one commit, one PUT, fewer per
+    operation). Until then they are what a crash would leave anyway: rows at refs <= 0 that `gc`
+    (ours or the binary's) finishes."""
     ids = sorted({sid for sid, _ in slices if sid})
     freed = 0
     for i in range(0, len(ids), SLICE_BATCH):
@@ -80,7 +93,11 @@ def release_slices(db: MetaDB, blocks: BlockStore, slices: Iterable[tuple[int, i
             continue
         for sid, size in victims:
             blocks.delete_slice(sid, size)
-        db.write(functools.partial(_forget_slices, ids=[v[0] for v in victims]))
+        gone = [v[0] for v in victims]
+        if defer_forget is not None:
+            defer_forget(gone)
+        else:
+            db.write(functools.partial(forget_slices, ids=gone))
         freed += len(victims)
     return freed
 

@@ -10,11 +10,14 @@ the transaction that dropped the last reference, so a crash leaves at most unref
 from __future__ import annotations
 
 import errno
+import functools
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import apsw
 
@@ -29,10 +32,10 @@ from blockmap.counters import (
     get_counter,
     incr_counter,
 )
-from blockmap.errors import ENOATTR, VolumeFormatError, fs_error
+from blockmap.errors import ENOATTR, CommitOutcomeUnknownError, VolumeFormatError, fs_error
 from blockmap.fileio import File, parse_mode
 from blockmap.files import WritePiece, commit_write, iter_range, plan_read, truncate
-from blockmap.meta import MetaDB, as_bytes, as_int, connect_meta
+from blockmap.meta import MetaDB, as_bytes, as_int, connect_meta, is_group_commit
 from blockmap.node import (
     MAX_SYMLINK,
     ROOT_INODE,
@@ -45,8 +48,8 @@ from blockmap.node import (
     get_node,
     insert_node,
 )
-from blockmap.paths import PathLike, lookup, resolve, resolve_parent, to_bytes
-from blockmap.release import release_file_data, release_slices
+from blockmap.paths import PathLike, lookup, resolve, resolve_from, resolve_parent, split_path, to_bytes
+from blockmap.release import forget_slices, release_file_data, release_slices
 from blockmap.schema import create_schema, has_schema
 from blockmap.settings import (
     DATA_URL_SETTING,
@@ -59,6 +62,7 @@ from blockmap.settings import (
 from blockmap.slices import CHUNK_SIZE, SliceRecord, chunk_span
 from hydrator.rwlock import ReadWriteLock
 from ltx.store.base import ObjectStore
+from ltx.store.url import redact_url
 
 if TYPE_CHECKING:
     from blockmap.fsck import FsckReport
@@ -133,8 +137,11 @@ class Volume:
         owns_store: bool = True,
         auto_compact: bool = True,
         read_only: bool = False,
+        meta_url: str = "",
     ) -> None:
         self.settings = settings
+        #: Where the metadata lives (a replica URL or a local SQLite URL), as given.
+        self.meta_url = meta_url
         self.data_url = data_url
         self.store = store
         self.umask = umask
@@ -144,11 +151,16 @@ class Volume:
         self._owns_store = owns_store
         self._blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix)
         self._ids = IdAllocator(self._reserve)
+        db.on_lost = self._ids.reset
         self._open_lock = threading.Lock()
         #: Reads hold it shared while they fetch blocks; deleting a slice's blocks takes it
         #: exclusively, so a read in this process never loses a block it has just looked up.
         self._block_gate = ReadWriteLock()
         self._open_counts: dict[int, int] = {}
+        #: Unlinked while open here: their data is released at the last close.
+        self._deferred: set[int] = set()
+        #: Released slices whose blocks are gone and whose rows go in the next write transaction.
+        self._forget: set[int] = set()
         self._ctx = ns.OpContext(
             uid=os.getuid() if uid is None else uid,
             gid=os.getgid() if gid is None else gid,
@@ -173,17 +185,23 @@ class Volume:
         inodes: int = 0,
         store: ObjectStore | None = None,
         connect: ConnectFn = connect_meta,
+        sync: str | None = None,
         **kwargs: object,
     ) -> Volume:
         """Create a volume: the schema, settings, counters and root (one transaction), after
-        writing `<name>/juicefs_uuid` to the data store, as `juicefs format` does."""
+        writing `<name>/juicefs_uuid` to the data store, as `juicefs format` does.
+
+        `meta_url` is a replica (`file:///dir`, `s3://bucket/path?…`: the database `blockmap.db`
+        in ltxvfs) or a local SQLite file (`sqlite3:///path/meta.db`). `sync` is ltxvfs's
+        `sync=`: `commit` (the default: an operation that returned is in the store) or
+        `interval:DURATION` (group commit: a crash may lose the operations of the last interval)."""
         storage, bucket = storage_for_data_url(data_url)
         settings = VolumeSettings.new(
             name, storage, bucket, block_size=block_size, trash_days=trash_days, hash_prefix=hash_prefix,
             dir_stats=dir_stats, capacity=capacity, inodes=inodes,
         )  # fmt: skip
-        conn = connect(meta_url, create=True)
-        db = MetaDB(conn)
+        conn = connect(meta_url, create=True, **_meta_options(sync=sync))
+        db = MetaDB(conn, url=redact_url(meta_url), group_commit=is_group_commit(sync))
         try:
             existing = db.read(lambda c: _load_settings_row(c) if has_schema(c) else None)
             if existing is not None:
@@ -209,7 +227,7 @@ class Volume:
         except BaseException:
             db.close()
             raise
-        return cls(db, settings, data, data_url, owns_store=owns, **kwargs)  # type: ignore[arg-type]
+        return cls(db, settings, data, data_url, owns_store=owns, meta_url=meta_url, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
     def open(
@@ -220,11 +238,23 @@ class Volume:
         store: ObjectStore | None = None,
         connect: ConnectFn = connect_meta,
         read_only: bool = False,
+        txid: int = 0,
+        timestamp: datetime | str | None = None,
+        sync: str | None = None,
         **kwargs: object,
     ) -> Volume:
         """Open an existing volume (made by blockmap or by the juicefs binary). `read_only` opens the
-        metadata read-only (a snapshot at a past TXID will be one): every change answers EROFS."""
-        db = MetaDB(connect(meta_url, read_only=True) if read_only else connect(meta_url))
+        metadata read-only: every change answers EROFS.
+
+        A whole-volume snapshot: on a replica, `txid` opens the metadata as of that TXID and
+        `timestamp` as of the last commit before that time (RFC 3339, a datetime, or
+        '5 minutes ago'), read-only. Bytes read back as long as no later operation released
+        their blocks (trash_days, or a clone, keeps them). `sync` as for `format`."""
+        if txid or timestamp is not None:
+            read_only = True
+        options = _meta_options(txid=txid, timestamp=timestamp, sync=None if read_only else sync)
+        conn = connect(meta_url, read_only=True, **options) if read_only else connect(meta_url, **options)
+        db = MetaDB(conn, url=redact_url(meta_url), group_commit=not read_only and is_group_commit(sync))
         try:
 
             def load(cur: apsw.Cursor) -> tuple[str | None, str | None]:
@@ -243,16 +273,27 @@ class Volume:
         except BaseException:
             db.close()
             raise
-        return cls(db, settings, data, url, owns_store=owns, read_only=read_only, **kwargs)  # type: ignore[arg-type]
+        return cls(db, settings, data, url, owns_store=owns, read_only=read_only, meta_url=meta_url,
+                   **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        """Drop the rows of released slices, ship what group commit holds, close. A failure is
+        raised after everything is closed."""
         if self.closed:
             return
         self.closed = True
-        self._blocks.close()
-        self._db.close()
-        if self._owns_store:
-            self.store.close()
+        try:
+            try:
+                with self._open_lock:
+                    forget = sorted(self._forget)
+                if forget and not self.read_only:
+                    self._db.write(functools.partial(forget_slices, ids=forget))
+            finally:
+                self._db.close()
+        finally:
+            self._blocks.close()
+            if self._owns_store:
+                self.store.close()
 
     def __enter__(self) -> Volume:
         return self
@@ -270,8 +311,32 @@ class Volume:
         return self._db.commits
 
     # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def txid(self) -> int:
+        """The TXID of the metadata state this volume reads (0 for a local SQLite file)."""
+        if not self._db.on_replica:
+            return 0
+        return int(self._db.pragma("litestream_txid") or "0", 16)
+
+    def meta_stats(self) -> dict[str, Any]:
+        """The metadata connection's ltxvfs counters (`PRAGMA ltxvfs_stats`: requests, bytes,
+        cache, LTX files shipped); empty for a local SQLite file."""
+        if not self._db.on_replica:
+            return {}
+        text = self._db.pragma("ltxvfs_stats")
+        return dict(json.loads(text)) if text else {}
+
+    def flush(self) -> None:
+        """Group commit: ship the metadata transactions committed so far and wait for the store."""
+        if not self.read_only and not self.closed:
+            self._db.flush()
+
     def _reserve(self, counter: str, batch: int) -> int:
-        return self._write(lambda cur: incr_counter(cur, counter, batch))
+        """Reserve a batch of IDs; it is in the store before any ID of it is used (group commit
+        flushes), so no other writer can ever reserve the same range."""
+        value = self._write(lambda cur: incr_counter(cur, counter, batch))
+        self._db.flush()
+        return value
 
     def _check_writable(self) -> None:
         if self.closed:
@@ -280,8 +345,38 @@ class Volume:
             raise fs_error(errno.EROFS)
 
     def _write(self, fn: Callable[[apsw.Cursor], T]) -> T:
+        """Run `fn` as one write transaction; the `chunk_ref` rows of slices released earlier
+        (blocks already deleted) are dropped in the same transaction, not in one of their own."""
         self._check_writable()
-        return self._db.write(fn)
+        with self._open_lock:
+            forget = sorted(self._forget)
+        if not forget:
+            return self._db.write(fn)
+
+        def body(c: apsw.Cursor) -> T:
+            forget_slices(c, forget)
+            return fn(c)
+
+        result = self._db.write(body)
+        with self._open_lock:
+            self._forget.difference_update(forget)
+        return result
+
+    def _write_new(self, inode: int, fn: Callable[[apsw.Cursor], Node]) -> Node:
+        """`_write` of an operation that creates `inode`; when it fails with an OS error (the
+        entry exists...), or finds an existing node instead, the unused number goes back."""
+        try:
+            node = self._write(fn)
+        except OSError:
+            self._ids.give_back_inode(inode)
+            raise
+        if node.inode != inode:
+            self._ids.give_back_inode(inode)
+        return node
+
+    def _defer_forget(self, ids: list[int]) -> None:
+        with self._open_lock:
+            self._forget.update(ids)
 
     def _read_txn(self, fn: Callable[[apsw.Cursor], T]) -> T:
         if self.closed:
@@ -289,17 +384,25 @@ class Volume:
         return self._db.read(fn)
 
     def _finish(self, released: ns.Released) -> None:
-        """Release what an operation freed: pending file data (unless open here), then slices."""
+        """Release what an operation freed: pending file data (unless open here: then at its
+        last close), then slices."""
         for inode in released.pending_files:
-            if inode in self._ctx.open_inodes:
-                continue
+            with self._open_lock:
+                if inode in self._ctx.open_inodes:
+                    self._deferred.add(inode)
+                    continue
             released.slices |= release_file_data(self._db, inode).slices
         if released.slices:
             self._release_slices(released.slices)
 
-    def _release_slices(self, slices: set[tuple[int, int]] | list[tuple[int, int]]) -> int:
+    def _release_slices(self, slices: set[tuple[int, int]] | list[tuple[int, int]], *, defer: bool = True) -> int:
+        """Delete the blocks of those `slices` whose refs are <= 0, then their rows (in the next
+        write transaction when `defer`)."""
+        if not slices:
+            return 0
+        self._db.flush()  # the commit that dropped the refs is in the store before any block goes
         with self._block_gate.write():
-            return release_slices(self._db, self._blocks, slices)
+            return release_slices(self._db, self._blocks, slices, self._defer_forget if defer else None)
 
     def _file_opened(self, inode: int) -> None:
         with self._open_lock:
@@ -314,7 +417,9 @@ class Volume:
                 return
             self._open_counts.pop(inode, None)
             self._ctx.open_inodes.discard(inode)
-        if self.closed:
+            deferred = inode in self._deferred
+            self._deferred.discard(inode)
+        if self.closed or not deferred:
             return
         pending = self._read_txn(
             lambda c: c.execute("SELECT 1 FROM jfs_delfile WHERE inode = ?", (inode,)).fetchone()
@@ -327,6 +432,8 @@ class Volume:
     ) -> None:
         try:
             counts = self._write(lambda c: commit_write(c, self._ctx, inode, pieces, path))
+        except CommitOutcomeUnknownError:
+            raise  # the commit may be in the store: its blocks stay (gc finds them if it is not)
         except BaseException:
             for p in pieces:  # nothing refers to the new slices: take their blocks back
                 self._discard_slice(p.record.id, p.record.size)
@@ -427,29 +534,64 @@ class Volume:
             parent, name = resolve_parent(c, path)
             return ns.mknod(c, self._ctx, parent, name, TYPE_DIRECTORY, mode & ~self.umask, inode, path)
 
-        return Attr.of(self._write(body))
+        return Attr.of(self._write_new(inode, body))
 
     def makedirs(self, path: PathLike, mode: int = 0o777, *, exist_ok: bool = False) -> Attr:
-        """mkdir with every missing parent."""
-        parts = [p for p in to_bytes(path).split(b"/") if p]
-        attr: Attr | None = None
-        for i in range(1, len(parts) + 1):
-            sub = b"/" + b"/".join(parts[:i])
-            try:
-                attr = self.mkdir(sub, mode)
-            except FileExistsError:
-                attr = self.stat(sub)
-                if not attr.is_dir():
-                    raise fs_error(errno.ENOTDIR, path) from None
-                if i == len(parts) and not exist_ok:
-                    raise
-        return attr if attr is not None else self.stat("/")
+        """mkdir with every missing parent, in one transaction."""
+        self._check_writable()
+        parts = split_path(path)
+        inodes = [self._ids.next_inode() for p in parts if p != b".."]
+
+        def body(c: apsw.Cursor) -> tuple[Node, int]:
+            cur = ROOT_INODE
+            fresh = list(inodes)
+            for i, part in enumerate(parts):
+                try:
+                    cur, typ = resolve_from(c, cur, part, path)
+                except FileNotFoundError:
+                    made = ns.mknod(c, self._ctx, cur, part, TYPE_DIRECTORY, mode & ~self.umask, fresh.pop(0), path)
+                    cur = made.inode
+                    continue
+                if typ != TYPE_DIRECTORY:
+                    raise fs_error(errno.ENOTDIR, path)
+                if i == len(parts) - 1 and not exist_ok:
+                    raise fs_error(errno.EEXIST, path)
+            node = get_node(c, cur)
+            if node is None:
+                raise fs_error(errno.ENOENT, path)
+            return node, len(inodes) - len(fresh)
+
+        try:
+            node, used = self._write(body)
+        except OSError:
+            for ino in inodes:
+                self._ids.give_back_inode(ino)
+            raise
+        for ino in inodes[used:]:
+            self._ids.give_back_inode(ino)
+        return Attr.of(node)
 
     def create(self, path: PathLike, mode: int = 0o666, *, exclusive: bool = False) -> Attr:
-        """Create an empty file; an existing file is kept unless `exclusive` (then EEXIST)."""
-        with self.open_file(path, "x" if exclusive else "a", mode):
-            pass
-        return self.stat(path)
+        """Create an empty file (one transaction); an existing file is kept unless `exclusive`
+        (then EEXIST)."""
+        self._check_writable()
+        inode = self._ids.next_inode()
+        return Attr.of(self._write_new(inode, lambda c: self._create_in(c, path, mode, inode, exclusive)))
+
+    def _create_in(self, c: apsw.Cursor, path: PathLike, perm: int, inode: int, exclusive: bool) -> Node:
+        """Inside a write transaction: the regular file at `path`, made with `inode` if absent."""
+        try:
+            node = self._resolve(c, path)
+        except FileNotFoundError:
+            parent, name = resolve_parent(c, path)
+            return ns.mknod(c, self._ctx, parent, name, TYPE_FILE, perm & ~self.umask, inode, path)
+        if exclusive:
+            raise fs_error(errno.EEXIST, path)
+        if node.type == TYPE_DIRECTORY:
+            raise fs_error(errno.EISDIR, path)
+        if node.type != TYPE_FILE:
+            raise fs_error(errno.EINVAL, path)
+        return node
 
     def symlink(self, target: PathLike, path: PathLike) -> Attr:
         """Create `path` as a symlink to `target` (stored verbatim)."""
@@ -466,7 +608,7 @@ class Volume:
             parent, name = resolve_parent(c, path)
             return ns.mknod(c, self._ctx, parent, name, TYPE_SYMLINK, 0o777, inode, path, target=tb)
 
-        return Attr.of(self._write(body))
+        return Attr.of(self._write_new(inode, body))
 
     def readlink(self, path: PathLike) -> str:
         def body(c: apsw.Cursor) -> bytes:
@@ -584,35 +726,29 @@ class Volume:
         readable, writable, append, create, trunc, excl = parse_mode(mode)
         if writable:
             self._check_writable()
-        node: Node | None = None
-        if not excl:  # the common case needs no write transaction when the file exists
-            try:
-                node = self._read_txn(lambda c: self._resolve(c, path))
-            except FileNotFoundError:
-                if not create:
-                    raise
-        if node is None:
+        if create:  # one write transaction: create if absent, truncate if asked (commits only a change)
             inode = self._ids.next_inode()
 
-            def create_body(c: apsw.Cursor) -> Node:
-                try:
-                    found = self._resolve(c, path)
-                except FileNotFoundError:
-                    parent, name = resolve_parent(c, path)
-                    return ns.mknod(c, self._ctx, parent, name, TYPE_FILE, perm & ~self.umask, inode, path)
-                if excl:
-                    raise fs_error(errno.EEXIST, path) from None
-                return found
+            def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
+                node = self._create_in(c, path, perm, inode, excl)
+                if trunc and node.length:
+                    return truncate(c, self._ctx, node.inode, 0, path)
+                return node, ns.Released()
 
-            node = self._write(create_body)
-        if node.type == TYPE_DIRECTORY:
-            raise fs_error(errno.EISDIR, path)
-        if node.type != TYPE_FILE:
-            raise fs_error(errno.EINVAL, path)
-        if trunc and node.length:
-            ino = node.inode
-            node, released = self._write(lambda c: truncate(c, self._ctx, ino, 0, path))
+            try:
+                node, released = self._write(body)
+            except OSError:
+                self._ids.give_back_inode(inode)
+                raise
+            if node.inode != inode:
+                self._ids.give_back_inode(inode)
             self._finish(released)
+        else:
+            node = self._read_txn(lambda c: self._resolve(c, path))
+            if node.type == TYPE_DIRECTORY:
+                raise fs_error(errno.EISDIR, path)
+            if node.type != TYPE_FILE:
+                raise fs_error(errno.EINVAL, path)
         f = File(self, node.inode, os.fsdecode(to_bytes(path)), readable=readable, writable=writable, append=append)
         if append:
             f.seek(0, os.SEEK_END)
@@ -658,10 +794,16 @@ class Volume:
 
         try:
             node, released = self._write(body)
-        except BaseException:
+        except CommitOutcomeUnknownError:
+            raise  # the commit may be in the store: its blocks stay (gc finds them if it is not)
+        except BaseException as exc:
             for p in pieces:
                 self._discard_slice(p.record.id, p.record.size)
+            if isinstance(exc, OSError):  # refused inside the transaction: the inode was not used
+                self._ids.give_back_inode(inode)
             raise
+        if node.inode != inode:
+            self._ids.give_back_inode(inode)
         self._finish(released)
         return Attr.of(node)
 
@@ -817,6 +959,21 @@ class Volume:
     def lookup(self, parent: int, name: bytes) -> tuple[int, int] | None:
         """(inode, type) of entry `name` in directory inode `parent` (low-level)."""
         return self._read_txn(lambda c: lookup(c, parent, name))
+
+
+def _meta_options(
+    *, txid: int = 0, timestamp: datetime | str | None = None, sync: str | None = None
+) -> dict[str, object]:
+    """The `connect` keywords that differ from their defaults (a custom `connect` need only
+    accept the ones it is given)."""
+    out: dict[str, object] = {}
+    if txid:
+        out["txid"] = txid
+    if timestamp is not None:
+        out["timestamp"] = timestamp
+    if sync is not None:
+        out["sync"] = sync
+    return out
 
 
 def _load_setting(cur: apsw.Cursor, name: str) -> str | None:

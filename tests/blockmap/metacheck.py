@@ -14,9 +14,13 @@ def _align(n: int) -> int:
     return 4096 if n <= 0 else -(-n // 4096) * 4096
 
 
-def metadata_problems(meta_path: str) -> list[str]:
-    """Everything wrong with counters, dir stats, nlink and chunk refs (empty when consistent)."""
-    db = apsw.Connection(meta_path, flags=apsw.SQLITE_OPEN_READONLY)
+def metadata_problems(meta: str | apsw.Connection) -> list[str]:
+    """Everything wrong with counters, dir stats, nlink and chunk refs (empty when consistent).
+    `meta` is a local database path, or an open connection (one transaction is read)."""
+    if isinstance(meta, apsw.Connection):
+        with meta:
+            return _problems(meta)
+    db = apsw.Connection(meta, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return _problems(db)
     finally:

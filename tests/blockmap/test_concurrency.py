@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 import threading
 
-import apsw
-
 from blockmap.volume import Volume
+from tests.blockmap.conftest import meta_conn
 from tests.blockmap.metacheck import metadata_problems
 
 WRITERS = 3
@@ -49,12 +48,12 @@ def test_two_clients_and_threads_share_a_volume(vol: Volume, vol_paths: tuple[st
     for p, data in expected.items():
         assert vol.read_file(p) == data
         assert other.read_file(p) == data
-    db = apsw.Connection(vol._db.conn.filename)
+    db = meta_conn(vol)
     inodes = [r[0] for r in db.execute("SELECT inode FROM jfs_node")]
     assert len(inodes) == len(set(inodes)) == 1 + WRITERS + len(expected)
     # Each client reserved its own batches: the counters moved past every ID in use.
     counters = dict(db.execute("SELECT name, value FROM jfs_counter"))
     assert counters["nextInode"] > max(inodes)
     assert counters["nextChunk"] > max(r[0] for r in db.execute("SELECT chunkid FROM jfs_chunk_ref"))
-    assert metadata_problems(vol._db.conn.filename) == []
+    assert metadata_problems(meta_conn(vol)) == []
     other.close()

@@ -25,14 +25,15 @@ from blockmap.schema import schema_rows
 from blockmap.settings import VolumeSettings
 from blockmap.slices import CHUNK_SIZE, decode_records
 from blockmap.volume import Volume
+from tests.blockmap.conftest import meta_conn
 from tests.blockmap.juicefs_cli import dump, gc_report, run_juicefs, sync_in, sync_out
 from tests.blockmap.metacheck import metadata_problems
 
 BLOCK = 256 << 10  # small blocks: many block objects with little data
 
 
-def _schema(path: str) -> list[tuple[str, str, str, str | None]]:
-    db = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+def _schema(meta: str | apsw.Connection) -> list[tuple[str, str, str, str | None]]:
+    db = meta if isinstance(meta, apsw.Connection) else apsw.Connection(meta, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return [r for r in schema_rows(db.cursor()) if r[1] != "sqlite_sequence"]
     finally:
@@ -50,7 +51,7 @@ def _format_with_binary(tmp: Path, *args: str) -> tuple[str, Path]:
 def test_schema_equals_the_binarys(tmp_path: Path, vol: Volume) -> None:
     meta, _ = _format_with_binary(tmp_path, "--trash-days", "0")
     theirs = _schema(urllib.parse.urlsplit(meta).path)
-    ours = _schema(vol._db.conn.filename)
+    ours = _schema(meta_conn(vol))
     assert ours == theirs
 
 

@@ -7,16 +7,11 @@ import random
 import time
 from pathlib import Path
 
-import apsw
 import pytest
 
 from blockmap.volume import Volume
-from tests.blockmap.conftest import TEST_BLOCK_SIZE
+from tests.blockmap.conftest import TEST_BLOCK_SIZE, meta_conn
 from tests.blockmap.metacheck import metadata_problems
-
-
-def _meta(vol: Volume) -> str:
-    return vol._db.conn.filename
 
 
 def _block_count(vol: Volume) -> int:
@@ -24,7 +19,7 @@ def _block_count(vol: Volume) -> int:
 
 
 def _refs(vol: Volume) -> dict[int, int]:
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     return dict(db.execute("SELECT chunkid, refs FROM jfs_chunk_ref"))
 
 
@@ -47,7 +42,7 @@ def test_clone_file_shares_slices(vol: Volume) -> None:
     assert _block_count(vol) > 0
     vol.unlink("/copy")
     assert _block_count(vol) == 0
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_clone_tree(vol: Volume) -> None:
@@ -74,13 +69,13 @@ def test_clone_tree(vol: Volume) -> None:
     f2_space = -(-len(files["/t/a/f2"]) // 4096) * 4096 or 4096
     assert after.total_inodes == 2 * used.total_inodes + 1  # f2's two links are two inodes now
     assert after.used_space == 2 * used.used_space + f2_space
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
     with pytest.raises(OSError) as exc:
         vol.clone("/t", "/t/a/inside")
     assert exc.value.errno == errno.EINVAL
     with pytest.raises(FileExistsError):
         vol.clone("/t", "/t2")
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     assert db.execute("SELECT COUNT(*) FROM jfs_detached_node").fetchone()[0] == 0
 
 
@@ -113,7 +108,7 @@ def test_gc_finds_and_deletes_leaked_objects(vol: Volume) -> None:
 def test_gc_finishes_interrupted_deletes(vol: Volume) -> None:
     vol.write_file("/f", random.Random(4).randbytes(200_000))
     # Simulate a crash after the unlink transaction: the slice rows are at refs 0, blocks remain.
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     db.execute("UPDATE jfs_chunk_ref SET refs = 0")
     db.execute("DELETE FROM jfs_chunk")
     assert _block_count(vol) > 0
@@ -131,7 +126,7 @@ def test_fsck_reports_missing_blocks_and_bad_accounting(vol: Volume) -> None:
     assert vol.fsck().ok
     key = sorted(o.key for o in vol.store.list(f"{vol.name}/chunks/"))[1]
     vol.store.delete(key)
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     db.execute("UPDATE jfs_dir_stats SET used_space = used_space + 4096 WHERE inode = 1")
     db.execute("UPDATE jfs_counter SET value = 7 WHERE name = 'totalInodes'")
     db.execute("UPDATE jfs_node SET nlink = 5 WHERE inode = 1")
@@ -161,14 +156,14 @@ def test_trash_keeps_removed_files_until_they_expire(vol_paths: tuple[str, str])
         assert v.listdir("/") == ["g"]
         assert _block_count(v) == 3
         assert v.usage().total_inodes == 5  # g, the hour directory, d, f and the old g
-        assert metadata_problems(v._db.conn.filename) == []
+        assert metadata_problems(meta_conn(v)) == []
         assert v.gc(delete=True, skip_age=0).trash.entries == 0  # not expired yet
         report = v.empty_trash(force=True)
         assert report.entries == 3 and report.directories == 1
         assert _block_count(v) == 1
         assert v.usage().total_inodes == 1
         assert v.fsck().ok
-        assert metadata_problems(v._db.conn.filename) == []
+        assert metadata_problems(meta_conn(v)) == []
 
 
 def test_compaction_with_trash_delays_slice_release(vol_paths: tuple[str, str]) -> None:
@@ -198,7 +193,7 @@ def test_unlinked_open_file_stays_readable(vol: Volume) -> None:
     assert _block_count(vol) > 0
     f.close()
     assert _block_count(vol) == 0
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchone()[0] == 0
 
 
@@ -209,7 +204,7 @@ def test_big_unlink_goes_through_delfile(vol: Volume, monkeypatch: pytest.Monkey
     vol.write_file("/f", b"abc")
     vol.unlink("/f")
     assert _block_count(vol) == 0
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchone()[0] == 0
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
     assert time.time() > 0

@@ -5,20 +5,14 @@ from __future__ import annotations
 import io
 import random
 
-import apsw
-
 from blockmap.slices import CHUNK_SIZE, SliceRecord, decode_records
 from blockmap.volume import Volume
-from tests.blockmap.conftest import TEST_BLOCK_SIZE
+from tests.blockmap.conftest import TEST_BLOCK_SIZE, meta_conn
 from tests.blockmap.metacheck import metadata_problems
 
 
-def _meta(vol: Volume) -> str:
-    return vol._db.conn.filename
-
-
 def _records(vol: Volume, inode: int, indx: int = 0) -> list:  # type: ignore[type-arg]
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     row = db.execute("SELECT slices FROM jfs_chunk WHERE inode = ? AND indx = ?", (inode, indx)).fetchone()
     return [] if row is None else decode_records(row[0])
 
@@ -70,7 +64,7 @@ def test_overwrites_appends_and_sparse_writes_match_a_model(vol: Volume, rng: ra
                 assert f.pread(n, off) == bytes(model[off : off + n])
     assert vol.read_file("/f") == bytes(model)
     assert vol.stat("/f").st_size == len(model)
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_sequential_small_writes_become_one_slice(vol: Volume) -> None:
@@ -104,7 +98,7 @@ def test_large_file_spans_chunks(vol: Volume) -> None:
     # The 64 MiB boundary reads through both chunks' records.
     assert vol.read_file("/big", CHUNK_SIZE - 10, 20) == across[150_000 - 10 : 150_000 + 10]
     assert vol.usage().used_space == size
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_truncate_shrink_then_extend_reads_zeros(vol: Volume) -> None:
@@ -116,7 +110,7 @@ def test_truncate_shrink_then_extend_reads_zeros(vol: Volume) -> None:
     assert vol.read_file("/f") == data[:50_000] + bytes(70_000)
     vol.pwrite("/f", b"XY", 119_998)
     assert vol.read_file("/f")[-4:] == b"\0\0XY"
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_truncate_to_zero_gives_whole_chunks_back(vol: Volume) -> None:
@@ -125,7 +119,7 @@ def test_truncate_to_zero_gives_whole_chunks_back(vol: Volume) -> None:
     vol.truncate("/f", 0)
     assert list(vol.store.list("testvol/chunks/")) == []
     assert vol.read_file("/f") == b""
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_copy_from_and_to_streams(vol: Volume) -> None:
@@ -153,7 +147,7 @@ def test_auto_compaction_merges_many_records(vol: Volume) -> None:
     live = {rec.id for rec in _records(vol, ino) if rec.id}
     stored = {int(o.key.rsplit("/", 1)[1].split("_")[0]) for o in vol.store.list("testvol/chunks/")}
     assert stored == live
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_explicit_compaction_keeps_bytes(vol: Volume) -> None:
@@ -174,7 +168,7 @@ def test_explicit_compaction_keeps_bytes(vol: Volume) -> None:
     assert vol.compact("/") >= 1
     assert len(_records(vol, ino)) == 1
     assert vol.read_file("/f") == bytes(model)
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_write_file_replaces_contents_and_frees_old_blocks(vol: Volume) -> None:
@@ -183,14 +177,14 @@ def test_write_file_replaces_contents_and_frees_old_blocks(vol: Volume) -> None:
     assert vol.read_file("/f") == b"short"
     assert len(list(vol.store.list("testvol/chunks/"))) == 1
     assert vol.usage().used_space == 4096
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_slices_stay_blobs_and_text_values_still_read(vol: Volume) -> None:
     vol.write_file("/f", b"a" * 1000)
     vol.pwrite("/f", b"b" * 10, 500)
     ino = vol.stat("/f").st_ino
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchone()[0] == "blob"
     # The binary appends with `slices || ?`, which SQLite types TEXT: the bytes are what count.
     sid = db.execute("SELECT MAX(chunkid) FROM jfs_chunk_ref").fetchone()[0] + 1

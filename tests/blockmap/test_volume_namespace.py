@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -12,11 +13,8 @@ import pytest
 from blockmap.errors import VolumeFormatError
 from blockmap.node import TYPE_DIRECTORY, TYPE_FILE, TYPE_SYMLINK
 from blockmap.volume import Volume
+from tests.blockmap.conftest import meta_conn
 from tests.blockmap.metacheck import metadata_problems
-
-
-def _meta(vol: Volume) -> str:
-    return vol._db.conn.filename
 
 
 def _raises(code: int) -> pytest.RaisesContext[OSError]:
@@ -69,7 +67,7 @@ def test_mkdir_create_stat_readdir(vol: Volume) -> None:
     assert [(e.name, e.inode, e.type) for e in entries] == [("file", f.st_ino, TYPE_FILE)]
     assert entries[0].attr == vol.stat("/dir/file")
     assert vol.stat("/dir").st_mtime_ns >= d.st_mtime_ns
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_errors_carry_the_right_errno(vol: Volume) -> None:
@@ -126,14 +124,14 @@ def test_unlink_and_rmdir_remove_rows_and_usage(vol: Volume) -> None:
     vol.rmdir("/d")
     assert vol.listdir("/") == []
     assert vol.usage().used_space == 0 and vol.usage().total_inodes == 0
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     assert db.execute("SELECT COUNT(*) FROM jfs_node").fetchone()[0] == 1
     assert db.execute("SELECT COUNT(*) FROM jfs_chunk").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM jfs_dir_stats WHERE inode != 1").fetchone()[0] == 0
     assert list(vol.store.list("testvol/chunks/")) == []
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_rename_moves_files_and_directories(vol: Volume) -> None:
@@ -146,7 +144,7 @@ def test_rename_moves_files_and_directories(vol: Volume) -> None:
     assert vol.stat("/c/b2").parent == vol.stat("/c").st_ino
     vol.rename("/c/b2/f", "/g")
     assert vol.stat("/g").parent == 1
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_rename_replaces_files_and_empty_dirs(vol: Volume) -> None:
@@ -176,7 +174,7 @@ def test_rename_replaces_files_and_empty_dirs(vol: Volume) -> None:
         vol.rename("/d2", "/d2/x2")
     with _raises(errno.EEXIST):
         vol.rename("/b", "/d2/x", no_replace=True)
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_hard_links_share_the_inode(vol: Volume) -> None:
@@ -193,14 +191,14 @@ def test_hard_links_share_the_inode(vol: Volume) -> None:
     with vol.open_file("/g", "a") as f:
         f.write(b"+more")
     assert vol.read_file("/d/f") == b"data+more"
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
     vol.unlink("/d/f")
     assert vol.stat("/g").st_nlink == 1
     assert vol.read_file("/g") == b"data+more"
     assert vol.usage().total_inodes == 2
     vol.unlink("/g")
     assert vol.usage().total_inodes == 1
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_symlinks(vol: Volume) -> None:
@@ -222,7 +220,7 @@ def test_symlinks(vol: Volume) -> None:
         vol.symlink("t" * 4097, "/long")
     vol.unlink("/ln")
     assert vol.exists("/real/dir/f")
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_chmod_chown_utimens(vol: Volume) -> None:
@@ -235,7 +233,7 @@ def test_chmod_chown_utimens(vol: Volume) -> None:
     assert stat.S_IMODE(a.st_mode) == 0o755  # chown clears set-user-ID
     a = vol.utimens("/f", (1_000_000_123, 2_000_000_456))
     assert a.st_atime_ns == 1_000_000_123 and a.st_mtime_ns == 2_000_000_456
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     row = db.execute("SELECT atime, atimensec, mtime, mtimensec FROM jfs_node WHERE inode = ?", (a.st_ino,))
     assert row.fetchone() == (1_000_000, 123, 2_000_000, 456)
 
@@ -261,7 +259,7 @@ def test_xattrs(vol: Volume) -> None:
         vol.removexattr("/f", "user.a")
     assert vol.listxattr("/f") == ["user.b"]
     vol.unlink("/f")
-    db = apsw.Connection(_meta(vol))
+    db = meta_conn(vol)
     assert db.execute("SELECT COUNT(*) FROM jfs_xattr").fetchone()[0] == 0
 
 
@@ -280,20 +278,48 @@ def test_readdir_streams_large_directories(vol: Volume, monkeypatch: pytest.Monk
     assert seen == sorted(names) + ["zzz-added-while-listing"]
 
 
+def _ltx_files(vol: Volume) -> int:
+    """LTX files this volume's metadata connection shipped (0 on a local SQLite file)."""
+    return int(vol.meta_stats().get("write_ltx_files", 0))
+
+
 def test_each_operation_is_one_transaction(vol: Volume) -> None:
+    """Each operation is one write transaction, nothing more (one LTX file, one PUT, on a replica)."""
     vol.write_file("/warm", b"w")  # reserves the first inode and slice ID batches
-    base = vol.commits
-    vol.mkdir("/d")
-    vol.create("/d/f")
-    vol.rename("/d/f", "/d/g")
-    vol.chmod("/d/g", 0o600)
-    vol.setxattr("/d/g", "user.k", b"v")
-    vol.write_file("/d/new", b"content")  # create + contents in one transaction
-    assert vol.commits - base == 6
-    # Replacing contents is one transaction too; the old slice's row goes in a second one, after
-    # its blocks are deleted (blocks never disappear under a row that names them).
-    vol.write_file("/d/new", b"replaced")
-    assert vol.commits - base == 8
+    on_replica = vol.meta_url.startswith("file://")
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("mkdir", lambda: vol.mkdir("/d")),
+        ("makedirs", lambda: vol.makedirs("/d/a/b/c")),
+        ("create", lambda: vol.create("/d/f")),
+        ("rename", lambda: vol.rename("/d/f", "/d/g")),
+        ("chmod", lambda: vol.chmod("/d/g", 0o600)),
+        ("utimens", lambda: vol.utimens("/d/g")),
+        ("setxattr", lambda: vol.setxattr("/d/g", "user.k", b"v")),
+        ("write_file (create + contents)", lambda: vol.write_file("/d/new", b"content")),
+        ("write_file (replace)", lambda: vol.write_file("/d/new", b"replaced")),
+        ("truncate", lambda: vol.truncate("/d/new", 3)),
+        ("link", lambda: vol.link("/d/new", "/d/new2")),
+        ("symlink", lambda: vol.symlink("new", "/d/s")),
+        ("unlink", lambda: vol.unlink("/d/new2")),
+        ("rmdir", lambda: vol.rmdir("/d/a/b/c")),
+    ]
+    for name, step in steps:
+        commits, reads, files = vol.commits, vol._db.reads, _ltx_files(vol)
+        step()
+        assert vol.commits - commits == 1, name
+        if on_replica:
+            assert _ltx_files(vol) - files == 1, name
+        if name in ("mkdir", "makedirs", "create", "rename", "chmod", "symlink"):
+            assert vol._db.reads == reads, f"{name} read outside its transaction"
+    # A create of an existing file changes nothing: nothing is committed or shipped.
+    commits, files = vol.commits, _ltx_files(vol)
+    vol.create("/d/g")
+    assert (vol.commits, _ltx_files(vol)) == (commits, files)
+    # The replaced contents' slice: blocks deleted at once, its refs-0 row dropped by the next
+    # operation's own transaction (not one of its own), so nothing is left pending.
+    db = meta_conn(vol)
+    assert db.execute("SELECT count(*) FROM jfs_chunk_ref WHERE refs <= 0").fetchone()[0] == 0
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_volume_limits_answer_enospc(vol_paths: tuple[str, str]) -> None:
@@ -311,7 +337,7 @@ def test_volume_limits_answer_enospc(vol_paths: tuple[str, str]) -> None:
         v.create("/b")
         with _raises(errno.ENOSPC):
             v.create("/c")
-        assert metadata_problems(v._db.conn.filename) == []
+        assert metadata_problems(meta_conn(v)) == []
         assert v.fsck().ok
         assert v.gc(skip_age=0).leaked == []  # the refused write's uploaded blocks were taken back
 
@@ -331,7 +357,7 @@ def test_rename_exchange_swaps_entries(vol: Volume) -> None:
         vol.rename("/p/sub", "/q/none", exchange=True)
     with _raises(errno.EINVAL):
         vol.rename("/q", "/q/file/inner", exchange=True)
-    assert metadata_problems(_meta(vol)) == []
+    assert metadata_problems(meta_conn(vol)) == []
 
 
 def test_read_only_open_refuses_changes(vol: Volume, vol_paths: tuple[str, str]) -> None:
