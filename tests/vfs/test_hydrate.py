@@ -24,6 +24,8 @@ from tests.s3proxy import Fault, S3Proxy
 from tests.s3server import S3Server
 from tests.vfs.replicas import History, big_value, plain, pragma, stats
 from tests.vfs.replicas import connect as connect_vfs
+from tests.vfs.writing import open_writer
+from tests.vfs.writing import txid as writer_txid
 from vfs import hydrate
 from vfs.hydrate import HydratePathError, SharedHydration, attach, shared_hydration
 from vfs.options import ENV_HYDRATE_PATH
@@ -389,6 +391,44 @@ def test_writers_commit_reaches_the_copy(history: History, file_url: str, tmp_pa
             conn.close()
     finally:
         writer.close()
+
+
+def test_a_writers_commits_reach_its_copy_through_the_hook(store_url: str, tmp_path: Path) -> None:
+    """A real writer (poll=0, so the copy does not follow the replica) on a new replica: hydration
+    starts once the first commit is there; every later commit reaches the copy through on_commit
+    (the hydration fetches nothing more), and the writer's next read transactions read the copy."""
+    copy = tmp_path / "copy.db"
+    w = open_writer(tmp_path / "w.db", store_url, hydrate=str(copy), cache_size=SMALL_CACHE)
+    try:
+        with w:
+            w.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            w.executemany("INSERT INTO t VALUES (?, ?)", [(i, big_value(i)) for i in range(300)])
+        wait_complete(w)
+        shared = hydrated(copy)
+        assert shared.restarts >= 1, "the first hydration found an empty replica and was started again"
+        fetched = shared.store_stats()["gets"]
+        rng = random.Random(5)
+        for n in range(6):
+            with w:
+                w.execute("UPDATE t SET v = ? WHERE id = ?", (f"update {n}", rng.randrange(300)))
+                w.execute("INSERT INTO t VALUES (?, ?)", (1000 + n, big_value(1000 + n)))
+        last = writer_txid(w)
+        wait_for(lambda: shared.hydrator.txid == last, "the writer's commits to reach the copy", DEADLINE,
+                 on_timeout=lambda: str(stats(w)))
+        assert shared.commits_applied >= 6 and shared.store_stats()["gets"] == fetched, stats(w)
+        rows = w.execute("SELECT * FROM t ORDER BY id").fetchall()
+        local = plain(copy)
+        try:
+            assert local.execute("SELECT * FROM t ORDER BY id").fetchall() == rows
+            assert local.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            local.close()
+        w.execute("PRAGMA cache_size = 10").fetchall()
+        reads = stats(w)["local_reads"]
+        assert w.execute("SELECT * FROM t ORDER BY id").fetchall() == rows
+        assert stats(w)["local_reads"] > reads, ("the writer did not read its copy", stats(w))
+    finally:
+        w.close()
 
 
 def test_progress_without_hydration_is_zero(history: History, file_url: str, tmp_path: Path) -> None:
