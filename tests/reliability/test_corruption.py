@@ -29,6 +29,7 @@ from ltx import cli
 from ltx.decoder import Decoder
 from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE
+from ltx.hint import HINT_KEY, refresh_hint
 from ltx.plan import LTXFileInfo, RestorePlanError, restore_plan
 from ltx.reader import decode_tail
 from ltx.replica import Replica
@@ -279,3 +280,32 @@ def test_a_missing_file_another_level_covers_is_reported_and_read_around(
     finally:
         replica.close()
     agreed_state(url, expected, tmp_path / "after", expected.history.last_txid, tolerate=("gap in level 0",))
+
+
+def test_a_damaged_or_stale_hint_is_never_served(template: Path, tmp_path: Path, expected: Expected) -> None:
+    """The hint (page 1 and interior pages of one state, ltx/hint.py) with flipped bits, cut
+    short, or left over from an older state: reads through the VFS give the right rows."""
+    url, replica = copy_of(template, tmp_path)
+    last = expected.history.last_txid
+    try:
+        older = refresh_hint(replica)
+        assert older.header is not None and older.header.txid == last
+        good = replica.store.get(HINT_KEY)
+        rng = random.Random(4)
+        variants = [bytes(good[:cut]) for cut in (0, 40, len(good) // 2, len(good) - 1)]
+        for _ in range(20):
+            damaged = bytearray(good)
+            damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+            variants.append(bytes(damaged))
+        for n, data in enumerate(variants):
+            tally.add(tally.CORRUPT)
+            replica.store.put(HINT_KEY, data)
+            txid, rows = vfs_state(url, tmp_path / f"vfs-{n}.db")
+            same((txid, rows), (last, expected.rows(last)), f"VFS read beside hint variant {n}")
+        replica.store.put(HINT_KEY, good)  # a hint of TXID `last` beside a replica that lost it
+        replica.delete_file(replica.list_level(0)[-1])
+        tally.add(tally.CORRUPT)
+        txid, rows = vfs_state(url, tmp_path / "vfs-stale.db")
+        same((txid, rows), (last - 1, expected.rows(last - 1)), "VFS read beside a hint of a state it does not read")
+    finally:
+        replica.close()
