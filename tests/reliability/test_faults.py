@@ -41,7 +41,7 @@ from tests.s3server import S3Server
 from tests.vfs.replicas import History, connect, pragma, run_queries, stats
 from vfs.errors import PageCorruptError, PageReadError, ReplicaOpenError
 
-COMPONENTS = ("vfs", "restore", "compaction", "hydrator")
+COMPONENTS = ("vfs", "restore", "compaction", "hydrator", "vfs-hydrated")
 #: Share of requests that get a fault in the transient runs.
 TRANSIENT_RATE = 0.35
 #: Share of requests that get a fault in the unbounded runs.
@@ -74,6 +74,23 @@ def run_vfs(url: str, late: Callable[[], None], expected: Expected, workdir: Pat
         last = expected.history.last_txid
         wait_for(lambda: pragma(conn, "litestream_txid") == f"{last:016x}", "the follower to catch up", 60.0)
         same(run_queries(conn), expected.rows(last), f"VFS after following to TXID {last:x}")
+        return int(stats(conn)["retries"])
+    finally:
+        conn.close()
+
+
+def run_vfs_hydrated(url: str, late: Callable[[], None], expected: Expected, workdir: Path) -> int:
+    """A connection with hydrate=PATH: it reads while the local copy downloads, then from it,
+    following commits shipped meanwhile; return the retries."""
+    conn = connect(workdir / "vfs.db", url, poll=0.05, hydrate=str(workdir / "local.db"))
+    try:
+        first = int(pragma(conn, "litestream_txid"), 16)
+        same(run_queries(conn), expected.rows(first), f"hydrating VFS at TXID {first:x}")
+        wait_for(lambda: pragma(conn, "litestream_hydration_progress") == "100.0", "the local copy", 60.0)
+        late()
+        last = expected.history.last_txid
+        wait_for(lambda: pragma(conn, "litestream_txid") == f"{last:016x}", "the follower to catch up", 60.0)
+        same(run_queries(conn), expected.rows(last), f"hydrating VFS after following to TXID {last:x}")
         return int(stats(conn)["retries"])
     finally:
         conn.close()
@@ -121,6 +138,8 @@ def run_component(component: str, url: str, direct: Replica, history: History, e
 
     if component == "vfs":
         return run_vfs(url, late, expected, workdir)
+    if component == "vfs-hydrated":
+        return run_vfs_hydrated(url, late, expected, workdir)
     if component == "hydrator":
         return run_hydrator(url, late, expected, workdir)
     late()
@@ -163,6 +182,7 @@ def test_transient_faults_are_retried_to_the_right_data(component: str, s3_serve
 #: What a clear failure may be, per component: an error type that names the store's objects.
 CLEAR_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
     "vfs": (ReplicaOpenError, PageReadError, PageCorruptError),
+    "vfs-hydrated": (ReplicaOpenError, PageReadError, PageCorruptError),
     "restore": (StoreError,),
     "compaction": (StoreError,),
     "hydrator": (StoreError, HydrationError),
