@@ -98,7 +98,7 @@ def load_latest(reader: ReplicaReader, page_size: int, stats: ReadStats | None) 
 def open_writer(options: OpenOptions) -> LTXWriteFile:
     """Open a replica for writing: its latest state, or an empty database if it has no files."""
     try:
-        replica = Replica.open(options.replica_url)
+        replica = Replica.open(options.replica_url, lean_reads=True)
     except InvalidURLError as exc:
         raise ReplicaOpenError(options.replica_url, str(exc)) from exc
     stats = ReadStats()
