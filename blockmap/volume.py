@@ -224,6 +224,7 @@ class Volume:
                 cur.executemany("INSERT INTO jfs_counter (name, value) VALUES (?, ?)", INITIAL_COUNTERS)
 
             db.write(init)
+            db.flush()  # a volume that format returned is in the store, group commit or not
         except BaseException:
             db.close()
             raise

@@ -9,14 +9,21 @@ import uuid
 from pathlib import Path
 
 from blockmap.volume import Volume
-from tests.blockmap.conftest import TEST_BLOCK_SIZE
+from tests.blockmap.conftest import TEST_BLOCK_SIZE, meta_conn
 from tests.blockmap.juicefs_cli import gc_report, run_juicefs, sync_out
 from tests.blockmap.metacheck import metadata_problems
 from tests.s3server import S3Server
 
 
+def _sibling(url: str, suffix: str) -> str:
+    """`url` with `suffix` added to its path (its query, e.g. an S3 endpoint, kept)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
+
+
 def test_volume_round_trip_on_each_store(tmp_path: Path, store_url: str) -> None:
-    meta = f"sqlite3://{tmp_path}/meta.db"
+    # Metadata and blocks both in the store: blockmap.db in an ltxvfs replica beside the data.
+    meta = _sibling(store_url, "-meta")
     r = random.Random(21)
     files = {f"/d/f{i}": r.randbytes(r.randrange(0, 3 * TEST_BLOCK_SIZE)) for i in range(6)}
     with Volume.format(meta, store_url, "storevol", block_size=TEST_BLOCK_SIZE) as v:
@@ -39,7 +46,8 @@ def test_volume_round_trip_on_each_store(tmp_path: Path, store_url: str) -> None
         keys = [o.key for o in v.store.list("")]
         assert keys and all(k.startswith("storevol/") for k in keys)
         assert "storevol/juicefs_uuid" in keys
-    assert metadata_problems(f"{tmp_path}/meta.db") == []
+        assert metadata_problems(meta_conn(v)) == []
+        assert v.meta_stats()["gets"] > 0  # the metadata was read from the store
 
 
 def test_binary_reads_a_volume_on_s3(tmp_path: Path, s3_server: S3Server) -> None:
