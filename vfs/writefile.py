@@ -136,7 +136,8 @@ class LTXWriteFile(LTXFile):
         self.write_stats = WriteStats()
         self.writer = Writer(replica, interval=options.sync_interval, base_txid=view.txid,
                              stats=self.write_stats, remote_tip=lambda: self.follower.tip,
-                             confirmed_at=lambda: self.follower.last_success, list_tip=self._list_tip)
+                             confirmed_at=lambda: self.follower.last_success, list_tip=self._list_tip,
+                             on_shipped=self.follower.advance)
         #: What to do when the write transaction ends: reload the replica's state (after a conflict
         #: or a commit whose outcome the store left uncertain).
         self._reload_after_txn = False

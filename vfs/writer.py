@@ -105,7 +105,8 @@ class Writer:
 
     def __init__(self, replica: Replica, *, interval: float, base_txid: int, stats: WriteStats,
                  remote_tip: Callable[[], int], confirmed_at: Callable[[], float],
-                 list_tip: Callable[[], int], memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+                 list_tip: Callable[[], int], on_shipped: Callable[[int], None] | None = None,
+                 memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         self.replica = replica
         self.url = replica.url
         self.interval = interval
@@ -114,6 +115,8 @@ class Writer:
         self._remote_tip = remote_tip
         self._confirmed_at = confirmed_at
         self._list_tip = list_tip
+        #: Told each TXID as soon as its file is created (from the shipper thread in group commit).
+        self._on_shipped = on_shipped
         self._cond = threading.Condition()
         self._next_txid = base_txid + 1
         self._own_confirmed = time.time()
@@ -346,6 +349,8 @@ class Writer:
         self.stats.bytes_shipped += encoded.size
         with self._cond:
             self._next_txid = txid + 1
+        if self._on_shipped is not None:
+            self._on_shipped(txid)
 
     def _check_tip(self, txid: int, key: str) -> None:
         """Refuse a TXID the replica is known to have, and look when its tip is unconfirmed."""
