@@ -45,6 +45,7 @@ from ltx.index import PageIndex
 from ltx.plan import EmptyReplicaError, HistoryGapError, LTXFileInfo, RestorePlanError
 from ltx.replica import Replica
 from ltx.store.base import InvalidURLError, StoreError
+from vfs import autocompact
 from vfs.commitfile import header_commit, header_page_size
 from vfs.errors import ReadOnlyVFSError, ReplicaOpenError
 from vfs.file import LTXFile
@@ -153,6 +154,8 @@ class LTXWriteFile(LTXFile):
         PEERS.join(self.url, self)
         if options.sync_interval > 0:
             _GROUP_WRITERS.add(self)
+        #: The process's compactor of this replica (compact=auto), or None.
+        self.compactor = autocompact.attach(options.replica_url) if options.compact else None
 
     # -- the view and the layers above it --------------------------------------------------
 
@@ -513,6 +516,8 @@ class LTXWriteFile(LTXFile):
         stats = self.write_stats
         data.update({f"write_{k}": v for k, v in stats.__dict__.items()})
         data["write_pending_groups"] = len(self.writer.groups)
+        if self.compactor is not None:
+            data.update({f"compact_{k}": v for k, v in self.compactor.stats.__dict__.items()})
         return json.dumps(data)
 
     def xClose(self) -> None:
@@ -526,6 +531,8 @@ class LTXWriteFile(LTXFile):
             log.error("%s: commits lost at close: %s", self.url, exc)
         PEERS.leave(self.url, self)
         _GROUP_WRITERS.discard(self)
+        if self.compactor is not None:
+            autocompact.detach(self.options.replica_url)
         super().xClose()
         if error is not None:
             raise error
