@@ -1,9 +1,12 @@
 """blockmap and the real juicefs 1.4.2 binary read each other's volumes.
 
 (a) our schema and settings JSON equal what `juicefs format` creates;
-(b) a corpus written by blockmap passes `juicefs fsck`, leaves `juicefs gc` nothing leaked, and
+(b) a corpus written by blockmap on an ltxvfs replica, its metadata restored to a local file by
+    `ltxctl restore`, passes `juicefs fsck`, leaves `juicefs gc` nothing leaked, and
     `juicefs sync` / `juicefs dump` read it exactly;
-(c) a tree written by `juicefs sync` reads back identically through blockmap.
+(c) a tree written by `juicefs sync`, its metadata seeded into a replica by `ltxctl import`,
+    reads back identically through blockmap on ltxvfs (and blockmap's further writes, restored
+    again, still pass the binary's checks).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import os
 import random
 import re
 import stat
+import subprocess
+import sys
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ import apsw
 import pytest
 
 from blockmap.blocks import BlockObject
+from blockmap.meta import as_bytes
 from blockmap.node import TRASH_INODE
 from blockmap.schema import schema_rows
 from blockmap.settings import VolumeSettings
@@ -30,6 +37,8 @@ from tests.blockmap.juicefs_cli import dump, gc_report, run_juicefs, sync_in, sy
 from tests.blockmap.metacheck import metadata_problems
 
 BLOCK = 256 << 10  # small blocks: many block objects with little data
+LTXCTL = Path(sys.executable).with_name("ltxctl")
+LTXCTL_TIMEOUT = 120
 
 
 def _schema(meta: str | apsw.Connection) -> list[tuple[str, str, str, str | None]]:
@@ -140,13 +149,25 @@ def _dump_entries(node: dict[str, Any], prefix: str = "") -> dict[str, dict[str,
     return out
 
 
+def ltxctl(*args: str) -> str:
+    """Run the real `ltxctl` console script; its output (raise with it when it fails)."""
+    proc = subprocess.run([str(LTXCTL), *args], capture_output=True, text=True, timeout=LTXCTL_TIMEOUT)
+    assert proc.returncode == 0, f"ltxctl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
 @pytest.fixture
-def corpus(tmp_path: Path) -> tuple[str, Volume]:
-    meta = f"sqlite3://{tmp_path}/meta.db"
+def corpus(tmp_path: Path) -> Iterator[tuple[str, Volume]]:
+    """The corpus written through ltxvfs (group commit: ordering against the blocks is on
+    blockmap), its metadata restored by `ltxctl restore` to meta.db for the binary; yields that
+    local URL and the volume opened read-only on the replica."""
+    replica = f"file://{tmp_path}/meta-replica"
     (tmp_path / "data").mkdir()
-    v = Volume.format(meta, f"file://{tmp_path}/data", "bmvol", block_size=BLOCK)
-    _write_corpus(v, random.Random(2024))
-    return meta, v
+    with Volume.format(replica, f"file://{tmp_path}/data", "bmvol", block_size=BLOCK, sync="interval:5ms") as v:
+        _write_corpus(v, random.Random(2024))
+    ltxctl("restore", replica, "-o", str(tmp_path / "meta.db"))
+    with Volume.open(replica, read_only=True) as v:
+        yield f"sqlite3://{tmp_path}/meta.db", v
 
 
 def test_binary_checks_and_reads_a_blockmap_volume(tmp_path: Path, corpus: tuple[str, Volume]) -> None:
@@ -154,6 +175,22 @@ def test_binary_checks_and_reads_a_blockmap_volume(tmp_path: Path, corpus: tuple
     path = urllib.parse.urlsplit(meta).path
     assert metadata_problems(path) == []
     before = _schema(path)
+    # What blockmap reads from the replica, taken before the binary runs: the binary works on the
+    # restored copy and may change it (reading a fragmented chunk makes it compact the chunk and
+    # delete the replaced blocks, which the replica's state still names).
+    ours = _tree(v)
+    usage = v.usage()
+    contents = {p: v.read_file(p) for p, e in ours.items() if e.is_file()}
+    ours_slices = {
+        p: v._read_txn(lambda c, ino=e.inode: [
+            (r.pos, r.id, r.size, r.off, r.len)
+            for (blob,) in c.execute("SELECT slices FROM jfs_chunk WHERE inode = ? ORDER BY indx", (ino,))
+            for r in decode_records(as_bytes(blob))
+        ])
+        for p, e in ours.items() if e.is_file()
+    }  # fmt: skip
+    links = {p: v.readlink(p) for p, e in ours.items() if e.is_symlink()}
+    xattrs = {p: sorted(v.listxattr(p, follow_symlinks=False)) for p in ours}
 
     # fsck: every block present, nlink and dir stats right (exit 1 and a warning otherwise).
     proc = run_juicefs("fsck", meta, "--path", "/", "--recursive", "--sync-dir-stat", check=False)
@@ -169,13 +206,11 @@ def test_binary_checks_and_reads_a_blockmap_volume(tmp_path: Path, corpus: tuple
 
     # dump: the tree, attributes, links, symlinks, xattrs and slice records are ours.
     d = dump(meta, tmp_path / "dump.json")
-    assert d["Counters"]["usedSpace"] == v.usage().used_space
-    assert d["Counters"]["usedInodes"] == v.usage().total_inodes
+    assert d["Counters"]["usedSpace"] == usage.used_space
+    assert d["Counters"]["usedInodes"] == usage.total_inodes
     dumped = _dump_entries(d["FSTree"])
-    ours = _tree(v)
     assert sorted(dumped) == sorted(ours)
     kinds = {"regular": 1, "directory": 2, "symlink": 3}
-    db = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     for p, e in ours.items():
         a = dumped[p]["attr"]
         assert a["inode"] == e.inode and kinds[a["type"]] == e.type, p
@@ -187,16 +222,11 @@ def test_binary_checks_and_reads_a_blockmap_volume(tmp_path: Path, corpus: tuple
                 (s.get("pos", 0), s["id"], s["size"], s.get("off", 0), s["len"])
                 for c in dumped[p].get("chunks", []) for s in c["slices"]
             ]  # fmt: skip
-            ours_slices = [
-                (r.pos, r.id, r.size, r.off, r.len)
-                for (blob,) in db.execute("SELECT slices FROM jfs_chunk WHERE inode = ? ORDER BY indx", (e.inode,))
-                for r in decode_records(blob)
-            ]  # fmt: skip
-            assert dumped_slices == ours_slices, p
+            assert dumped_slices == ours_slices[p], p
         if e.is_symlink():
-            assert dumped[p]["symlink"] == v.readlink(p), p
+            assert dumped[p]["symlink"] == links[p], p
         names = sorted(x["name"] for x in dumped[p].get("xattrs", []))
-        assert names == sorted(v.listxattr(p, follow_symlinks=False)), p
+        assert names == xattrs[p], p
 
     # sync: every file's bytes come out identical; symlinks stay symlinks.
     out_dir = tmp_path / "out"
@@ -205,14 +235,13 @@ def test_binary_checks_and_reads_a_blockmap_volume(tmp_path: Path, corpus: tuple
     for p, e in ours.items():
         local = out_dir / p.lstrip("/")
         if e.is_file():
-            assert local.read_bytes() == v.read_file(p), p
+            assert local.read_bytes() == contents[p], p
         elif e.is_symlink():
-            assert os.readlink(local) == v.readlink(p), p
+            assert os.readlink(local) == links[p], p
         else:
             assert local.is_dir(), p
     # The binary found our schema identical: its schema sync altered nothing.
     assert _schema(path) == before
-    v.close()
 
 
 def test_blockmap_reads_a_volume_the_binary_wrote(tmp_path: Path) -> None:
@@ -231,7 +260,11 @@ def test_blockmap_reads_a_volume_the_binary_wrote(tmp_path: Path) -> None:
     os.symlink("a/one.txt", src / "link")
     meta, data_dir = _format_with_binary(tmp_path, "--trash-days", "0", "--block-size", str(BLOCK >> 10))
     sync_in(src, meta)
-    with Volume.open(meta) as v:
+    # The binary's metadata becomes the first state of a replica; blockmap reads it through ltxvfs.
+    replica = f"file://{tmp_path}/meta-replica"
+    ltxctl("import", urllib.parse.urlsplit(meta).path, replica)
+    with Volume.open(replica) as v:
+        assert v.txid == 1
         assert v.settings.block_size == BLOCK
         assert v.data_url == f"file://{data_dir}"
         for rel, data in files.items():
@@ -239,19 +272,24 @@ def test_blockmap_reads_a_volume_the_binary_wrote(tmp_path: Path) -> None:
         assert stat.S_IMODE(v.stat("/a/b/two.bin").st_mode) == 0o640
         assert v.readlink("/link") == "a/one.txt"
         assert sorted(v.listdir("/")) == ["a", "empty", "link", "three.bin"]
-        # blockmap can keep writing the binary's volume, and the binary still agrees.
+        assert metadata_problems(meta_conn(v)) == []
+        # blockmap keeps writing the binary's volume on the replica, and the binary still agrees.
         v.write_file("/a/added.txt", b"written by blockmap")
         v.unlink("/three.bin")
-    path = urllib.parse.urlsplit(meta).path
-    assert metadata_problems(path) == []
-    proc = run_juicefs("fsck", meta, "--path", "/", "--recursive", "--sync-dir-stat", check=False)
+        assert v.txid > 1
+    restored = tmp_path / "restored.db"
+    ltxctl("restore", replica, "-o", str(restored))
+    meta2 = f"sqlite3://{restored}"
+    assert metadata_problems(str(restored)) == []
+    proc = run_juicefs("fsck", meta2, "--path", "/", "--recursive", "--sync-dir-stat", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"\b0 leaked\b", gc_report(meta))
+    assert re.search(r"\b0 leaked\b", gc_report(meta2))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    sync_out(meta, out_dir)
+    sync_out(meta2, out_dir)
     assert (out_dir / "a" / "added.txt").read_bytes() == b"written by blockmap"
     assert not (out_dir / "three.bin").exists()
+    assert (out_dir / "a" / "b" / "two.bin").read_bytes() == files["a/b/two.bin"]
 
 
 def test_trash_volume_matches_the_binarys_layout(tmp_path: Path) -> None:
