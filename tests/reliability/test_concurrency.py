@@ -26,15 +26,14 @@ import pytest
 
 from hydrator.hydrator import Hydrator
 from ltx import compaction
+from ltx.decoder import Decoder
 from ltx.encoder import Encoder
-from ltx.header import Header
 from ltx.reader import read_header
 from ltx.replica import Replica
 from ltx.restore import restore
 from ltx.store import ObjectExistsError
 from ltx.verify import verify
 from tests.litestream import wait_for
-from tests.ltx.sqlgen import changed_pages
 from tests.reliability.agreement import Expected, agreed_rows, agreed_state, same
 from tests.reliability.rowwriter import ensure_schema, open_writer, write_rows
 from tests.vfs.replicas import History, connect, pragma, run_queries
@@ -82,6 +81,16 @@ class Errors:
     def check(self) -> None:
         if self.caught:
             raise self.caught[0]
+
+    def run_all(self, targets: list[Callable[[], None]]) -> None:
+        """Run the targets in threads until all end (within the deadline); raise the first error."""
+        threads = [threading.Thread(target=self.run(t)) for t in targets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(DEADLINE_S)
+        self.check()
+        assert not any(t.is_alive() for t in threads), "a thread did not finish in time"
 
 
 def read_transaction(conn: apsw.Connection) -> tuple[int, list[list[tuple[object, ...]]]]:
@@ -148,16 +157,9 @@ def test_compaction_while_a_writer_ships_and_readers_follow(backend: str, long_h
 
     hydrated = tmp_path / "hydrated.db"
     follower = Hydrator(url, hydrated, follow=True, poll_interval=0.02)
-    threads = [threading.Thread(target=errors.run(f)) for f in (writer, compactor)]
-    threads += [threading.Thread(target=errors.run(partial(reader, n))) for n in range(READERS)]
     try:
         follower.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(DEADLINE_S)
-        errors.check()
-        assert not any(t.is_alive() for t in threads)
+        errors.run_all([writer, compactor, *(partial(reader, n) for n in range(READERS))])
         assert follower.wait_txid(last, DEADLINE_S)
         same(hydrated.read_bytes(), long_expected.image(last), "following hydrator's file")
     finally:
@@ -207,15 +209,8 @@ def test_many_reader_threads_and_the_writer_of_one_process(tmp_path: Path) -> No
         finally:
             c.close()
 
-    threads = [threading.Thread(target=errors.run(writer))]
-    threads += [threading.Thread(target=errors.run(partial(reader, f"reader {n}"))) for n in range(THREADS)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(DEADLINE_S)
-        errors.check()
-        assert not any(t.is_alive() for t in threads)
+        errors.run_all([writer, *(partial(reader, f"reader {n}") for n in range(THREADS))])
     finally:
         conn.close()
     assert acked == set(range(ROWS))
@@ -247,12 +242,7 @@ def test_two_writers_racing_for_each_txid(long_history: History, long_expected: 
         finally:
             replica.close()
 
-    threads = [threading.Thread(target=errors.run(partial(racer, n))) for n in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(DEADLINE_S)
-    errors.check()
+    errors.run_all([partial(racer, 1), partial(racer, 2)])
     assert won[1] | won[2] == set(range(1, last + 1)) and not won[1] & won[2], won
     replica = Replica.open(store_url)
     try:
@@ -271,13 +261,10 @@ def test_two_writers_racing_for_each_txid(long_history: History, long_expected: 
 
 def encode_as(history: History, txid: int, node: int) -> bytes:
     """TXID `txid` of the history as one level-0 file whose header carries `node` as node ID."""
-    after = history.pages(txid)
-    pgnos = range(1, len(after) + 1) if txid == 1 else changed_pages(history.pages(txid - 1), after)
-    header = Header(page_size=history.page_size, commit=len(after), min_txid=txid, max_txid=txid,
-                    timestamp=history.timestamp_ms(txid), node_id=node)
+    original = Decoder(io.BytesIO(history.encode(txid)), f"txid {txid}")
     out = io.BytesIO()
-    enc = Encoder(out, header, f"txid {txid} of node {node}")
-    for pgno in pgnos:
-        enc.write_page(pgno, after[pgno - 1])
+    enc = Encoder(out, original.header.with_(node_id=node), f"txid {txid} of node {node}")
+    for pgno, page in original.pages():
+        enc.write_page(pgno, page)
     enc.close()
     return out.getvalue()

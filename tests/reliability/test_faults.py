@@ -64,33 +64,20 @@ def compact_all(replica: Replica) -> None:
                    snapshot_retention=timedelta(days=36500), now=lambda: datetime.now(UTC) + FAR_AHEAD)
 
 
-def run_vfs(url: str, late: Callable[[], None], expected: Expected, workdir: Path) -> int:
-    """Open and query through the VFS, then follow commits shipped meanwhile; return the retries."""
-    conn = connect(workdir / "vfs.db", url, poll=0.05)
+def run_vfs(url: str, late: Callable[[], None], expected: Expected, workdir: Path, hydrated: bool = False) -> int:
+    """Open and query through the VFS, then follow commits shipped meanwhile; return the retries.
+    `hydrated`: with hydrate=PATH, reading while the local copy downloads, then from it."""
+    options = {"hydrate": str(workdir / "local.db")} if hydrated else {}
+    conn = connect(workdir / "vfs.db", url, poll=0.05, **options)
     try:
         first = int(pragma(conn, "litestream_txid"), 16)
         same(run_queries(conn), expected.rows(first), f"VFS at TXID {first:x}")
+        if hydrated:
+            wait_for(lambda: pragma(conn, "litestream_hydration_progress") == "100.0", "the local copy", 60.0)
         late()
         last = expected.history.last_txid
         wait_for(lambda: pragma(conn, "litestream_txid") == f"{last:016x}", "the follower to catch up", 60.0)
         same(run_queries(conn), expected.rows(last), f"VFS after following to TXID {last:x}")
-        return int(stats(conn)["retries"])
-    finally:
-        conn.close()
-
-
-def run_vfs_hydrated(url: str, late: Callable[[], None], expected: Expected, workdir: Path) -> int:
-    """A connection with hydrate=PATH: it reads while the local copy downloads, then from it,
-    following commits shipped meanwhile; return the retries."""
-    conn = connect(workdir / "vfs.db", url, poll=0.05, hydrate=str(workdir / "local.db"))
-    try:
-        first = int(pragma(conn, "litestream_txid"), 16)
-        same(run_queries(conn), expected.rows(first), f"hydrating VFS at TXID {first:x}")
-        wait_for(lambda: pragma(conn, "litestream_hydration_progress") == "100.0", "the local copy", 60.0)
-        late()
-        last = expected.history.last_txid
-        wait_for(lambda: pragma(conn, "litestream_txid") == f"{last:016x}", "the follower to catch up", 60.0)
-        same(run_queries(conn), expected.rows(last), f"hydrating VFS after following to TXID {last:x}")
         return int(stats(conn)["retries"])
     finally:
         conn.close()
@@ -136,10 +123,8 @@ def run_component(component: str, url: str, direct: Replica, history: History, e
     def late() -> None:
         history.ship(direct, history.last_txid - LATE + 1, history.last_txid)
 
-    if component == "vfs":
-        return run_vfs(url, late, expected, workdir)
-    if component == "vfs-hydrated":
-        return run_vfs_hydrated(url, late, expected, workdir)
+    if component.startswith("vfs"):
+        return run_vfs(url, late, expected, workdir, hydrated=component == "vfs-hydrated")
     if component == "hydrator":
         return run_hydrator(url, late, expected, workdir)
     late()
