@@ -1,7 +1,10 @@
 """`blockmap`: the command line for blockmap volumes.
 
-Every command takes `--meta URL` (or BLOCKMAP_META); the data URL and the volume name come from
-the volume's settings. Errors are one line on stderr and a non-zero exit, never a traceback:
+Every command takes `--meta URL` (or BLOCKMAP_META): a replica (`file:///dir`, `s3://…`; the
+metadata is `blockmap.db` in ltxvfs) or a local SQLite file (`sqlite3:///path/meta.db`). The data
+URL and the volume name come from the volume's settings. On a replica, writing commands use
+group commit (CLI_SYNC) and ship everything before they exit; reading commands take `--txid` /
+`--at` to read the volume as it was. Errors are one line on stderr and a non-zero exit, never a traceback:
 `describe_error` maps every known exception to that line, in one place, and `BlockmapGroup.main`
 applies it to every command (through `main()` and through typer's CliRunner alike).
 """
@@ -29,7 +32,7 @@ from typer._click.exceptions import NoArgsIsHelpError
 from typer.core import TyperGroup
 
 from blockmap.errors import BlockmapError, InvalidMetaURLError, fs_error
-from blockmap.meta import as_int
+from blockmap.meta import as_int, is_replica_url
 from blockmap.node import (
     TYPE_BLOCKDEV,
     TYPE_CHARDEV,
@@ -43,11 +46,14 @@ from blockmap.node import (
 from blockmap.paths import split_path
 from blockmap.settings import DEFAULT_BLOCK_SIZE
 from blockmap.volume import Volume
+from ltx.names import parse_txid
 from ltx.store import InvalidURLError, StoreError, redact_url
 
 PROG = "blockmap"
 #: Environment variable that stands in for `--meta`.
 META_ENV = "BLOCKMAP_META"
+#: Group commit of writing commands on a replica (ltxvfs `sync=`); the command flushes before it exits.
+CLI_SYNC = "interval:1s"
 #: Set to 1 to get a traceback for an unexpected error (for developers).
 DEBUG_ENV = "BLOCKMAP_DEBUG"
 #: Exit codes: a failure, a usage error (click's), an interrupt.
@@ -233,15 +239,39 @@ app = typer.Typer(
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def command_sync(meta: str) -> str | None:
+    """The `sync=` of a writing command: group commit on a replica (LTXVFS_SYNC overrides it).
+    The command ships everything before it exits (the volume's close flushes), so an exit status
+    of 0 still means every change is in the store; the groups only save PUTs."""
+    if not is_replica_url(meta):
+        return None
+    from vfs.options import ENV_SYNC
+
+    return os.environ.get(ENV_SYNC) or CLI_SYNC
+
+
 @contextlib.contextmanager
-def open_volume(meta: str, *, read_only: bool = False) -> Iterator[Volume]:
-    """The volume at `meta`, closed when the command ends."""
+def open_volume(meta: str, *, read_only: bool = False, txid: str | None = None, at: str | None = None
+                ) -> Iterator[Volume]:  # fmt: skip
+    """The volume at `meta` (as of `txid` / `at` when given), closed when the command ends."""
     _context["meta"] = meta
-    vol = Volume.open(meta, read_only=read_only)
+    past = parse_txid_option(txid) if txid else 0
+    vol = Volume.open(meta, read_only=read_only, txid=past, timestamp=at,
+                      sync=None if read_only or past or at else command_sync(meta))
     try:
         yield vol
     finally:
         vol.close()
+
+
+def parse_txid_option(text: str) -> int:
+    try:
+        txid = parse_txid(text)
+    except ValueError as exc:
+        raise CLIError(f"--txid {text!r}: expected a hexadecimal TXID (as `ltxctl ls` prints it)") from exc
+    if txid <= 0:
+        raise CLIError(f"--txid {text!r}: TXIDs start at 1")
+    return txid
 
 
 def vpath(path: str) -> str:
@@ -385,7 +415,17 @@ def long_line(name: str, attr: Attr, target: str | None) -> str:
 MetaOpt = Annotated[
     str,
     typer.Option("--meta", envvar=META_ENV, show_envvar=True,
-                 help="Metadata URL of the volume: sqlite3:///path/meta.db (or a plain path)."),
+                 help="Metadata URL of the volume: a replica, file:///dir or s3://bucket/path?endpoint=… (the "
+                      "database blockmap.db in ltxvfs), or a local SQLite file, sqlite3:///path/meta.db."),
+]  # fmt: skip
+TxidOpt = Annotated[
+    str | None,
+    typer.Option("--txid", help="Read the volume as of this TXID (hex; the metadata must be a replica)."),
+]
+AtOpt = Annotated[
+    str | None,
+    typer.Option("--at", help="Read the volume as of the last commit before this time (RFC 3339 or "
+                              "'5 minutes ago'; the metadata must be a replica)."),
 ]  # fmt: skip
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 NoTargetOpt = Annotated[
@@ -421,10 +461,12 @@ def ls_cmd(
     meta: MetaOpt,
     path: Annotated[str, typer.Argument(help="Directory (or file) inside the volume.")] = "/",
     long: Annotated[bool, typer.Option("-l", "--long", help="Mode, links, owner, size and mtime too.")] = False,
+    txid: TxidOpt = None,
+    at: AtOpt = None,
 ) -> None:
     """List a directory, streaming its entries in name order."""
     path = vpath(path)
-    with open_volume(meta, read_only=True) as vol:
+    with open_volume(meta, read_only=True, txid=txid, at=at) as vol:
         try:
             is_dir = vol.stat(path).is_dir()
         except FileNotFoundError:  # a dangling symlink is still listed
@@ -449,10 +491,12 @@ def stat_cmd(
     path: PathArg,
     as_json: JsonOpt = False,
     dereference: Annotated[bool, typer.Option("-L", "--dereference", help="Follow a symlink.")] = False,
+    txid: TxidOpt = None,
+    at: AtOpt = None,
 ) -> None:
     """Attributes of a path (of a symlink itself unless -L)."""
     path = vpath(path)
-    with open_volume(meta, read_only=True) as vol:
+    with open_volume(meta, read_only=True, txid=txid, at=at) as vol:
         attr = vol.stat(path, follow_symlinks=dereference)
         target = vol.readlink(path) if attr.is_symlink() else None
         xattrs = vol.listxattr(path, follow_symlinks=dereference)
@@ -498,10 +542,12 @@ def get_cmd(
     meta: MetaOpt,
     path: PathArg,
     local: Annotated[str, typer.Argument(help="Local destination ('-' for stdout; a directory: keep the name).")],
+    txid: TxidOpt = None,
+    at: AtOpt = None,
 ) -> None:
     """Copy a file out of the volume, streaming (the local file appears whole or not at all)."""
     path = vpath(path)
-    with open_volume(meta, read_only=True) as vol, vol.open_file(path) as f, reading(path):
+    with open_volume(meta, read_only=True, txid=txid, at=at) as vol, vol.open_file(path) as f, reading(path):
         if local == STDIO:
             f.copy_to(_stdout())
             return
@@ -510,9 +556,14 @@ def get_cmd(
 
 
 @app.command("cat")
-def cat_cmd(meta: MetaOpt, paths: Annotated[list[str], typer.Argument(help="Files inside the volume.")]) -> None:
+def cat_cmd(
+    meta: MetaOpt,
+    paths: Annotated[list[str], typer.Argument(help="Files inside the volume.")],
+    txid: TxidOpt = None,
+    at: AtOpt = None,
+) -> None:
     """Write files to stdout, streaming."""
-    with open_volume(meta, read_only=True) as vol:
+    with open_volume(meta, read_only=True, txid=txid, at=at) as vol:
         out = _stdout()
         for p in paths:
             with vol.open_file(vpath(p)) as f, reading(vpath(p)):
@@ -670,15 +721,17 @@ def _public_settings(vol: Volume) -> dict[str, Any]:
 
 
 @app.command("status")
-def status_cmd(meta: MetaOpt, as_json: JsonOpt = False) -> None:
+def status_cmd(meta: MetaOpt, as_json: JsonOpt = False, txid: TxidOpt = None, at: AtOpt = None) -> None:
     """Volume settings, space and inodes used, and the metadata counters."""
-    with open_volume(meta, read_only=True) as vol:
+    with open_volume(meta, read_only=True, txid=txid, at=at) as vol:
         settings = _public_settings(vol)
         usage = vol.usage()
         counters = _counters(vol)
         data_url = show_url(vol.data_url)
+        meta_txid = vol.txid
     record = {
         "Meta": show_url(meta),
+        "TXID": f"{meta_txid:016x}" if meta_txid else None,
         "Data": data_url,
         "Setting": settings,
         "Usage": {"UsedSpace": usage.used_space, "UsedInodes": usage.total_inodes, "Capacity": usage.capacity,
@@ -689,7 +742,7 @@ def status_cmd(meta: MetaOpt, as_json: JsonOpt = False) -> None:
         emit(json.dumps(record, indent=2))
         return
     emit(f"volume:      {settings.get('Name')} (UUID {settings.get('UUID')})")
-    emit(f"metadata:    {record['Meta']}")
+    emit(f"metadata:    {record['Meta']}" + (f" (TXID {record['TXID']})" if record["TXID"] else ""))
     emit(f"data:        {data_url} (storage {settings.get('Storage')}, bucket {settings.get('Bucket')})")
     emit(
         f"block size:  {human_size(int(settings.get('BlockSize') or 0) << 10)}, compression "

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from blockmap.errors import CommitOutcomeUnknownError, CommitsLostError, InvalidMetaURLError
+from blockmap.errors import CommitOutcomeUnknownError, CommitsLostError, InvalidMetaURLError, VolumeFormatError
 
 #: How long SQLite waits for another connection's lock before answering BUSY (ms).
 BUSY_TIMEOUT_MS = 5000
@@ -59,6 +59,19 @@ def is_replica_url(meta_url: str) -> bool:
 def is_group_commit(sync: str | None) -> bool:
     """Whether a `sync=` value asks for group commit."""
     return sync is not None and sync.strip().lower().startswith(SYNC_INTERVAL_PREFIX)
+
+
+def effective_sync(meta_url: str, sync: str | None) -> str | None:
+    """The `sync=` a writer on `meta_url` gets: `sync`, else ltxvfs's environment default
+    (LTXVFS_SYNC), so blockmap always knows whether group commit is on (it must flush before
+    deleting blocks); None for a local SQLite file."""
+    if not is_replica_url(meta_url):
+        return sync
+    if sync is not None:
+        return sync
+    from vfs.options import ENV_SYNC
+
+    return os.environ.get(ENV_SYNC) or SYNC_COMMIT
 
 
 def meta_path(meta_url: str) -> str:
@@ -147,10 +160,31 @@ def _connect_replica(meta_url: str, *, create: bool, read_only: bool, txid: int,
         sync = None  # a reader ships nothing
     else:
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
-    conn = apsw.Connection(replica_uri(meta_url, txid=txid, timestamp=timestamp, sync=sync),
-                           vfs=vfs.VFS_NAME, flags=flags | apsw.SQLITE_OPEN_URI)
+    uri = replica_uri(meta_url, txid=txid, timestamp=timestamp, sync=sync)
+    if flags & apsw.SQLITE_OPEN_READONLY:
+        conn = _open_reader(meta_url, uri, flags | apsw.SQLITE_OPEN_URI)
+    else:  # a writer on an empty replica starts an empty database (format fills it; open says "no volume")
+        conn = apsw.Connection(uri, vfs=vfs.VFS_NAME, flags=flags | apsw.SQLITE_OPEN_URI)
     conn.setbusyhandler(BusyWait(BUSY_TIMEOUT_MS / 1000))
     return conn
+
+
+def _open_reader(meta_url: str, uri: str, flags: int) -> apsw.Connection:
+    """A read-only open: an empty replica is "no volume here" at once; a gap in the history (a
+    replica caught mid-compaction) is waited out as ltxvfs does by default."""
+    import vfs
+    from ltx.plan import EmptyReplicaError, HistoryGapError
+    from vfs.errors import ReplicaOpenError
+
+    try:
+        return apsw.Connection(uri + "&wait=0", vfs=vfs.VFS_NAME, flags=flags)
+    except ReplicaOpenError as exc:
+        if isinstance(exc.__cause__, EmptyReplicaError):
+            raise VolumeFormatError(meta_url, "no volume here: the replica holds no LTX files (run format "
+                                              "first, or check the URL)") from exc
+        if not isinstance(exc.__cause__, HistoryGapError):
+            raise
+    return apsw.Connection(uri, vfs=vfs.VFS_NAME, flags=flags)
 
 
 class BusyWait:

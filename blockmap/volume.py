@@ -35,7 +35,7 @@ from blockmap.counters import (
 from blockmap.errors import ENOATTR, CommitOutcomeUnknownError, VolumeFormatError, fs_error
 from blockmap.fileio import File, parse_mode
 from blockmap.files import WritePiece, commit_write, iter_range, plan_read, truncate
-from blockmap.meta import MetaDB, as_bytes, as_int, connect_meta, is_group_commit
+from blockmap.meta import MetaDB, as_bytes, as_int, connect_meta, effective_sync, is_group_commit
 from blockmap.node import (
     MAX_SYMLINK,
     ROOT_INODE,
@@ -200,6 +200,7 @@ class Volume:
             name, storage, bucket, block_size=block_size, trash_days=trash_days, hash_prefix=hash_prefix,
             dir_stats=dir_stats, capacity=capacity, inodes=inodes,
         )  # fmt: skip
+        sync = effective_sync(meta_url, sync)
         conn = connect(meta_url, create=True, **_meta_options(sync=sync))
         db = MetaDB(conn, url=redact_url(meta_url), group_commit=is_group_commit(sync))
         try:
@@ -253,6 +254,7 @@ class Volume:
         their blocks (trash_days, or a clone, keeps them). `sync` as for `format`."""
         if txid or timestamp is not None:
             read_only = True
+        sync = effective_sync(meta_url, sync)
         options = _meta_options(txid=txid, timestamp=timestamp, sync=None if read_only else sync)
         conn = connect(meta_url, read_only=True, **options) if read_only else connect(meta_url, **options)
         db = MetaDB(conn, url=redact_url(meta_url), group_commit=not read_only and is_group_commit(sync))

@@ -11,13 +11,18 @@ import random
 import re
 import subprocess
 import sys
+import time
+import urllib.parse
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from blockmap.cli import PUT_TEMP_PREFIX, app, put_stream
+from blockmap.meta import connect_meta
 from blockmap.volume import READDIR_BATCH, Volume
+from ltx.replica import Replica
 from tests.blockmap.conftest import TEST_BLOCK_SIZE
 from tests.blockmap.juicefs_cli import gc_report, run_juicefs, sync_out
 from tests.s3server import S3Server
@@ -63,8 +68,9 @@ def run_blockmap(*args: str, env: dict[str, str] | None = None, stdin: bytes | N
 
 @pytest.fixture
 def meta(tmp_path: Path) -> str:
-    """A volume formatted through the CLI (64 KiB blocks), data under tmp_path/data."""
-    url = f"sqlite3://{tmp_path}/meta.db"
+    """A volume formatted through the CLI (64 KiB blocks): its metadata in an ltxvfs replica under
+    tmp_path/meta (the default home), data under tmp_path/data."""
+    url = f"file://{tmp_path}/meta"
     ok(bm(url, "format", "--data", f"file://{tmp_path}/data", "--block-size", "64K", NAME))
     return url
 
@@ -269,7 +275,7 @@ def test_failed_get_leaves_the_local_file_alone(tmp_path: Path, meta: str) -> No
     line = error(bm(meta, "get", "/f", str(local)), "blockmap: /f: ")
     assert f"{NAME}/chunks/" in line and lost.name in line
     assert local.read_bytes() == b"previous"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "local", "meta.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "local", "meta"]
     # fsck names the missing block and the broken file, and fails.
     result = bm(meta, "fsck")
     error(result, "fsck found 1 problem")
@@ -316,9 +322,7 @@ def test_fsck_ok_and_repair(meta: str, tmp_path: Path) -> None:
     ok(bm(meta, "mkdir", "-p", "/a/b"))
     ok(bm(meta, "put", "-", "/a/b/f", stdin=b"f" * 70000))
     assert ok(bm(meta, "fsck")).stdout.startswith("ok: 1 files, 1 slices, 2 blocks")
-    import apsw  # a wrong counter, as a crashed foreign writer might leave it
-
-    conn = apsw.Connection(str(tmp_path / "meta.db"))
+    conn = connect_meta(meta)  # a wrong counter, as a crashed foreign writer might leave it
     conn.execute("UPDATE jfs_counter SET value = value + 4096 WHERE name = 'usedSpace'")
     conn.close()
     result = bm(meta, "fsck")
@@ -337,7 +341,8 @@ def test_usage_and_url_errors(tmp_path: Path, meta: str) -> None:
     assert "BLOCKMAP_META" in line
     error(bm(meta, "ls", "--bogus"), "--bogus")
     assert runner.invoke(app, []).exit_code == 2  # help on stderr
-    error(bm("http://host/x.db", "ls"), "http://host/x.db", "sqlite3://")
+    error(bm("http://host/x.db", "ls"), "http://host/x.db", "file:// or s3://", "sqlite3://")
+    error(bm(f"file://{tmp_path}/nothing-here", "ls"), "no volume here", "no LTX files")
     error(bm(f"sqlite3://{tmp_path}/none/m.db", "ls"), "does not exist")
     junk = tmp_path / "junk.db"
     junk.write_bytes(random.Random(6).randbytes(8192))
@@ -368,7 +373,8 @@ def test_errors_as_a_real_process(tmp_path: Path, meta: str) -> None:
 
 
 def test_s3_volume_wrong_credentials_and_missing_bucket(tmp_path: Path, s3_server: S3Server, s3_url: str) -> None:
-    meta = f"sqlite3://{tmp_path}/meta.db"
+    parts = urllib.parse.urlsplit(s3_url)  # metadata and blocks both on S3, side by side
+    meta = urllib.parse.urlunsplit(parts._replace(path=parts.path + "-meta"))
     env = s3_server.env()
     proc = run_blockmap("format", "--meta", meta, "--data", s3_url, "--block-size", "64K", NAME, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -385,6 +391,64 @@ def test_s3_volume_wrong_credentials_and_missing_bucket(tmp_path: Path, s3_serve
     missing = s3_server.url("p", bucket="no-such-bucket-blockmap-cli")
     proc = run_blockmap("format", "--meta", f"sqlite3://{tmp_path}/m2.db", "--data", missing, NAME, env=env)
     assert "no-such-bucket-blockmap-cli" in one_line_error(proc.returncode, proc.stderr.decode())
+
+
+# --- replicas: group commit, the past -------------------------------------------------------------
+
+
+def _level0(meta: str) -> int:
+    replica = Replica.open(meta)
+    try:
+        return len(replica.list_level(0))
+    finally:
+        replica.close()
+
+
+def _created(meta: str) -> dict[int, datetime]:
+    replica = Replica.open(meta)
+    try:
+        return {f.max_txid: f.created_at for f in replica.list_level(0)}
+    finally:
+        replica.close()
+
+
+def test_writing_commands_group_their_commits(meta: str) -> None:
+    ok(bm(meta, "mkdir", "-p", "/t/a", "/t/b"))
+    for i in range(6):
+        ok(bm(meta, "put", "-", f"/t/a/e{i}", stdin=b""))
+    before = _level0(meta)
+    ok(bm(meta, "rm", "-r", "/t"))  # 9 transactions, shipped as few files before the command returns
+    shipped = _level0(meta) - before
+    assert 1 <= shipped < 9, shipped
+    assert ok(bm(meta, "ls", "/")).stdout.split() == []
+    with Volume.open(meta, read_only=True) as v:  # a new reader sees it all: it is in the store
+        assert v.listdir("/") == []
+
+
+def test_reading_commands_read_the_past(tmp_path: Path, meta: str) -> None:
+    ok(bm(meta, "put", "-", "/f", stdin=b"first"))
+    t1 = json.loads(ok(bm(meta, "status", "--json")).stdout)["TXID"]
+    t1_ms = int(_created(meta)[int(t1, 16)].timestamp() * 1000)
+    deadline = time.monotonic() + 5
+    while int(time.time() * 1000) <= t1_ms:  # LTX times are whole ms: the next state gets a later one
+        assert time.monotonic() < deadline
+    with Volume.open(meta) as v:
+        v.pwrite("/f", b"SECOND", 0)  # an overwrite keeps the first slice's blocks
+        v.mkdir("/later")
+    after_t1 = _created(meta)[int(t1, 16) + 1]  # t1's state: every file created before this
+    assert ok(bm(meta, "cat", "/f")).stdout_bytes == b"SECOND"
+    assert ok(bm(meta, "cat", "--txid", t1, "/f")).stdout_bytes == b"first"
+    assert ok(bm(meta, "ls", "--txid", t1.lstrip("0"))).stdout.split() == ["f"]
+    assert ok(bm(meta, "ls")).stdout.split() == ["f", "later"]
+    assert ok(bm(meta, "cat", "--at", after_t1.isoformat(), "/f")).stdout_bytes == b"first"
+    assert json.loads(ok(bm(meta, "status", "--json", "--txid", t1)).stdout)["TXID"] == t1
+    out = tmp_path / "old"
+    ok(bm(meta, "get", "--txid", t1, "/f", str(out)))
+    assert out.read_bytes() == b"first"
+    assert json.loads(ok(bm(meta, "stat", "--json", "--txid", t1, "/f")).stdout)["size"] == 5
+    error(bm(meta, "ls", "--txid", "zz"), "--txid", "hexadecimal")
+    error(bm(meta, "ls", "--at", "yesterday-ish"), "invalid time")
+    error(bm(f"sqlite3://{tmp_path}/m.db", "ls", "--txid", "1"), "replica URL")
 
 
 # --- the binary reads what the CLI wrote ----------------------------------------------------------
@@ -406,12 +470,17 @@ def test_juicefs_reads_what_the_cli_wrote(tmp_path: Path, meta: str) -> None:
     ok(bm(meta, "mv", "/docs2/small.txt", "/moved.txt"))
     ok(bm(meta, "rm", "-r", "/docs/deep"))
     ok(bm(meta, "fsck"))
-    proc = run_juicefs("fsck", meta, "--path", "/", "--recursive", "--sync-dir-stat", check=False)
+    # The binary reads the replica's metadata restored to a local file.
+    restored = tmp_path / "restored.db"
+    subprocess.run([str(Path(sys.executable).with_name("ltxctl")), "restore", meta, "-o", str(restored)],
+                   check=True, capture_output=True, timeout=TIMEOUT)  # fmt: skip
+    local = f"sqlite3://{restored}"
+    proc = run_juicefs("fsck", local, "--path", "/", "--recursive", "--sync-dir-stat", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"\b0 leaked\b", gc_report(meta))
+    assert re.search(r"\b0 leaked\b", gc_report(local))
     out = tmp_path / "out"
     out.mkdir()
-    sync_out(meta, out)
+    sync_out(local, out)
     assert (out / "a.bin").read_bytes() == files["a.bin"]
     assert (out / "docs" / "hard.bin").read_bytes() == files["a.bin"]
     assert os.readlink(out / "docs" / "sym") == "../a.bin"
