@@ -19,6 +19,8 @@ STEM = "cold_boot"
 TARGET_FIRST_ROW_RATIO = 0.6
 TARGET_WARM_RATIO = 1.0
 TARGET_SNAPSHOT_POINT_REQUESTS = 6
+PEER_COLORS = {"ltxvfs": "tab:blue", "litestream-vfs": "tab:orange", "sqlite-s3vfs": "tab:green",
+               "restore": "tab:red"}
 
 
 @dataclass
@@ -111,6 +113,20 @@ class Results:
                 row.append("-" if ratio is None else f"{ratio['ratio']:.2f}" +
                            ("" if ratio["met"] is None else (" (target met)" if ratio["met"] else " (target missed)")))
                 lines.append("| " + " | ".join(row) + " |")
+        lines += ["", "## Targets (issue 8), ratios from this run", ""]
+        for r in self.ratios():
+            if r["target"] is not None:
+                verdict = "met" if r["met"] else "MISSED"
+                lines.append(f"- {r['replica']}, `{r['scenario']}`: ltxvfs / litestream-vfs = {r['ratio']:.2f} "
+                             f"(target <= {r['target']}): {verdict}")
+        for (replica, scenario, peer), cell in self.cells.items():
+            if peer == LTXVFS and scenario == POINT and replica.startswith("snapshot ") and "L0" not in replica:
+                peer_cell = self.cells.get((replica, scenario, LITESTREAM_VFS))
+                theirs = f" (litestream-vfs: {peer_cell.summary()['requests']})" if peer_cell else ""
+                n = cell.summary()["requests"]
+                verdict = "met" if n <= TARGET_SNAPSHOT_POINT_REQUESTS else "MISSED"
+                lines.append(f"- {replica}: open + cold point query = {n} requests{theirs} "
+                             f"(target <= {TARGET_SNAPSHOT_POINT_REQUESTS}): {verdict}")
         lines += ["", "Scenarios: " + "; ".join(f"`{k}`: {v}" for k, v in DESCRIPTIONS.items()) + ".", ""]
         for replica, note in ctx.get("replicas", {}).items():
             lines.append(f"- `{replica}`: {note}")
@@ -135,7 +151,8 @@ class Results:
                     if cell is not None:
                         xs.append(j + i * width)
                         ys.append(cell.wall_ms)
-                ax.bar(xs, ys, width, label=peer)
+                if xs:
+                    ax.bar(xs, ys, width, label=peer, color=PEER_COLORS.get(peer))
             ax.set_yscale("log")
             ax.set_ylabel("ms (log)")
             ax.set_title(replica)
@@ -148,4 +165,23 @@ class Results:
 
 
 def _ms(value: float) -> str:
+    if value < 1:
+        return f"{value * 1000:.0f} µs"
     return f"{value:.1f} ms" if value < 10 else f"{value:,.0f} ms"
+
+
+def load(path: Path) -> Results:
+    """Results as written to `path` (the JSON), to render the table and plot again."""
+    data = json.loads(path.read_text())
+    results = Results(data["context"])
+    for c in data["cells"]:
+        results.add(c["replica"], c["scenario"], c["peer"], [Measurement(**r) for r in c["runs"]])
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    rendered = load(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS_DIR / f"{STEM}.json")
+    for written in rendered.write():
+        print(f"wrote {written}")
