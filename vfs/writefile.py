@@ -45,7 +45,7 @@ from ltx.index import PageIndex
 from ltx.plan import EmptyReplicaError, HistoryGapError, LTXFileInfo, RestorePlanError
 from ltx.replica import Replica
 from ltx.store.base import InvalidURLError, StoreError
-from vfs import autocompact
+from vfs import autocompact, dirty
 from vfs.commitfile import header_commit, header_page_size
 from vfs.errors import ReadOnlyVFSError, ReplicaOpenError
 from vfs.file import LTXFile
@@ -138,7 +138,7 @@ class LTXWriteFile(LTXFile):
         self.writer = Writer(replica, interval=options.sync_interval, base_txid=view.txid,
                              stats=self.write_stats, remote_tip=lambda: self.follower.tip,
                              confirmed_at=lambda: self.follower.last_success, list_tip=self._list_tip,
-                             on_shipped=self.follower.advance)
+                             on_shipped=self.follower.advance, memory_bytes=dirty.DEFAULT_MEMORY_BYTES)
         #: What to do when the write transaction ends: reload the replica's state (after a conflict
         #: or a commit whose outcome the store left uncertain).
         self._reload_after_txn = False

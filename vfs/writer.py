@@ -68,6 +68,8 @@ class WriteStats:
     commit_errors: int = 0
     rollbacks: int = 0
     lost_commits: int = 0
+    #: Transactions whose dirty pages outgrew memory and went to a local temporary file.
+    spilled_transactions: int = 0
     tip_checks: int = 0
     put_seconds: float = 0.0
 
@@ -186,6 +188,8 @@ class Writer:
         txn, self.txn = self.txn, None
         if txn is None:
             return False
+        if txn.spilled:
+            self.stats.spilled_transactions += 1
         txn.close()
         return True
 
@@ -197,12 +201,14 @@ class Writer:
         txn = self.txn
         if txn is None:
             return None
+        spilled = txn.spilled
         if self.interval <= 0:
             group = Group(pages=txn, commit=commit, first_at=time.monotonic())
             self._ship(group)
             self.txn = None
             self.groups.append(group)
             self.stats.commits += 1
+            self.stats.spilled_transactions += spilled
             return group
         self._check_group_state()
         with self._cond:
@@ -217,6 +223,7 @@ class Writer:
                 self._cond.notify_all()
             self.txn = None
         self.stats.commits += 1
+        self.stats.spilled_transactions += spilled
         return None
 
     def _check_group_state(self) -> None:

@@ -267,3 +267,32 @@ def test_a_crash_inside_a_transaction_ships_nothing(store_url: str, tmp_path: Pa
     conn.execute("INSERT INTO t VALUES (2, x'02')")
     conn.close()
     assert [n for n in os.listdir(tmp_path) if n.startswith("x.db")] == [], "the crash left no journal behind"
+
+
+def test_large_transactions_spill_to_local_files(store_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dirty pages past the memory budget go to a local temporary file, and so does the encoded
+    commit (budgets lowered so a few MB do it); commits and rollbacks come out the same."""
+    from vfs import commitfile, dirty
+    monkeypatch.setattr(dirty, "DEFAULT_MEMORY_BYTES", 256 * 1024)
+    monkeypatch.setattr(commitfile, "MEMORY_LIMIT", 256 * 1024)
+    conn = open_writer(tmp_path / "x.db", store_url)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    with conn:
+        conn.executemany("INSERT INTO t VALUES (?, randomblob(3000))", [(i,) for i in range(1000)])
+    expected = conn.execute("SELECT count(*), sum(length(v)), hex(max(v)) FROM t").fetchall()
+    assert stats(conn)["write_spilled_transactions"] == 1
+    conn.execute(f"PRAGMA cache_size = {SMALL_CACHE}")
+    conn.execute("BEGIN")
+    conn.execute("UPDATE t SET v = zeroblob(10)")
+    conn.execute("INSERT INTO t VALUES (5000, x'00')")
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT count(*), sum(length(v)), hex(max(v)) FROM t").fetchall() == expected
+    assert stats(conn)["write_spilled_transactions"] == 2, "the rolled-back one had spilled too"
+    conn.close()
+    commit = level_files(store_url)[-1]
+    assert commit.size > 3_000_000, "the big commit went out whole, from its temporary file"
+    reader = open_reader(tmp_path / "x.db", store_url)
+    assert reader.execute("SELECT count(*), sum(length(v)), hex(max(v)) FROM t").fetchall() == expected
+    assert reader.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    reader.close()
