@@ -218,3 +218,29 @@ def test_group_commit_lost_to_a_conflict_is_reported(file_url: str, tmp_path: Pa
     assert reader.execute("SELECT who FROM t ORDER BY rowid").fetchall() == [("b1",), ("a3",)]
     reader.close()
     assert [(f.min_txid, f.max_txid) for f in level_files(file_url)] == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_a_tip_unconfirmed_for_long_is_checked_before_the_put(file_url: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer's TXID that was compacted to level 1 and removed from level 0 by retention
+    leaves no level-0 name to collide with: a writer that has not looked at the replica for a
+    while (MAX_UNCONFIRMED_AGE, here 0) lists it first, and so never forks the history."""
+    import vfs.writer
+
+    monkeypatch.setattr(vfs.writer, "MAX_UNCONFIRMED_AGE", 0.0)
+    conn = open_writer(tmp_path / "x.db", file_url)
+    conn.execute("CREATE TABLE t(who TEXT)")
+    other_process(tmp_path, file_url, "INSERT INTO t VALUES ('b1')")
+    from tests.vfs.writing import ltxctl
+    ltxctl("compact", file_url, "--level", "1", "--no-retention")
+    replica = Replica.open(file_url)
+    replica.store.delete(replica.key(0, 2, 2))  # what level-0 retention does, later
+    replica.close()
+    with pytest.raises(apsw.BusyError, match="the replica is at TXID 0000000000000002"):
+        conn.execute("INSERT INTO t VALUES ('a1')")
+    assert [(f.min_txid, f.max_txid) for f in level_files(file_url)] == [(1, 1)], "no second file for TXID 2"
+    assert stats(conn)["write_tip_checks"] >= 1
+    conn.execute("INSERT INTO t VALUES ('a1')")
+    assert conn.execute("SELECT who FROM t ORDER BY rowid").fetchall() == [("b1",), ("a1",)]
+    conn.close()
+    assert [(f.min_txid, f.max_txid) for f in level_files(file_url)] == [(1, 1), (3, 3)]
