@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import apsw
 
 from blockmap.errors import CorruptMetadataError
+from blockmap.meta import as_int
 
 NEXT_INODE = "nextInode"
 NEXT_CHUNK = "nextChunk"  # the slice ID counter; the name is historical
@@ -39,13 +40,13 @@ SLICE_ID_BATCH = 4096
 
 def incr_counter(cursor: apsw.Cursor, name: str, delta: int) -> int:
     """Add `delta` to counter `name` (creating it at 0 first) and return the new value."""
-    row = cursor.execute(
+    rows = cursor.execute(
         "UPDATE jfs_counter SET value = value + ? WHERE name = ? RETURNING value", (delta, name)
-    ).fetchone()
-    if row is None:
+    ).fetchall()  # run the statement to its end: a RETURNING statement left open counts no change yet
+    if not rows:
         cursor.execute("INSERT INTO jfs_counter (name, value) VALUES (?, ?)", (name, delta))
         return delta
-    return int(row[0])
+    return as_int(rows[0][0])
 
 
 def get_counter(cursor: apsw.Cursor, name: str) -> int:
