@@ -313,6 +313,10 @@ def compact_cmd(
     scheduled: Annotated[bool, typer.Option("--scheduled", help="Skip levels whose Litestream interval "
                                                                 "(30s, 5m, 1h, snapshot 24h) has not passed.")]
     = False,
+    hint: Annotated[bool, typer.Option("--hint/--no-hint", help="Bring the hint file (page 1 and interior "
+                                                               "b-tree pages for cold readers) to the latest "
+                                                               "state; without a current one this reads the "
+                                                               "whole database once.")] = True,
 ) -> None:
     """One compaction step per level by Litestream's rules, a level-9 snapshot, and retention."""
     from ltx.compaction import (
@@ -334,14 +338,16 @@ def compact_cmd(
         levels = [level] if level is not None else [*range(1, highest_level(replica) + 1), SNAPSHOT_LEVEL]
         report = run(replica, levels, l0_retention=l0_keep, snapshot_retention=snap_keep, retention=retention,
                      intervals=intervals)
-        refreshed = refresh_hint(replica)
+        refreshed = refresh_hint(replica) if hint else None
     for step in report.steps:
         if step.file is not None:
             typer.echo(f"level {step.level}: wrote {step.file.key} from {len(step.inputs)} files "
                        f"({human_size(step.file.size)})")
         else:
             typer.echo(f"level {step.level}: nothing to do ({step.reason})")
-    if refreshed.header is not None:
+    if refreshed is None:
+        pass
+    elif refreshed.header is not None:
         typer.echo(f"hint: TXID {format_txid(refreshed.header.txid)}, {refreshed.header.page_count} pages "
                    f"({refreshed.how})")
     else:
