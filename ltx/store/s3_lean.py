@@ -7,8 +7,8 @@ standard library and answers the first LIST within a round trip of the open. Eve
 (streams, puts, deletes) goes to a full S3Store built on first use and sharing the counters.
 
 Used when the credentials are in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-optional AWS_SESSION_TOKEN) and the region is known (URL, AWS_REGION or AWS_DEFAULT_REGION);
-otherwise `open_store(..., lean_reads=True)` gives the full S3Store.
+optional AWS_SESSION_TOKEN), the region is known (URL, AWS_REGION or AWS_DEFAULT_REGION) and no
+HTTP proxy is configured for the endpoint; otherwise `open_store(..., lean_reads=True)` gives the full S3Store.
 """
 
 from __future__ import annotations
@@ -386,6 +386,13 @@ def lean_store(bucket: str, prefix: str, *, endpoint: str | None, region: str | 
     region = region or env_region()
     if credentials is None or region is None:
         return None
+    if any(name.lower().endswith("_proxy") for name in os.environ):
+        from urllib.request import getproxies_environment, proxy_bypass  # ~20 ms: only when needed
+
+        parts = urlsplit(endpoint or f"https://s3.{region}.amazonaws.com")
+        proxies = getproxies_environment()
+        if (proxies.get(parts.scheme) or proxies.get("all")) and not proxy_bypass(parts.hostname or ""):
+            return None  # an HTTP proxy is configured: botocore honours it, this path does not
     return LeanS3Store(bucket, prefix, credentials=credentials, region=region, endpoint=endpoint,
                        force_path_style=force_path_style, skip_verify=skip_verify, full_factory=full_factory)
 
