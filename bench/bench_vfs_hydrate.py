@@ -4,7 +4,7 @@ replica, on one S3 server, in the same run.
 litestream-vfs 0.5.17 hydrates when LITESTREAM_HYDRATION_ENABLED=true at load time, into
 LITESTREAM_HYDRATION_PATH (its cmd/litestream-vfs/main.go); both VFSs answer
 `PRAGMA litestream_hydration_progress` (percent with one decimal). A database of text rows with
-an index (bench/cold_open.py's, cached in the work directory) is imported as a snapshot. Then, for
+an index (bench/harness/databases.py's, cached in the work directory) is imported as a snapshot. Then, for
 each VFS in turn (interleaved over the runs), a new process opens it through a request-counting
 proxy (optional per-request delay imitating a region's round trip) with hydration into a fresh
 path, and polls the progress pragma until it says 100.0 and the file has the database's size.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.cold_open import make_database  # noqa: E402
+from bench.harness.databases import build as build_database  # noqa: E402
 from tests.s3proxy import S3Proxy  # noqa: E402
 
 #: Database size (MB) the figures are quoted for.
@@ -133,7 +133,8 @@ def figures(url: str, endpoint: str, env: dict[str, str], db_mb: int, workdir: P
     from ltx.replica import Replica
 
     db = workdir / f"hydrate-{db_mb}mb.db"
-    make_database(db, db_mb)
+    if not db.exists():
+        build_database(db, db_mb)
     db_bytes = db.stat().st_size
     replica = Replica.open(url)
     try:
