@@ -57,9 +57,14 @@ def get_counter(cursor: apsw.Cursor, name: str) -> int:
 
 def add_usage(cursor: apsw.Cursor, space: int, inodes: int) -> None:
     """Adjust the volume's `usedSpace` and `totalInodes` (inside the operation's transaction)."""
-    if space:
+    if space and inodes:  # one statement for both (creates and removes change both)
+        cursor.execute(
+            "UPDATE jfs_counter SET value = value + CASE name WHEN ? THEN ? ELSE ? END WHERE name IN (?, ?)",
+            (USED_SPACE, space, inodes, USED_SPACE, TOTAL_INODES),
+        )
+    elif space:
         cursor.execute("UPDATE jfs_counter SET value = value + ? WHERE name = ?", (space, USED_SPACE))
-    if inodes:
+    elif inodes:
         cursor.execute("UPDATE jfs_counter SET value = value + ? WHERE name = ?", (inodes, TOTAL_INODES))
 
 

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,6 +32,8 @@ from blockmap.errors import CommitOutcomeUnknownError, CommitsLostError, Invalid
 
 #: How long SQLite waits for another connection's lock before answering BUSY (ms).
 BUSY_TIMEOUT_MS = 5000
+#: Journal mode of an ltxvfs writer connection.
+WRITER_JOURNAL_MODE = "MEMORY"
 #: Pause between looks at a write lock another connection of this process holds (s).
 BUSY_POLL = 0.0005
 #: Whole-transaction retries after SQLITE_BUSY (a conflicting writer committed first).
@@ -92,19 +94,21 @@ def meta_path(meta_url: str) -> str:
 
 
 def replica_uri(meta_url: str, *, txid: int = 0, timestamp: datetime | str | None = None,
-                sync: str | None = None) -> str:
-    """The SQLite URI of `blockmap.db` on the replica `meta_url`, with ltxvfs's parameters.
+                sync: str | None = None, params: Mapping[str, str] | None = None) -> str:
+    """The SQLite URI of `blockmap.db` on the replica `meta_url`, with ltxvfs's parameters
+    (`params` adds others: `cache_size`, `poll`, `hydrate`, `compact`...).
 
     The replica comes from the URI (`replica=`), never from the current directory or a
     process-wide registration, so volumes on different replicas coexist in one process."""
-    params: list[tuple[str, str]] = [("replica", meta_url)]
+    pairs: list[tuple[str, str]] = [("replica", meta_url)]
     if txid:
-        params.append(("txid", f"{txid:016x}"))
+        pairs.append(("txid", f"{txid:016x}"))
     if timestamp is not None:
-        params.append(("timestamp", _format_time(timestamp)))
+        pairs.append(("timestamp", _format_time(timestamp)))
     if sync is not None:
-        params.append(("sync", sync))
-    query = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in params)
+        pairs.append(("sync", sync))
+    pairs.extend((params or {}).items())
+    query = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in pairs)
     return f"file:{META_DB_NAME}?{query}"
 
 
@@ -124,20 +128,24 @@ def connect_meta(
     txid: int = 0,
     timestamp: datetime | str | None = None,
     sync: str | None = None,
+    params: Mapping[str, str] | None = None,
 ) -> apsw.Connection:
     """Open the metadata database named by `meta_url` (the one place that knows where it lives).
 
     On a replica: `txid` / `timestamp` open the state at that TXID / the last before that time
-    (read-only); `sync` is ltxvfs's `sync=` (`commit`, or `interval:DURATION` for group commit)."""
+    (read-only); `sync` is ltxvfs's `sync=` (`commit`, or `interval:DURATION` for group commit);
+    `params` are further ltxvfs URI parameters."""
     if is_replica_url(meta_url):
         return _connect_replica(meta_url, create=create, read_only=read_only, txid=txid, timestamp=timestamp,
-                                sync=sync)
+                                sync=sync, params=params)
     if txid or timestamp is not None:
         raise InvalidMetaURLError(meta_url, "reading the past (txid=, timestamp=) needs a replica URL "
                                             "(file:// or s3://), not a local SQLite file")
     if is_group_commit(sync):
         raise InvalidMetaURLError(meta_url, "group commit (sync=interval:…) needs a replica URL (file:// or "
                                             "s3://), not a local SQLite file")
+    if params:
+        raise InvalidMetaURLError(meta_url, f"ltxvfs parameters ({', '.join(params)}) need a replica URL")
     path = meta_path(meta_url)
     if read_only:
         flags = apsw.SQLITE_OPEN_READONLY
@@ -150,8 +158,8 @@ def connect_meta(
     return conn
 
 
-def _connect_replica(meta_url: str, *, create: bool, read_only: bool, txid: int,
-                     timestamp: datetime | str | None, sync: str | None) -> apsw.Connection:
+def _connect_replica(meta_url: str, *, create: bool, read_only: bool, txid: int, timestamp: datetime | str | None,
+                     sync: str | None, params: Mapping[str, str] | None) -> apsw.Connection:
     import vfs  # registers ltxvfs; imported here so local-SQLite users never load the VFS
 
     pinned = bool(txid) or timestamp is not None
@@ -160,11 +168,15 @@ def _connect_replica(meta_url: str, *, create: bool, read_only: bool, txid: int,
         sync = None  # a reader ships nothing
     else:
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
-    uri = replica_uri(meta_url, txid=txid, timestamp=timestamp, sync=sync)
+    uri = replica_uri(meta_url, txid=txid, timestamp=timestamp, sync=sync, params=params)
     if flags & apsw.SQLITE_OPEN_READONLY:
         conn = _open_reader(meta_url, uri, flags | apsw.SQLITE_OPEN_URI)
     else:  # a writer on an empty replica starts an empty database (format fills it; open says "no volume")
         conn = apsw.Connection(uri, vfs=vfs.VFS_NAME, flags=flags | apsw.SQLITE_OPEN_URI)
+        # The rollback journal only serves ROLLBACK inside this process (ltxvfs never replays one
+        # after a crash: an unshipped transaction simply is not in the replica), so it can live in
+        # memory: no temporary file per transaction.
+        conn.execute(f"PRAGMA journal_mode={WRITER_JOURNAL_MODE}").fetchall()
     conn.setbusyhandler(BusyWait(BUSY_TIMEOUT_MS / 1000))
     return conn
 

@@ -145,8 +145,10 @@ def mknod(
     *,
     target: bytes = b"",
     rdev: int = 0,
+    absent: bool = False,
 ) -> Node:
-    """Create an inode and its entry (JuiceFS doMknod + Mknod's accounting)."""
+    """Create an inode and its entry (JuiceFS doMknod + Mknod's accounting). `absent`: the
+    caller looked `name` up in this transaction and found nothing."""
     check_name(name, path)
     if parent >= TRASH_INODE or (parent == ROOT_INODE and name == TRASH_NAME):
         raise fs_error(errno.EPERM, path)
@@ -155,7 +157,7 @@ def mknod(
     pn = get_dir(cursor, parent, path)
     if pn.parent > TRASH_INODE:
         raise fs_error(errno.ENOENT, path)
-    if lookup(cursor, parent, name) is not None:
+    if not absent and lookup(cursor, parent, name) is not None:
         raise fs_error(errno.EEXIST, path)
     ctx.acct.check(cursor, align4k(0), 1, path)
     ns = now_ns()

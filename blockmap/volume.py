@@ -582,14 +582,23 @@ class Volume:
         return Attr.of(self._write_new(inode, lambda c: self._create_in(c, path, mode, inode, exclusive)))
 
     def _create_in(self, c: apsw.Cursor, path: PathLike, perm: int, inode: int, exclusive: bool) -> Node:
-        """Inside a write transaction: the regular file at `path`, made with `inode` if absent."""
-        try:
-            node = self._resolve(c, path)
-        except FileNotFoundError:
-            parent, name = resolve_parent(c, path)
-            return ns.mknod(c, self._ctx, parent, name, TYPE_FILE, perm & ~self.umask, inode, path)
+        """Inside a write transaction: the regular file at `path`, made with `inode` if absent.
+        The path is walked once: its directory, then one lookup of the name."""
+        parent, name = resolve_parent(c, path)
+        found = lookup(c, parent, name) if name != b".." else None
+        if found is None and name != b"..":
+            return ns.mknod(c, self._ctx, parent, name, TYPE_FILE, perm & ~self.umask, inode, path, absent=True)
         if exclusive:
             raise fs_error(errno.EEXIST, path)
+        if found is not None and found[1] != TYPE_SYMLINK:
+            node = get_node(c, found[0])
+            if node is None:
+                raise fs_error(errno.EIO, path)
+        else:  # `..`, or a symlink: open(2) follows it
+            try:
+                node = self._resolve(c, path)
+            except FileNotFoundError:
+                raise fs_error(errno.EEXIST, path) from None
         if node.type == TYPE_DIRECTORY:
             raise fs_error(errno.EISDIR, path)
         if node.type != TYPE_FILE:

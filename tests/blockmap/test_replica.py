@@ -4,6 +4,7 @@ commit and what it may lose, time travel (whole-volume snapshots), and volumes s
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 import signal
@@ -16,10 +17,11 @@ from pathlib import Path
 import apsw
 import pytest
 
-from blockmap.errors import BlockError, CommitsLostError, InvalidMetaURLError
+from blockmap.errors import BlockError, CommitOutcomeUnknownError, CommitsLostError, InvalidMetaURLError
 from blockmap.meta import META_DB_NAME, connect_meta
 from blockmap.volume import Volume
 from ltx.replica import Replica
+from ltx.store import StoreError
 from tests.blockmap.conftest import TEST_BLOCK_SIZE, meta_conn
 from tests.blockmap.metacheck import metadata_problems
 
@@ -180,6 +182,55 @@ def test_group_commit_lost_to_another_writer_is_reported(tmp_path: Path) -> None
         grouped.flush()
         assert sorted(other.listdir("/")) == ["again", "mine", "theirs"]
         assert metadata_problems(meta_conn(grouped)) == []
+
+
+# --- failed commits -------------------------------------------------------------------------------
+
+_OTHER_WRITER = r"""
+import sys
+from blockmap.volume import Volume
+with Volume.open(sys.argv[1]) as vol:
+    vol.write_file("/from-another-process", b"theirs")
+"""
+
+
+def test_a_commit_that_loses_the_race_is_retried_on_the_new_state(tmp_path: Path) -> None:
+    meta, data = f"file://{tmp_path}/meta", f"file://{tmp_path}/data"
+    not_following = functools.partial(connect_meta, params={"poll": "0"})  # learns of others only at commit
+    with Volume.format(meta, data, "racevol", block_size=TEST_BLOCK_SIZE, connect=not_following) as vol:
+        vol.write_file("/first", b"mine")
+        subprocess.run([sys.executable, "-c", _OTHER_WRITER, meta], cwd=ROOT, check=True, timeout=CHILD_TIMEOUT)
+        vol.write_file("/second", b"mine too")  # its TXID is taken: conflict, reload, run again
+        assert vol.meta_stats()["write_conflicts"] >= 1
+        assert sorted(vol.listdir("/")) == ["first", "from-another-process", "second"]
+        assert vol.read_file("/from-another-process") == b"theirs"
+        assert metadata_problems(meta_conn(vol)) == []
+    assert _replica_files(meta) == [(t, t) for t in range(1, len(_replica_files(meta)) + 1)]
+
+
+def test_a_commit_the_store_refused_keeps_its_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vol, meta, _ = _new(tmp_path)
+    with vol:
+        vol.write_file("/before", b"fine")
+        real_put = Replica.put_file
+        failures = [1]
+
+        def flaky_put(self: Replica, *args: object, **kwargs: object) -> str:
+            if failures:
+                failures.pop()
+                raise StoreError(self.url, "ltx/0/x.ltx", "injected: the store is down")
+            return real_put(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Replica, "put_file", flaky_put)
+        with pytest.raises(CommitOutcomeUnknownError, match="injected"):
+            vol.write_file("/unknown", random.Random(4).randbytes(2 * TEST_BLOCK_SIZE))
+        # Whether the commit landed is unknown: its blocks stay (gc finds them if it did not).
+        assert len(list(vol.store.list("repvol/chunks/"))) == 3
+        assert not vol.exists("/unknown")
+        vol.write_file("/after", b"the volume carries on")
+        assert vol.read_file("/after") == b"the volume carries on"
+        assert len(vol.gc(skip_age=0).leaked) == 2
+        assert metadata_problems(meta_conn(vol)) == []
 
 
 # --- time travel ----------------------------------------------------------------------------------
