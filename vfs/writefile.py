@@ -173,8 +173,8 @@ class LTXWriteFile(LTXFile):
                 return  # our commits come first; news from elsewhere means they will conflict
         for _ in range(2):
             if self._stale:
+                view = load_latest(self.reader, self._page_size, self.stats)  # may raise: still stale
                 self._stale = False
-                view = load_latest(self.reader, self._page_size, self.stats)
                 self.follower.stage_replace(view, follow=self.options.poll > 0)
                 self.follower.start()
             super()._apply_staged()
