@@ -196,6 +196,13 @@ def run_peer(peer: str, url: str, workdir: Path, proxy: Any, env: Mapping[str, s
     if "closed" not in out:
         raise RuntimeError(f"{peer}: child did not close:\n{out}\n{err[-3000:]}")
     kinds = Counter(r.kind for r in inside)
+    from ltx.replica import Replica
+
+    replica = Replica.open(url)
+    try:
+        files_after = len(replica.list_level(0))
+    finally:
+        replica.close()
     n = max(got["commits"], 1)
     wall = got["end"] - got["start"]
     lat = [x * 1000 for x in got["latencies"]]
@@ -212,6 +219,7 @@ def run_peer(peer: str, url: str, workdir: Path, proxy: Any, env: Mapping[str, s
         "requests": dict(sorted(kinds.items())),
         "requests_per_commit": {k: round(v / n, 3) for k, v in sorted(kinds.items())},
         "error": got["error"],
+        "ltx_files_after_close": files_after,
     }
     if ref:
         result["bare_put_median_ms"] = round(statistics.median(ref), 3)
@@ -265,6 +273,7 @@ def summary(r: dict[str, Any]) -> str:
             lines.append(f"{'':32} bare create-if-absent PUT: median {p['bare_put_median_ms']} ms, p99 "
                          f"{p['bare_put_p99_ms']} ms, CPU {p['bare_put_cpu_ms']} ms; COMMIT beyond the PUT: "
                          f"{p['commit_minus_put_median_ms']} ms wall, {p['cpu_beyond_put_ms']} ms CPU")
+        lines.append(f"{'':32} level-0 files after close: {p['ltx_files_after_close']}")
         if p["error"]:
             lines.append(f"{'':32} stopped: {p['error']}")
     lines.append(f"targets: sync=commit = one PUT + <= {TARGET_CPU_MS} ms (wall and CPU beyond the PUT): "
