@@ -48,7 +48,10 @@ def open_reader(path: Path | str, replica: str, **params: Any) -> apsw.Connectio
 
 def write_file(url: str) -> LTXWriteFile:
     """The (only) open writer file of replica `url` in this process."""
-    files = [f for f in PEERS.others(Replica.open(url).url, None) if isinstance(f, LTXWriteFile)]
+    replica = Replica.open(url)
+    key = replica.url
+    replica.close()
+    files = [f for f in PEERS.others(key, None) if isinstance(f, LTXWriteFile)]
     assert len(files) == 1, f"expected one open writer of {url}, found {len(files)}"
     return files[0]
 
