@@ -17,7 +17,6 @@ import json
 import os
 import posixpath
 import re
-import secrets
 import stat as statmod
 import sys
 import tempfile
@@ -62,8 +61,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 #: The name standing for stdin (put) or stdout (get).
 STDIO = "-"
-#: `put` writes into this hidden name beside the target, then renames it over the target.
-PUT_TEMP_PREFIX = ".blockmap-put-"
 #: `get` writes into a temporary file beside the local target with this suffix, then renames it.
 GET_TEMP_SUFFIX = ".blockmap-get"
 #: Settings fields shown as "removed" by `status` (JuiceFS's `status` hides the secret the same way).
@@ -334,26 +331,10 @@ def _local_umask() -> int:
 
 
 def put_stream(vol: Volume, src: BinaryIO, dst: str, mode: int) -> Attr:
-    """Copy `src` into a hidden file beside `dst`, then rename it over `dst`: readers see the old
-    file or the whole new one, never a part, and a failed copy leaves `dst` as it was."""
-    parent = posixpath.dirname(dst.rstrip("/")) or "/"
-    tmp = posixpath.join(parent, PUT_TEMP_PREFIX + secrets.token_hex(8))
-    try:
-        f = vol.open_file(tmp, "x", mode)
-    except OSError as exc:  # name the user's path, not the temporary one
-        raise fs_error(exc.errno or errno.EIO, dst) from exc
-    try:
-        with f:
-            f.copy_from(src)
-        try:
-            vol.rename(tmp, dst)
-        except OSError as exc:
-            raise fs_error(exc.errno or errno.EIO, dst) from exc
-    except BaseException:
-        with contextlib.suppress(Exception):
-            vol.unlink(tmp)
-        raise
-    return vol.stat(dst)
+    """Copy `src` into the volume as a new file at `dst` (`Volume.replace_file`): the blocks go up
+    first, then one transaction creates the file and replaces `dst` as a rename over it would.
+    Readers see the old file or the whole new one, and a failed copy leaves `dst` as it was."""
+    return vol.replace_file(dst, src, mode)
 
 
 def get_to_local(copy: Callable[[BinaryIO], int], dest: str, mode: int) -> int:

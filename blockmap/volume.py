@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import json
 import os
 import threading
@@ -80,6 +81,8 @@ XATTR_MAX_NAME = 255
 XATTR_MAX_VALUE = 65536
 XATTR_CREATE = os.XATTR_CREATE if hasattr(os, "XATTR_CREATE") else 1
 XATTR_REPLACE = os.XATTR_REPLACE if hasattr(os, "XATTR_REPLACE") else 2
+#: Bytes read from a stream at a time by `write_file` / `replace_file`.
+STREAM_READ = 4 << 20
 #: Default umask for new inodes.
 DEFAULT_UMASK = 0o022
 
@@ -775,35 +778,54 @@ class Volume:
     def write_file(self, path: PathLike, data: bytes | bytearray | memoryview | BinaryIO, mode: int = 0o666) -> Attr:
         """Create or replace a file's contents from bytes or a readable stream (bounded memory).
 
-        Bytes are uploaded first and then recorded together with the create (or the truncation of
-        the old contents) in one transaction; a stream goes through `open_file` chunk by chunk."""
+        The bytes are uploaded first; then the create (or the truncation of the old contents) and
+        the new contents are one transaction: readers see the old contents or the new, never a
+        part, and a failed upload leaves the file as it was."""
         self._check_writable()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            with self.open_file(path, "w", mode) as f:
-                f.copy_from(data)
-            return self.stat(path)
-        pieces = self._upload(memoryview(data).cast("B"), 0)
+        pieces = self._upload_any(data)
         inode = self._ids.next_inode()
 
         def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
+            node = self._create_in(c, path, mode, inode, False)
             released = ns.Released()
-            try:
-                node = self._resolve(c, path)
-            except FileNotFoundError:
-                parent, name = resolve_parent(c, path)
-                node = ns.mknod(c, self._ctx, parent, name, TYPE_FILE, mode & ~self.umask, inode, path)
-            else:
-                if node.type == TYPE_DIRECTORY:
-                    raise fs_error(errno.EISDIR, path) from None
-                if node.type != TYPE_FILE:
-                    raise fs_error(errno.EINVAL, path) from None
-                if node.length:
-                    node, released = truncate(c, self._ctx, node.inode, 0, path)
+            if node.length:
+                node, released = truncate(c, self._ctx, node.inode, 0, path)
             if pieces:
                 commit_write(c, self._ctx, node.inode, pieces, path)
                 node = get_node(c, node.inode) or node
             return node, released
 
+        return self._commit_contents(inode, pieces, body)
+
+    def replace_file(self, path: PathLike, data: bytes | bytearray | memoryview | BinaryIO, mode: int = 0o666) -> Attr:
+        """Write a new file at `path` from bytes or a stream, replacing what is there as rename(2)
+        over it would: a new inode (other hard links keep the old contents), in one transaction
+        after the upload. A failed upload leaves `path` as it was."""
+        self._check_writable()
+        pieces = self._upload_any(data)
+        inode = self._ids.next_inode()
+
+        def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
+            parent, name = resolve_parent(c, path)
+            released = ns.Released()
+            found = lookup(c, parent, name)
+            if found is not None:
+                if found[1] == TYPE_DIRECTORY:
+                    raise fs_error(errno.EISDIR, path)
+                released = ns.unlink(c, self._ctx, parent, name, path)
+            node = ns.mknod(c, self._ctx, parent, name, TYPE_FILE, mode & ~self.umask, inode, path, absent=True)
+            if pieces:
+                commit_write(c, self._ctx, inode, pieces, path)
+                node = get_node(c, inode) or node
+            return node, released
+
+        return self._commit_contents(inode, pieces, body)
+
+    def _commit_contents(
+        self, inode: int, pieces: list[WritePiece], body: Callable[[apsw.Cursor], tuple[Node, ns.Released]]
+    ) -> Attr:
+        """Run the transaction that records uploaded `pieces` (in a file made with `inode` if
+        needed); on failure the blocks go back, unless the commit's outcome is unknown."""
         try:
             node, released = self._write(body)
         except CommitOutcomeUnknownError:
@@ -818,6 +840,40 @@ class Volume:
             self._ids.give_back_inode(inode)
         self._finish(released)
         return Attr.of(node)
+
+    def _upload_any(self, data: bytes | bytearray | memoryview | BinaryIO) -> list[WritePiece]:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return self._upload(memoryview(data).cast("B"), 0)
+        return self._upload_stream(data)
+
+    def _upload_stream(self, stream: BinaryIO) -> list[WritePiece]:
+        """Upload a stream from offset 0 as new slices, one per chunk, a block at a time in memory."""
+        pieces: list[WritePiece] = []
+        writer: SliceWriter | None = None
+        try:
+            for indx in itertools.count():
+                writer = self._blocks.writer(self._ids.next_slice_id())
+                n = 0
+                while n < CHUNK_SIZE:
+                    buf = stream.read(min(STREAM_READ, CHUNK_SIZE - n))
+                    if not buf:
+                        break
+                    writer.write(buf)
+                    n += len(buf)
+                size = writer.finish()
+                if size:
+                    pieces.append(WritePiece(indx, SliceRecord(0, writer.slice_id, size, 0, size)))
+                writer = None
+                if n < CHUNK_SIZE:
+                    return pieces
+        except BaseException:
+            if writer is not None:  # the slice that failed half way
+                writer.abort()
+                self._discard_slice(writer.slice_id, writer.size)
+            for p in pieces:
+                self._discard_slice(p.record.id, p.record.size)
+            raise
+        raise AssertionError("unreachable")
 
     def _upload(self, view: memoryview, offset: int) -> list[WritePiece]:
         """Upload `view` as new slices, one per chunk it touches, before any metadata refers to them."""

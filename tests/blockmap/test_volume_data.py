@@ -131,6 +131,53 @@ def test_copy_from_and_to_streams(vol: Volume) -> None:
     assert out.getvalue() == data
 
 
+class _PatternStream(io.RawIOBase):
+    """`size` bytes of a repeating seeded pattern, handed out in reads of at most `piece` bytes
+    (a pipe's short reads), without holding them all."""
+
+    def __init__(self, size: int, piece: int = 3 << 20) -> None:
+        self.pattern = random.Random(11).randbytes(1 << 20)
+        self.left = size
+        self.pos = 0
+        self.piece = piece
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        n = min(self.left, self.piece, size if size >= 0 else self.left)
+        out = bytearray()
+        while len(out) < n:
+            at = (self.pos + len(out)) % len(self.pattern)
+            out += self.pattern[at : at + n - len(out)]
+        self.left -= n
+        self.pos += n
+        return bytes(out)
+
+    def expected(self, offset: int, length: int) -> bytes:
+        return bytes(self.pattern[(offset + i) % len(self.pattern)] for i in range(length))
+
+
+def test_a_stream_across_the_chunk_boundary_is_one_transaction(vol: Volume) -> None:
+    size = CHUNK_SIZE + 5
+    commits = vol.commits
+    attr = vol.write_file("/streamed", _PatternStream(size))  # type: ignore[arg-type]
+    assert attr.st_size == size
+    assert vol.commits - commits <= 3  # the write itself, and at most two ID reservations
+    assert [(r.pos, r.len) for r in _records(vol, attr.st_ino, 0)] == [(0, CHUNK_SIZE)]
+    assert [(r.pos, r.len) for r in _records(vol, attr.st_ino, 1)] == [(0, 5)]
+    model = _PatternStream(0)
+    assert vol.read_file("/streamed", CHUNK_SIZE - 7, 12) == model.expected(CHUNK_SIZE - 7, 12)
+    assert vol.read_file("/streamed", 0, 100) == model.expected(0, 100)
+    # replace_file: a new inode under the name (an old hard link keeps the old bytes).
+    vol.link("/streamed", "/old")
+    new = vol.replace_file("/streamed", io.BytesIO(b"small now"))  # type: ignore[arg-type]
+    assert new.st_ino != attr.st_ino
+    assert vol.read_file("/streamed") == b"small now"
+    assert vol.stat("/old").st_size == size and vol.stat("/old").st_nlink == 1
+    assert metadata_problems(meta_conn(vol)) == []
+
+
 def test_auto_compaction_merges_many_records(vol: Volume) -> None:
     vol.write_file("/f", b"")
     model = bytearray(50_000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -297,6 +298,8 @@ def test_each_operation_is_one_transaction(vol: Volume) -> None:
         ("setxattr", lambda: vol.setxattr("/d/g", "user.k", b"v")),
         ("write_file (create + contents)", lambda: vol.write_file("/d/new", b"content")),
         ("write_file (replace)", lambda: vol.write_file("/d/new", b"replaced")),
+        ("write_file (stream)", lambda: vol.write_file("/d/streamed", io.BytesIO(b"a stream"))),
+        ("replace_file", lambda: vol.replace_file("/d/streamed", io.BytesIO(b"a new inode"))),
         ("truncate", lambda: vol.truncate("/d/new", 3)),
         ("link", lambda: vol.link("/d/new", "/d/new2")),
         ("symlink", lambda: vol.symlink("new", "/d/s")),
