@@ -138,7 +138,7 @@ class LTXWriteFile(LTXFile):
         self.writer = Writer(replica, interval=options.sync_interval, base_txid=view.txid,
                              stats=self.write_stats, remote_tip=lambda: self.follower.tip,
                              confirmed_at=lambda: self.follower.last_success, list_tip=self._list_tip,
-                             on_shipped=self.follower.advance, memory_bytes=dirty.DEFAULT_MEMORY_BYTES)
+                             on_shipped=self._shipped, memory_bytes=dirty.DEFAULT_MEMORY_BYTES)
         #: What to do when the write transaction ends: reload the replica's state (after a conflict
         #: or a commit whose outcome the store left uncertain).
         self._reload_after_txn = False
@@ -357,6 +357,12 @@ class LTXWriteFile(LTXFile):
                                    f"litestream_time): writing is refused")
         if not PEERS.try_lock(self.url, self):
             raise WriterBusyError(self.url, "another connection of this process is writing")
+        for peer in PEERS.others(self.url, self):  # their group commits come first
+            if isinstance(peer, LTXWriteFile) and peer.writer.unshipped:
+                try:
+                    peer.writer.flush(FLUSH_TIMEOUT)
+                except (CommitConflictError, CommitStoreError) as exc:
+                    log.info("%s: another connection's group commit failed: %s", self.url, exc)
         writer = self.writer
         if not writer.groups and (self._stale or self.follower.tip > self._view.txid):
             PEERS.unlock(self.url, self)
@@ -457,6 +463,14 @@ class LTXWriteFile(LTXFile):
         self._refresh_page1()
         if self.hydration is not None and group.encoded is not None:
             self.hydration.on_commit(_ltx_for_hydration(group), group.encoded.name)
+
+    def _shipped(self, group: Group) -> None:
+        """A group's file was just created (any thread): this connection's follower skips it, and
+        the other connections of this process to the replica are handed it without a request."""
+        source = group.source
+        assert source is not None
+        txid = group.txid
+        self.follower.advance(txid)
         update = Update(base_txid=txid - 1, txid=txid, files=[source], seeks={0: txid})
         for peer in PEERS.others(self.url, self):
             if not peer.pinned:

@@ -107,7 +107,7 @@ class Writer:
 
     def __init__(self, replica: Replica, *, interval: float, base_txid: int, stats: WriteStats,
                  remote_tip: Callable[[], int], confirmed_at: Callable[[], float],
-                 list_tip: Callable[[], int], on_shipped: Callable[[int], None] | None = None,
+                 list_tip: Callable[[], int], on_shipped: Callable[[Group], None] | None = None,
                  memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         self.replica = replica
         self.url = replica.url
@@ -117,7 +117,7 @@ class Writer:
         self._remote_tip = remote_tip
         self._confirmed_at = confirmed_at
         self._list_tip = list_tip
-        #: Told each TXID as soon as its file is created (from the shipper thread in group commit).
+        #: Told of each group as soon as its file is created (from the shipper thread in group commit).
         self._on_shipped = on_shipped
         self._cond = threading.Condition()
         self._next_txid = base_txid + 1
@@ -279,6 +279,11 @@ class Writer:
     def next_txid(self) -> int:
         return self._next_txid
 
+    @property
+    def unshipped(self) -> bool:
+        """Whether committed groups wait to be shipped."""
+        return any(not g.shipped for g in self.groups)
+
     def flush(self, timeout: float | None = None) -> None:
         """Ship every group now and wait for it (group commit); raise what failed."""
         if self._thread is None:
@@ -357,7 +362,7 @@ class Writer:
         with self._cond:
             self._next_txid = txid + 1
         if self._on_shipped is not None:
-            self._on_shipped(txid)
+            self._on_shipped(group)
 
     def _check_tip(self, txid: int, key: str) -> None:
         """Refuse a TXID the replica is known to have, and look when its tip is unconfirmed."""

@@ -244,3 +244,20 @@ def test_a_tip_unconfirmed_for_long_is_checked_before_the_put(file_url: str, tmp
     assert conn.execute("SELECT who FROM t ORDER BY rowid").fetchall() == [("b1",), ("a1",)]
     conn.close()
     assert [(f.min_txid, f.max_txid) for f in level_files(file_url)] == [(1, 1), (3, 3)]
+
+
+def test_a_group_committer_of_the_same_process_ships_first(store_url: str, tmp_path: Path) -> None:
+    group = open_writer(tmp_path / "group.db", store_url, sync="interval:1h")
+    group.execute("CREATE TABLE t(who TEXT)")
+    group.execute("PRAGMA ltxvfs_flush")
+    other = open_writer(tmp_path / "other.db", store_url)
+    for i in range(3):
+        group.execute("INSERT INTO t VALUES (?)", (f"g{i}",))
+    assert len(level_files(store_url)) == 1
+    other.execute("INSERT INTO t VALUES ('o1')")  # the write lock makes the group ship first
+    assert [(f.min_txid, f.max_txid) for f in level_files(store_url)] == [(1, 1), (2, 2), (3, 3)]
+    for conn in (group, other):
+        assert conn.execute("SELECT who FROM t ORDER BY rowid").fetchall() == [("g0",), ("g1",), ("g2",), ("o1",)]
+    assert stats(group)["write_lost_commits"] == 0 and stats(other)["write_conflicts"] == 0
+    group.close()
+    other.close()
