@@ -1,10 +1,11 @@
-"""A lean `s3://` store for readers: LIST, GET (whole, range, suffix) and HEAD signed with
-sigv4.py and sent over keep-alive http.client connections (one per thread), without botocore.
+"""A lean `s3://` store for readers (and the writer's commits): LIST, GET (whole, range, suffix),
+HEAD and small PUTs signed with sigv4.py and sent over keep-alive http.client connections (one
+per thread), without botocore.
 
 Why: a cold reader's first query waits for the process to start talking to S3. Importing
 botocore and building a session and client costs ~250 ms; this path imports nothing beyond the
 standard library and answers the first LIST within a round trip of the open. Everything else
-(streams, puts, deletes) goes to a full S3Store built on first use and sharing the counters.
+(streams, large puts, deletes) goes to a full S3Store built on first use and sharing the counters.
 
 Used when the credentials are in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 optional AWS_SESSION_TOKEN), the region is known (URL, AWS_REGION or AWS_DEFAULT_REGION) and no
@@ -20,6 +21,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from urllib.parse import urlsplit
 
 from ltx.store.base import (
     BucketNotFoundError,
+    ObjectExistsError,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectRangeError,
@@ -39,11 +42,16 @@ from ltx.store.base import (
 )
 from ltx.store.keys import check_key, check_prefix
 from ltx.store.retry import RetryPolicy, TransientError, call_with_retries
-from ltx.store.s3_metadata import METADATA_KEY_TIMESTAMP, parse_timestamp
+from ltx.store.s3_metadata import METADATA_KEY_TIMESTAMP, format_timestamp, parse_timestamp
 from ltx.store.sigv4 import Credentials, Signer, canonical_query, encode_path
 
 #: Keys per ListObjectsV2 page (S3's maximum).
 LIST_PAGE_SIZE = 1000
+#: Objects up to this size, in memory, are PUT here; larger ones (and streams) by the full store.
+LEAN_PUT_MAX_BYTES = 8 * 1024 * 1024
+#: Metadata naming the put that created an object (the same as S3Store's, for the same check).
+METADATA_KEY_PUT_ID = "ltxvfs-put-id"
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 DEFAULT_TIMEOUT_S = 60.0
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -149,17 +157,19 @@ class LeanS3Store(ObjectStore):
             conn.close()
             self._local.conn = None
 
-    def _send(self, method: str, path: str, query: str, extra: dict[str, str]) -> _Response:
+    def _send(self, method: str, path: str, query: str, extra: dict[str, str], payload: bytes | None = None,
+              signed: dict[str, str] | None = None, resend: bool = True) -> _Response:
         """One request on this thread's connection; a connection that the server had closed
-        while idle gets one immediate second try on a new one."""
-        for fresh in (False, True):
+        while idle gets one immediate second try on a new one (unless `resend` is off: a PUT
+        counts every send as an attempt of its retry policy, as the full store does)."""
+        for fresh in (False, True) if resend else (True,):
             reused = getattr(self._local, "conn", None) is not None and not fresh
-            headers = self._signer.headers(method, self._host, path, query)
+            headers = self._signer.headers(method, self._host, path, query, signed=signed)
             headers.update(extra)
             target = path + ("?" + query if query else "")
             try:
                 conn = self._connection()
-                conn.request(method, target, headers=headers)
+                conn.request(method, target, body=payload, headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -357,7 +367,49 @@ class LeanS3Store(ObjectStore):
 
     def put(self, key: str, data: bytes | BinaryIO, *, if_absent: bool = False,
             timestamp_ms: int | None = None) -> None:
-        self.full().put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
+        """Small objects in memory (a writer's commit, typically) go out as one signed PUT from
+        here (a third of botocore's CPU); streams and large objects through the full store. Same
+        contract as S3Store.put: `If-None-Match: *` with `if_absent`, a taken key is
+        ObjectExistsError, and a retried create that finds the key checks whether its own earlier
+        attempt (the answer lost) made it."""
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) > LEAN_PUT_MAX_BYTES:
+            self.full().put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
+            return
+        body = bytes(data)
+        path = encode_path(self._base + self._full_key(key))
+        signed: dict[str, str] = {}
+        if timestamp_ms is not None:
+            signed["x-amz-meta-" + METADATA_KEY_TIMESTAMP] = format_timestamp(timestamp_ms)
+        put_id = uuid.uuid4().hex if if_absent else ""
+        if put_id:
+            signed["x-amz-meta-" + METADATA_KEY_PUT_ID] = put_id
+        extra = {"if-none-match": "*"} if if_absent else {}
+
+        def attempt(_: int) -> None:
+            self._count("puts")
+            self._count("bytes_written", len(body))
+            resp = self._send("PUT", path, "", extra, payload=body, signed=signed, resend=False)
+            if 200 <= resp.status < 300:
+                return
+            code_m = _ERROR_CODE.search(resp.body)
+            code = code_m.group(1).decode("utf-8", "replace") if code_m else str(resp.status)
+            if resp.status == 412 or code in _PRECONDITION_CODES:
+                # Any 412 is checked (one HEAD, only on a conflict): a request may have been sent
+                # twice without a visible retry (a reused connection found closed is re-sent).
+                if if_absent and self._is_own_put(key, put_id):
+                    return
+                raise ObjectExistsError(self.url, key, f"object already exists (PUT: {code} (HTTP {resp.status}))")
+            raise self._error(key, "PUT", resp)
+
+        self._retrying(key, attempt)
+
+    def _is_own_put(self, key: str, put_id: str) -> bool:
+        """After a failed precondition on a retry: did an earlier attempt of ours create the key?"""
+        try:
+            resp = self._get(key, "HEAD", None, method="HEAD")
+        except (StoreError, TransientError):
+            return False
+        return resp.headers.get("x-amz-meta-" + METADATA_KEY_PUT_ID) == put_id
 
     def delete(self, key: str) -> None:
         self.full().delete(key)

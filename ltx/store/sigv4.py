@@ -1,10 +1,11 @@
-"""AWS Signature Version 4 for S3 GET and HEAD requests, in the standard library only.
+"""AWS Signature Version 4 for S3 requests (GET, HEAD, and the writer's small PUTs), in the
+standard library only.
 
 The lean read path (s3_lean.py) signs with this instead of botocore: importing botocore and
 building a client costs ~250 ms at the start of a process, which is most of a cold open. The
-payload is not hashed (`UNSIGNED-PAYLOAD`, which S3 accepts for any request over a body-less
-GET); the signed headers are host, x-amz-content-sha256, x-amz-date and, with temporary
-credentials, x-amz-security-token.
+payload is not hashed (`UNSIGNED-PAYLOAD`, which S3 accepts for a body-less GET and for a PUT);
+the signed headers are host, x-amz-content-sha256, x-amz-date, with temporary credentials
+x-amz-security-token, and any the caller adds (a PUT's x-amz-meta-*).
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ class Signer:
             self._day, self._key = day, key
         return self._key
 
-    def headers(self, method: str, host: str, path: str, query: str, now: float | None = None) -> dict[str, str]:
-        """The headers that authenticate `method host path?query` (path and query canonical)."""
+    def headers(self, method: str, host: str, path: str, query: str, now: float | None = None,
+                signed: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The headers that authenticate `method host path?query` (path and query canonical);
+        `signed` are further headers (lowercase names, e.g. x-amz-meta-*) signed and returned too."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
         day = stamp[:8]
         headers = {"host": host, "x-amz-content-sha256": UNSIGNED_PAYLOAD, "x-amz-date": stamp}
+        if signed:
+            headers.update(signed)
         if self.credentials.token:
             headers["x-amz-security-token"] = self.credentials.token
         names = sorted(headers)
