@@ -1,10 +1,10 @@
-"""`Volume`: a JuiceFS 1.4-compatible file system whose metadata is one SQLite database and whose
-bytes are immutable block objects.
+"""`Volume`: a JuiceFS 1.4-compatible file system whose metadata is one SQLite database (by
+default `blockmap.db` in an ltxvfs replica) and whose bytes are immutable block objects.
 
-Every metadata operation is one short transaction (one LTX file once the database lives in
-ltxvfs). Blocks are uploaded before the transaction that refers to them, and deleted only after
-the transaction that dropped the last reference, so a crash leaves at most unreferenced objects
-(which `gc` finds), never a reference to a missing one.
+Every metadata operation is one short transaction (one LTX file, one PUT, on a replica with
+`sync=commit`; group commit ships many per file). Blocks are uploaded before the transaction
+that refers to them, and deleted only after the transaction that dropped the last reference, so
+a crash leaves at most unreferenced objects (which `gc` finds), never a reference to a missing one.
 """
 
 from __future__ import annotations
