@@ -183,7 +183,7 @@ class Follower:
             generation, tip, seeks = self._generation, self._tip, dict(self._seeks)
         self.stats.polls += 1
         try:
-            staged = self._poll(tip, seeks)
+            staged = self._poll(tip, seeks, generation)
         except Exception as exc:  # a failed poll must never stop the next one
             self.stats.poll_errors += 1
             self.last_error = exc
@@ -205,7 +205,7 @@ class Follower:
                 self._seeks.update(staged.seeks)
         return True
 
-    def _poll(self, tip: int, seeks: dict[int, int]) -> Staged | None:
+    def _poll(self, tip: int, seeks: dict[int, int], generation: int = -1) -> Staged | None:
         reader = self.reader
         level0 = reader.list_levels((0,), {0: tip})[0]
         chain, gap = continue_chain(tip, level0)
@@ -237,6 +237,8 @@ class Follower:
             return self._replan(tip)
         if not chain:
             return None
+        if generation != -1 and generation != self._generation:
+            return None  # the connection moved meanwhile (its own commit, say): fetch nothing
         loaded = reader.load_files(chain)
         return Update(base_txid=tip, txid=chain[-1].max_txid, files=loaded, seeks=new_seeks)
 

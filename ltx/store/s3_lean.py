@@ -14,6 +14,8 @@ HTTP proxy is configured for the endpoint; otherwise `open_store(..., lean_reads
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import os
 import re
@@ -376,14 +378,7 @@ class LeanS3Store(ObjectStore):
             self.full().put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
             return
         body = bytes(data)
-        path = encode_path(self._base + self._full_key(key))
-        signed: dict[str, str] = {}
-        if timestamp_ms is not None:
-            signed["x-amz-meta-" + METADATA_KEY_TIMESTAMP] = format_timestamp(timestamp_ms)
-        put_id = uuid.uuid4().hex if if_absent else ""
-        if put_id:
-            signed["x-amz-meta-" + METADATA_KEY_PUT_ID] = put_id
-        extra = {"if-none-match": "*"} if if_absent else {}
+        path, extra, signed, put_id = self._put_request(key, body, if_absent=if_absent, timestamp_ms=timestamp_ms)
 
         def attempt(_: int) -> None:
             self._count("puts")
@@ -394,14 +389,33 @@ class LeanS3Store(ObjectStore):
             code_m = _ERROR_CODE.search(resp.body)
             code = code_m.group(1).decode("utf-8", "replace") if code_m else str(resp.status)
             if resp.status == 412 or code in _PRECONDITION_CODES:
-                # Any 412 is checked (one HEAD, only on a conflict): a request may have been sent
-                # twice without a visible retry (a reused connection found closed is re-sent).
+                # Any 412 is checked, not only one after a retry (one HEAD, only on a conflict):
+                # an own create that landed is never taken for another writer's.
                 if if_absent and self._is_own_put(key, put_id):
                     return
                 raise ObjectExistsError(self.url, key, f"object already exists (PUT: {code} (HTTP {resp.status}))")
             raise self._error(key, "PUT", resp)
 
         self._retrying(key, attempt)
+
+    def _put_request(self, key: str, body: bytes, *, if_absent: bool,
+                     timestamp_ms: int | None) -> tuple[str, dict[str, str], dict[str, str], str]:
+        """Path, plain headers, headers to sign, and put id of a PUT of `body` to `key`.
+
+        The body's SHA-256 is signed and its MD5 sent: the server refuses a body that does not
+        match, so a writer killed halfway through sending one leaves no object. (SeaweedFS stores
+        a body cut short as a short object unless a checksum such as Content-MD5 says otherwise.)"""
+        path = encode_path(self._base + self._full_key(key))
+        signed: dict[str, str] = {"x-amz-content-sha256": hashlib.sha256(body).hexdigest()}
+        if timestamp_ms is not None:
+            signed["x-amz-meta-" + METADATA_KEY_TIMESTAMP] = format_timestamp(timestamp_ms)
+        put_id = uuid.uuid4().hex if if_absent else ""
+        if put_id:
+            signed["x-amz-meta-" + METADATA_KEY_PUT_ID] = put_id
+        extra = {"content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+        if if_absent:
+            extra["if-none-match"] = "*"
+        return path, extra, signed, put_id
 
     def _is_own_put(self, key: str, put_id: str) -> bool:
         """After a failed precondition on a retry: did an earlier attempt of ours create the key?"""

@@ -3,9 +3,10 @@ standard library only.
 
 The lean read path (s3_lean.py) signs with this instead of botocore: importing botocore and
 building a client costs ~250 ms at the start of a process, which is most of a cold open. The
-payload is not hashed (`UNSIGNED-PAYLOAD`, which S3 accepts for a body-less GET and for a PUT);
-the signed headers are host, x-amz-content-sha256, x-amz-date, with temporary credentials
-x-amz-security-token, and any the caller adds (a PUT's x-amz-meta-*).
+payload of a GET is not hashed (`UNSIGNED-PAYLOAD`, which S3 accepts for a body-less request); a
+PUT signs its body's SHA-256, so a server never stores a body cut short. The signed headers are
+host, x-amz-content-sha256, x-amz-date, with temporary credentials x-amz-security-token, and any
+the caller adds (a PUT's x-amz-meta-*).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class Signer:
     def headers(self, method: str, host: str, path: str, query: str, now: float | None = None,
                 signed: Mapping[str, str] | None = None) -> dict[str, str]:
         """The headers that authenticate `method host path?query` (path and query canonical);
-        `signed` are further headers (lowercase names, e.g. x-amz-meta-*) signed and returned too."""
+        `signed` are further headers (lowercase names, e.g. x-amz-meta-*) signed and returned too;
+        an `x-amz-content-sha256` among them (the body's hash) replaces UNSIGNED-PAYLOAD."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
         day = stamp[:8]
         headers = {"host": host, "x-amz-content-sha256": UNSIGNED_PAYLOAD, "x-amz-date": stamp}
@@ -78,7 +80,7 @@ class Signer:
             headers["x-amz-security-token"] = self.credentials.token
         names = sorted(headers)
         canonical = "\n".join([method, path, query, *(f"{n}:{headers[n].strip()}" for n in names), "",
-                               ";".join(names), UNSIGNED_PAYLOAD])
+                               ";".join(names), headers["x-amz-content-sha256"]])
         scope = f"{day}/{self.region}/{SERVICE}/aws4_request"
         to_sign = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
         signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
