@@ -20,7 +20,7 @@ def metadata_problems(meta: str | apsw.Connection) -> list[str]:
     if isinstance(meta, apsw.Connection):
         with meta:
             return _problems(meta)
-    db = apsw.Connection(meta, flags=apsw.SQLITE_OPEN_READONLY)
+    db = apsw.Connection(str(meta), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return _problems(db)
     finally:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -69,7 +70,7 @@ def test_settings_json_is_written_like_the_binary(tmp_path: Path) -> None:
         tmp_path, "--trash-days", "3", "--block-size", "1M", "--hash-prefix", "--capacity", "5", "--inodes", "77"
     )
     db = apsw.Connection(urllib.parse.urlsplit(meta).path)
-    theirs = str(db.execute("SELECT value FROM jfs_setting WHERE name = 'format'").fetchone()[0])
+    theirs = str(db.execute("SELECT value FROM jfs_setting WHERE name = 'format'").fetchall()[0][0])
     parsed = VolumeSettings.decode(theirs)
     assert (parsed.block_size, parsed.trash_days, parsed.hash_prefix) == (1 << 20, 3, True)
     assert (parsed.capacity, parsed.inodes) == (5 << 30, 77)
@@ -181,14 +182,11 @@ def test_binary_checks_and_reads_a_blockmap_volume(tmp_path: Path, corpus: tuple
     ours = _tree(v)
     usage = v.usage()
     contents = {p: v.read_file(p) for p, e in ours.items() if e.is_file()}
-    ours_slices = {
-        p: v._read_txn(lambda c, ino=e.inode: [
-            (r.pos, r.id, r.size, r.off, r.len)
-            for (blob,) in c.execute("SELECT slices FROM jfs_chunk WHERE inode = ? ORDER BY indx", (ino,))
-            for r in decode_records(as_bytes(blob))
-        ])
-        for p, e in ours.items() if e.is_file()
-    }  # fmt: skip
+    def records(c: apsw.Cursor, inode: int) -> list[tuple[int, int, int, int, int]]:
+        rows = c.execute("SELECT slices FROM jfs_chunk WHERE inode = ? ORDER BY indx", (inode,))
+        return [(r.pos, r.id, r.size, r.off, r.len) for (blob,) in rows for r in decode_records(as_bytes(blob))]
+
+    ours_slices = {p: v._read_txn(functools.partial(records, inode=e.inode)) for p, e in ours.items() if e.is_file()}
     links = {p: v.readlink(p) for p, e in ours.items() if e.is_symlink()}
     xattrs = {p: sorted(v.listxattr(p, follow_symlinks=False)) for p in ours}
 

@@ -76,7 +76,7 @@ def test_clone_tree(vol: Volume) -> None:
     with pytest.raises(FileExistsError):
         vol.clone("/t", "/t2")
     db = meta_conn(vol)
-    assert db.execute("SELECT COUNT(*) FROM jfs_detached_node").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_detached_node").fetchall()[0][0] == 0
 
 
 def test_clone_preserve_keeps_owner_and_times(vol: Volume) -> None:
@@ -117,7 +117,7 @@ def test_gc_finishes_interrupted_deletes(vol: Volume) -> None:
     report = vol.gc(delete=True, skip_age=0)
     assert report.released_slices == 1
     assert _block_count(vol) == 0
-    assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref").fetchall()[0][0] == 0
 
 
 def test_fsck_reports_missing_blocks_and_bad_accounting(vol: Volume) -> None:
@@ -194,7 +194,7 @@ def test_unlinked_open_file_stays_readable(vol: Volume) -> None:
     f.close()
     assert _block_count(vol) == 0
     db = meta_conn(vol)
-    assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchall()[0][0] == 0
 
 
 def test_big_unlink_goes_through_delfile(vol: Volume, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -205,6 +205,6 @@ def test_big_unlink_goes_through_delfile(vol: Volume, monkeypatch: pytest.Monkey
     vol.unlink("/f")
     assert _block_count(vol) == 0
     db = meta_conn(vol)
-    assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchall()[0][0] == 0
     assert metadata_problems(meta_conn(vol)) == []
     assert time.time() > 0

@@ -18,7 +18,7 @@ import apsw
 import pytest
 
 from blockmap.errors import BlockError, CommitOutcomeUnknownError, CommitsLostError, InvalidMetaURLError
-from blockmap.meta import META_DB_NAME, connect_meta
+from blockmap.meta import META_DB_NAME, as_int, connect_meta
 from blockmap.volume import Volume
 from ltx.replica import Replica
 from ltx.store import StoreError
@@ -120,9 +120,9 @@ def test_group_commit_ships_reservations_before_their_ids_are_used(tmp_path: Pat
         with Volume.open(meta, read_only=True) as reader:
             assert not reader.exists("/first")
             counter = reader._read_txn(
-                lambda c: c.execute("SELECT value FROM jfs_counter WHERE name = 'nextInode'").fetchone()[0]
+                lambda c: c.execute("SELECT value FROM jfs_counter WHERE name = 'nextInode'").fetchall()[0][0]
             )
-            assert counter > attr.st_ino
+            assert as_int(counter) > attr.st_ino
 
 
 def test_group_commit_deletes_blocks_only_after_shipping_the_unlink(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 
+from blockmap.meta import as_int
 from blockmap.slices import CHUNK_SIZE, SliceRecord, decode_records
 from blockmap.volume import Volume
 from tests.blockmap.conftest import TEST_BLOCK_SIZE, meta_conn
@@ -232,12 +233,12 @@ def test_slices_stay_blobs_and_text_values_still_read(vol: Volume) -> None:
     vol.pwrite("/f", b"b" * 10, 500)
     ino = vol.stat("/f").st_ino
     db = meta_conn(vol)
-    assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchone()[0] == "blob"
+    assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchall()[0][0] == "blob"
     # The binary appends with `slices || ?`, which SQLite types TEXT: the bytes are what count.
-    sid = db.execute("SELECT MAX(chunkid) FROM jfs_chunk_ref").fetchone()[0] + 1
+    sid = as_int(db.execute("SELECT MAX(chunkid) FROM jfs_chunk_ref").fetchall()[0][0]) + 1
     rec = SliceRecord(0, sid, 5, 0, 5).encode()
     vol._blocks.upload(sid, b"c" * 5)
     db.execute("UPDATE jfs_chunk SET slices = slices || ? WHERE inode = ?", (rec, ino))
     db.execute("INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, 5, 1)", (sid,))
-    assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchone()[0] == "text"
+    assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchall()[0][0] == "text"
     assert vol.read_file("/f") == b"c" * 5 + b"a" * 495 + b"b" * 10 + b"a" * 490

@@ -7,6 +7,7 @@ import io
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -18,7 +19,7 @@ from tests.blockmap.conftest import meta_conn
 from tests.blockmap.metacheck import metadata_problems
 
 
-def _raises(code: int) -> pytest.RaisesContext[OSError]:
+def _raises(code: int) -> Any:
     return pytest.raises(OSError, match=rf"\[Errno {code}\]")
 
 
@@ -126,11 +127,11 @@ def test_unlink_and_rmdir_remove_rows_and_usage(vol: Volume) -> None:
     assert vol.listdir("/") == []
     assert vol.usage().used_space == 0 and vol.usage().total_inodes == 0
     db = meta_conn(vol)
-    assert db.execute("SELECT COUNT(*) FROM jfs_node").fetchone()[0] == 1
-    assert db.execute("SELECT COUNT(*) FROM jfs_chunk").fetchone()[0] == 0
-    assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref").fetchone()[0] == 0
-    assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchone()[0] == 0
-    assert db.execute("SELECT COUNT(*) FROM jfs_dir_stats WHERE inode != 1").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_node").fetchall()[0][0] == 1
+    assert db.execute("SELECT COUNT(*) FROM jfs_chunk").fetchall()[0][0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref").fetchall()[0][0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_delfile").fetchall()[0][0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_dir_stats WHERE inode != 1").fetchall()[0][0] == 0
     assert list(vol.store.list("testvol/chunks/")) == []
     assert metadata_problems(meta_conn(vol)) == []
 
@@ -261,7 +262,7 @@ def test_xattrs(vol: Volume) -> None:
     assert vol.listxattr("/f") == ["user.b"]
     vol.unlink("/f")
     db = meta_conn(vol)
-    assert db.execute("SELECT COUNT(*) FROM jfs_xattr").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM jfs_xattr").fetchall()[0][0] == 0
 
 
 def test_readdir_streams_large_directories(vol: Volume, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -321,7 +322,7 @@ def test_each_operation_is_one_transaction(vol: Volume) -> None:
     # The replaced contents' slice: blocks deleted at once, its refs-0 row dropped by the next
     # operation's own transaction (not one of its own), so nothing is left pending.
     db = meta_conn(vol)
-    assert db.execute("SELECT count(*) FROM jfs_chunk_ref WHERE refs <= 0").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM jfs_chunk_ref WHERE refs <= 0").fetchall()[0][0] == 0
     assert metadata_problems(meta_conn(vol)) == []
 
 
