@@ -65,8 +65,9 @@ class TXIDNotAvailableError(RestorePlanError):
         self.url = url
         self.target = target
         self.reached = reached
-        super().__init__(f"{url}: cannot restore to {target}: the history reaches only "
-                         f"{format_txid(reached) if reached else 'nothing'} there")
+        where = (f"the history reaches only {format_txid(reached)} there" if reached
+                 else "the replica holds no state at or before it")
+        super().__init__(f"{url}: cannot restore to {target}: {where}")
 
 
 def _better(cur: LTXFileInfo, new: LTXFileInfo) -> bool:
