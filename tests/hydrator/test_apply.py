@@ -1,0 +1,119 @@
+"""hydrator.apply: a snapshot decoded into a preallocated file, writeback started without waiting."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from hydrator import apply
+from hydrator.apply import preallocate, start_writeback, verify_snapshot_into
+from ltx.encoder import Encoder
+from ltx.errors import LTXError
+from ltx.header import Header
+
+PAGE_SIZE = 4096
+
+
+def snapshot_bytes(pages: list[bytes]) -> bytes:
+    buf = io.BytesIO()
+    enc = Encoder(buf, Header(page_size=PAGE_SIZE, commit=len(pages), min_txid=1, max_txid=1, timestamp=1000))
+    for pgno, page in enumerate(pages, start=1):
+        enc.write_page(pgno, page)
+    enc.close()
+    return buf.getvalue()
+
+
+def seeded_pages(count: int, seed: int = 6) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(PAGE_SIZE // 2) + bytes([pgno % 251]) * (PAGE_SIZE // 2) for pgno in range(count)]
+
+
+def test_snapshot_is_written_whole_with_writeback_started_on_the_way(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = seeded_pages(300)
+    started: list[int] = []
+    real = apply.start_writeback
+
+    def counting(fd: int) -> None:
+        started.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(apply, "start_writeback", counting)
+    monkeypatch.setattr(apply, "FLUSH_EVERY", 64 * PAGE_SIZE)
+    path = tmp_path / "db"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        header = verify_snapshot_into(io.BytesIO(snapshot_bytes(pages)), "snap.ltx", fd)
+    finally:
+        os.close(fd)
+    assert header.commit == 300
+    assert path.read_bytes() == b"".join(pages)
+    assert started, "no writeback was started while 300 pages were written"
+
+
+def test_a_corrupt_snapshot_fails_after_preallocation(tmp_path: Path) -> None:
+    data = bytearray(snapshot_bytes(seeded_pages(40)))
+    data[-3] ^= 0xFF  # the file checksum
+    fd = os.open(tmp_path / "db", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(LTXError, match="snap.ltx"):
+            verify_snapshot_into(io.BytesIO(bytes(data)), "snap.ltx", fd)
+    finally:
+        os.close(fd)
+
+
+def test_start_writeback_keeps_the_data_and_needs_no_wait_on_linux(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    if sys.platform.startswith("linux"):
+        assert apply._sync_file_range is not None
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", synced.append)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"x" * 10_000, 0)
+        start_writeback(fd)
+        assert os.pread(fd, 10_000, 0) == b"x" * 10_000
+        assert synced == ([] if apply._sync_file_range is not None else [fd])
+        monkeypatch.setattr(apply, "_sync_file_range", None)  # elsewhere: fdatasync
+        start_writeback(fd)
+        assert synced[-1] == fd
+    finally:
+        os.close(fd)
+
+
+def test_preallocate_sizes_the_file_with_zeros(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        preallocate(fd, 5 * PAGE_SIZE)
+        assert os.fstat(fd).st_size == 5 * PAGE_SIZE
+        assert os.pread(fd, 5 * PAGE_SIZE, 0) == bytes(5 * PAGE_SIZE)
+    finally:
+        os.close(fd)
+
+
+def test_preallocate_skips_an_unsupporting_file_system_but_not_a_full_disk(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(code: int):  # type: ignore[no-untyped-def]
+        def fallocate(fd: int, offset: int, length: int) -> None:
+            raise OSError(code, os.strerror(code))
+        return fallocate
+
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        monkeypatch.setattr(os, "posix_fallocate", refuse(errno.EOPNOTSUPP), raising=False)
+        preallocate(fd, PAGE_SIZE)
+        assert os.fstat(fd).st_size == 0
+        monkeypatch.setattr(os, "posix_fallocate", refuse(errno.ENOSPC))
+        with pytest.raises(OSError) as info:
+            preallocate(fd, PAGE_SIZE)
+        assert info.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
