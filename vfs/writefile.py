@@ -407,6 +407,10 @@ class LTXWriteFile(LTXFile):
                                                    f"is {self._page_size} (changing the page size of an ltxvfs "
                                                    f"database is not supported)")
         commit = header_commit(page1, txn.size)
+        failure = writer.failure
+        if failure is not None:  # group commit: the unshipped groups are lost, and this one with them
+            self._reload_after_txn = True
+            raise _lost_error(failure, sum(g.commits for g in writer.groups if not g.shipped))
         try:
             shipped = writer.commit_txn(commit)
         except CommitConflictError:

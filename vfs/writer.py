@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 #: so a file another writer created since the last confirmation is still at level 0 for the
 #: create-if-absent to collide with.
 MAX_UNCONFIRMED_AGE = 30.0
-#: Group commit: sealed groups waiting to ship before a COMMIT waits for the shipper.
+#: Group commit: sealed groups waiting to ship before a COMMIT waits for the shipper (a bound for
+#: safety: the shipper seals one group at a time).
 MAX_SEALED_GROUPS = 4
 #: Group commit: pause before shipping again after the store failed (its own retries came first).
 SHIP_RETRY_DELAY = 1.0
@@ -129,7 +130,8 @@ class Writer:
         self._failure: CommitConflictError | CommitStoreError | None = None
         self._ship_error: CommitStoreError | None = None
         self._retry_at = 0.0
-        self._flush = False
+        #: Callers of `flush` waiting now (any thread): groups then ship without waiting out the interval.
+        self._flushing = 0
         self._closed = False
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -282,7 +284,7 @@ class Writer:
     @property
     def unshipped(self) -> bool:
         """Whether committed groups wait to be shipped."""
-        return any(not g.shipped for g in self.groups)
+        return any(not g.shipped for g in list(self.groups))
 
     def flush(self, timeout: float | None = None) -> None:
         """Ship every group now and wait for it (group commit); raise what failed."""
@@ -290,10 +292,10 @@ class Writer:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._flush = True
+            self._flushing += 1
             self._cond.notify_all()
             try:
-                while any(not g.shipped for g in self.groups):
+                while any(not g.shipped for g in list(self.groups)):
                     if self._failure is not None:
                         raise self._failure
                     if self._ship_error is not None and deadline is not None and time.monotonic() > deadline:
@@ -303,7 +305,7 @@ class Writer:
                         raise CommitStoreError(self.url, "", f"commits not shipped within {timeout:g}s")
                     self._cond.wait(0.5 if left is None else min(0.5, left))
             finally:
-                self._flush = False
+                self._flushing -= 1
 
     def close(self) -> None:
         """Ship what is left (group commit), stop the shipper, release the layers."""
@@ -394,7 +396,7 @@ class Writer:
                 continue
             if self._ship_error is not None and now < self._retry_at:
                 return None, self._retry_at - now
-            if group.sealed or self._flush or self._closed:
+            if group.sealed or self._flushing or self._closed:
                 return group, 0.0
             wait = group.first_at + self.interval - now
             return (group, 0.0) if wait <= 0 else (None, wait)

@@ -264,3 +264,26 @@ def test_a_group_committer_of_the_same_process_ships_first(store_url: str, tmp_p
     assert stats(group)["write_lost_commits"] == 0 and stats(other)["write_conflicts"] == 0
     group.close()
     other.close()
+
+
+def test_a_group_lost_while_writing_fails_the_next_commit(file_url: str, tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "x.db", file_url, sync="interval:50ms")
+    conn.execute("CREATE TABLE t(who TEXT)")
+    conn.execute("PRAGMA ltxvfs_flush")
+    other_process(tmp_path, file_url, "INSERT INTO t VALUES ('b1')")
+    conn.execute("INSERT INTO t VALUES ('a1')")  # acknowledged locally; its group will conflict
+    deadline = time.monotonic() + 10
+    while stats(conn)["write_conflicts"] == 0:
+        assert time.monotonic() < deadline, "the group never shipped"
+        time.sleep(0.01)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES ('a2')")
+    with pytest.raises(apsw.BusyError, match=r"1 group-committed transaction\(s\) were lost"):
+        conn.execute("COMMIT")
+    assert conn.getautocommit()
+    assert conn.execute("SELECT who FROM t ORDER BY rowid").fetchall() == [("b1",)]
+    conn.execute("INSERT INTO t VALUES ('a3')")
+    conn.close()
+    reader = open_writer(tmp_path / "x.db", file_url)
+    assert reader.execute("SELECT who FROM t ORDER BY rowid").fetchall() == [("b1",), ("a3",)]
+    reader.close()
