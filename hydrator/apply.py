@@ -169,11 +169,11 @@ class AsyncPageWriter:
     large file has little left to do. At most `depth` batches wait, which bounds memory."""
 
     def __init__(self, fd: int, page_size: int, flush_every: int | None = None,
-                 depth: int = WRITE_QUEUE_DEPTH) -> None:
+                 depth: int | None = None) -> None:
         self._fd = fd
         self._page_size = page_size
         self._flush_every = FLUSH_EVERY if flush_every is None else flush_every
-        self._depth = depth
+        self._depth = WRITE_QUEUE_DEPTH if depth is None else depth
         self._unflushed = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrator-write")
         self._queued: deque[Future[None]] = deque()
