@@ -1,14 +1,11 @@
-"""Replicas for VFS tests, built in code: a seeded workload's database images by TXID, shipped
-with our encoder (TXID 1 whole, each later TXID as the pages it changed, at level 0), and
-helpers to open them through ltxvfs and compare query results with plain SQLite."""
+"""Replicas for VFS tests, built in code: a seeded workload's database images by TXID (`History`,
+shared with the ltx tests), shipped with our encoder, and helpers to open them through ltxvfs and
+compare query results with plain SQLite."""
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -16,14 +13,8 @@ from urllib.parse import quote, urlencode
 import apsw
 
 import vfs
-from ltx.encoder import Encoder
-from ltx.header import Header
-from ltx.replica import Replica
-from tests.ltx.sqlgen import changed_pages, open_database, workload
-
-#: Header timestamp of TXID n is BASE_MS + n * STEP_MS (an hour-old past, a second apart).
-BASE_MS = 1_700_000_000_000
-STEP_MS = 1000
+from tests.ltx import history as ltx_history
+from tests.ltx.history import History
 
 #: Queries over the workload's schema: full scans, index order, ranges, points, aggregates, the
 #: schema (without the tables litestream adds to a database it replicates), and an integrity
@@ -42,73 +33,11 @@ QUERIES = (
 )
 
 
-@dataclass
-class History:
-    """Database images by TXID (index 0: before the first transaction)."""
-
-    page_size: int
-    images: list[bytes]
-
-    @property
-    def last_txid(self) -> int:
-        return len(self.images) - 1
-
-    def pages(self, txid: int) -> list[bytes]:
-        image = self.images[txid]
-        return [image[i:i + self.page_size] for i in range(0, len(image), self.page_size)]
-
-    @staticmethod
-    def timestamp_ms(txid: int) -> int:
-        return BASE_MS + txid * STEP_MS
-
-    @staticmethod
-    def time(txid: int, plus_ms: int = 0) -> datetime:
-        return datetime.fromtimestamp((BASE_MS + txid * STEP_MS + plus_ms) / 1000, UTC)
-
-    def encode(self, txid: int, first: int | None = None) -> bytes:
-        """One LTX file taking TXID `first - 1` (default txid - 1) to `txid`; from 1 a snapshot."""
-        first = txid if first is None else first
-        after = self.pages(txid)
-        if first == 1:
-            pgnos: Sequence[int] = range(1, len(after) + 1)
-        else:
-            pgnos = changed_pages(self.pages(first - 1), after)
-        header = Header(page_size=self.page_size, commit=len(after), min_txid=first, max_txid=txid,
-                        timestamp=self.timestamp_ms(txid))
-        out = io.BytesIO()
-        enc = Encoder(out, header, f"txid {first}-{txid}")
-        for pgno in pgnos:
-            enc.write_page(pgno, after[pgno - 1])
-        enc.close()
-        return out.getvalue()
-
-    def ship(self, replica: Replica, first: int = 1, last: int | None = None, level: int = 0) -> None:
-        """Put one file per TXID `first`..`last` at `level`."""
-        for txid in range(first, (last if last is not None else self.last_txid) + 1):
-            replica.put_file(level, txid, txid, self.encode(txid), timestamp_ms=self.timestamp_ms(txid))
-
-    def ship_range(self, replica: Replica, first: int, last: int, level: int) -> None:
-        """Put one file covering TXIDs `first`..`last` at `level` (a compaction's output)."""
-        replica.put_file(level, first, last, self.encode(last, first), timestamp_ms=self.timestamp_ms(last))
-
-    def write_image(self, txid: int, path: Path) -> Path:
-        path.write_bytes(self.images[txid])
-        return path
-
-
 def record_history(workdir: Path, seed: int, transactions: int = 20, page_size: int = 4096,
                    grow_rows: int = 12) -> History:
-    """Run the seeded workload in DELETE journal mode, keeping the file after each step."""
-    path = workdir / f"history-{seed}-{page_size}.db"
-    conn = open_database(path, page_size=page_size, journal_mode="delete")
-    images = [b""]
-    try:
-        for step in workload(seed, transactions=transactions, page_size=page_size, grow_rows=grow_rows):
-            step.apply(conn)
-            images.append(path.read_bytes())
-    finally:
-        conn.close()
-    return History(page_size, images)
+    """The shared seeded history (tests/ltx/history.py) at the sizes the VFS tests use."""
+    return ltx_history.record_history(workdir, seed, transactions=transactions, page_size=page_size,
+                                      grow_rows=grow_rows)
 
 
 def big_value(i: int) -> str:
