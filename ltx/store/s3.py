@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import functools
 import io
-import re
 import threading
 import time
 import uuid
@@ -39,13 +38,18 @@ from ltx.store.base import (
 )
 from ltx.store.keys import check_key, check_prefix
 from ltx.store.retry import RetryPolicy, TransientError, call_with_retries
+from ltx.store.s3_answers import (
+    CONTENT_RANGE,
+    error_for_status,
+    parse_error_body,
+    suffix_span,
+    unsatisfied_size,
+)
 from ltx.store.s3_errors import (
     TRANSIENT_BOTOCORE,
     describe_http_exception,
     error_for_botocore,
-    error_for_status,
     error_for_urllib3,
-    parse_error_body,
 )
 from ltx.store.s3_metadata import METADATA_KEY_TIMESTAMP, format_timestamp, parse_timestamp
 from ltx.store.s3_signed import SignedGetter
@@ -81,8 +85,6 @@ MIN_SCRUBBED_LENGTH = 8
 #: order, so it can also skip such keys; LTX level directories never hold such pairs).
 _OUT_OF_ORDER = ("LIST returned {0!r} after {1!r}: the server does not list in byte order (keys that "
                  "differ by a character below '/' where another has a '/' cannot be listed here)")
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
 
 T = TypeVar("T")
 
@@ -272,9 +274,7 @@ class S3Store(ObjectStore):
         return response.status, response.headers, response.data or b""
 
     def _unsatisfiable(self, key: str, offset: int, length: int, headers: Any) -> ObjectRangeError:
-        match = _UNSATISFIED_RANGE.match(headers.get("content-range", "") or "")
-        size = int(match.group(1)) if match else None
-        return ObjectRangeError(self.url, key, offset, length, size)
+        return ObjectRangeError(self.url, key, offset, length, unsatisfied_size(headers.get("content-range")))
 
     def get(self, key: str) -> bytes:
         self._full_key(key)
@@ -310,7 +310,7 @@ class S3Store(ObjectStore):
             if status != 206:
                 raise StoreError(self.url, key, f"GET range: unexpected HTTP {status}")
             content_range = headers.get("content-range")
-            match = _CONTENT_RANGE.match(content_range or "")
+            match = CONTENT_RANGE.match(content_range or "")
             if match is None:
                 raise StoreError(self.url, key, f"GET range: answer 206 with a missing or malformed "
                                  f"Content-Range {content_range!r}")
@@ -348,15 +348,7 @@ class S3Store(ObjectStore):
                 return data[-length:], len(data)
             if status != 206:
                 raise StoreError(self.url, key, f"GET suffix: unexpected HTTP {status}")
-            content_range = headers.get("content-range") or ""
-            match = _CONTENT_RANGE.match(content_range)
-            if match is None or match.group(3) == "*":
-                raise StoreError(self.url, key, f"GET suffix: missing or malformed Content-Range "
-                                 f"{content_range!r}")
-            start, end, total = int(match.group(1)), int(match.group(2)), int(match.group(3))
-            if end != total - 1 or end - start + 1 != min(length, total):
-                raise StoreError(self.url, key, f"GET suffix: asked for the last {length} bytes, "
-                                 f"server sent {content_range!r}")
+            start, end, total = suffix_span(self.url, key, length, headers.get("content-range"))
             if len(data) != end - start + 1:
                 raise TransientError(f"GET suffix: expected {end - start + 1} bytes, got {len(data)}")
             return data, total

@@ -1,4 +1,5 @@
-"""How S3 answers map to store errors: which to retry, which are conflicts, which are fatal.
+"""How boto3's and urllib3's exceptions map to store errors (S3 error answers themselves are
+mapped in s3_answers.py, which the lean store shares).
 
 Reasons never carry credentials: they hold the operation, the S3 error code, the HTTP status and
 the server's message, with any known credential value blanked by the caller's `scrub`.
@@ -6,38 +7,14 @@ the server's message, with any known credential value blanked by the caller's `s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import botocore.exceptions
 import urllib3.exceptions
 
-from ltx.store.base import (
-    BucketNotFoundError,
-    ObjectExistsError,
-    ObjectNotFoundError,
-    StoreAuthError,
-    StoreError,
-)
+from ltx.store.base import StoreAuthError, StoreError
 from ltx.store.retry import TransientError
-
-#: Error codes worth retrying (throttling and transient server trouble), whatever the status.
-RETRYABLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
-    "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException", "BandwidthLimitExceeded",
-    "RequestThrottledException", "InternalError", "ServiceUnavailable", "RequestTimeout",
-    "PriorRequestNotComplete", "OperationAborted",
-})
-#: Error codes meaning the credentials were refused.
-AUTH_CODES = frozenset({
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-    "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity",
-    "InvalidClientTokenId", "UnrecognizedClientException", "RequestTimeTooSkewed",
-})
-#: Error codes meaning the object (not the bucket) is missing.
-NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-#: Error codes of a failed precondition: on a create-if-absent, the key is taken.
-PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
+from ltx.store.s3_answers import error_for_status
 
 #: Exceptions of the HTTP layer that a new attempt may cure (connection refused/reset, timeouts,
 #: a body cut short).
@@ -54,9 +31,6 @@ CREDENTIAL_ERRORS = (
 )
 TLS_ERRORS = (botocore.exceptions.SSLError, urllib3.exceptions.SSLError)
 
-_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-_ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,500})</Message>")
-
 Scrub = Callable[[str], str]
 
 
@@ -64,40 +38,6 @@ def describe_http_exception(exc: BaseException, scrub: Scrub) -> str:
     """A one-line, credential-free description of a connection-level failure."""
     text = scrub(str(exc)) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
-
-
-def error_for_status(
-    url: str,
-    key: str,
-    op: str,
-    status: int,
-    code: str,
-    message: str,
-    *,
-    bucket: str,
-    write: bool = False,
-) -> Exception:
-    """The exception for an S3 error answer: a store error, or TransientError when worth retrying.
-
-    Precondition failures (412, ConditionalRequestConflict) are conflicts only for writes
-    (`write=True`); on a read they are plain store errors.
-    """
-    code = code or str(status)
-    detail = f"{op}: {code} (HTTP {status})" + (f": {message}" if message else "")
-    if code == "NoSuchBucket":
-        return BucketNotFoundError(url, key, f"bucket {bucket!r} does not exist ({detail})")
-    if code in PRECONDITION_CODES or status == 412:
-        if write:
-            return ObjectExistsError(url, key, f"object already exists ({detail})")
-        return StoreError(url, key, f"precondition failed ({detail})")
-    if code in NOT_FOUND_CODES or status == 404:
-        return ObjectNotFoundError(url, key, f"object not found ({detail})")
-    if code in AUTH_CODES or status in (401, 403):
-        return StoreAuthError(url, key, f"access refused ({detail}); check the AWS credentials "
-                              "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the AWS profile)")
-    if code in RETRYABLE_CODES or status >= 500 or status == 429:
-        return TransientError(detail)
-    return StoreError(url, key, detail)
 
 
 def error_for_botocore(
@@ -134,13 +74,3 @@ def error_for_urllib3(exc: Exception, url: str, key: str, op: str, *, scrub: Scr
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         return TransientError(f"{op}: {describe_http_exception(exc, scrub)}")
     return exc
-
-
-def parse_error_body(body: bytes) -> tuple[str, str]:
-    """The `<Code>` and `<Message>` of an S3 XML error body ('' when absent)."""
-    code = _ERROR_CODE.search(body)
-    message = _ERROR_MESSAGE.search(body)
-    return (
-        code.group(1).decode("utf-8", "replace") if code else "",
-        message.group(1).decode("utf-8", "replace") if message else "",
-    )

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import http.client
 import os
-import re
 import socket
 import ssl
 import threading
@@ -31,19 +30,17 @@ from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from ltx.store.base import (
-    BucketNotFoundError,
     ObjectExistsError,
     ObjectInfo,
-    ObjectNotFoundError,
     ObjectRangeError,
     ObjectStore,
-    StoreAuthError,
     StoreError,
     StoreStats,
     StoreUnavailableError,
 )
 from ltx.store.keys import check_key, check_prefix
 from ltx.store.retry import RetryPolicy, TransientError, call_with_retries
+from ltx.store.s3_answers import CONTENT_RANGE, error_for_status, parse_error_body, suffix_span, unsatisfied_size
 from ltx.store.s3_metadata import METADATA_KEY_TIMESTAMP, format_timestamp, parse_timestamp
 from ltx.store.sigv4 import Credentials, Signer, canonical_query, encode_path
 
@@ -53,17 +50,8 @@ LIST_PAGE_SIZE = 1000
 LEAN_PUT_MAX_BYTES = 8 * 1024 * 1024
 #: Metadata naming the put that created an object (the same as S3Store's, for the same check).
 METADATA_KEY_PUT_ID = "ltxvfs-put-id"
-_PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 DEFAULT_TIMEOUT_S = 60.0
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
-_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-_ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,500})</Message>")
-_AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                         "InvalidToken", "RequestTimeTooSkewed"})
-_RETRYABLE_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
-                              "Throttling", "TooManyRequests"})
 
 T = TypeVar("T")
 
@@ -187,21 +175,10 @@ class LeanS3Store(ObjectStore):
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _error(self, key: str, op: str, resp: _Response) -> Exception:
-        code_m, msg_m = _ERROR_CODE.search(resp.body), _ERROR_MESSAGE.search(resp.body)
-        code = code_m.group(1).decode("utf-8", "replace") if code_m else str(resp.status)
-        message = self._scrub(msg_m.group(1).decode("utf-8", "replace")) if msg_m else ""
-        detail = f"{op}: {code} (HTTP {resp.status})" + (f": {message}" if message else "")
-        if code == "NoSuchBucket":
-            return BucketNotFoundError(self.url, key, f"bucket {self.bucket!r} does not exist ({detail})")
-        if resp.status == 404 or code in ("NoSuchKey", "NotFound"):
-            return ObjectNotFoundError(self.url, key, f"object not found ({detail})")
-        if resp.status in (401, 403) or code in _AUTH_CODES:
-            return StoreAuthError(self.url, key, f"access refused ({detail}); check the AWS credentials "
-                                  "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-        if resp.status >= 500 or resp.status == 429 or code in _RETRYABLE_CODES:
-            return TransientError(detail)
-        return StoreError(self.url, key, detail)
+    def _error(self, key: str, op: str, resp: _Response, *, write: bool = False) -> Exception:
+        code, message = parse_error_body(resp.body)
+        return error_for_status(self.url, key, op, resp.status, self._scrub(code), self._scrub(message),
+                                bucket=self.bucket, write=write)
 
     def _retrying(self, key: str, attempt: Callable[[int], T]) -> T:
         def give_up(reason: str, attempts: int) -> Exception:
@@ -247,13 +224,13 @@ class LeanS3Store(ObjectStore):
         def attempt(_: int) -> bytes:
             resp = self._get(key, "GET range", f"bytes={offset}-{last}")
             if resp.status == 416:
-                m = _UNSATISFIED_RANGE.match(resp.headers.get("content-range", ""))
-                raise ObjectRangeError(self.url, key, offset, length, int(m.group(1)) if m else None)
+                size = unsatisfied_size(resp.headers.get("content-range"))
+                raise ObjectRangeError(self.url, key, offset, length, size)
             if resp.status == 200:
                 if len(resp.body) < offset + length:
                     raise ObjectRangeError(self.url, key, offset, length, len(resp.body))
                 return resp.body[offset:offset + length]
-            m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
+            m = CONTENT_RANGE.match(resp.headers.get("content-range", ""))
             if m is None or int(m.group(1)) != offset:
                 raise StoreError(self.url, key, f"GET range: asked for bytes {offset}-{last}, server sent "
                                  f"{resp.headers.get('content-range')!r}")
@@ -276,20 +253,13 @@ class LeanS3Store(ObjectStore):
         def attempt(_: int) -> tuple[bytes, int]:
             resp = self._get(key, "GET suffix", f"bytes=-{length}")
             if resp.status == 416:
-                m = _UNSATISFIED_RANGE.match(resp.headers.get("content-range", ""))
-                if m is not None and int(m.group(1)) == 0:
+                size = unsatisfied_size(resp.headers.get("content-range"))
+                if size == 0:
                     return b"", 0
-                raise ObjectRangeError(self.url, key, 0, length, int(m.group(1)) if m else None)
+                raise ObjectRangeError(self.url, key, 0, length, size)
             if resp.status == 200:
                 return resp.body[-length:], len(resp.body)
-            m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
-            if m is None or m.group(3) == "*":
-                raise StoreError(self.url, key, f"GET suffix: malformed Content-Range "
-                                 f"{resp.headers.get('content-range')!r}")
-            start, end, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
-            if end != total - 1 or end - start + 1 != min(length, total):
-                raise StoreError(self.url, key, f"GET suffix: asked for the last {length} bytes, server sent "
-                                 f"{resp.headers.get('content-range')!r}")
+            start, end, total = suffix_span(self.url, key, length, resp.headers.get("content-range"))
             if len(resp.body) != end - start + 1:
                 raise TransientError(f"GET suffix: expected {end - start + 1} bytes, got {len(resp.body)}")
             return resp.body, total
@@ -386,15 +356,12 @@ class LeanS3Store(ObjectStore):
             resp = self._send("PUT", path, "", extra, payload=body, signed=signed, resend=False)
             if 200 <= resp.status < 300:
                 return
-            code_m = _ERROR_CODE.search(resp.body)
-            code = code_m.group(1).decode("utf-8", "replace") if code_m else str(resp.status)
-            if resp.status == 412 or code in _PRECONDITION_CODES:
-                # Any 412 is checked, not only one after a retry (one HEAD, only on a conflict):
-                # an own create that landed is never taken for another writer's.
-                if if_absent and self._is_own_put(key, put_id):
-                    return
-                raise ObjectExistsError(self.url, key, f"object already exists (PUT: {code} (HTTP {resp.status}))")
-            raise self._error(key, "PUT", resp)
+            error = self._error(key, "PUT", resp, write=True)
+            # Any conflict is checked, not only one after a retry (one HEAD, only on a conflict):
+            # an own create that landed is never taken for another writer's.
+            if isinstance(error, ObjectExistsError) and if_absent and self._is_own_put(key, put_id):
+                return
+            raise error
 
         self._retrying(key, attempt)
 
