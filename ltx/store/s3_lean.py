@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from ltx.store.base import (
     ObjectExistsError,
     ObjectInfo,
+    ObjectNotFoundError,
     ObjectRangeError,
     ObjectStore,
     StoreError,
@@ -385,10 +386,12 @@ class LeanS3Store(ObjectStore):
         return path, extra, signed, put_id
 
     def _is_own_put(self, key: str, put_id: str) -> bool:
-        """After a failed precondition on a retry: did an earlier attempt of ours create the key?"""
+        """After a failed precondition: did an earlier attempt of ours create the key? The check
+        retries like any request; if it cannot be answered the store error is raised (the outcome
+        is unknown), never a conflict, which would make a create that landed look lost."""
         try:
-            resp = self._get(key, "HEAD", None, method="HEAD")
-        except (StoreError, TransientError):
+            resp = self._retrying(key, lambda _: self._get(key, "HEAD", None, method="HEAD"))
+        except ObjectNotFoundError:
             return False
         return resp.headers.get("x-amz-meta-" + METADATA_KEY_PUT_ID) == put_id
 
