@@ -44,7 +44,8 @@ def test_our_replica_on_s3_reads_like_the_source(history_factory: Callable[..., 
 
 def test_open_and_point_query_requests(s3_server: S3Server, s3_url: str, tmp_path: Path) -> None:
     """A snapshot replica without a hint: the open LISTs the whole replica once beside a GET of the
-    (absent) hint, then fetches the snapshot's tail and head at once; a point query then costs one GET per page it misses, each exactly a frame."""
+    (absent) hint, then fetches the snapshot's tail and head at once; a point query then costs one
+    GET per page it misses, each exactly a frame."""
     history = big_table_history(tmp_path, rows=3000)
     replica = Replica.open(s3_url)
     replica.put_file(9, 1, 1, history.encode(1), timestamp_ms=history.timestamp_ms(1))
