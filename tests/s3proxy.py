@@ -42,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+#: How long `counts()` waits for requests in flight to be counted.
+SETTLE_TIMEOUT = 2.0
 #: Bytes copied per read when streaming a response body that no fault touches.
 COPY_CHUNK = 256 * 1024
 #: How long the proxy waits for the upstream server's answer.
@@ -301,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         record = Request(time.monotonic(), self.command, self.path, dict(self.headers.items()),
                          request_kind(self.command, self.path), self.headers.get("Range"))
+        proxy._begin()
         try:
             body = self._read_body()
             record.bytes_in = len(body)
@@ -439,6 +442,8 @@ class S3Proxy:
         self._link_free = 0.0
         self.port = port
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._active = 0
         self._counts: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._sockets: set[socket.socket] = set()
@@ -527,9 +532,15 @@ class S3Proxy:
         with self._lock:
             self._faults[fault.name] += 1
 
+    def _begin(self) -> None:
+        with self._lock:
+            self._active += 1
+
     def _finish(self, record: Request) -> None:
         record.finished = time.monotonic()
         with self._lock:
+            self._active -= 1
+            self._settled.notify_all()
             self._counts[record.kind] += 1
             self._counts["requests"] += 1
             self._counts["bytes_out"] += record.bytes_out
@@ -540,8 +551,11 @@ class S3Proxy:
     # -- reading the counters ------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Requests by kind, in all (`requests`), and bytes out and in."""
+        """Requests by kind, in all (`requests`), and bytes out and in. A client can hold a whole
+        answer before its handler has counted it, so this first waits (at most SETTLE_TIMEOUT)
+        until no request is in flight."""
         with self._lock:
+            self._settled.wait_for(lambda: self._active == 0, timeout=SETTLE_TIMEOUT)
             return dict(self._counts)
 
     def fault_counts(self) -> dict[str, int]:

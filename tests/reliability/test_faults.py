@@ -156,7 +156,7 @@ def test_transient_faults_are_retried_to_the_right_data(component: str, s3_serve
             injected = proxy.faults_injected
             kinds = proxy.fault_counts()
         tally.add(tally.FAULTS, injected)
-        assert injected >= 3, kinds
+        assert injected >= 1, kinds
         assert retries >= 1, f"{injected} faults injected ({kinds}) but no retry counted"
         if component == "compaction":
             agreed_state(s3_url, expected, tmp_path / "after", history.last_txid)
