@@ -18,9 +18,13 @@ class ReplicaPeers:
     """Per replica URL: the connection holding the write lock, and the open connections."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: listing the connections allocates, the garbage collector may then close a
+        # forgotten connection, and its xClose calls `leave` on this same thread.
+        self._lock = threading.RLock()
         self._writers: dict[str, object] = {}
         self._files: dict[str, weakref.WeakSet[Any]] = {}
+        self._listing = 0
+        self._deferred: list[tuple[str, object]] = []
 
     def join(self, url: str, file: object) -> None:
         with self._lock:
@@ -28,18 +32,34 @@ class ReplicaPeers:
 
     def leave(self, url: str, file: object) -> None:
         with self._lock:
-            files = self._files.get(url)
-            if files is not None:
-                files.discard(file)
-                if not files:
-                    del self._files[url]
             if self._writers.get(url) is file:
                 del self._writers[url]
+            if self._listing:  # called from inside `others` (a collected connection): later
+                self._deferred.append((url, file))
+                return
+            self._forget(url, file)
+
+    def _forget(self, url: str, file: object) -> None:
+        files = self._files.get(url)
+        if files is not None:
+            files.discard(file)
+            if not files:
+                del self._files[url]
 
     def others(self, url: str, file: object) -> list[Any]:
         """The other open connections to `url`."""
         with self._lock:
-            return [f for f in self._files.get(url, ()) if f is not file]
+            self._listing += 1
+            try:
+                found = [f for f in self._files.get(url, ()) if f is not file]
+            finally:
+                self._listing -= 1
+            deferred: list[tuple[str, object]] = []
+            if not self._listing:
+                deferred, self._deferred = self._deferred, []
+                for gone_url, gone in deferred:
+                    self._forget(gone_url, gone)
+            return [f for f in found if all(f is not gone for _, gone in deferred)] if deferred else found
 
     def try_lock(self, url: str, owner: object) -> bool:
         """Take the write lock of `url` for `owner` (True), unless another holds it (False)."""
