@@ -277,6 +277,24 @@ def unlink(cursor: apsw.Cursor, ctx: OpContext, parent: int, name: bytes, path: 
     return released
 
 
+def _drop_directory(cursor: apsw.Cursor, ctx: OpContext, inode: int, node: Node | None, parent: int,
+                    name: bytes, trash: int, ns: int, deltas: DirDeltas) -> None:
+    """An empty directory leaves its entry (rmdir, or a rename over it): its stats and quota rows
+    go, then it moves into the trash, or its node and xattrs are deleted and uncounted."""
+    cursor.execute("DELETE FROM jfs_dir_stats WHERE inode = ?", (inode,))
+    cursor.execute("DELETE FROM jfs_dir_quota WHERE inode = ?", (inode,))
+    if trash and node is not None:
+        node.set_ctime(ns)
+        node.parent = trash
+        update_node(cursor, node, *CTIME, "parent")
+        _insert_edge(cursor, trash, trash_entry_name(parent, inode, name), inode, TYPE_DIRECTORY)
+        deltas.add_entry(trash, TYPE_DIRECTORY, 0, +1)
+    else:
+        cursor.execute("DELETE FROM jfs_node WHERE inode = ?", (inode,))
+        cursor.execute("DELETE FROM jfs_xattr WHERE inode = ?", (inode,))
+        ctx.acct.usage(cursor, -align4k(0), -1)
+
+
 def rmdir(cursor: apsw.Cursor, ctx: OpContext, parent: int, name: bytes, path: PathLike) -> None:
     """Remove an empty directory (JuiceFS doRmdir + Rmdir's accounting)."""
     if name == b".":
@@ -300,19 +318,8 @@ def rmdir(cursor: apsw.Cursor, ctx: OpContext, parent: int, name: bytes, path: P
     if node is None:
         trash = 0
     _delete_edge(cursor, parent, name)
-    cursor.execute("DELETE FROM jfs_dir_stats WHERE inode = ?", (inode,))
-    cursor.execute("DELETE FROM jfs_dir_quota WHERE inode = ?", (inode,))
     deltas = DirDeltas()
-    if trash and node is not None:
-        node.set_ctime(ns)
-        node.parent = trash
-        update_node(cursor, node, *CTIME, "parent")
-        _insert_edge(cursor, trash, trash_entry_name(parent, inode, name), inode, TYPE_DIRECTORY)
-        deltas.add_entry(trash, TYPE_DIRECTORY, 0, +1)
-    else:
-        cursor.execute("DELETE FROM jfs_node WHERE inode = ?", (inode,))
-        cursor.execute("DELETE FROM jfs_xattr WHERE inode = ?", (inode,))
-        ctx.acct.usage(cursor, -align4k(0), -1)
+    _drop_directory(cursor, ctx, inode, node, parent, name, trash, ns, deltas)
     if parent < TRASH_INODE:
         _touch_dir(cursor, pn, ns, -1)
     deltas.add_entry(parent, TYPE_DIRECTORY, 0, -1)
@@ -396,18 +403,7 @@ def rename(
             pass
         elif dtype == TYPE_DIRECTORY:
             dst_nlink -= 1
-            cursor.execute("DELETE FROM jfs_dir_stats WHERE inode = ?", (dino,))
-            cursor.execute("DELETE FROM jfs_dir_quota WHERE inode = ?", (dino,))
-            if trash:
-                dn.set_ctime(ns)
-                dn.parent = trash
-                update_node(cursor, dn, *CTIME, "parent")
-                _insert_edge(cursor, trash, trash_entry_name(pdst, dino, ndst), dino, dtype)
-                deltas.add_entry(trash, dtype, 0, +1)
-            else:
-                cursor.execute("DELETE FROM jfs_node WHERE inode = ?", (dino,))
-                cursor.execute("DELETE FROM jfs_xattr WHERE inode = ?", (dino,))
-                ctx.acct.usage(cursor, -align4k(0), -1)
+            _drop_directory(cursor, ctx, dino, dn, pdst, ndst, trash, ns, deltas)
         else:
             dn.set_ctime(ns)
             if trash:
