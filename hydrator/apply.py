@@ -21,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
-from ltx.decoder import PGNO_TYPECODE, Decoder, Readable
+from hydrator.index_check import FastIndexDecoder
+from ltx.decoder import PGNO_TYPECODE, Readable
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
 from ltx.names import format_txid
@@ -148,7 +149,7 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
                     spill_dir: str | None = None, spill_memory: int = DEFAULT_SPILL_MEMORY) -> VerifiedFile:
     """Decode the whole of `stream` (every check, checksum included) into a spill; raise LTXError
     (naming `name`) when anything is wrong, in which case nothing is kept."""
-    dec = Decoder(stream, name)
+    dec = FastIndexDecoder(stream, name)
     check_header(dec.header, name, info, page_size)
     spill: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spill_memory, dir=spill_dir)
     all_pgnos: array[int] = array(PGNO_TYPECODE)
@@ -211,7 +212,7 @@ class AsyncPageWriter:
 def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileInfo | None = None) -> Header:
     """Decode a snapshot straight into the empty file `fd` and verify it; the caller renames the file
     into place only after this returns. Truncates to the commit and fsyncs."""
-    dec = Decoder(stream, name)
+    dec = FastIndexDecoder(stream, name)
     header = dec.header
     check_header(header, name, info, 0)
     if not header.is_snapshot:

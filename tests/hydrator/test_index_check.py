@@ -1,0 +1,124 @@
+"""The vectorised page-index check accepts exactly what ltx.decoder accepts, with the same errors.
+
+Each case decodes the same bytes with both decoders: a good file gives the same pages, trailer
+and page count (and the fast path really ran: the base check is never reached); a bad file gives
+the same error class and message.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+
+from hydrator import index_check
+from hydrator.index_check import FastIndexDecoder
+from ltx.decoder import Decoder
+from ltx.errors import LTXError
+from ltx.frame import FRAME_PREFIX_SIZE
+from ltx.header import HEADER_SIZE, Header
+from ltx.index import PageIndex
+from tests.ltx.ltxfiles import RawFrame, assemble, frames_of, incremental, make_pages, snapshot
+
+NAME = "s3://bucket/db/0000/0000000000000002-0000000000000002.ltx"
+
+
+def run(cls: type[Decoder], data: bytes) -> tuple[str, object]:
+    """('ok', (pages, trailer, count, n)) or ('error', (class, message, offset))."""
+    try:
+        dec = cls(io.BytesIO(data), NAME)
+        pages = list(dec.pages())
+    except LTXError as exc:
+        return "error", (type(exc), str(exc), exc.offset)
+    return "ok", (pages, dec.trailer, dec.page_count, dec.n)
+
+
+def base_never_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object) -> None:
+        raise AssertionError("the base decoder's index check ran")
+    monkeypatch.setattr(Decoder, "_finish", refuse)
+
+
+def index_of(triples: list[tuple[int, int, int]]) -> bytes:
+    index = PageIndex()
+    for t in triples:
+        index.append(*t)
+    return index.encode()
+
+
+def true_index(frames: list[RawFrame]) -> list[tuple[int, int, int]]:
+    out, offset = [], HEADER_SIZE
+    for f in frames:
+        size = FRAME_PREFIX_SIZE + len(f.raw_block())
+        out.append((f.pgno, offset, size))
+        offset += size
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 2, 7, index_check.FAST_INDEX_WINDOW])
+@pytest.mark.parametrize("data", [snapshot(1024, 300, seed=3)[0], incremental(4096, 5000, [1, 2, 700, 4999],
+                                                                              min_txid=2)[0]])
+def test_good_files_pass_the_fast_check_alone(data: bytes, window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = run(Decoder, data)
+    assert expected[0] == "ok"
+    monkeypatch.setattr(index_check, "FAST_INDEX_WINDOW", window)
+    base_never_finishes(monkeypatch)
+    assert run(FastIndexDecoder, data) == expected
+
+
+def test_an_index_over_the_memory_limit_is_checked_by_the_base_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = snapshot(1024, 200, seed=4)[0]
+    expected = run(Decoder, data)
+    monkeypatch.setattr(index_check, "FAST_INDEX_MAX_BYTES", 16)
+    calls = []
+    real = Decoder._finish
+
+    def spy(self: Decoder, *args: object) -> None:
+        calls.append(args)
+        real(self, *args)  # type: ignore[arg-type]
+    monkeypatch.setattr(Decoder, "_finish", spy)
+    assert run(FastIndexDecoder, data) == expected
+    assert len(calls) == 1
+
+
+def bad_files() -> dict[str, bytes]:
+    header = Header(page_size=1024, commit=30, min_txid=2, max_txid=2)
+    frames = frames_of(make_pages(6, 1024, [3, 10, 20]))
+    good = true_index(frames)
+    (p0, o0, s0), (p1, o1, s1), (p2, o2, s2) = good
+    cases = {
+        "offset": [good[0], (p1, o1 + 1, s1), good[2]],
+        "size": [good[0], (p1, o1, s1 - 1), good[2]],
+        "pgno": [good[0], (11, o1, s1), good[2]],
+        "missing": good[:2],
+        "extra": [*good, (25, o2 + s2, 12)],
+        "sizes": [(p0, o0, s1), (p1, o0 + s1, s0), good[2]],
+        "order": [good[0], (2, o1, s1), good[2]],
+        "first_offset": [(p0, o0 + 5, s0), (p1, o1 + 5, s1), (p2, o2 + 5, s2)],
+    }
+    out = {name: assemble(header, frames, index=index_of(triples)) for name, triples in cases.items()}
+    raw = index_of(good)
+    out["length_field"] = assemble(header, frames, index=raw[:-8] + struct.pack(">Q", len(raw) - 8 + 2))
+    body = raw[:-8]
+    # A non-canonical terminator (0x80 0x00) and an over-long varint: decided by the base decoder.
+    out["long_terminator"] = assemble(header, frames, index=body[:-1] + b"\x80\x00" + struct.pack(">Q", len(body) + 1))
+    ten = bytes([0x83] + [0x80] * 8 + [0x00])  # page 3 in ten bytes
+    long_first = ten + body[1:]
+    out["ten_byte_varint"] = assemble(header, frames, index=long_first + struct.pack(">Q", len(long_first)))
+    good_file = assemble(header, frames)
+    (stored,) = struct.unpack(">Q", good_file[-8:])
+    out["checksum"] = good_file[:-8] + struct.pack(">Q", stored ^ 0x10)
+    out["trailing_bytes"] = good_file + b"\x00"
+    out["trailer_flag"] = good_file[:-8] + struct.pack(">Q", stored & ~(1 << 63))
+    out["cut_in_index"] = good_file[:-30]
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(bad_files()))
+def test_bad_files_fail_as_in_the_base_decoder(case: str) -> None:
+    data = bad_files()[case]
+    expected = run(Decoder, data)
+    assert run(FastIndexDecoder, data) == expected
+    # Unusual but valid encodings are left to the base decoder, which accepts them.
+    assert expected[0] == ("ok" if case in ("long_terminator", "ten_byte_varint") else "error"), case
