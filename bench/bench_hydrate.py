@@ -36,6 +36,7 @@ from hydrator.hydrator import (  # noqa: E402
     DEFAULT_HYDRATION_CHUNK_SIZE,
     DEFAULT_HYDRATION_PARALLELISM,
     Hydrator,
+    open_replica,
 )
 from ltx.encoder import Encoder  # noqa: E402
 from ltx.header import Header  # noqa: E402
@@ -132,10 +133,14 @@ def figures(url: str, db_mb: int, workdir: Path, parallelism: int = DEFAULT_HYDR
     try:
         db_bytes = build_replica(replica, db_mb, workdir)
         files = planned_files(replica)
-        raw_times, hyd_times = [], []
-        for _ in range(rounds):
-            raw_times.append(raw_get_seconds(replica.store, files, parallelism))
-            hyd_times.append(hydrate_seconds(url, workdir / "hydrated.db", parallelism))
+        reader = open_replica(url)  # the store the hydrator reads through, so both GET alike
+        try:
+            raw_times, hyd_times = [], []
+            for _ in range(rounds):
+                raw_times.append(raw_get_seconds(reader.store, files, parallelism))
+                hyd_times.append(hydrate_seconds(url, workdir / "hydrated.db", parallelism))
+        finally:
+            reader.close()
     finally:
         replica.close()
     object_bytes = sum(f.size for f in files)

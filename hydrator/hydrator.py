@@ -76,6 +76,12 @@ class _Stoppable:
         return self._inner.read(size)
 
 
+def open_replica(url: str) -> Replica:
+    """The replica a Hydrator given `url` reads from: it only reads, so through the lean S3 reader
+    (no botocore client to build: ~0.1 s of CPU less per hydration) where the environment allows."""
+    return Replica.open(url, lean_reads=True)
+
+
 class Hydrator:
     """Builds and keeps up to date a local copy of the database of `replica` at `path`.
 
@@ -89,7 +95,7 @@ class Hydrator:
         if parallelism < 1:
             raise ValueError(f"parallelism must be at least 1, got {parallelism}")
         self._owns_replica = isinstance(replica, str)
-        self.replica = Replica.open(replica) if isinstance(replica, str) else replica
+        self.replica = open_replica(replica) if isinstance(replica, str) else replica
         self.path = Path(path)
         self.follow = follow
         self.poll_interval = poll_interval
