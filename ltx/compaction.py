@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
-from ltx.compactor import compact
+from ltx.compactor import compact_with_sums
+from ltx.pagesums import needs_sums
 from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
 from ltx.replica import Replica
 from ltx.store.base import ObjectExistsError, ObjectStore
@@ -103,16 +104,19 @@ def merge_files(replica: Replica, level: int, inputs: Sequence[LTXFileInfo]) -> 
         sources = _open_inputs(store, inputs, stack)
         spool = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_SIZE))
         key = replica.key(level, inputs[0].min_txid, inputs[-1].max_txid)
-        header = compact(sources, spool, name=key)  # type: ignore[arg-type]
+        header, sums = compact_with_sums(sources, spool, name=key)  # type: ignore[arg-type]
         size = spool.tell()
         spool.seek(0)
+        if needs_sums(size):
+            replica.put_sums(key, sums, header.timestamp)
         try:
             replica.put_file(level, header.min_txid, header.max_txid, spool,  # type: ignore[arg-type]
                              timestamp_ms=header.timestamp, if_absent=True)
         except ObjectExistsError:
             return None, True
     created = datetime.fromtimestamp(header.timestamp / 1000, UTC)
-    return LTXFileInfo(level, header.min_txid, header.max_txid, size, created, key), False
+    return LTXFileInfo(level, header.min_txid, header.max_txid, size, created, key,
+                       sums.encoded_size if needs_sums(size) else 0), False
 
 
 def compact_level(replica: Replica, dst_level: int) -> StepResult:

@@ -15,6 +15,7 @@ from ltx.decoder import Decoder
 from ltx.encoder import Encoder
 from ltx.errors import LTXError
 from ltx.header import FLAG_NO_CHECKSUM, Header
+from ltx.pagesums import PageSums
 
 
 class LTXCompactionError(LTXError):
@@ -61,11 +62,17 @@ def merge_pages(decoders: Sequence[Decoder]) -> Iterator[tuple[int, bytes]]:
 def compact(inputs: Sequence[tuple[BinaryIO, str]], out: BinaryIO, timestamp: int | None = None,
             name: str = "") -> Header:
     """Merge `inputs` (stream, name) in TXID order into `out`; return the output header."""
+    return compact_with_sums(inputs, out, timestamp, name)[0]
+
+
+def compact_with_sums(inputs: Sequence[tuple[BinaryIO, str]], out: BinaryIO, timestamp: int | None = None,
+                      name: str = "") -> tuple[Header, PageSums]:
+    """`compact`, also returning the output's page checksums (for its sidecar)."""
     decoders = [Decoder(src, src_name) for src, src_name in inputs]
     header = merged_header([d.header for d in decoders], [d.name for d in decoders], timestamp)
-    enc = Encoder(out, header, name)
+    enc = Encoder(out, header, name, with_sums=True)
     for pgno, page in merge_pages(decoders):
         if pgno <= header.commit:
             enc.write_page(pgno, page)
     enc.close()
-    return header
+    return header, enc.page_sums

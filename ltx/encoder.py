@@ -6,6 +6,7 @@ Memory is bounded by one page plus the compact page index (a few bytes per page)
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import BinaryIO
 
 import lz4.block
@@ -15,6 +16,7 @@ from ltx.errors import LTXEncodeError
 from ltx.frame import END_OF_PAGES, PAGE_FLAG_SIZE
 from ltx.header import Header
 from ltx.index import PageIndex
+from ltx.pagesums import PageSums, page_sum
 from ltx.trailer import Trailer
 
 _PREFIX = struct.Struct(">IHI")
@@ -24,7 +26,8 @@ _U64 = struct.Struct(">Q")
 class Encoder:
     """Write one LTX file to `out`. Call `write_page` in page order, then `close`."""
 
-    def __init__(self, out: BinaryIO, header: Header, name: str = "") -> None:
+    def __init__(self, out: BinaryIO, header: Header, name: str = "", with_sums: bool = False) -> None:
+        """`with_sums`: also keep each page's checksum for a sidecar (`page_sums` after close)."""
         header.validate(name)
         self.header = header
         self.name = name
@@ -33,6 +36,7 @@ class Encoder:
         self._prev = 0
         self._lock = header.lock_pgno
         self._trailer: Trailer | None = None
+        self._sums: array[int] | None = array("I") if with_sums else None
         raw = header.encode()
         out.write(raw)
         self._crc = crc64_update(0, raw)
@@ -65,6 +69,8 @@ class Encoder:
         out.write(prefix)
         out.write(block)
         self._crc = crc64_update(crc64_update(self._crc, prefix), page)
+        if self._sums is not None:
+            self._sums.append(page_sum(pgno, page))
         size = len(prefix) + len(block)
         self._index.append(pgno, self.n, size)
         self.n += size
@@ -93,3 +99,11 @@ class Encoder:
     @property
     def index(self) -> PageIndex:
         return self._index
+
+    @property
+    def page_sums(self) -> PageSums:
+        """The sidecar of the closed file (the encoder must have been made `with_sums`)."""
+        if self._sums is None or self._trailer is None:
+            raise LTXEncodeError(f"{self.name}: page checksums need with_sums=True and a closed encoder")
+        hdr = self.header
+        return PageSums(hdr.page_size, hdr.min_txid, hdr.max_txid, self._trailer.file_checksum, self._sums)

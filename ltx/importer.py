@@ -19,6 +19,7 @@ import apsw
 from ltx.encoder import Encoder
 from ltx.header import FLAG_NO_CHECKSUM, Header, is_valid_page_size, lock_pgno
 from ltx.hint import HintHeader, hint_pages_of_image, write_hint
+from ltx.pagesums import PageSums, needs_sums
 from ltx.plan import SNAPSHOT_LEVEL
 from ltx.replica import LEVELS, Replica
 
@@ -103,8 +104,10 @@ def image_page_size(path: str | os.PathLike[str]) -> int:
     return page_size
 
 
-def encode_snapshot(image: str | os.PathLike[str], out: str | os.PathLike[str], timestamp_ms: int) -> Header:
-    """Encode the database file `image` as a TXID-1 snapshot into the file `out`."""
+def encode_snapshot(image: str | os.PathLike[str], out: str | os.PathLike[str],
+                    timestamp_ms: int) -> tuple[Header, PageSums]:
+    """Encode the database file `image` as a TXID-1 snapshot into the file `out`; return its
+    header and page checksums."""
     page_size = image_page_size(image)
     size = os.path.getsize(image)
     if size % page_size:
@@ -114,7 +117,7 @@ def encode_snapshot(image: str | os.PathLike[str], out: str | os.PathLike[str], 
                     timestamp=timestamp_ms, flags=FLAG_NO_CHECKSUM)
     lock = lock_pgno(page_size)
     with open(image, "rb") as src, open(out, "wb") as dst:
-        enc = Encoder(dst, header, str(out))
+        enc = Encoder(dst, header, str(out), with_sums=True)
         pgno = 1
         while True:
             chunk = src.read(page_size * READ_CHUNK_PAGES)
@@ -128,7 +131,7 @@ def encode_snapshot(image: str | os.PathLike[str], out: str | os.PathLike[str], 
         enc.close()
         dst.flush()
         os.fsync(dst.fileno())
-    return header
+    return header, enc.page_sums
 
 
 def import_database(source: str | os.PathLike[str], replica: Replica, *, force: bool = False,
@@ -145,16 +148,18 @@ def import_database(source: str | os.PathLike[str], replica: Replica, *, force: 
         if os.path.getsize(image) == 0:
             raise SourceDatabaseError(str(source), "the database is empty (no pages)")
         snapshot = Path(work) / "snapshot.ltx"
-        header = encode_snapshot(image, snapshot, ts)
+        header, sums = encode_snapshot(image, snapshot, ts)
         hint_pages = hint_pages_of_image(image, header.page_size)
         image.unlink()
         for f in existing:
             replica.delete_file(f)
         keys = []
+        size = os.path.getsize(snapshot)
         for level in IMPORT_LEVELS:
+            if needs_sums(size):
+                replica.put_sums(replica.key(level, IMPORT_TXID, IMPORT_TXID), sums, ts)
             with open(snapshot, "rb") as data:
                 keys.append(replica.put_file(level, IMPORT_TXID, IMPORT_TXID, data, timestamp_ms=ts, if_absent=True))
-        size = os.path.getsize(snapshot)
     # The hint (page 1 and interior b-tree pages) lets a cold reader descend any b-tree at once.
     write_hint(replica.store, HintHeader(header.page_size, header.commit, IMPORT_TXID, ts, len(hint_pages)),
                hint_pages)

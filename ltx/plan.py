@@ -29,6 +29,13 @@ class LTXFileInfo:
     size: int
     created_at: datetime
     key: str
+    #: Size of the file's page checksum sidecar (ltx/pagesums.py) when listed beside it, else 0.
+    sums_size: int = 0
+
+    @property
+    def sums_key(self) -> str | None:
+        """The key of the file's page checksum sidecar, when one was listed."""
+        return self.key + ".sum" if self.sums_size else None
 
     @property
     def name(self) -> str:

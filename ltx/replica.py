@@ -6,14 +6,16 @@ are not LTX file names are skipped when listing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from ltx.names import MAX_TXID, format_filename, parse_filename
+from ltx.pagesums import SUMS_SUFFIX, PageSums, sums_key
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo
 from ltx.reader import FileIndex, read_file_index
 from ltx.store import ObjectStore, open_store
+from ltx.store.base import ObjectInfo
 
 LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
 #: Threads used to list levels and fetch indexes in parallel.
@@ -50,14 +52,12 @@ class Replica:
         return list(self.iter_level(level, seek))
 
     def iter_level(self, level: int, seek: int = 0) -> Iterator[LTXFileInfo]:
+        """A level's files in key order, each with its sidecar's size when one is listed (it
+        sorts right after its file)."""
         prefix = level_prefix(self.scheme, level)
         start_after = prefix + format_filename(seek - 1, MAX_TXID) if seek > 1 else ""
-        for obj in self.store.list(prefix, start_after):
-            rest = obj.key[len(prefix):]
-            txids = parse_filename(rest)
-            if txids is None:
-                continue
-            yield LTXFileInfo(level, txids[0], txids[1], obj.size, obj.modified, obj.key)
+        for obj, found in _with_sidecars(self.store.list(prefix, start_after), prefix):
+            yield LTXFileInfo(level, found[0], found[1], obj.size, obj.modified, obj.key, found[2])
 
     def level_of_key(self, key: str) -> tuple[int, str] | None:
         """(level, file name) of a key of this replica's layout, or None for any other key."""
@@ -81,14 +81,12 @@ class Replica:
         """Every level from one listing of the whole replica (S3: ListObjectsV2 over the prefix
         without a delimiter, one request per 1000 keys; file: one walk). Other keys are skipped."""
         levels: dict[int, list[LTXFileInfo]] = {lvl: [] for lvl in LEVELS}
-        for obj in self.store.list(""):
-            found = self.level_of_key(obj.key)
-            if found is None:
+        for obj, found in _with_sidecars(self.store.list(""), ""):
+            where = self.level_of_key(obj.key)
+            if where is None:
                 continue
-            txids = parse_filename(found[1])
-            if txids is None:
-                continue
-            levels[found[0]].append(LTXFileInfo(found[0], txids[0], txids[1], obj.size, obj.modified, obj.key))
+            levels[where[0]].append(LTXFileInfo(where[0], found[0], found[1], obj.size, obj.modified, obj.key,
+                                                found[2]))
         for files in levels.values():
             files.sort(key=lambda f: (f.min_txid, f.max_txid))
         return levels
@@ -114,8 +112,38 @@ class Replica:
         self.store.put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
         return key
 
+    def put_sums(self, key: str, sums: PageSums, timestamp_ms: int) -> str:
+        """Store the page checksum sidecar of the LTX file `key` (put it before the file itself,
+        so that a listed file has its sidecar; it overwrites one a crashed writer left)."""
+        skey = sums_key(key)
+        self.store.put(skey, sums.encode(), timestamp_ms=timestamp_ms)
+        return skey
+
     def delete_file(self, info: LTXFileInfo) -> None:
+        """Delete a file, then its sidecar when one was listed."""
         self.store.delete(info.key)
+        if info.sums_key is not None:
+            self.store.delete(info.sums_key)
 
     def close(self) -> None:
         self.store.close()
+
+
+def _with_sidecars(objects: Iterable[ObjectInfo], prefix: str) -> Iterator[tuple[ObjectInfo, tuple[int, int, int]]]:
+    """LTX files of a key-ordered listing, each with (min TXID, max TXID, sidecar size or 0): a
+    sidecar sorts right after its file (`X.ltx` < `X.ltx.sum`)."""
+    pending: tuple[ObjectInfo, tuple[int, int]] | None = None
+    for obj in objects:
+        name = obj.key[len(prefix):].rsplit("/", 1)[-1]
+        if pending is not None and obj.key == pending[0].key + SUMS_SUFFIX:
+            yield pending[0], (*pending[1], obj.size)
+            pending = None
+            continue
+        if pending is not None:
+            yield pending[0], (*pending[1], 0)
+            pending = None
+        txids = parse_filename(name)
+        if txids is not None:
+            pending = (obj, txids)
+    if pending is not None:
+        yield pending[0], (*pending[1], 0)

@@ -17,6 +17,7 @@ from ltx.decoder import Decoder
 from ltx.errors import LTXError
 from ltx.header import Header
 from ltx.names import format_txid
+from ltx.pagesums import PageSums, needs_sums, page_sum
 from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo, RestorePlanError, restore_plan
 from ltx.replica import Replica
 from ltx.store.base import ObjectStore, StoreError
@@ -76,18 +77,51 @@ def _open(store: ObjectStore, info: LTXFileInfo) -> BinaryIO:
     return store.open(info.key)
 
 
+def read_sums(store: ObjectStore, info: LTXFileInfo) -> tuple[PageSums | None, str]:
+    """The file's page checksum sidecar when it has one, or what is wrong with it. A sidecar
+    beside a file small enough to be read whole is never used (a writer that crashed between
+    putting a sidecar and its file leaves one, and the next file of that TXID may be small)."""
+    key = info.sums_key
+    if key is None or not needs_sums(info.size):
+        return None, ""
+    try:
+        return PageSums.decode(store.get(key), key), ""
+    except LTXError as exc:
+        return None, f"page checksum file {key}: {exc.reason}"
+    except StoreError as exc:
+        return None, f"page checksum file {key}: cannot read: {exc.reason}"
+
+
 def check_file(store: ObjectStore, info: LTXFileInfo) -> tuple[Header | None, list[str]]:
-    """Decode one file in full; return its header (None if unreadable) and what is wrong."""
+    """Decode one file in full, and check it against its page checksum sidecar when it has one;
+    return its header (None if unreadable) and what is wrong."""
     problems: list[str] = []
+    sums, damaged = read_sums(store, info)
+    if damaged:
+        problems.append(damaged)
+    mismatched: list[int] = []
     try:
         with _open(store, info) as src:
             dec = Decoder(src, info.key)
-            dec.verify()
+            if sums is None:
+                dec.verify()
+            else:
+                expected = sums.sums
+                for pos, (pgno, page) in enumerate(dec.pages()):
+                    if pos >= len(expected) or page_sum(pgno, page) != expected[pos]:
+                        mismatched.append(pgno)
     except LTXError as exc:
-        return None, [f"{exc.reason} (at offset {exc.offset})"]
+        return None, [*problems, f"{exc.reason} (at offset {exc.offset})"]
     except StoreError as exc:
-        return None, [f"cannot read: {exc.reason}"]
+        return None, [*problems, f"cannot read: {exc.reason}"]
     hdr = dec.header
+    assert dec.trailer is not None
+    if sums is not None and not sums.describes(info.min_txid, info.max_txid, dec.trailer.file_checksum,
+                                               dec.page_count or 0):
+        problems.append(f"page checksum file {info.sums_key} describes another file (stale: readers ignore it)")
+    elif mismatched:
+        problems.append(f"{len(mismatched)} pages differ from page checksum file {info.sums_key} "
+                        f"(first: page {mismatched[0]})")
     if (hdr.min_txid, hdr.max_txid) != (info.min_txid, info.max_txid):
         problems.append(f"header holds TXIDs {format_txid(hdr.min_txid)}-{format_txid(hdr.max_txid)}, "
                         f"not those of its name")

@@ -22,6 +22,7 @@ from ltx.encoder import Encoder
 from ltx.header import Header, lock_pgno
 from ltx.index import PageIndex
 from ltx.names import format_filename
+from ltx.pagesums import PageSums, needs_sums
 from vfs.dirty import DirtyPages
 
 #: Encoded commits whose pages total more than this go to a temporary file instead of memory.
@@ -67,6 +68,8 @@ class EncodedCommit:
     size: int
     #: The bytes (small files) or an open temporary file positioned anywhere (large ones).
     data: bytes | BinaryIO
+    #: The page checksum sidecar to put before the file (None: small enough to be read whole).
+    sums: PageSums | None = None
 
     @property
     def name(self) -> str:
@@ -114,7 +117,7 @@ def encode_commit(pages: DirtyPages, *, commit: int, txid: int, timestamp_ms: in
             prefix="ltxvfs-commit-", suffix=".ltx", dir=spill_dir)
     name = format_filename(txid, txid)
     try:
-        enc = Encoder(out, header, name)
+        enc = Encoder(out, header, name, with_sums=True)
         zero = bytes(ps)
         for pgno in pgnos:
             page = pages.get(pgno)
@@ -124,5 +127,6 @@ def encode_commit(pages: DirtyPages, *, commit: int, txid: int, timestamp_ms: in
         out.close()
         raise
     data: bytes | BinaryIO = out.getvalue() if isinstance(out, io.BytesIO) else out
-    return EncodedCommit(header=header, index=enc.index, size=enc.n, data=data)
+    sums = enc.page_sums if needs_sums(enc.n) else None
+    return EncodedCommit(header=header, index=enc.index, size=enc.n, data=data, sums=sums)
 

@@ -83,6 +83,7 @@ class PageFetcher:
             try:
                 pgno, page = decode_frame(view[start:start + size], page_size, key, index.offsets[pos],
                                           index.pgnos[pos])
+                run.source.check_page(pos, pgno, page, index.offsets[pos])
             except LTXError as exc:
                 raise PageCorruptError(store.url, key, str(exc.reason) + f" (frame at offset {exc.offset})") from exc
             out.append((pgno, page))

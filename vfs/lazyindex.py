@@ -72,6 +72,8 @@ class LazyIndex:
         """`body` holds the entries and the 0 terminator (not the length field); `base` is its
         offset in the file; frames must lie in [HEADER_SIZE, index_start - 6)."""
         self.name = name
+        #: The file's trailer, when decode_tail_lazy made this index.
+        self.trailer: Trailer | None = None
         self._body = body
         self._base = base
         self._frames_end = index_start - PAGE_HEADER_SIZE
@@ -198,5 +200,7 @@ def decode_tail_lazy(tail: bytes, file_size: int, name: str) -> LazyIndex:
     index_start = file_size - need
     body_end = len(tail) - TRAILER_SIZE - INDEX_SIZE_FIELD
     body = bytes(memoryview(tail)[len(tail) - need:body_end])
-    Trailer.decode(tail[len(tail) - TRAILER_SIZE:], name, file_size - TRAILER_SIZE)
-    return LazyIndex(body, name, index_start, index_start)
+    trailer = Trailer.decode(tail[len(tail) - TRAILER_SIZE:], name, file_size - TRAILER_SIZE)
+    index = LazyIndex(body, name, index_start, index_start)
+    index.trailer = trailer
+    return index

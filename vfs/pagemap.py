@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ltx.header import Header, lock_pgno
+from ltx.pagesums import PageSums
 from ltx.plan import LTXFileInfo
 
 
@@ -56,6 +57,13 @@ class SourceFile:
     header: Header | None
     #: The first bytes of the file when they were fetched at open (header and first frames).
     head: bytes | None = None
+    #: Its pages' checksums from its sidecar, when it has one that matches it (ltx/pagesums.py).
+    sums: PageSums | None = None
+
+    def check_page(self, pos: int, pgno: int, page: bytes, offset: int) -> None:
+        """Raise PageChecksumError when the sidecar's checksum for `pos` disagrees with `page`."""
+        if self.sums is not None:
+            self.sums.check(pos, pgno, page, self.info.key, offset)
 
     @property
     def key(self) -> str:

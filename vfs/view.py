@@ -11,6 +11,7 @@ pages when the hint is of exactly the view's state: a point query then waits onl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,15 +21,20 @@ from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
 from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
 from ltx.hint import Hint
+from ltx.pagesums import PageSums
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
 from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, decode_tail, tail_length_needed
 from ltx.replica import Replica
+from ltx.store.base import ObjectNotFoundError
+from ltx.trailer import Trailer
 from vfs.errors import PageCorruptError
 from vfs.hint import HintOutcome, fetch_hint, hint_pages
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all, with_retries
 from vfs.stats import ReadStats
+
+log = logging.getLogger(__name__)
 
 ALL_LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
 #: Suffix fetched to find a large file's index: its size divided by this (an index entry is ~9
@@ -81,6 +87,8 @@ class ReplicaReader:
         self.replica = replica
         self.store = replica.store
         self._on_retry = on_retry
+        #: Sidecars found damaged or stale (their files are read without per-page checksums).
+        self.sums_ignored = 0
 
     @property
     def url(self) -> str:
@@ -100,10 +108,10 @@ class ReplicaReader:
 
         return dict(zip(levels, run_all([lister(lvl) for lvl in levels]), strict=True))
 
-    def read_index(self, info: LTXFileInfo) -> tuple[FrameIndex, Header | None, bytes | None]:
+    def read_index(self, info: LTXFileInfo) -> tuple[FrameIndex, Header | None, bytes | None, Trailer]:
         """One suffix GET sized from the listed size; a second only when the index is longer.
         Returns the index (decoded lazily when large), the header when the suffix reached it,
-        and the file's bytes when the suffix was the whole file."""
+        the file's bytes when the suffix was the whole file, and the trailer."""
         store = self.store
         key = info.key
         guess = index_fetch_size(info.size)
@@ -113,9 +121,27 @@ class ReplicaReader:
             tail = with_retries(lambda: store.get_range(key, size - need, need - len(tail)),
                                 on_retry=self._on_retry) + tail
         if len(tail) < size and need >= LAZY_INDEX_BYTES:
-            return decode_tail_lazy(tail, size, key), None, None
+            lazy = decode_tail_lazy(tail, size, key)
+            assert lazy.trailer is not None
+            return lazy, None, None, lazy.trailer
         decoded = decode_tail(tail, size, key)
-        return decoded.index, decoded.header, (tail if len(tail) == size else None)
+        return decoded.index, decoded.header, (tail if len(tail) == size else None), decoded.trailer
+
+    def read_sums(self, info: LTXFileInfo) -> PageSums | None:
+        """A file's sidecar (one GET), or None when it is gone or unreadable as a sidecar (the
+        file's pages are then checked as a Litestream file's are: structure and LZ4 size)."""
+        key = info.sums_key
+        assert key is not None
+        try:
+            data = with_retries(lambda: self.store.get(key), on_retry=self._on_retry)
+        except ObjectNotFoundError:
+            return None
+        try:
+            return PageSums.decode(data, key)
+        except LTXError as exc:
+            self.sums_ignored += 1
+            log.warning("%s: ignoring a damaged page checksum file: %s", self.url, exc)
+            return None
 
     def read_head(self, info: LTXFileInfo) -> bytes:
         """The first bytes of a file: its header and the frames after it (one GET)."""
@@ -130,23 +156,39 @@ class ReplicaReader:
         snapshot, usually), a head GET in the same round trip brings the header and the first
         frames: page 1 and the low pages where schemas and table roots live. The bytes of small
         files and heads are kept on the source files (`head`) for `head_pages`."""
-        calls: list[Callable[[], tuple[FrameIndex, Header | None, bytes | None] | bytes]] = [
-            self._index_call(i) for i in infos]
+        calls: list[Callable[[], object]] = [self._index_call(i) for i in infos]
         head_of: list[int] = []
         if infos:
             for i in sorted({0, len(infos) - 1}):
                 if index_fetch_size(infos[i].size) < infos[i].size and (heads or i == len(infos) - 1):
                     head_of.append(i)
                     calls.append(self._head_call(infos[i]))
+        sums_of = [i for i, info in enumerate(infos)
+                   if info.sums_key is not None and index_fetch_size(info.size) < info.size]
+        calls.extend(self._sums_call(infos[i]) for i in sums_of)
         try:
             results = run_all(calls)
         except LTXError as exc:
             raise PageCorruptError(self.url, exc.name, exc.reason) from exc
         files: list[SourceFile] = []
+        trailers: list[Trailer] = []
         for info, result in zip(infos, results, strict=False):
-            assert isinstance(result, tuple)
-            files.append(SourceFile(info, *result))
-        for i, head in zip(head_of, results[len(infos):], strict=True):
+            index, header, whole, trailer = cast(tuple[FrameIndex, Header | None, bytes | None, Trailer], result)
+            files.append(SourceFile(info, index, header, whole))
+            trailers.append(trailer)
+        for i, found in zip(sums_of, results[len(infos) + len(head_of):], strict=True):
+            sums = cast(PageSums | None, found)
+            if sums is None:
+                continue
+            info = infos[i]
+            if sums.describes(info.min_txid, info.max_txid, trailers[i].file_checksum,
+                              len(files[i].index)):
+                files[i].sums = sums
+            else:
+                self.sums_ignored += 1
+                log.warning("%s: ignoring a stale page checksum file %s (it describes another file)",
+                            self.url, info.sums_key)
+        for i, head in zip(head_of, results[len(infos):len(infos) + len(head_of)], strict=True):
             assert isinstance(head, bytes)
             f = files[i]
             try:
@@ -160,11 +202,15 @@ class ReplicaReader:
             _check_file(self.url, f)
         return files
 
-    def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FrameIndex, Header | None, bytes | None]]:
+    def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FrameIndex, Header | None, bytes | None,
+                                                                   Trailer]]:
         return lambda: self.read_index(info)
 
     def _head_call(self, info: LTXFileInfo) -> Callable[[], bytes]:
         return lambda: self.read_head(info)
+
+    def _sums_call(self, info: LTXFileInfo) -> Callable[[], PageSums | None]:
+        return lambda: self.read_sums(info)
 
 
 def _check_file(url: str, f: SourceFile) -> None:
@@ -210,7 +256,9 @@ def head_pages(pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, b
             if not pages.is_live(f, pos):
                 continue
             try:
-                out.append(decode_frame(view_bytes[off:off + size], pages.page_size, f.key, off, index.pgnos[pos]))
+                pgno, page = decode_frame(view_bytes[off:off + size], pages.page_size, f.key, off, index.pgnos[pos])
+                f.check_page(pos, pgno, page, off)
+                out.append((pgno, page))
             except LTXError:
                 continue  # not cached: reading that page fetches it again and reports the damage
     return out

@@ -342,6 +342,8 @@ class Writer:
             raise CommitStoreError(self.url, key, f"cannot encode the commit: {exc}") from exc
         started = time.monotonic()
         try:
+            if encoded.sums is not None:
+                self.replica.put_sums(key, encoded.sums, encoded.header.timestamp)
             self.replica.put_file(0, txid, txid, encoded.stream(), encoded.header.timestamp, if_absent=True)
         except ObjectExistsError as exc:
             encoded.close()
@@ -354,8 +356,9 @@ class Writer:
         finally:
             self.stats.put_seconds += time.monotonic() - started
         self._own_confirmed = time.time()
-        info = LTXFileInfo(0, txid, txid, encoded.size, encoded.created_at, key)
-        group.source = SourceFile(info, encoded.index, encoded.header)
+        info = LTXFileInfo(0, txid, txid, encoded.size, encoded.created_at, key,
+                           encoded.sums.encoded_size if encoded.sums is not None else 0)
+        group.source = SourceFile(info, encoded.index, encoded.header, sums=encoded.sums)
         group.encoded = encoded
         group.txid = txid
         self.stats.ltx_files += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ltx.compaction import compact_level, snapshot
+from ltx.pagesums import PageSums
 from ltx.plan import LTXFileInfo
 from ltx.replica import Replica
 from ltx.verify import Verifier, verify
@@ -153,3 +154,35 @@ def test_disagreeing_database_size(history: History, tmp_path: Path) -> None:
     replica.store.put(key, path.read_bytes())
     problems = verify(replica)
     assert any(p.key == key and "database size" in p.message for p in problems), [str(p) for p in problems]
+
+
+def _sidecar_damage(how: str) -> Callable[[Replica, LTXFileInfo, PageSums], bytes]:
+    """Ways a sidecar goes wrong: its own bytes flipped, one page's checksum wrong (a well-formed
+    sidecar), or one describing another file of the same name (stale)."""
+    def damage(replica: Replica, f: LTXFileInfo, sums: PageSums) -> bytes:
+        if how == "flipped":
+            data = bytearray(sums.encode())
+            data[len(data) // 2] ^= 0x01
+            return bytes(data)
+        if how == "page":
+            sums.sums[len(sums) // 2] ^= 0x01
+            return sums.encode()
+        sums.file_checksum ^= 0x01
+        return sums.encode()
+    return damage
+
+
+@pytest.mark.parametrize("how, says", [("flipped", "page checksum file"), ("page", "pages differ from page checksum"),
+                                       ("stale", "describes another file")])
+def test_a_wrong_sidecar_is_reported(history: History, file_url: str, how: str, says: str) -> None:
+    replica = build(history, file_url)
+    assert verify(replica) == []
+    with_sums = [f for files in replica.list_levels().values() for f in files if f.sums_key]
+    assert with_sums, "compaction should have written a sidecar beside a large file"
+    f = with_sums[0]
+    assert f.sums_key is not None
+    sums = PageSums.decode(replica.store.get(f.sums_key), f.sums_key)
+    replica.store.put(f.sums_key, _sidecar_damage(how)(replica, f, sums))
+    problems = verify(replica)
+    assert [p.key for p in problems] == [f.key], problems
+    assert says in problems[0].message and f.sums_key in problems[0].message

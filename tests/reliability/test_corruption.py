@@ -3,11 +3,12 @@ and hydration must refuse the damaged file (an error naming it, nothing wrong le
 reads through the VFS must fail with an error or give exactly the right rows, never others.
 
 Damage: a flipped bit at a seeded position of a file the restore plan reads, the file cut short,
-files swapped between levels, a missing file. Flips inside the LZ4 block of a file the VFS reads
-by ranges (one larger than its index fetch) are left out of the VFS check: LTX carries no per-page
-checksum, so a range read can check a frame's structure and LZ4 size but not its literal bytes
-(DESIGN.md §5.4: file checksums whenever a whole file is read); verify, restore and hydration
-still must catch them, and do.
+files swapped between levels, a missing file. A file the VFS reads by ranges (one larger than its
+index fetch) is checked page by page against its page checksum sidecar (ltx/pagesums.py), which
+our writer, import and compaction put beside every such file. Only a file without a sidecar (one
+the real Litestream wrote) is left out of the VFS check for flips inside its LZ4 blocks: LTX
+carries no per-page checksum, so a range read checks a frame's structure and LZ4 size but not its
+literal bytes; verify, restore and hydration still must catch those, and do.
 """
 
 from __future__ import annotations
@@ -96,9 +97,9 @@ def lz4_payloads(data: bytes, key: str) -> list[tuple[int, int]]:
 
 
 def vfs_checks_flip(info: LTXFileInfo, data: bytes, pos: int) -> bool:
-    """Whether reads through the VFS can catch a flip at `pos`: anywhere in a file it reads whole,
-    and outside the LZ4 blocks of one it reads by ranges."""
-    if info.size <= index_fetch_size(info.size):
+    """Whether reads through the VFS can catch a flip at `pos`: anywhere in a file it reads whole
+    or that has a page checksum sidecar, and outside the LZ4 blocks of any other."""
+    if info.size <= index_fetch_size(info.size) or info.sums_key is not None:
         return True
     return not any(start <= pos < end for start, end in lz4_payloads(data, info.key))
 
