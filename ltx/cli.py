@@ -157,7 +157,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 def ls_cmd(url: UrlArg, level: Annotated[int | None, typer.Option("--level", "-l", min=0, max=SNAPSHOT_LEVEL,
                                                                   help="Only this level (0-9).")] = None,
            as_json: JsonOpt = False) -> None:
-    """List every LTX file per level: TXIDs, size and creation time."""
+    """List every LTX file per level: TXIDs, size, creation time, whether a page checksum sidecar
+    is beside it."""
     from ltx.info import file_record, format_time
     from ltx.replica import LEVELS
 
@@ -169,10 +170,10 @@ def ls_cmd(url: UrlArg, level: Annotated[int | None, typer.Option("--level", "-l
     if as_json:
         _echo_json([file_record(f) for f in files])
         return
-    typer.echo(f"{'level':>5}  {'min_txid':16}  {'max_txid':16}  {'size':>12}  created")
+    typer.echo(f"{'level':>5}  {'min_txid':16}  {'max_txid':16}  {'size':>12}  {'created':24}  sums")
     for f in files:
         typer.echo(f"{f.level:>5}  {format_txid(f.min_txid)}  {format_txid(f.max_txid)}  {f.size:>12}  "
-                   f"{format_time(f.created_at)}")
+                   f"{format_time(f.created_at):24}  {'yes' if f.sums_key else '-'}")
 
 
 @app.command("info")

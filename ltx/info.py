@@ -21,7 +21,7 @@ def format_time(t: datetime) -> str:
 def file_record(f: LTXFileInfo) -> dict[str, Any]:
     """One file as a JSON-ready dict (TXIDs in Litestream's 16-digit hex)."""
     return {"level": f.level, "min_txid": format_txid(f.min_txid), "max_txid": format_txid(f.max_txid),
-            "size": f.size, "created": format_time(f.created_at), "key": f.key}
+            "size": f.size, "created": format_time(f.created_at), "key": f.key, "sums_key": f.sums_key}
 
 
 @dataclass(frozen=True)

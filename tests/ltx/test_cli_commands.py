@@ -11,8 +11,10 @@ import pytest
 
 from ltx.cli import main, parse_duration
 from ltx.compaction import compact_level, snapshot
+from ltx.importer import import_database
 from ltx.replica import Replica
 from tests.ltx.history import History, record_history
+from tests.ltx.test_hint import build_db
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,16 @@ def test_ls_json_and_text(replica_url: str, history: History, capsys: pytest.Cap
     assert code == 0 and len(out.splitlines()) == 1, "an empty level of a non-empty replica is just empty"
     code, out, _ = run(capsys, "ls", replica_url)
     assert f"{history.last_txid:016x}" in out and len(out.splitlines()) == len(files) + 1
+    assert all(f["sums_key"] is None for f in files) and not any(line.endswith(" yes") for line in out.splitlines())
+
+
+def test_ls_shows_page_checksum_sidecars(file_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import_database(build_db(tmp_path / "source.db", rows=3000), Replica.open(file_url))
+    code, out, _ = run(capsys, "ls", file_url, "--json")
+    files = json.loads(out)
+    assert code == 0 and files and all(f["sums_key"] == f["key"] + ".sum" for f in files), files
+    code, out, _ = run(capsys, "ls", file_url)
+    assert [line.split()[-1] for line in out.splitlines()] == ["sums"] + ["yes"] * len(files)
 
 
 def test_info(replica_url: str, history: History, capsys: pytest.CaptureFixture[str]) -> None:
