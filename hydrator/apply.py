@@ -4,7 +4,7 @@ A file is decoded once (`ltx.decoder`): its pages go to a spill (memory up to a 
 temporary file) while frames, index, trailer and the file checksum are checked. Only a file that passed
 every check is applied: each page written at `(pgno - 1) * page_size` (applying files in TXID
 order makes the latest page win), then the file truncated to the file's commit. A snapshot that
-starts a hydration is decoded straight into a fresh file that later replaces the database.
+starts a hydration is decoded straight into a fresh file (`hydrator.compose`).
 """
 
 from __future__ import annotations
@@ -191,14 +191,15 @@ class AsyncPageWriter:
             self._queued.popleft().result()
         self._queued.append(self._pool.submit(self._write, pgnos, pages))
 
-    def finish(self, size: int | None = None) -> None:
-        """Wait for every write; cut the file to `size` (if given) and fsync it."""
+    def finish(self, size: int | None = None, sync: bool = True) -> None:
+        """Wait for every write; cut the file to `size` (if given) and fsync it (if `sync`)."""
         try:
             while self._queued:
                 self._queued.popleft().result()
             if size is not None:
                 os.ftruncate(self._fd, size)
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         finally:
             self.close()
 
@@ -207,24 +208,3 @@ class AsyncPageWriter:
             fut.cancel()
         self._queued.clear()
         self._pool.shutdown(wait=True)
-
-
-def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileInfo | None = None) -> Header:
-    """Decode a snapshot straight into the empty file `fd` and verify it; the caller renames the file
-    into place only after this returns. Truncates to the commit and fsyncs."""
-    dec = FastIndexDecoder(stream, name)
-    header = dec.header
-    check_header(header, name, info, 0)
-    if not header.is_snapshot:
-        raise HeaderMismatchError(name, 16, "a hydration must start from a snapshot (min TXID 1)")
-    preallocate(fd, header.commit * header.page_size)
-    writer = AsyncPageWriter(fd, header.page_size)
-    try:
-        for pgnos, pages in dec.batches():
-            writer.submit(pgnos, pages)
-    except BaseException:
-        writer.close()
-        raise
-    assert dec.verified
-    writer.finish(header.commit * header.page_size)
-    return header

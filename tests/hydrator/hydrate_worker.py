@@ -1,6 +1,6 @@
 """Run a hydration in a child process, GETs slowed down, so a test can SIGKILL it midway.
 
-Usage: python -m tests.hydrator.hydrate_worker URL PATH DELAY_SECONDS PARALLELISM
+Usage: python -m tests.hydrator.hydrate_worker URL PATH DELAY_SECONDS PARALLELISM [COMPOSE_AHEAD_BYTES]
 
 The delay wraps the real store (each GET waits first); nothing about the data is faked.
 """
@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
     url, path, delay, parallelism = argv[0], argv[1], float(argv[2]), int(argv[3])
     replica = Replica.open(url)
     replica.store = SlowStore(replica.store, delay)
-    Hydrator(replica, path, parallelism=parallelism).run()
+    options = {"compose_ahead": int(argv[4])} if len(argv) > 4 else {}
+    Hydrator(replica, path, parallelism=parallelism, **options).run()
     return 0
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from hydrator import apply
-from hydrator.apply import preallocate, start_writeback, verify_snapshot_into
+from hydrator.apply import preallocate, start_writeback
+from hydrator.compose import verify_snapshot_into
 from ltx.encoder import Encoder
 from ltx.errors import LTXError
 from ltx.header import Header
@@ -117,3 +118,4 @@ def test_preallocate_skips_an_unsupporting_file_system_but_not_a_full_disk(tmp_p
         assert info.value.errno == errno.ENOSPC
     finally:
         os.close(fd)
+

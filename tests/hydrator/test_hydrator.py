@@ -92,7 +92,7 @@ def test_resume_after_sigkill_fetches_less(builder: ReplicaBuilder, replica: Rep
     path = tmp_path / "killed.db"
     env = {k: v for k, v in os.environ.items()}
     proc = subprocess.Popen([sys.executable, "-m", "tests.hydrator.hydrate_worker", replica_url, str(path),
-                             "0.03", "1"], cwd=ROOT, env=env, stderr=subprocess.PIPE, start_new_session=True)
+                             "0.03", "1", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, start_new_session=True)
     try:
         def progressed() -> bool:
             if proc.poll() is not None:
@@ -416,3 +416,52 @@ def test_stop_during_a_large_file(replica: Replica, replica_url: str, tmp_path: 
     assert not path.exists() and not Path(f"{path}{SNAPSHOT_TMP_SUFFIX}").exists()
     h.close()
     slow.close()
+
+
+class _OrderStore(SlowStore):
+    """A real store that records the keys it is asked to read, in order (no delay)."""
+
+    def __init__(self, inner: object) -> None:
+        super().__init__(inner, 0.0)  # type: ignore[arg-type]
+        self.keys: list[str] = []
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        self.keys.append(key)
+        return super().get_range(key, offset, length)
+
+
+def test_fresh_start_writes_the_files_after_the_snapshot_with_it(builder: ReplicaBuilder, replica: Replica,
+                                                                 tmp_path: Path) -> None:
+    builder.run(builder.steps(36, grow_rows=20))
+    sizes = [len(builder.images[t]) for t in range(1, builder.txid + 1)]
+    assert any(b < a for a, b in zip(sizes, sizes[1:], strict=False)), "the workload must shrink the database"
+    files = builder.files
+    recorder = _OrderStore(replica.store)
+    replica.store = recorder  # type: ignore[assignment]
+    composed = hydrate(replica, tmp_path / "composed.db")
+    # The files after the snapshot were fetched first, then the snapshot; all went into one new file.
+    assert recorder.keys[-1] == files[0].key and sorted(recorder.keys) == sorted(f.key for f in files)
+    assert (tmp_path / "composed.db").read_bytes() == builder.images[builder.txid]
+    state = load_state(tmp_path / "composed.db")
+    assert state is not None and state.txid == builder.txid and state.complete and not state.pending
+    assert composed.progress.files_done == len(files) and composed.progress.bytes_done == sum(f.size for f in files)
+    # Without composing, the same bytes, applied file after file.
+    recorder.keys.clear()
+    hydrate(replica, tmp_path / "stepwise.db", compose_ahead=0)
+    assert recorder.keys[0] == files[0].key
+    assert (tmp_path / "stepwise.db").read_bytes() == builder.images[builder.txid]
+
+
+def test_a_bad_file_fetched_ahead_of_the_snapshot_leaves_no_file(builder: ReplicaBuilder, replica: Replica,
+                                                                 tmp_path: Path) -> None:
+    builder.run(builder.steps(8))
+    bad = builder.files[3]
+    _corrupt(replica, bad.key)
+    path = tmp_path / "db"
+    with Hydrator(replica, path) as h:
+        with pytest.raises(CorruptFileError) as err:
+            h.run()
+    assert err.value.key == bad.key
+    assert not path.exists() and not Path(f"{path}{SNAPSHOT_TMP_SUFFIX}").exists()
+    state = load_state(path)
+    assert state is not None and state.txid == 0 and not state.complete
