@@ -136,13 +136,19 @@ def figures(url: str, db_mb: int, workdir: Path, parallelism: int = DEFAULT_HYDR
         db_bytes = build_replica(replica, db_mb, workdir)
         files = planned_files(replica)
         reader = open_replica(url)  # the store the hydrator reads through, so both GET alike
+        # A new file each round, all removed at the end: no measurement pays for freeing the
+        # blocks of an earlier round's file (the file system may do that in the background).
+        outputs = [workdir / f"hydrated-{n}.db" for n in range(rounds)]
         try:
             raw_times, hyd_times = [], []
-            for _ in range(rounds):
+            for out in outputs:
                 raw_times.append(raw_get_seconds(reader.store, files, parallelism))
-                hyd_times.append(hydrate_seconds(url, workdir / "hydrated.db", parallelism))
+                hyd_times.append(hydrate_seconds(url, out, parallelism))
         finally:
             reader.close()
+            for out in outputs:
+                for p in (out, Path(f"{out}-hydrator.json")):
+                    p.unlink(missing_ok=True)
     finally:
         replica.close()
     object_bytes = sum(f.size for f in files)
