@@ -6,7 +6,8 @@ alternately: the raw figure (every object fetched through the hydrator's store, 
 with its chunking and parallelism, bytes discarded) and a full hydration into a fresh file
 (fetch, verify every checksum, apply, fsync). Two ratios: `ratio` is the hydration's throughput
 in MB of database per second over the raw GET throughput (MB/s of the objects), as the issue
-states the target (>= 80 %); the stricter `time_ratio` is raw GET time over hydration time for the very same objects.
+states the target (>= 80 %); the stricter `time_ratio` is raw GET time over hydration time for
+the very same objects.
 
     .venv/bin/python -m pytest bench/bench_hydrate.py --benchmark-only   # pytest-benchmark
     .venv/bin/python bench/bench_hydrate.py [--mb 256] [--parallelism 8]  # print the figures

@@ -7,9 +7,9 @@ by the prefetch window and a spill limit), verifies each file in full before app
 applies files in TXID order (latest page wins, file cut to the commit). A fresh start fetches the
 files after the snapshot first (up to COMPOSE_AHEAD_BYTES) and writes them into the new file in the
 snapshot's own pass (`hydrator.compose`), which replaces the database only once all are verified.
-After each applied batch the record beside the file is replaced atomically. When the replica's history no longer holds the
-recorded TXID, hydration starts over. With `follow`, new files of levels 0 and 1 are applied
-whole every poll interval (level 1 and above when level 0 has a gap).
+After each applied batch the record beside the file is replaced atomically. When the replica's
+history no longer holds the recorded TXID, hydration starts over. With `follow`, new files of
+levels 0 and 1 are applied whole every poll interval (level 1 and above when level 0 has a gap).
 
 Readers of the local file (the VFS) hold `reading()` around a read transaction: pages are applied
 only while no reader holds it, so a reader sees one TXID throughout.
