@@ -445,6 +445,7 @@ class Hydration:
             "hydration_gets": store.get("gets", 0),
             "hydration_lists": store.get("lists", 0),
             "hydration_bytes": store.get("bytes_read", 0),
+            "hydration_retries": store.get("retries", 0),
             "hydration_restarts": shared.restarts,
             "hydration_start_overs": h.restarts,
             "hydration_commits_applied": shared.commits_applied,

@@ -66,7 +66,8 @@ def compact_all(replica: Replica) -> None:
 
 def run_vfs(url: str, late: Callable[[], None], expected: Expected, workdir: Path, hydrated: bool = False) -> int:
     """Open and query through the VFS, then follow commits shipped meanwhile; return the retries.
-    `hydrated`: with hydrate=PATH, reading while the local copy downloads, then from it."""
+    `hydrated`: with hydrate=PATH, reading while the local copy downloads, then from it (the
+    connection and its hydration fetch the same objects: a fault meets either, so both count)."""
     options = {"hydrate": str(workdir / "local.db")} if hydrated else {}
     conn = connect(workdir / "vfs.db", url, poll=0.05, **options)
     try:
@@ -78,7 +79,8 @@ def run_vfs(url: str, late: Callable[[], None], expected: Expected, workdir: Pat
         last = expected.history.last_txid
         wait_for(lambda: pragma(conn, "litestream_txid") == f"{last:016x}", "the follower to catch up", 60.0)
         same(run_queries(conn), expected.rows(last), f"VFS after following to TXID {last:x}")
-        return int(stats(conn)["retries"])
+        counters = stats(conn)
+        return int(counters["retries"]) + int(counters.get("hydration_retries", 0))
     finally:
         conn.close()
 

@@ -400,11 +400,14 @@ def test_a_writers_commits_reach_its_copy_through_the_hook(store_url: str, tmp_p
     copy = tmp_path / "copy.db"
     w = open_writer(tmp_path / "w.db", store_url, hydrate=str(copy), cache_size=SMALL_CACHE)
     try:
+        shared = hydrated(copy)
+        # The hydration runs in the background: let it find the replica empty before the first commit.
+        wait_for(lambda: shared.restarts >= 1 or shared.hydrator.error is not None,
+                 "the first hydration to find the replica empty", DEADLINE)
         with w:
             w.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
             w.executemany("INSERT INTO t VALUES (?, ?)", [(i, big_value(i)) for i in range(300)])
         wait_complete(w)
-        shared = hydrated(copy)
         assert shared.restarts >= 1, "the first hydration found an empty replica and was started again"
         fetched = shared.store_stats()["gets"]
         rng = random.Random(5)
@@ -413,9 +416,10 @@ def test_a_writers_commits_reach_its_copy_through_the_hook(store_url: str, tmp_p
                 w.execute("UPDATE t SET v = ? WHERE id = ?", (f"update {n}", rng.randrange(300)))
                 w.execute("INSERT INTO t VALUES (?, ?)", (1000 + n, big_value(1000 + n)))
         last = writer_txid(w)
-        wait_for(lambda: shared.hydrator.txid == last, "the writer's commits to reach the copy", DEADLINE,
-                 on_timeout=lambda: str(stats(w)))
-        assert shared.commits_applied >= 6 and shared.store_stats()["gets"] == fetched, stats(w)
+        # The applier counts a commit just after the copy reached its TXID: wait for both.
+        wait_for(lambda: shared.hydrator.txid == last and shared.commits_applied >= 6,
+                 "the writer's commits to reach the copy", DEADLINE, on_timeout=lambda: str(stats(w)))
+        assert shared.store_stats()["gets"] == fetched, stats(w)
         rows = w.execute("SELECT * FROM t ORDER BY id").fetchall()
         local = plain(copy)
         try:
@@ -527,6 +531,8 @@ def test_reopening_resumes_the_copy_without_fetching_it_again(history: History, 
         conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
         try:
             wait_complete(conn)
+            # A resumed copy is complete (readable) at its recorded TXID 6 while it applies 7 and 8.
+            assert hydrated(copy).hydrator.wait_txid(8, DEADLINE), stats(conn)
             s = stats(conn)
             assert s["hydration_txid"] == f"{8:016x}" and s["hydration_start_overs"] == 0, s
             assert s["hydration_bytes"] < first / 10, (n, s["hydration_bytes"], first)
