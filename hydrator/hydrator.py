@@ -58,7 +58,8 @@ APPLY_BATCH_FILES = 256
 #: ... or once the oldest has waited this many seconds (bounds work redone after a crash).
 APPLY_BATCH_SECONDS = 0.5
 #: A fresh start fetches files after the snapshot first, up to this many bytes of them, and writes
-#: them into the new file with the snapshot (their verified pages wait in spills meanwhile).
+#: them into the new file with the snapshot (their verified pages wait in spills meanwhile, at most
+#: APPLY_BATCH_BYTES of them in memory, the rest in temporary files).
 COMPOSE_AHEAD_BYTES = 16 * 1024 * 1024
 #: Levels polled in follow mode, as Litestream's VFS does.
 FOLLOW_LEVELS = (0, 1)
@@ -486,8 +487,12 @@ class Hydrator:
                 streams = zip(order, prefetcher.streams(), strict=True)
                 if fresh:
                     composed = batch  # closed with the batch on any way out
+                    held = 0  # decoded bytes of the composed files kept in memory, at most APPLY_BATCH_BYTES
                     for info, (_, raw_stream) in islice(streams, ahead):
-                        composed.append((info, self._verify(info, raw_stream, page_size=0)))
+                        room = max(1, min(self.spill_memory, APPLY_BATCH_BYTES - held))  # 1: straight to disk
+                        vf = self._verify(info, raw_stream, page_size=0, spill_memory=room)
+                        composed.append((info, vf))
+                        held += min(room, vf.page_count * vf.header.page_size)
                     info, (_, raw_stream) = next(streams)
                     self._check_stop()
                     self._apply_snapshot(info, _Stoppable(raw_stream, self._stop, str(self.path)),
@@ -513,12 +518,14 @@ class Hydrator:
             self._close_batch(batch)
         self._check_stop()
 
-    def _verify(self, info: LTXFileInfo, raw_stream: BinaryIO, page_size: int) -> VerifiedFile:
+    def _verify(self, info: LTXFileInfo, raw_stream: BinaryIO, page_size: int,
+                spill_memory: int | None = None) -> VerifiedFile:
         """Fetch and verify one whole file into a spill (CorruptFileError naming it when it is bad)."""
         stream = _Stoppable(raw_stream, self._stop, str(self.path))
+        memory = self.spill_memory if spill_memory is None else spill_memory
         try:
             return verify_to_spill(stream, info.key, info=info, page_size=page_size,
-                                   spill_dir=str(self.path.parent), spill_memory=self.spill_memory)
+                                   spill_dir=str(self.path.parent), spill_memory=memory)
         except LTXError as exc:
             raise CorruptFileError(str(self.path), self.url, info.key, str(exc)) from exc
 

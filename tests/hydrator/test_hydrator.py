@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hydrator import hydrator as hydrator_module
 from hydrator.errors import CorruptFileError, HydrationStoppedError
 from hydrator.hydrator import SNAPSHOT_TMP_SUFFIX, Hydrator
 from hydrator.state import PlannedFile, load_state, save_state, state_path
@@ -465,3 +466,22 @@ def test_a_bad_file_fetched_ahead_of_the_snapshot_leaves_no_file(builder: Replic
     assert not path.exists() and not Path(f"{path}{SNAPSHOT_TMP_SUFFIX}").exists()
     state = load_state(path)
     assert state is not None and state.txid == 0 and not state.complete
+
+
+def test_files_fetched_ahead_of_the_snapshot_keep_a_bounded_share_in_memory(
+        builder: ReplicaBuilder, replica: Replica, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    builder.run(builder.steps(10))
+    budget = 3 * builder.page_size
+    monkeypatch.setattr(hydrator_module, "APPLY_BATCH_BYTES", budget)
+    given: list[int] = []
+    real = hydrator_module.verify_to_spill
+
+    def spying(*args: object, spill_memory: int, **kwargs: object) -> object:
+        given.append(spill_memory)
+        return real(*args, spill_memory=spill_memory, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hydrator_module, "verify_to_spill", spying)
+    hydrate(replica, tmp_path / "db")
+    assert (tmp_path / "db").read_bytes() == builder.images[builder.txid]
+    assert len(given) == len(builder.files) - 1  # every file after the snapshot was composed with it
+    assert given[0] == budget and given[-1] == 1 and all(0 < g <= budget for g in given)
