@@ -569,8 +569,10 @@ class S3Proxy:
             return sum(self._faults.values())
 
     def reset(self) -> None:
-        """Forget the counts and the log (faults injected included)."""
+        """Forget the counts and the log (faults injected included). Waits first, as counts() does,
+        for requests in flight: one whose answer the client already holds is not counted after."""
         with self._lock:
+            self._settled.wait_for(lambda: self._active == 0, timeout=SETTLE_TIMEOUT)
             self._counts.clear()
             self._faults.clear()
             self.log.clear()
