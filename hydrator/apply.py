@@ -33,10 +33,18 @@ DEFAULT_SPILL_MEMORY = 8 * 1024 * 1024
 #: Adjacent pages written by one pwritev at most (well under IOV_MAX).
 WRITE_BATCH_PAGES = 256
 #: A large file being written has its writeback started every this many bytes (so the final fsync
-#: has little left to do).
-FLUSH_EVERY = 32 * 1024 * 1024
-#: Linux sync_file_range(2) flag: start writeback of dirty pages, do not wait for it.
+#: has little left to do) ...
+FLUSH_EVERY = 8 * 1024 * 1024
+#: ... and, once on disk, the range written before is dropped from the page cache (drop-behind): the
+#: cache held by a hydration stays near 2 * FLUSH_EVERY whatever the database's size, and its writes
+#: reuse the page-cache memory just freed (new memory can cost several times more to fill, notably
+#: in a VM). Readers fetch the pages back from disk on demand.
+DROP_BEHIND = True
+#: Linux sync_file_range(2) flags: wait for writeback already under way, start writeback of dirty
+#: pages, wait for that writeback.
+SYNC_FILE_RANGE_WAIT_BEFORE = 1
 SYNC_FILE_RANGE_WRITE = 2
+SYNC_FILE_RANGE_WAIT_AFTER = 4
 #: Page batches (one per decoder read, at most ltx.decoder.BATCH_BYTES of pages) waiting for the writer.
 WRITE_QUEUE_DEPTH = 4
 #: Pages read back from a spill per step when applying it.
@@ -63,13 +71,30 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 _sync_file_range = _load_sync_file_range()
 
 
-def start_writeback(fd: int) -> None:
-    """Start writing `fd`'s dirty pages to disk without waiting for them (Linux sync_file_range),
-    so the writer goes on while the kernel writes; elsewhere fdatasync (which waits). Durability
-    still comes only from the caller's fsync."""
-    if _sync_file_range is not None and _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) == 0:
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Start writing `fd`'s dirty pages in [offset, offset + length) (length 0: to the end) to disk
+    without waiting for them (Linux sync_file_range), so the writer goes on while the kernel
+    writes; elsewhere fdatasync (which waits). Durability still comes only from the caller's fsync."""
+    if _sync_file_range is not None and _sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) == 0:
         return
     os.fdatasync(fd)
+
+
+def can_drop_behind() -> bool:
+    """Whether this platform can wait for a range's writeback and drop it from the page cache."""
+    return _sync_file_range is not None and hasattr(os, "posix_fadvise")
+
+
+def drop_behind(fd: int, offset: int, length: int) -> None:
+    """Wait until `fd`'s pages in [offset, offset + length) are on disk, then drop them from the page
+    cache (the file's contents are unchanged; a later read fetches them from disk). A write error
+    raises OSError. Only where `can_drop_behind()`."""
+    assert _sync_file_range is not None
+    flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
+    if _sync_file_range(fd, offset, length, flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"writing back bytes {offset}-{offset + length}: {os.strerror(code)}")
+    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def preallocate(fd: int, size: int) -> None:
@@ -166,25 +191,34 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
 
 class AsyncPageWriter:
     """Writes page batches to `fd` from a helper thread (the writes release the GIL, so they overlap
-    with decoding), starting writeback (start_writeback) every `flush_every` bytes so the final fsync of a
-    large file has little left to do. At most `depth` batches wait, which bounds memory."""
+    with decoding). Every `flush_every` bytes it starts writeback of what it wrote since (so the
+    final fsync of a large file has little left to do) and, with `drop` (DROP_BEHIND, where the
+    platform can), waits for the range started the time before and drops it from the page cache.
+    At most `depth` batches wait, which bounds memory. Writes are expected in ascending order (a
+    snapshot); pages written below a range already flushed are still made durable by the fsync."""
 
     def __init__(self, fd: int, page_size: int, flush_every: int | None = None,
-                 depth: int | None = None) -> None:
+                 depth: int | None = None, drop: bool | None = None) -> None:
         self._fd = fd
         self._page_size = page_size
         self._flush_every = FLUSH_EVERY if flush_every is None else flush_every
         self._depth = WRITE_QUEUE_DEPTH if depth is None else depth
-        self._unflushed = 0
+        self._drop = (DROP_BEHIND if drop is None else drop) and can_drop_behind()
+        self._end = 0  # end of the highest page written
+        self._started = 0  # writeback started for [_dropped, _started)
+        self._dropped = 0  # [0, _dropped) is on disk and out of the page cache
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrator-write")
         self._queued: deque[Future[None]] = deque()
 
     def _write(self, pgnos: array[int], pages: list[bytes]) -> None:
         write_pages(self._fd, self._page_size, pgnos, pages)
-        self._unflushed += len(pages) * self._page_size
-        if self._unflushed >= self._flush_every:
-            self._unflushed = 0
-            start_writeback(self._fd)
+        self._end = max(self._end, pgnos[-1] * self._page_size)
+        if self._end - self._started >= self._flush_every:
+            if self._drop and self._started > self._dropped:
+                drop_behind(self._fd, self._dropped, self._started - self._dropped)
+                self._dropped = self._started
+            start_writeback(self._fd, self._started, self._end - self._started)
+            self._started = self._end
 
     def submit(self, pgnos: array[int], pages: list[bytes]) -> None:
         while len(self._queued) >= self._depth or (self._queued and self._queued[0].done()):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import io
+import mmap
 import os
 import random
 import sys
@@ -41,9 +43,9 @@ def test_snapshot_is_written_whole_with_writeback_started_on_the_way(tmp_path: P
     started: list[int] = []
     real = apply.start_writeback
 
-    def counting(fd: int) -> None:
+    def counting(fd: int, offset: int = 0, length: int = 0) -> None:
         started.append(fd)
-        real(fd)
+        real(fd, offset, length)
 
     monkeypatch.setattr(apply, "start_writeback", counting)
     monkeypatch.setattr(apply, "FLUSH_EVERY", 64 * PAGE_SIZE)
@@ -119,3 +121,75 @@ def test_preallocate_skips_an_unsupporting_file_system_but_not_a_full_disk(tmp_p
     finally:
         os.close(fd)
 
+
+
+def resident_pages(fd: int, size: int) -> list[bool]:
+    """Which of the file's memory pages are in the page cache (Linux mincore on a mapping)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    try:
+        vec = ctypes.create_string_buffer((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
+        assert libc.mincore(ctypes.c_void_p(addr), size, vec) == 0, os.strerror(ctypes.get_errno())
+        return [bool(b & 1) for b in vec.raw]
+    finally:
+        libc.munmap(ctypes.c_void_p(addr), size)
+
+
+@pytest.mark.skipif(not apply.can_drop_behind(), reason="drop-behind needs Linux sync_file_range")
+def test_a_snapshot_is_dropped_from_the_page_cache_behind_the_writes(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = seeded_pages(600)
+    monkeypatch.setattr(apply, "FLUSH_EVERY", 64 * PAGE_SIZE)
+    path = tmp_path / "db"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        verify_snapshot_into(io.BytesIO(snapshot_bytes(pages)), "snap.ltx", fd)
+        resident = resident_pages(fd, 600 * PAGE_SIZE)
+    finally:
+        os.close(fd)
+    # The ranges flushed two windows before the end were written back, then dropped.
+    assert not any(resident[:64 * PAGE_SIZE // mmap.PAGESIZE])
+    assert path.read_bytes() == b"".join(pages)
+
+
+def test_a_snapshot_keeps_its_pages_cached_without_drop_behind(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = seeded_pages(300)
+    monkeypatch.setattr(apply, "FLUSH_EVERY", 64 * PAGE_SIZE)
+    monkeypatch.setattr(apply, "DROP_BEHIND", False)
+    path = tmp_path / "db"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        verify_snapshot_into(io.BytesIO(snapshot_bytes(pages)), "snap.ltx", fd)
+        if sys.platform.startswith("linux"):
+            assert all(resident_pages(fd, 300 * PAGE_SIZE))
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(pages)
+
+
+@pytest.mark.skipif(not apply.can_drop_behind(), reason="drop-behind needs Linux sync_file_range")
+def test_a_failed_writeback_fails_the_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = apply._sync_file_range
+    assert real is not None
+
+    def failing(fd: int, offset: int, length: int, flags: int) -> int:
+        if flags & apply.SYNC_FILE_RANGE_WAIT_AFTER:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return real(fd, offset, length, flags)
+
+    monkeypatch.setattr(apply, "_sync_file_range", failing)
+    monkeypatch.setattr(apply, "FLUSH_EVERY", 64 * PAGE_SIZE)
+    fd = os.open(tmp_path / "db", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError) as info:
+            verify_snapshot_into(io.BytesIO(snapshot_bytes(seeded_pages(300))), "snap.ltx", fd)
+        assert info.value.errno == errno.EIO
+    finally:
+        os.close(fd)
