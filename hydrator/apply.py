@@ -35,11 +35,14 @@ WRITE_BATCH_PAGES = 256
 #: A large file being written has its writeback started every this many bytes (so the final fsync
 #: has little left to do) ...
 FLUSH_EVERY = 8 * 1024 * 1024
-#: ... and, once on disk, the range written before is dropped from the page cache (drop-behind): the
-#: cache held by a hydration stays near 2 * FLUSH_EVERY whatever the database's size, and its writes
-#: reuse the page-cache memory just freed (new memory can cost several times more to fill, notably
-#: in a VM). Readers fetch the pages back from disk on demand.
+#: ... and, once on disk, each such range is dropped from the page cache (drop-behind): the cache
+#: held by a hydration stays near (WRITEBACK_RANGES + 1) * FLUSH_EVERY whatever the database's size,
+#: and its writes reuse the page-cache memory just freed (new memory can cost several times more to
+#: fill, notably in a VM). Readers fetch the pages back from disk on demand.
 DROP_BEHIND = True
+#: Ranges whose writeback runs while the writer goes on; the oldest is waited for (and dropped) when
+#: one more starts, so the disk has this many ranges' time to write each.
+WRITEBACK_RANGES = 4
 #: Linux sync_file_range(2) flags: wait for writeback already under way, start writeback of dirty
 #: pages, wait for that writeback.
 SYNC_FILE_RANGE_WAIT_BEFORE = 1
@@ -193,7 +196,8 @@ class AsyncPageWriter:
     """Writes page batches to `fd` from a helper thread (the writes release the GIL, so they overlap
     with decoding). Every `flush_every` bytes it starts writeback of what it wrote since (so the
     final fsync of a large file has little left to do) and, with `drop` (DROP_BEHIND, where the
-    platform can), waits for the range started the time before and drops it from the page cache.
+    platform can), waits for the range started WRITEBACK_RANGES times before and drops it from the
+    page cache.
     At most `depth` batches wait, which bounds memory. Writes are expected in ascending order (a
     snapshot); pages written below a range already flushed are still made durable by the fsync."""
 
@@ -205,8 +209,8 @@ class AsyncPageWriter:
         self._depth = WRITE_QUEUE_DEPTH if depth is None else depth
         self._drop = (DROP_BEHIND if drop is None else drop) and can_drop_behind()
         self._end = 0  # end of the highest page written
-        self._started = 0  # writeback started for [_dropped, _started)
-        self._dropped = 0  # [0, _dropped) is on disk and out of the page cache
+        self._started = 0  # writeback was started up to here ...
+        self._writing: deque[tuple[int, int]] = deque()  # ... for these ranges, not yet dropped
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrator-write")
         self._queued: deque[Future[None]] = deque()
 
@@ -214,10 +218,11 @@ class AsyncPageWriter:
         write_pages(self._fd, self._page_size, pgnos, pages)
         self._end = max(self._end, pgnos[-1] * self._page_size)
         if self._end - self._started >= self._flush_every:
-            if self._drop and self._started > self._dropped:
-                drop_behind(self._fd, self._dropped, self._started - self._dropped)
-                self._dropped = self._started
+            if self._drop and len(self._writing) >= WRITEBACK_RANGES:
+                drop_behind(self._fd, *self._writing.popleft())
             start_writeback(self._fd, self._started, self._end - self._started)
+            if self._drop:
+                self._writing.append((self._started, self._end - self._started))
             self._started = self._end
 
     def submit(self, pgnos: array[int], pages: list[bytes]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from hydrator import apply
 from hydrator.apply import preallocate, start_writeback
 from hydrator.compose import verify_snapshot_into
+from ltx import decoder
 from ltx.encoder import Encoder
 from ltx.errors import LTXError
 from ltx.header import Header
@@ -140,20 +141,32 @@ def resident_pages(fd: int, size: int) -> list[bool]:
         libc.munmap(ctypes.c_void_p(addr), size)
 
 
+#: Pages per decoder batch at most in the drop-behind tests (a batch also ends with a read) ...
+BATCH_PAGES = 64
+#: ... and the writeback range size (each batch flushes one range).
+RANGE_PAGES = 32
+
+
+@pytest.fixture
+def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small decoder batches and writeback ranges (small files go through many ranges)."""
+    monkeypatch.setattr(decoder, "BATCH_BYTES", BATCH_PAGES * PAGE_SIZE)
+    monkeypatch.setattr(apply, "FLUSH_EVERY", RANGE_PAGES * PAGE_SIZE)
+
+
 @pytest.mark.skipif(not apply.can_drop_behind(), reason="drop-behind needs Linux sync_file_range")
-def test_a_snapshot_is_dropped_from_the_page_cache_behind_the_writes(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    pages = seeded_pages(600)
-    monkeypatch.setattr(apply, "FLUSH_EVERY", 64 * PAGE_SIZE)
+@pytest.mark.usefixtures("small_ranges")
+def test_a_snapshot_is_dropped_from_the_page_cache_behind_the_writes(tmp_path: Path) -> None:
+    pages = seeded_pages(BATCH_PAGES * (apply.WRITEBACK_RANGES + 4))
     path = tmp_path / "db"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         verify_snapshot_into(io.BytesIO(snapshot_bytes(pages)), "snap.ltx", fd)
-        resident = resident_pages(fd, 600 * PAGE_SIZE)
+        resident = resident_pages(fd, len(pages) * PAGE_SIZE)
     finally:
         os.close(fd)
-    # The ranges flushed two windows before the end were written back, then dropped.
-    assert not any(resident[:64 * PAGE_SIZE // mmap.PAGESIZE])
+    # The first ranges flushed (WRITEBACK_RANGES before the last) were written back, then dropped.
+    assert not any(resident[:RANGE_PAGES * PAGE_SIZE // mmap.PAGESIZE])
     assert path.read_bytes() == b"".join(pages)
 
 
@@ -174,6 +187,7 @@ def test_a_snapshot_keeps_its_pages_cached_without_drop_behind(tmp_path: Path,
 
 
 @pytest.mark.skipif(not apply.can_drop_behind(), reason="drop-behind needs Linux sync_file_range")
+@pytest.mark.usefixtures("small_ranges")
 def test_a_failed_writeback_fails_the_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = apply._sync_file_range
     assert real is not None
@@ -185,11 +199,11 @@ def test_a_failed_writeback_fails_the_snapshot(tmp_path: Path, monkeypatch: pyte
         return real(fd, offset, length, flags)
 
     monkeypatch.setattr(apply, "_sync_file_range", failing)
-    monkeypatch.setattr(apply, "FLUSH_EVERY", 64 * PAGE_SIZE)
     fd = os.open(tmp_path / "db", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         with pytest.raises(OSError) as info:
-            verify_snapshot_into(io.BytesIO(snapshot_bytes(seeded_pages(300))), "snap.ltx", fd)
+            verify_snapshot_into(io.BytesIO(snapshot_bytes(seeded_pages(BATCH_PAGES * (apply.WRITEBACK_RANGES + 4)))),
+                                 "snap.ltx", fd)
         assert info.value.errno == errno.EIO
     finally:
         os.close(fd)
