@@ -21,6 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
+import numpy as np
+
 from hydrator.index_check import FastIndexDecoder
 from ltx.decoder import PGNO_TYPECODE, Readable
 from ltx.errors import LTXHeaderError
@@ -30,8 +32,8 @@ from ltx.plan import LTXFileInfo
 
 #: Decoded pages of one file stay in memory up to this many bytes, then spill to a temporary file.
 DEFAULT_SPILL_MEMORY = 8 * 1024 * 1024
-#: Adjacent pages written by one pwritev at most (well under IOV_MAX).
-WRITE_BATCH_PAGES = 256
+#: Adjacent pages written by one pwritev at most (under IOV_MAX, 1024 on Linux).
+WRITE_BATCH_PAGES = 512
 #: A large file being written has its writeback started every this many bytes (so the final fsync
 #: has little left to do) ...
 FLUSH_EVERY = 8 * 1024 * 1024
@@ -48,7 +50,10 @@ WRITEBACK_RANGES = 4
 SYNC_FILE_RANGE_WAIT_BEFORE = 1
 SYNC_FILE_RANGE_WRITE = 2
 SYNC_FILE_RANGE_WAIT_AFTER = 4
-#: Page batches (one per decoder read, at most ltx.decoder.BATCH_BYTES of pages) waiting for the writer.
+#: Decoder batches (one per read, often well under ltx.decoder.BATCH_BYTES) are handed to the writer
+#: thread in groups of at least this many bytes: each handover costs the GIL changing hands.
+WRITE_GROUP_BYTES = 2 * 1024 * 1024
+#: Groups waiting for the writer at most.
 WRITE_QUEUE_DEPTH = 4
 #: Pages read back from a spill per step when applying it.
 APPLY_READ_PAGES = 256
@@ -112,14 +117,27 @@ def preallocate(fd: int, size: int) -> None:
             raise
 
 
+def page_runs(pgnos: Sequence[int]) -> list[tuple[int, int]]:
+    """The [start, end) index ranges of `pgnos` holding consecutive page numbers, each at most
+    WRITE_BATCH_PAGES long (found with array operations: no Python step per page)."""
+    n = len(pgnos)
+    if n == 0:
+        return []
+    if isinstance(pgnos, array) and pgnos.itemsize == 8:
+        values = np.frombuffer(pgnos, dtype=np.uint64)
+    else:
+        values = np.asarray(pgnos, dtype=np.uint64)
+    breaks = (np.flatnonzero(values[1:] != values[:-1] + np.uint64(1)) + 1).tolist()
+    runs = []
+    for start, end in zip([0, *breaks], [*breaks, n], strict=True):
+        for i in range(start, end, WRITE_BATCH_PAGES):
+            runs.append((i, min(end, i + WRITE_BATCH_PAGES)))
+    return runs
+
+
 def write_pages(fd: int, page_size: int, pgnos: Sequence[int], pages: Sequence[bytes | memoryview]) -> None:
     """Write pages at their offsets, each run of consecutive page numbers in one pwritev."""
-    n = len(pgnos)
-    i = 0
-    while i < n:
-        j = i + 1
-        while j < n and j - i < WRITE_BATCH_PAGES and pgnos[j] == pgnos[j - 1] + 1:
-            j += 1
+    for i, j in page_runs(pgnos):
         offset = (pgnos[i] - 1) * page_size
         want = (j - i) * page_size
         done = os.pwritev(fd, pages[i:j], offset)
@@ -127,7 +145,6 @@ def write_pages(fd: int, page_size: int, pgnos: Sequence[int], pages: Sequence[b
             rest = memoryview(b"".join(pages[i:j]))[done:]
             while rest:
                 rest = rest[os.pwrite(fd, rest, offset + want - len(rest)):]
-        i = j
 
 
 def check_header(header: Header, name: str, info: LTXFileInfo | None, page_size: int) -> None:
@@ -213,6 +230,8 @@ class AsyncPageWriter:
         self._writing: deque[tuple[int, int]] = deque()  # ... for these ranges, not yet dropped
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrator-write")
         self._queued: deque[Future[None]] = deque()
+        self._group_pgnos: array[int] = array(PGNO_TYPECODE)
+        self._group_pages: list[bytes] = []
 
     def _write(self, pgnos: array[int], pages: list[bytes]) -> None:
         write_pages(self._fd, self._page_size, pgnos, pages)
@@ -226,13 +245,23 @@ class AsyncPageWriter:
             self._started = self._end
 
     def submit(self, pgnos: array[int], pages: list[bytes]) -> None:
+        """Queue pages for writing (handed over once WRITE_GROUP_BYTES are gathered)."""
+        self._group_pgnos.extend(pgnos)
+        self._group_pages.extend(pages)
+        if len(self._group_pages) * self._page_size >= WRITE_GROUP_BYTES:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
         while len(self._queued) >= self._depth or (self._queued and self._queued[0].done()):
             self._queued.popleft().result()
-        self._queued.append(self._pool.submit(self._write, pgnos, pages))
+        self._queued.append(self._pool.submit(self._write, self._group_pgnos, self._group_pages))
+        self._group_pgnos, self._group_pages = array(PGNO_TYPECODE), []
 
     def finish(self, size: int | None = None, sync: bool = True) -> None:
         """Wait for every write; cut the file to `size` (if given) and fsync it (if `sync`)."""
         try:
+            if self._group_pages:
+                self._hand_over()
             while self._queued:
                 self._queued.popleft().result()
             if size is not None:
@@ -243,6 +272,7 @@ class AsyncPageWriter:
             self.close()
 
     def close(self) -> None:
+        self._group_pgnos, self._group_pages = array(PGNO_TYPECODE), []
         for fut in self._queued:
             fut.cancel()
         self._queued.clear()
