@@ -16,6 +16,7 @@ from typing import BinaryIO
 from ltx.decoder import Decoder
 from ltx.errors import LTXError
 from ltx.header import Header
+from ltx.hint import HINT_KEY, read_hint
 from ltx.names import format_txid
 from ltx.pagesums import PageSums, needs_sums, page_sum
 from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo, RestorePlanError, restore_plan
@@ -176,6 +177,17 @@ class Verifier:
             if hdr is not None and (hdr.min_txid, hdr.max_txid) == (info.min_txid, info.max_txid):
                 headers[info.key] = (info, hdr)
         yield from header_problems(url, headers)
+        yield from self._hint_problems()
+
+    def _hint_problems(self) -> Iterator[Problem]:
+        """A damaged hint file (a stale one is normal: readers use it only at its own state)."""
+        try:
+            read_hint(self.replica.store)
+        except LTXError as exc:
+            yield Problem(self.replica.url, HINT_KEY, f"damaged hint file (readers ignore it; `ltxctl compact` "
+                                                      f"rewrites it): {exc.reason}")
+        except StoreError as exc:
+            yield Problem(self.replica.url, HINT_KEY, f"cannot read the hint file: {exc.reason}")
 
     def _decode_all(self, files: Sequence[LTXFileInfo]) -> Iterator[tuple[LTXFileInfo, tuple[Header | None,
                                                                                              list[str]]]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ltx.compaction import compact_level, snapshot
+from ltx.hint import HINT_KEY, refresh_hint
 from ltx.pagesums import PageSums
 from ltx.plan import LTXFileInfo
 from ltx.replica import Replica
@@ -186,3 +187,15 @@ def test_a_wrong_sidecar_is_reported(history: History, file_url: str, how: str, 
     problems = verify(replica)
     assert [p.key for p in problems] == [f.key], problems
     assert says in problems[0].message and f.sums_key in problems[0].message
+
+
+def test_a_damaged_hint_is_reported_and_compact_rewrites_it(history: History, file_url: str) -> None:
+    replica = build(history, file_url)
+    assert refresh_hint(replica).header is not None
+    assert verify(replica) == []
+    good = replica.store.get(HINT_KEY)
+    replica.store.put(HINT_KEY, good[:len(good) // 2])
+    problems = verify(replica)
+    assert [p.key for p in problems] == [HINT_KEY] and "damaged hint" in problems[0].message, problems
+    assert refresh_hint(replica).how == "full"
+    assert verify(replica) == []
