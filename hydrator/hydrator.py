@@ -361,7 +361,7 @@ class Hydrator:
             plan = self._fresh_plan(levels)
         self._hints.reset()
         self._hints.observe((f for files in levels.values() for f in files), self._state.txid)
-        self._apply_plan(plan)
+        self._apply_plan(plan, mark_complete=True)
         self._mark_complete()
         log.info("%s: hydrated to TXID %s", self.path, format_txid(self._state.txid))
 
@@ -373,6 +373,8 @@ class Hydrator:
                                                      "partly written")
             if self._fd < 0:  # a resume with nothing left to apply opened nothing yet
                 self._fd = os.open(self.path, os.O_RDWR)
+            if self._state.complete:  # recorded with the plan's last files (a composed fresh start)
+                return
             with self._cond:
                 self._state.complete = True
                 self._cond.notify_all()
@@ -469,9 +471,10 @@ class Hydrator:
         with self._cond:
             self._plan_bytes_done += n
 
-    def _apply_plan(self, plan: Sequence[LTXFileInfo]) -> None:
+    def _apply_plan(self, plan: Sequence[LTXFileInfo], mark_complete: bool = False) -> None:
         """Fetch `plan` with parallel GETs, verify each file whole, apply in batches. A fresh start
-        composes the snapshot with the files fetched ahead of it (`fetch_order`) in one new file."""
+        composes the snapshot with the files fetched ahead of it (`fetch_order`) in one new file;
+        with `mark_complete`, its record says complete when that was the whole plan."""
         if not plan:
             return
         fresh = self._state.txid == 0
@@ -496,7 +499,7 @@ class Hydrator:
                     info, (_, raw_stream) = next(streams)
                     self._check_stop()
                     self._apply_snapshot(info, _Stoppable(raw_stream, self._stop, str(self.path)),
-                                         [vf for _, vf in composed])
+                                         [vf for _, vf in composed], complete_when_done=mark_complete)
                     self._close_batch(composed)
                     batch = []
                 for info, (_, raw_stream) in streams:
@@ -534,10 +537,12 @@ class Hydrator:
         for _, vf in batch:
             vf.close()
 
-    def _apply_snapshot(self, info: LTXFileInfo, stream: Readable, then: Sequence[VerifiedFile] = ()) -> None:
+    def _apply_snapshot(self, info: LTXFileInfo, stream: Readable, then: Sequence[VerifiedFile] = (),
+                        complete_when_done: bool = False) -> None:
         """Decode the plan's starting snapshot into a fresh file, verify it, apply the verified files
         `then` that follow it, then rename the file over the database: the old file (if any) is
-        untouched until the new one is known good, and the record then names the last file's TXID."""
+        untouched until the new one is known good, and the record then names the last file's TXID
+        (and, with `complete_when_done`, says complete when no planned file is left)."""
         if info.min_txid != 1:
             raise HydrationError(str(self.path), f"the plan starts with {self.url}/{info.key}, not a snapshot")
         current = info.max_txid
@@ -575,6 +580,8 @@ class Hydrator:
                     st.dirty_until = 0
                     self._advance_pending(info.size + sum(vf.size for vf in then), 1 + len(then))
                     self._pages_written += header.commit + sum(vf.page_count for vf in then)
+                    # The whole plan applied: the same record says complete (one save less).
+                    st.complete = st.complete or (complete_when_done and not st.pending)
                     self._cond.notify_all()
             save_state(self.path, self._state)
 
@@ -673,7 +680,7 @@ class Hydrator:
         verdict = history_holds(levels, txid, self.url)
         self._note_restart(verdict.reason or f"{self.url}: no file continues TXID {format_txid(txid)}")
         plan = self._fresh_plan(levels)
-        self._apply_plan(plan)
+        self._apply_plan(plan, mark_complete=True)
         self._mark_complete()
         self._hints.reset()
         self._hints.observe((f for files in levels.values() for f in files), self._state.txid)

@@ -485,3 +485,28 @@ def test_files_fetched_ahead_of_the_snapshot_keep_a_bounded_share_in_memory(
     assert (tmp_path / "db").read_bytes() == builder.images[builder.txid]
     assert len(given) == len(builder.files) - 1  # every file after the snapshot was composed with it
     assert given[0] == budget and given[-1] == 1 and all(0 < g <= budget for g in given)
+
+
+def test_a_composed_fresh_start_records_complete_with_the_snapshot(builder: ReplicaBuilder, replica: Replica,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    builder.run(builder.steps(6))
+    saved: list[tuple[int, bool]] = []
+    real = hydrator_module.save_state
+
+    def recording(db_path: str | os.PathLike[str], state: object) -> None:
+        saved.append((state.txid, state.complete))  # type: ignore[attr-defined]
+        real(db_path, state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hydrator_module, "save_state", recording)
+    path = tmp_path / "db"
+    hydrate(replica, path)
+    # The fresh plan, then the snapshot with every file after it, recorded complete at once.
+    assert saved == [(0, False), (builder.txid, True)]
+    state = load_state(path)
+    assert state is not None and state.complete and state.txid == builder.txid
+    assert path.read_bytes() == builder.images[builder.txid]
+    # When files remain after the composed ones, completeness waits for them.
+    saved.clear()
+    hydrate(replica, tmp_path / "stepwise.db", compose_ahead=0)
+    assert saved[-1] == (builder.txid, True) and all(not done for _, done in saved[:-1])
