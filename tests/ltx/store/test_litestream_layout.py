@@ -46,8 +46,11 @@ def test_litestream_objects_carry_the_header_timestamp(request: pytest.FixtureRe
         for i in range(3):
             conn.execute("INSERT INTO t (v) VALUES (?)", (f"row {i}" * 50,))
             proc.wait_for(more_than(store, prefix, len(list(store.list(prefix)))), f"LTX file after insert {i}")
+        # A file is listed once renamed into place, before its mtime is set: a SIGKILL now (leaving
+        # the block) could fall in between. SIGTERM lets litestream finish what it writes.
+        proc.stop()
     conn.close()
-    # A `.ltx.tmp` may be left by the stopped process mid-write: only finished files count.
+    # Only finished files count (not a `.ltx.tmp`).
     infos = [info for info in store.list(prefix) if not info.key.endswith(".tmp")]
     assert len(infos) >= 4
     for info in infos:
