@@ -60,8 +60,10 @@ def main(argv: list[str]) -> int:
     url, path, delay, parallelism = argv[0], argv[1], float(argv[2]), int(argv[3])
     replica = Replica.open(url)
     replica.store = SlowStore(replica.store, delay)
-    options = {"compose_ahead": int(argv[4])} if len(argv) > 4 else {}
-    Hydrator(replica, path, parallelism=parallelism, **options).run()
+    if len(argv) > 4:
+        Hydrator(replica, path, parallelism=parallelism, compose_ahead=int(argv[4])).run()
+    else:
+        Hydrator(replica, path, parallelism=parallelism).run()
     return 0
 
 

@@ -92,7 +92,7 @@ def test_each_page_is_written_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     real = apply.write_pages
 
     def counting(fd: int, page_size: int, pgnos: object, pages: object) -> None:
-        written.extend(pgnos)  # type: ignore[call-overload]
+        written.extend(pgnos)  # type: ignore[arg-type]
         real(fd, page_size, pgnos, pages)  # type: ignore[arg-type]
 
     monkeypatch.setattr(apply, "write_pages", counting)
@@ -100,6 +100,32 @@ def test_each_page_is_written_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(compose, "write_pages", counting)
     data = composed(tmp_path / "c", snap, files)
     assert sorted(written) == list(range(1, 201)) + [210, 230]
+    monkeypatch.undo()
+    assert data == one_by_one(tmp_path / "r", snap, files)
+
+
+def test_a_composed_snapshot_is_synced_once_after_its_last_write(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(8)
+    snap = encode(1, 100, {p: rng.randbytes(PAGE_SIZE) for p in range(1, 101)})
+    files = [encode(2, 120, {p: rng.randbytes(PAGE_SIZE) for p in (7, 110, 120)})]
+    events: list[str] = []
+    real_fsync, real_write = os.fsync, apply.write_pages
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def write_pages(fd: int, page_size: int, pgnos: object, pages: object) -> None:
+        events.append("write")
+        real_write(fd, page_size, pgnos, pages)  # type: ignore[arg-type]
+
+    import hydrator.compose as compose
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(apply, "write_pages", write_pages)
+    monkeypatch.setattr(compose, "write_pages", write_pages)
+    data = composed(tmp_path / "c", snap, files)
+    assert events.count("fsync") == 1 and events[-1] == "fsync"
     monkeypatch.undo()
     assert data == one_by_one(tmp_path / "r", snap, files)
 
