@@ -211,12 +211,12 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
 
 class AsyncPageWriter:
     """Writes page batches to `fd` from a helper thread (the writes release the GIL, so they overlap
-    with decoding). Every `flush_every` bytes it starts writeback of what it wrote since (so the
-    final fsync of a large file has little left to do) and, with `drop` (DROP_BEHIND, where the
-    platform can), waits for the range started WRITEBACK_RANGES times before and drops it from the
-    page cache.
-    At most `depth` batches wait, which bounds memory. Writes are expected in ascending order (a
-    snapshot); pages written below a range already flushed are still made durable by the fsync."""
+    with decoding), handed over in groups of WRITE_GROUP_BYTES. Every `flush_every` bytes it starts
+    writeback of what it wrote since (so the final fsync of a large file has little left to do)
+    and, with `drop` (DROP_BEHIND, where the platform can), waits for the range started
+    WRITEBACK_RANGES times before and drops it from the page cache. At most `depth` groups wait,
+    which bounds memory. Writes are expected in ascending order (a snapshot); a page written below
+    a range already flushed stays cached until the caller's fsync makes it durable like the rest."""
 
     def __init__(self, fd: int, page_size: int, flush_every: int | None = None,
                  depth: int | None = None, drop: bool | None = None) -> None:
