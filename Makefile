@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python -m demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --reruns 2 --reruns-delay 1 --timeout 300
+	$(BIN)/python -m pytest -q -ra --timeout 300
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -q --benchmark-only
