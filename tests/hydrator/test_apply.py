@@ -154,6 +154,7 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decoder, "BATCH_BYTES", BATCH_PAGES * PAGE_SIZE)
     monkeypatch.setattr(apply, "FLUSH_EVERY", RANGE_PAGES * PAGE_SIZE)
     monkeypatch.setattr(apply, "WRITE_GROUP_BYTES", 1)  # each batch handed over alone
+    monkeypatch.setattr(apply, "DROP_BEHIND", True)  # off by default; these tests are about it
 
 
 @pytest.mark.skipif(not apply.can_drop_behind(), reason="drop-behind needs Linux sync_file_range")
