@@ -16,10 +16,8 @@ from hydrator import index_check
 from hydrator.index_check import FastIndexDecoder
 from ltx.decoder import Decoder
 from ltx.errors import LTXError
-from ltx.frame import FRAME_PREFIX_SIZE
-from ltx.header import HEADER_SIZE, Header
-from ltx.index import PageIndex
-from tests.ltx.ltxfiles import RawFrame, assemble, frames_of, incremental, make_pages, snapshot
+from ltx.header import Header
+from tests.ltx.ltxfiles import assemble, frames_of, incremental, index_of, make_pages, snapshot, true_index
 
 NAME = "s3://bucket/db/0000/0000000000000002-0000000000000002.ltx"
 
@@ -38,22 +36,6 @@ def base_never_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: object) -> None:
         raise AssertionError("the base decoder's index check ran")
     monkeypatch.setattr(Decoder, "_finish", refuse)
-
-
-def index_of(triples: list[tuple[int, int, int]]) -> bytes:
-    index = PageIndex()
-    for t in triples:
-        index.append(*t)
-    return index.encode()
-
-
-def true_index(frames: list[RawFrame]) -> list[tuple[int, int, int]]:
-    out, offset = [], HEADER_SIZE
-    for f in frames:
-        size = FRAME_PREFIX_SIZE + len(f.raw_block())
-        out.append((f.pgno, offset, size))
-        offset += size
-    return out
 
 
 @pytest.mark.parametrize("window", [1, 2, 7, index_check.FAST_INDEX_WINDOW])

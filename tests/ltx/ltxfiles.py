@@ -18,8 +18,8 @@ import lz4.block
 from ltx.checksum import crc64_update, file_checksum
 from ltx.decoder import Decoder
 from ltx.encoder import Encoder
-from ltx.frame import END_OF_PAGES, PAGE_FLAG_SIZE
-from ltx.header import Header
+from ltx.frame import END_OF_PAGES, FRAME_PREFIX_SIZE, PAGE_FLAG_SIZE
+from ltx.header import HEADER_SIZE, Header
 from ltx.index import PageIndex
 
 Pages = dict[int, bytes]
@@ -111,3 +111,21 @@ def assemble(header: Header | bytes, frames: Sequence[RawFrame], index: bytes | 
 
 def frames_of(pages: Pages) -> list[RawFrame]:
     return [RawFrame(p, pages[p]) for p in sorted(pages)]
+
+
+def index_of(triples: list[tuple[int, int, int]]) -> bytes:
+    """An encoded page index of (pgno, offset, size) entries, right or wrong."""
+    index = PageIndex()
+    for t in triples:
+        index.append(*t)
+    return index.encode()
+
+
+def true_index(frames: list[RawFrame]) -> list[tuple[int, int, int]]:
+    """The (pgno, offset, size) entries that `frames`, laid out after a header, really have."""
+    out, offset = [], HEADER_SIZE
+    for f in frames:
+        size = FRAME_PREFIX_SIZE + len(f.raw_block())
+        out.append((f.pgno, offset, size))
+        offset += size
+    return out

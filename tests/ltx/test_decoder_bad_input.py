@@ -33,8 +33,7 @@ from ltx.errors import (
 )
 from ltx.frame import FRAME_PREFIX_SIZE, PAGE_FLAG_SIZE
 from ltx.header import HEADER_SIZE, Header
-from ltx.index import PageIndex
-from tests.ltx.ltxfiles import RawFrame, assemble, frames_of, incremental, make_pages, snapshot
+from tests.ltx.ltxfiles import RawFrame, assemble, frames_of, incremental, index_of, make_pages, snapshot, true_index
 
 NAME = "s3://bucket/db/0000/0000000000000005-0000000000000005.ltx"
 
@@ -156,22 +155,6 @@ def test_page_beyond_the_commit() -> None:
     pages = make_pages(5, 1024, [2, 11])
     data = assemble(Header(page_size=1024, commit=10, min_txid=2, max_txid=2), frames_of(pages))
     assert "beyond the commit" in str(decode_fails(data, LTXPageError))
-
-
-def index_of(triples: list[tuple[int, int, int]]) -> bytes:
-    index = PageIndex()
-    for t in triples:
-        index.append(*t)
-    return index.encode()
-
-
-def true_index(frames: list[RawFrame]) -> list[tuple[int, int, int]]:
-    out, offset = [], HEADER_SIZE
-    for f in frames:
-        size = FRAME_PREFIX_SIZE + len(f.raw_block())
-        out.append((f.pgno, offset, size))
-        offset += size
-    return out
 
 
 @pytest.mark.parametrize(("lie", "says"), [
