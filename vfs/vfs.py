@@ -11,14 +11,13 @@ from collections import Counter
 import apsw
 
 from ltx.plan import EmptyReplicaError, HistoryGapError, RestorePlanError
-from ltx.replica import Replica
-from ltx.store.base import InvalidURLError, StoreError
+from ltx.store.base import StoreError
 from vfs.errors import PageCorruptError, PageReadError, ReplicaOpenError
 from vfs.file import LTXFile
 from vfs.journal import PrivateJournal
 from vfs.options import OpenOptions, OptionError, options_from_uri
 from vfs.stats import ReadStats
-from vfs.view import ReplicaReader, View, load_view
+from vfs.view import ReplicaReader, View, load_view, open_reader
 from vfs.writefile import open_writer
 
 #: The name SQLite knows the VFS by.
@@ -50,12 +49,9 @@ def open_view(reader: ReplicaReader, options: OpenOptions, stats: ReadStats | No
 
 def open_file(options: OpenOptions) -> LTXFile:
     """Open the replica, load the view and return the main-database file."""
-    try:
-        replica = Replica.open(options.replica_url, lean_reads=True)
-    except InvalidURLError as exc:
-        raise ReplicaOpenError(options.replica_url, str(exc)) from exc
+    reader = open_reader(options.replica_url)
+    replica = reader.replica
     stats = ReadStats()
-    reader = ReplicaReader(replica)
     try:
         view = open_view(reader, options, stats)
     except BaseException:

@@ -25,9 +25,9 @@ from ltx.pagesums import PageSums
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
 from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, decode_tail, tail_length_needed
 from ltx.replica import Replica
-from ltx.store.base import ObjectNotFoundError
+from ltx.store.base import InvalidURLError, ObjectNotFoundError
 from ltx.trailer import Trailer
-from vfs.errors import PageCorruptError
+from vfs.errors import PageCorruptError, ReplicaOpenError
 from vfs.hint import HintOutcome, fetch_hint, hint_pages
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
@@ -211,6 +211,15 @@ class ReplicaReader:
 
     def _sums_call(self, info: LTXFileInfo) -> Callable[[], PageSums | None]:
         return lambda: self.read_sums(info)
+
+
+def open_reader(url: str) -> ReplicaReader:
+    """The replica at `url` (lean reads) behind a ReplicaReader; a bad URL is ReplicaOpenError."""
+    try:
+        replica = Replica.open(url, lean_reads=True)
+    except InvalidURLError as exc:
+        raise ReplicaOpenError(url, str(exc)) from exc
+    return ReplicaReader(replica)
 
 
 def _check_file(url: str, f: SourceFile) -> None:

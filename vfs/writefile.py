@@ -44,7 +44,7 @@ from ltx.header import is_valid_page_size
 from ltx.index import PageIndex
 from ltx.plan import EmptyReplicaError, HistoryGapError, LTXFileInfo, RestorePlanError
 from ltx.replica import Replica
-from ltx.store.base import InvalidURLError, StoreError
+from ltx.store.base import StoreError
 from vfs import autocompact, dirty
 from vfs.commitfile import header_commit, header_page_size
 from vfs.errors import ReadOnlyVFSError, ReplicaOpenError
@@ -54,7 +54,7 @@ from vfs.options import OpenOptions
 from vfs.pagemap import PageMap, SourceFile
 from vfs.peers import PEERS
 from vfs.stats import ReadStats
-from vfs.view import ALL_LEVELS, ReplicaReader, View, load_view
+from vfs.view import ALL_LEVELS, ReplicaReader, View, load_view, open_reader
 from vfs.writeerrors import CommitConflictError, CommitRefusedError, CommitStoreError, WriterBusyError
 from vfs.writer import ZERO, Group, Writer, WriteStats
 
@@ -98,12 +98,9 @@ def load_latest(reader: ReplicaReader, page_size: int, stats: ReadStats | None) 
 
 def open_writer(options: OpenOptions) -> LTXWriteFile:
     """Open a replica for writing: its latest state, or an empty database if it has no files."""
-    try:
-        replica = Replica.open(options.replica_url, lean_reads=True)
-    except InvalidURLError as exc:
-        raise ReplicaOpenError(options.replica_url, str(exc)) from exc
+    reader = open_reader(options.replica_url)
+    replica = reader.replica
     stats = ReadStats()
-    reader = ReplicaReader(replica)
     deadline = time.monotonic() + options.wait
     try:
         while True:
