@@ -15,6 +15,7 @@ Only files larger than a reader fetches whole get one (smaller ones are checked 
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from array import array
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ SUMS_MIN_FILE_SIZE = DEFAULT_INDEX_FETCH_SIZE
 _HEADER = struct.Struct(">4sIIIQQQ")
 _CRC = struct.Struct(">I")
 _PGNO = struct.Struct(">I")
+_LITTLE_ENDIAN = sys.byteorder == "little"
 assert array("I").itemsize == 4, "page checksums need a 4-byte unsigned array type"
 
 
@@ -107,7 +109,7 @@ class PageSums:
             raise PageSumsError(name, want - _CRC.size, f"checksum {actual:08x}, stored {stored:08x}")
         sums = array("I")
         sums.frombytes(memoryview(data)[_HEADER.size:want - _CRC.size])
-        if array("I", [1]).tobytes()[0] == 1:
+        if _LITTLE_ENDIAN:
             sums.byteswap()
         out = cls(page_size, min_txid, max_txid, checksum, sums)
         out.validate(name)
@@ -134,7 +136,7 @@ class PageSums:
 
 
 def _big_endian(values: array[int]) -> bytes:
-    if array("I", [1]).tobytes()[0] == 1:
+    if _LITTLE_ENDIAN:
         swapped = array("I", values)
         swapped.byteswap()
         return swapped.tobytes()

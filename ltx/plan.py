@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ltx.names import format_txid
+from ltx.pagesums import sums_key
 
 SNAPSHOT_LEVEL = 9
 #: The highest compaction level (levels 1..8 hold compacted files).
@@ -35,7 +36,7 @@ class LTXFileInfo:
     @property
     def sums_key(self) -> str | None:
         """The key of the file's page checksum sidecar, when one was listed."""
-        return self.key + ".sum" if self.sums_size else None
+        return sums_key(self.key) if self.sums_size else None
 
     @property
     def name(self) -> str:

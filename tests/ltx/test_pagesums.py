@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from array import array
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,6 @@ def encoded_file(pages: int, seed: int) -> tuple[bytes, PageSums]:
 @given(sums=st.lists(st.integers(0, 0xFFFFFFFF), max_size=300),
        min_txid=st.integers(1, 2**63), span=st.integers(0, 1000), checksum=st.integers(0, 2**64 - 1))
 def test_round_trip(sums: list[int], min_txid: int, span: int, checksum: int) -> None:
-    from array import array
     original = PageSums(PAGE, min_txid, min_txid + span, checksum, array("I", sums))
     data = original.encode()
     assert len(data) == original.encoded_size
