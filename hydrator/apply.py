@@ -23,8 +23,7 @@ from typing import IO
 
 import numpy as np
 
-from hydrator.index_check import FastIndexDecoder
-from ltx.decoder import PGNO_TYPECODE, Readable
+from ltx.decoder import PGNO_TYPECODE, Decoder, Readable
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
 from ltx.names import format_txid
@@ -195,7 +194,7 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
                     spill_dir: str | None = None, spill_memory: int = DEFAULT_SPILL_MEMORY) -> VerifiedFile:
     """Decode the whole of `stream` (every check, checksum included) into a spill; raise LTXError
     (naming `name`) when anything is wrong, in which case nothing is kept."""
-    dec = FastIndexDecoder(stream, name)
+    dec = Decoder(stream, name, fast_index=True)
     check_header(dec.header, name, info, page_size)
     spill: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spill_memory, dir=spill_dir)
     all_pgnos: array[int] = array(PGNO_TYPECODE)

@@ -26,8 +26,7 @@ from hydrator.apply import (
     preallocate,
     write_pages,
 )
-from hydrator.index_check import FastIndexDecoder
-from ltx.decoder import Readable
+from ltx.decoder import Decoder, Readable
 from ltx.header import Header
 from ltx.plan import LTXFileInfo
 
@@ -99,7 +98,7 @@ def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileI
     `then` (those following it, in TXID order) resolved into the same writes (`Composition`);
     cut the file to the last commit and fsync. The caller renames the file into place only after
     this returns; nothing of `then` is trusted before, as they were verified whole already."""
-    dec = FastIndexDecoder(stream, name)
+    dec = Decoder(stream, name, fast_index=True)
     header = dec.header
     check_header(header, name, info, 0)
     if not header.is_snapshot:

@@ -21,9 +21,11 @@ from typing import Protocol
 import lz4.block
 from fastcrc import crc64
 
+from ltx import fastindex
 from ltx.checksum import CRC64_EMPTY, file_checksum
 from ltx.errors import (
     LTXChecksumError,
+    LTXError,
     LTXIndexError,
     LTXLockPageError,
     LTXPageError,
@@ -33,17 +35,13 @@ from ltx.errors import (
 )
 from ltx.frame import FRAME_PREFIX_SIZE, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, PageHeader, decompress_page, lz4_bound
 from ltx.header import HEADER_SIZE, Header
-from ltx.index import INDEX_SIZE_FIELD, read_uvarint
+from ltx.index import INDEX_SIZE_FIELD, MAX_INDEX_ENTRY_SIZE, read_uvarint
 from ltx.trailer import TRAILER_SIZE, Trailer
 
 #: Bytes asked of the stream per read.
 READ_SIZE = 256 * 1024
 #: Decoded page bytes handed over per batch at most (a read of well-compressed pages holds many).
 BATCH_BYTES = 1024 * 1024
-#: Longest varint the index parser reads before calling it malformed (Go's binary.MaxVarintLen64).
-MAX_VARINT_SIZE = 10
-#: Bytes one index entry may take before the parser has judged it: three longest varints.
-MAX_INDEX_ENTRY_SIZE = 3 * MAX_VARINT_SIZE
 _PREFIX = struct.Struct(">IHI")
 _U64 = struct.Struct(">Q")
 #: Array typecode of a batch's page numbers, and of the frame sizes and index values digested
@@ -64,12 +62,16 @@ PageBatch = tuple["array[int]", list[bytes]]
 
 class Decoder:
     """Decode one LTX file from a readable stream; `name` identifies it in errors. The header is
-    read and checked on construction; `n` counts the bytes consumed so far."""
+    read and checked on construction; `n` counts the bytes consumed so far. With `fast_index`,
+    the page index is checked vectorised (ltx.fastindex) when the rest of the file fits
+    FAST_INDEX_MAX_BYTES, which it then holds in memory: faster for large files, at the cost of
+    the constant memory the streaming check keeps."""
 
-    def __init__(self, src: Readable, name: str = "", read_size: int = READ_SIZE) -> None:
+    def __init__(self, src: Readable, name: str = "", read_size: int = READ_SIZE, fast_index: bool = False) -> None:
         self.name = name
         self._src = src
         self._read_size = read_size
+        self._fast_index = fast_index
         self.n = 0
         raw = self._read_header()
         self.header = Header.decode(raw, name)
@@ -216,6 +218,54 @@ class Decoder:
 
     def _finish(self, buf: bytes, pos: int, base: int, crc: int, count: int, pgno_digest: int,
                 size_digest: int) -> None:
+        """Check the page index, length field, trailer, end of file and file checksum: vectorised
+        (ltx.fastindex) when asked for and the rest of the file is small enough and usual, else
+        streaming."""
+        if not self._fast_index:
+            self._finish_streaming(buf, pos, base, crc, count, pgno_digest, size_digest)
+            return
+        rest, at_eof = self._read_rest(buf, pos)
+        index_start = base + pos
+        if not (at_eof and self._accept_rest(rest, index_start, crc, count, pgno_digest, size_digest)):
+            self._finish_streaming(rest, 0, index_start, crc, count, pgno_digest, size_digest)
+
+    def _read_rest(self, buf: bytes, pos: int) -> tuple[bytes, bool]:
+        """The bytes from `buf[pos]` to the end of the stream (True) or to FAST_INDEX_MAX_BYTES
+        and a little more (False: the stream goes on)."""
+        parts = [memoryview(buf)[pos:]]
+        have = len(parts[0])
+        while have <= fastindex.FAST_INDEX_MAX_BYTES:
+            more = self._src.read(self._read_size)
+            if not more:
+                return b"".join(parts), True
+            parts.append(memoryview(more))
+            have += len(more)
+        return b"".join(parts), False
+
+    def _accept_rest(self, rest: bytes, index_start: int, crc: int, count: int, pgno_digest: int,
+                     size_digest: int) -> bool:
+        """Whether `rest` (index to end of file) passes every check; sets the decoder's results."""
+        end = fastindex.check_entries(rest, count, index_start - PAGE_HEADER_SIZE, pgno_digest, size_digest)
+        if end < 0:
+            return False
+        tail = end + INDEX_SIZE_FIELD + TRAILER_SIZE
+        if len(rest) != tail or _U64.unpack_from(rest, end)[0] != end:
+            return False
+        trailer_at = index_start + end + INDEX_SIZE_FIELD
+        trailer = Trailer.decode(rest[end + INDEX_SIZE_FIELD:tail], self.name, trailer_at)
+        try:
+            trailer.validate(self.header, self.name, trailer_at)
+        except LTXError:
+            return False
+        if file_checksum(_crc(memoryview(rest)[:tail - 8], crc)) != trailer.file_checksum:
+            return False
+        self.n = index_start + tail
+        self.page_count = count
+        self.trailer = trailer
+        return True
+
+    def _finish_streaming(self, buf: bytes, pos: int, base: int, crc: int, count: int, pgno_digest: int,
+                          size_digest: int) -> None:
         """Parse the page index from `buf[pos:]` and the stream, a read at a time, checking each
         entry as it comes; then the length field, trailer, end of file and file checksum."""
         name = self.name

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from ltx.errors import LTXIndexError, LTXTruncatedError
 
 INDEX_SIZE_FIELD = 8
+#: Longest varint the index parser reads before calling it malformed (Go's binary.MaxVarintLen64).
+MAX_VARINT_SIZE = 10
+#: Bytes one index entry may take before the parser has judged it: three longest varints.
+MAX_INDEX_ENTRY_SIZE = 3 * MAX_VARINT_SIZE
 _U64 = struct.Struct(">Q")
 
 

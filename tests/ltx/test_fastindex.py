@@ -1,8 +1,9 @@
-"""The vectorised page-index check accepts exactly what ltx.decoder accepts, with the same errors.
+"""The vectorised page-index check (ltx.fastindex) accepts exactly what the decoder's streaming
+check accepts, with the same errors.
 
-Each case decodes the same bytes with both decoders: a good file gives the same pages, trailer
-and page count (and the fast path really ran: the base check is never reached); a bad file gives
-the same error class and message.
+Each case decodes the same bytes both ways: a good file gives the same pages, trailer and page
+count (and the fast path really ran: the streaming check is never reached); a bad file gives the
+same error class and message.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import struct
 
 import pytest
 
-from hydrator import index_check
-from hydrator.index_check import FastIndexDecoder
+from ltx import fastindex
 from ltx.decoder import Decoder
 from ltx.errors import LTXError
 from ltx.header import Header
@@ -22,45 +22,50 @@ from tests.ltx.ltxfiles import assemble, frames_of, incremental, index_of, make_
 NAME = "s3://bucket/db/0000/0000000000000002-0000000000000002.ltx"
 
 
-def run(cls: type[Decoder], data: bytes) -> tuple[str, object]:
+def run(data: bytes, fast_index: bool = True) -> tuple[str, object]:
     """('ok', (pages, trailer, count, n)) or ('error', (class, message, offset))."""
     try:
-        dec = cls(io.BytesIO(data), NAME)
+        dec = Decoder(io.BytesIO(data), NAME, fast_index=fast_index)
         pages = list(dec.pages())
     except LTXError as exc:
         return "error", (type(exc), str(exc), exc.offset)
     return "ok", (pages, dec.trailer, dec.page_count, dec.n)
 
 
-def base_never_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
+def run_streaming(data: bytes) -> tuple[str, object]:
+    """`run` with the decoder's default, streaming check."""
+    return run(data, fast_index=False)
+
+
+def streaming_never_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: object) -> None:
-        raise AssertionError("the base decoder's index check ran")
-    monkeypatch.setattr(Decoder, "_finish", refuse)
+        raise AssertionError("the streaming index check ran")
+    monkeypatch.setattr(Decoder, "_finish_streaming", refuse)
 
 
-@pytest.mark.parametrize("window", [1, 2, 7, index_check.FAST_INDEX_WINDOW])
+@pytest.mark.parametrize("window", [1, 2, 7, fastindex.FAST_INDEX_WINDOW])
 @pytest.mark.parametrize("data", [snapshot(1024, 300, seed=3)[0], incremental(4096, 5000, [1, 2, 700, 4999],
                                                                               min_txid=2)[0]])
 def test_good_files_pass_the_fast_check_alone(data: bytes, window: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    expected = run(Decoder, data)
+    expected = run_streaming(data)
     assert expected[0] == "ok"
-    monkeypatch.setattr(index_check, "FAST_INDEX_WINDOW", window)
-    base_never_finishes(monkeypatch)
-    assert run(FastIndexDecoder, data) == expected
+    monkeypatch.setattr(fastindex, "FAST_INDEX_WINDOW", window)
+    streaming_never_runs(monkeypatch)
+    assert run(data) == expected
 
 
-def test_an_index_over_the_memory_limit_is_checked_by_the_base_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_index_over_the_memory_limit_is_checked_by_streaming(monkeypatch: pytest.MonkeyPatch) -> None:
     data = snapshot(1024, 200, seed=4)[0]
-    expected = run(Decoder, data)
-    monkeypatch.setattr(index_check, "FAST_INDEX_MAX_BYTES", 16)
+    expected = run_streaming(data)
+    monkeypatch.setattr(fastindex, "FAST_INDEX_MAX_BYTES", 16)
     calls = []
-    real = Decoder._finish
+    real = Decoder._finish_streaming
 
     def spy(self: Decoder, *args: object) -> None:
         calls.append(args)
         real(self, *args)  # type: ignore[arg-type]
-    monkeypatch.setattr(Decoder, "_finish", spy)
-    assert run(FastIndexDecoder, data) == expected
+    monkeypatch.setattr(Decoder, "_finish_streaming", spy)
+    assert run(data) == expected
     assert len(calls) == 1
 
 
@@ -98,9 +103,9 @@ def bad_files() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case", sorted(bad_files()))
-def test_bad_files_fail_as_in_the_base_decoder(case: str) -> None:
+def test_bad_files_fail_as_in_the_streaming_check(case: str) -> None:
     data = bad_files()[case]
-    expected = run(Decoder, data)
-    assert run(FastIndexDecoder, data) == expected
-    # Unusual but valid encodings are left to the base decoder, which accepts them.
+    expected = run_streaming(data)
+    assert run(data) == expected
+    # Unusual but valid encodings are left to the streaming check, which accepts them.
     assert expected[0] == ("ok" if case in ("long_terminator", "ten_byte_varint") else "error"), case
