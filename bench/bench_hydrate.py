@@ -4,11 +4,13 @@ A replica is built on the SeaweedFS S3 server: a level-9 snapshot of a database 
 (half noise, half runs, about 2:1 under LZ4) plus level-0 files each changing some pages. Then,
 alternately: the raw figure (every object fetched through the hydrator's store, in its order,
 with its chunking and parallelism, bytes discarded) and a full hydration into a fresh file
-(fetch, verify every checksum, apply, fsync). Two ratios: `ratio` is the hydration's throughput
-in MB of database per second over the raw GET throughput (MB/s of the objects), as the issue
-states the target (>= 80 %); the stricter `time_ratio` is raw GET time over hydration time for
-the very same objects. `hydrate_cpu_s` (each round's CPU seconds of the hydration, every thread of
-this process) is the figure to compare while other work shares the machine.
+(fetch, verify every checksum, apply, fsync). Three ratios: `ratio` is the hydration's
+throughput in MB of database per second over the raw GET throughput (MB/s of the objects), as
+the issue states the target (>= 80 %); the stricter `time_ratio` is raw GET time over hydration
+time for the very same objects; `ratio_vs_best_raw` takes as the peer the best raw GET throughput
+over RAW_GRID (other parallelism and range sizes) instead. `hydrate_cpu_s` (each round's CPU
+seconds of the hydration, every thread of this process) is the figure to compare while other
+work shares the machine.
 
     .venv/bin/python -m pytest bench/bench_hydrate.py --benchmark-only   # pytest-benchmark
     .venv/bin/python bench/bench_hydrate.py [--mb 256] [--parallelism 8]  # print the figures
@@ -60,6 +62,9 @@ MB = 1_000_000
 TARGET_RATIO = 0.80
 #: Alternating raw/hydrate measurements per figure (the best of each is compared).
 ROUNDS = 3
+#: (parallelism, range size) of the extra raw GET runs: the server's best raw throughput over
+#: these is the stricter peer figure (`ratio_vs_best_raw`), whatever the hydrator's own settings.
+RAW_GRID = ((4, 2 << 20), (8, 2 << 20), (4, 8 << 20), (8, 8 << 20), (4, 16 << 20), (8, 16 << 20))
 
 
 def page_pool(seed: int = SEED, count: int = POOL_PAGES) -> list[bytes]:
@@ -149,11 +154,14 @@ def figures(url: str, db_mb: int, workdir: Path, parallelism: int = DEFAULT_HYDR
         outputs = [workdir / f"hydrated-{n}.db" for n in range(rounds)]
         try:
             raw_times, hyd_times, hyd_cpu = [], [], []
+            grid_times: dict[tuple[int, int], list[float]] = {cfg: [] for cfg in RAW_GRID}
             for out in outputs:
                 raw_times.append(raw_get_seconds(reader.store, files, parallelism))
                 wall, cpu = hydrate_times(url, out, parallelism)
                 hyd_times.append(wall)
                 hyd_cpu.append(cpu)
+                for (par, chunk), times in grid_times.items():
+                    times.append(raw_get_seconds(reader.store, files, par, chunk))
         finally:
             reader.close()
             for out in outputs:
@@ -163,6 +171,8 @@ def figures(url: str, db_mb: int, workdir: Path, parallelism: int = DEFAULT_HYDR
         replica.close()
     object_bytes = sum(f.size for f in files)
     raw, hyd = min(raw_times), min(hyd_times)
+    (best_par, best_chunk), best_raw = min(((cfg, min(t)) for cfg, t in grid_times.items()), key=lambda x: x[1])
+    best_raw = min(best_raw, raw)
     return {
         "db_MB": round(db_bytes / MB, 1),
         "object_MB": round(object_bytes / MB, 1),
@@ -175,6 +185,9 @@ def figures(url: str, db_mb: int, workdir: Path, parallelism: int = DEFAULT_HYDR
         "hydrate_object_MB_s": round(object_bytes / MB / hyd, 1),
         "ratio": round((db_bytes / hyd) / (object_bytes / raw), 3),
         "time_ratio": round(raw / hyd, 3),
+        "raw_best_MB_s": round(object_bytes / MB / best_raw, 1),
+        "raw_best_config": f"{best_par} x {best_chunk >> 20} MiB" if best_raw < raw else "the hydrator's",
+        "ratio_vs_best_raw": round((db_bytes / hyd) / (object_bytes / best_raw), 3),
         "raw_times": [round(t, 3) for t in raw_times],
         "hydrate_times": [round(t, 3) for t in hyd_times],
         "hydrate_cpu_s": [round(t, 3) for t in hyd_cpu],
@@ -231,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     print(f"hydration: {result['hydrate_db_MB_s']} MB/s of database ({result['hydrate_object_MB_s']} MB/s of "
           f"objects); raw GET of the same objects: {result['raw_get_MB_s']} MB/s; ratio {result['ratio']:.0%} "
-          f"(target >= {TARGET_RATIO:.0%}); same-bytes time ratio {result['time_ratio']:.0%}")
+          f"(target >= {TARGET_RATIO:.0%}); same-bytes time ratio {result['time_ratio']:.0%}; against the best raw "
+          f"GET of the grid ({result['raw_best_MB_s']} MB/s, {result['raw_best_config']}): "
+          f"{result['ratio_vs_best_raw']:.0%}")
     return 0
 
 

@@ -199,7 +199,7 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
     spill: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spill_memory, dir=spill_dir)
     all_pgnos: array[int] = array(PGNO_TYPECODE)
     try:
-        for pgnos, pages in dec.batches():
+        for pgnos, pages in dec.view_batches():
             all_pgnos.extend(pgnos)
             spill.write(b"".join(pages))
     except BaseException:
@@ -231,9 +231,9 @@ class AsyncPageWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrator-write")
         self._queued: deque[Future[None]] = deque()
         self._group_pgnos: array[int] = array(PGNO_TYPECODE)
-        self._group_pages: list[bytes] = []
+        self._group_pages: list[bytes | memoryview] = []
 
-    def _write(self, pgnos: array[int], pages: list[bytes]) -> None:
+    def _write(self, pgnos: array[int], pages: list[bytes | memoryview]) -> None:
         write_pages(self._fd, self._page_size, pgnos, pages)
         self._end = max(self._end, pgnos[-1] * self._page_size)
         if self._end - self._started >= self._flush_every:
@@ -244,7 +244,7 @@ class AsyncPageWriter:
                 self._writing.append((self._started, self._end - self._started))
             self._started = self._end
 
-    def submit(self, pgnos: array[int], pages: list[bytes]) -> None:
+    def submit(self, pgnos: array[int], pages: list[bytes | memoryview]) -> None:
         """Queue pages for writing (handed over once WRITE_GROUP_BYTES are gathered)."""
         self._group_pgnos.extend(pgnos)
         self._group_pages.extend(pages)

@@ -68,7 +68,7 @@ class Composition:
             raise OSError(f"{self._files[k].name}: the spill file lost pages")
         return page
 
-    def resolve(self, pgnos: array[int], pages: list[bytes]) -> None:
+    def resolve(self, pgnos: array[int], pages: list[bytes | memoryview]) -> None:
         """Replace, in place, the snapshot pages of one batch (ascending `pgnos`) by their final images."""
         first, last = pgnos[0], pgnos[-1]
         lo = bisect_left(self._rewritten, first)
@@ -112,7 +112,7 @@ def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileI
     preallocate(fd, header.commit * ps)
     writer = AsyncPageWriter(fd, ps)
     try:
-        for pgnos, pages in dec.batches():
+        for pgnos, pages in dec.view_batches():
             if composition is not None:
                 composition.resolve(pgnos, pages)
             writer.submit(pgnos, pages)
@@ -124,8 +124,8 @@ def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileI
         writer.finish(header.commit * ps)
         return header
     writer.finish(sync=False)  # the fsync below covers these writes too
-    for pgnos, pages in composition.beyond_snapshot():
-        write_pages(fd, ps, pgnos, pages)
+    for pgnos, images in composition.beyond_snapshot():
+        write_pages(fd, ps, pgnos, images)
     os.ftruncate(fd, composition.commit * ps)
     os.fsync(fd)
     return header

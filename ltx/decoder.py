@@ -13,9 +13,11 @@ the frame sizes), never stored.
 
 from __future__ import annotations
 
+import importlib
 import struct
 from array import array
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Protocol
 
 import lz4.block
@@ -42,12 +44,33 @@ from ltx.trailer import TRAILER_SIZE, Trailer
 READ_SIZE = 256 * 1024
 #: Decoded page bytes handed over per batch at most (a read of well-compressed pages holds many).
 BATCH_BYTES = 1024 * 1024
+#: The C loop's batch buffer (frame prefixes and decoded pages): a batch ends at a read's end or
+#: when this is full. Half of BATCH_BYTES keeps the decoder's working memory under 1 MiB.
+NATIVE_BATCH_BYTES = 512 * 1024
 _PREFIX = struct.Struct(">IHI")
 _U64 = struct.Struct(">Q")
 #: Array typecode of a batch's page numbers, and of the frame sizes and index values digested
 #: (64 bits: any index varint fits, so values are digested before they are judged).
 PGNO_TYPECODE = "Q"
 _crc = crc64.go_iso
+
+
+
+def _load_frames() -> ModuleType | None:
+    """The C frame loop (ltx/_frames.c), or None where it was not built (no C compiler): the
+    Python loop then does the same work, slower."""
+    try:
+        return importlib.import_module("ltx._frames")
+    except ImportError:
+        return None
+
+
+_frames = _load_frames()
+
+
+def native_frames() -> bool:
+    """Whether page frames are decoded by the C loop (ltx._frames) rather than the Python one."""
+    return _frames is not None
 
 
 class Readable(Protocol):
@@ -58,6 +81,8 @@ class Readable(Protocol):
 
 #: The pages of one batch: their page numbers and their images, in file order.
 PageBatch = tuple["array[int]", list[bytes]]
+#: A batch whose pages may be memoryviews into one buffer (Decoder(..., page_views=True)).
+PageViewBatch = tuple["array[int]", list[bytes | memoryview]]
 
 
 class Decoder:
@@ -127,9 +152,123 @@ class Decoder:
     def batches(self) -> Iterator[PageBatch]:
         """Yield the pages in file order, a batch per large read (at most BATCH_BYTES of pages),
         with their page numbers; validates the index, trailer and checksum after the last."""
+        if _frames is not None:
+            return self._native_batches(_frames, views=False)  # type: ignore[return-value]
+        return self._python_batches()
+
+    def view_batches(self) -> Iterator[PageViewBatch]:
+        """As `batches()`, but pages may be memoryviews into one buffer per batch: no copy per page,
+        for a caller that writes pages out and drops them (a view keeps its batch's buffer alive)."""
+        if _frames is not None:
+            return self._native_batches(_frames, views=True)
+        return self._python_batches()  # type: ignore[return-value]
+
+    def _start(self) -> None:
         if self._started:
             raise RuntimeError(f"{self.name}: a decoder's pages may be iterated once")
         self._started = True
+
+    def _native_batches(self, frames: ModuleType, views: bool) -> Iterator[PageViewBatch]:
+        """The frame loop of `_python_batches` run by ltx._frames, a batch at a time into one buffer
+        laid out as the checksum reads it (each frame's prefix, then its page), so the batch is
+        checksummed in one call. A frame off the common path (the end marker, the lock page, any
+        error) is handled here in Python exactly as `_python_batches` handles it."""
+        self._start()
+        hdr = self.header
+        name = self.name
+        ps = hdr.page_size
+        commit = hdr.commit
+        lock = hdr.lock_pgno
+        snapshot = hdr.is_snapshot
+        stride = FRAME_PREFIX_SIZE + ps
+        per_batch = max(1, min(BATCH_BYTES // ps, NATIVE_BATCH_BYTES // stride))
+        decode = frames.decode_frames
+        stop_full, stop_need, stop_slow = frames.STOP_FULL, frames.STOP_NEED_INPUT, frames.STOP_SLOW_FRAME
+        unpack = _PREFIX.unpack_from
+        crc = self._crc
+        pgno_digest = size_digest = CRC64_EMPTY
+        hi = lock if lock <= commit else commit + 1
+        prev = count = 0
+        buf = b""
+        pos = 0
+        base = HEADER_SIZE  # file offset of buf[0]
+        need = FRAME_PREFIX_SIZE  # bytes from pos the loop needs before it can go on
+        ended = False
+        blank = bytes(8 * per_batch)
+        out = bytearray(per_batch * stride)  # with views, a new one per batch (the views keep it)
+        while not ended:
+            if views and count:
+                out = bytearray(per_batch * stride)
+            pgnos: array[int] = array(PGNO_TYPECODE, blank)
+            sizes: array[int] = array(PGNO_TYPECODE, blank)
+            n = 0
+            while n < per_batch:
+                if len(buf) - pos < need:
+                    buf = self._refill(buf, pos, need)
+                    base += pos
+                    pos = 0
+                    if len(buf) < need:
+                        raise self._cut_in_frames(buf, base)
+                need = FRAME_PREFIX_SIZE
+                pos, got, stop = decode(buf, pos, ps, n, per_batch, out, pgnos, sizes, prev, hi, snapshot)
+                if got:
+                    n += got
+                    prev = pgnos[n - 1]
+                if stop == stop_full:
+                    break
+                if stop == stop_need:
+                    if len(buf) - pos >= FRAME_PREFIX_SIZE:
+                        need = FRAME_PREFIX_SIZE + unpack(buf, pos)[2]
+                    if n:
+                        break  # a batch per read, as in _python_batches
+                    continue
+                # One frame in Python: off the common path, or a block the C decoder refused.
+                pgno, flags, size = unpack(buf, pos)
+                if stop == stop_slow:
+                    if pgno == 0 and flags == 0:
+                        ended = True
+                        break
+                    hi = _check_frame(hdr, name, base + pos, pgno, flags, size, prev)
+                start = pos + FRAME_PREFIX_SIZE
+                end = start + size
+                if end > len(buf):
+                    need = end - pos  # decoded after the refill (by C, or here again)
+                    continue
+                page = decompress_page(memoryview(buf)[start:end], ps, name, base + pos, pgno)
+                at = n * stride
+                out[at:at + FRAME_PREFIX_SIZE] = buf[pos:start]
+                out[at + FRAME_PREFIX_SIZE:at + stride] = page
+                pgnos[n] = pgno
+                sizes[n] = end - pos
+                n += 1
+                prev = pgno
+                pos = end
+            view = memoryview(out)
+            crc = _crc(view[:n * stride], crc)
+            if ended:
+                pos += PAGE_HEADER_SIZE
+                crc = _crc(bytes(PAGE_HEADER_SIZE), crc)
+            count += n
+            if n:
+                del pgnos[n:], sizes[n:]
+                pgno_digest = _crc(pgnos, pgno_digest)
+                size_digest = _crc(sizes, size_digest)
+                self.n = base + pos
+                pages: list[bytes | memoryview]
+                if views:
+                    pages = [view[at:at + ps] for at in range(FRAME_PREFIX_SIZE, n * stride, stride)]
+                else:
+                    pages = frames.page_list(out, n, ps)
+                del view  # `out` is reused (bytes) or left to the views
+                yield pgnos, pages
+        if snapshot and prev != (commit - 1 if commit == lock else commit):
+            raise LTXPageOrderError(name, base + pos - PAGE_HEADER_SIZE,
+                                    f"snapshot ends at page {prev}, commit is {commit}")
+        self._finish(buf, pos, base, crc, count, pgno_digest, size_digest)
+
+    def _python_batches(self) -> Iterator[PageBatch]:
+        """The reference frame loop: one page at a time through lz4.block."""
+        self._start()
         hdr = self.header
         name = self.name
         ps = hdr.page_size

@@ -13,6 +13,9 @@ from ltx.encoder import Encoder
 from ltx.header import Header
 from tests.ltx.ltxfiles import decode, encode, incremental, make_pages, snapshot
 
+#: Every test here runs through the C frame loop and through the Python one (tests/ltx/conftest.py).
+pytestmark = pytest.mark.usefixtures("frame_loop")
+
 
 class TrickleReader(io.RawIOBase):
     """A stream that hands out at most `chunk` bytes per read, like a socket or a pipe."""

@@ -35,6 +35,9 @@ from ltx.frame import FRAME_PREFIX_SIZE, PAGE_FLAG_SIZE
 from ltx.header import HEADER_SIZE, Header
 from tests.ltx.ltxfiles import RawFrame, assemble, frames_of, incremental, index_of, make_pages, snapshot, true_index
 
+#: Every test here runs through the C frame loop and through the Python one (tests/ltx/conftest.py).
+pytestmark = pytest.mark.usefixtures("frame_loop")
+
 NAME = "s3://bucket/db/0000/0000000000000005-0000000000000005.ltx"
 
 

@@ -19,6 +19,9 @@ from ltx.errors import LTXError
 from ltx.header import Header
 from tests.ltx.ltxfiles import assemble, frames_of, incremental, index_of, make_pages, snapshot, true_index
 
+#: Every test here runs through the C frame loop and through the Python one (tests/ltx/conftest.py).
+pytestmark = pytest.mark.usefixtures("frame_loop")
+
 NAME = "s3://bucket/db/0000/0000000000000002-0000000000000002.ltx"
 
 

@@ -1,0 +1,274 @@
+/* ltx._frames: decode a run of LTX page frames (10-byte prefix + raw LZ4 block) in one call.
+ *
+ * Why: the pure-Python loop in ltx/decoder.py spends about a microsecond of interpreter time per
+ * page around each LZ4 call and hands the GIL over once per page. This loop decodes a whole batch
+ * with the GIL released. It decides nothing the Python loop does not: any frame off the common
+ * path (end marker, lock page, a page number out of order, a bad flag or size, a block that does
+ * not decode to exactly one page) stops the run, and the Python loop handles that frame as before.
+ *
+ * Output layout, per decoded frame, at slot k of `out` (stride = 10 + page_size): the frame's 10
+ * prefix bytes, then the decompressed page. That is exactly the byte stream the LTX file checksum
+ * covers, so the caller checksums the batch in one call. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FRAME_PREFIX_SIZE 10
+#define PAGE_FLAG_SIZE 0x0001
+#define MIN_MATCH 4
+
+enum { STOP_FULL = 0, STOP_NEED_INPUT = 1, STOP_SLOW_FRAME = 2, STOP_BAD_BLOCK = 3 };
+
+/* Read a run-length extension: bytes of 255 continue it. Returns 0, or -1 past the input. */
+static int
+read_length(const uint8_t **ipp, const uint8_t *iend, size_t *len)
+{
+    const uint8_t *ip = *ipp;
+    unsigned b;
+    do {
+        if (ip >= iend)
+            return -1;
+        b = *ip++;
+        *len += b;
+    } while (b == 255);
+    *ipp = ip;
+    return 0;
+}
+
+/* Decode one raw LZ4 block [ip, iend) into exactly [op0, oend). Returns 0, or -1 for a block that
+ * is malformed, reads outside its input, refers before the output, or does not fill it exactly. */
+static int
+lz4_decode_block(const uint8_t *ip, const uint8_t *iend, uint8_t *op0, uint8_t *oend)
+{
+    uint8_t *op = op0;
+    for (;;) {
+        if (ip >= iend)
+            return -1;
+        unsigned token = *ip++;
+        size_t lit = token >> 4;
+        if (lit == 15 && read_length(&ip, iend, &lit) < 0)
+            return -1;
+        if ((size_t)(iend - ip) < lit || (size_t)(oend - op) < lit)
+            return -1;
+        memcpy(op, ip, lit);
+        op += lit;
+        ip += lit;
+        if (ip == iend) /* the last sequence is literals only */
+            return op == oend ? 0 : -1;
+        if (iend - ip < 2)
+            return -1;
+        size_t offset = (size_t)ip[0] | ((size_t)ip[1] << 8);
+        ip += 2;
+        if (offset == 0 || offset > (size_t)(op - op0))
+            return -1;
+        size_t mlen = token & 15;
+        if (mlen == 15 && read_length(&ip, iend, &mlen) < 0)
+            return -1;
+        mlen += MIN_MATCH;
+        if ((size_t)(oend - op) < mlen)
+            return -1;
+        const uint8_t *match = op - offset;
+        if (offset >= mlen) {
+            memcpy(op, match, mlen);
+        } else if (offset == 1) {
+            memset(op, match[0], mlen);
+        } else {
+            /* Overlapping: the pattern [match, op) repeats; copy it in doubling spans, each source
+             * range lying wholly before its destination. */
+            size_t done = 0;
+            while (done < mlen) {
+                size_t span = (size_t)(op + done - match);
+                size_t n = mlen - done < span ? mlen - done : span;
+                memcpy(op + done, match, n);
+                done += n;
+            }
+        }
+        op += mlen;
+    }
+}
+
+static uint32_t
+be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+PyDoc_STRVAR(decode_frames_doc,
+"decode_frames(src, pos, page_size, first, slots, out, pgnos, sizes, prev, hi, snapshot)\n"
+"  -> (pos, count, stop)\n\n"
+"Decode frames of `src` from `pos` while each is on the common path: page number above `prev`\n"
+"(and `prev + 1` in a snapshot) and below `hi`, the size flag, a block of at most the LZ4 bound\n"
+"that decodes to exactly `page_size` bytes. Decoded frames fill slots `first`, `first + 1`, ...\n"
+"below `slots`: slot k of `out` (at k * (10 + page_size)) gets the frame's prefix then its page,\n"
+"slot k of the native u64 buffers `pgnos` and `sizes` its page number and frame size. `count`\n"
+"is how many slots were filled. `stop` says why it ended: 0 every slot is full, 1 the next frame\n"
+"is not wholly in `src`, 2 the next frame is off the common path, 3 its block does not decode to\n"
+"exactly one page.");
+
+static PyObject *
+decode_frames(PyObject *self, PyObject *args)
+{
+    Py_buffer src, out, pgnos, sizes;
+    Py_ssize_t pos, first, slots;
+    unsigned int page_size;
+    unsigned long long prev, hi;
+    int snapshot;
+    if (!PyArg_ParseTuple(args, "y*nInny*w*w*KKp", &src, &pos, &page_size, &first, &slots, &out, &pgnos,
+                          &sizes, &prev, &hi, &snapshot))
+        return NULL;
+    PyObject *result = NULL;
+    const size_t stride = FRAME_PREFIX_SIZE + (size_t)page_size;
+    if (page_size == 0 || pos < 0 || pos > src.len || first < 0 || slots < first
+            || (size_t)out.len / stride < (size_t)slots
+            || (size_t)pgnos.len / 8 < (size_t)slots || (size_t)sizes.len / 8 < (size_t)slots) {
+        PyErr_SetString(PyExc_ValueError, "decode_frames: buffers too small or arguments out of range");
+        goto done;
+    }
+    const uint8_t *base = (const uint8_t *)src.buf;
+    const size_t len = (size_t)src.len;
+    const size_t bound = (size_t)page_size + page_size / 255 + 16;
+    uint8_t *dst = (uint8_t *)out.buf;
+    uint8_t *pg = (uint8_t *)pgnos.buf;
+    uint8_t *sz = (uint8_t *)sizes.buf;
+    size_t at = (size_t)pos;
+    Py_ssize_t k = first;
+    int stop = STOP_FULL;
+    Py_BEGIN_ALLOW_THREADS
+    while (k < slots) {
+        if (len - at < FRAME_PREFIX_SIZE) {
+            stop = STOP_NEED_INPUT;
+            break;
+        }
+        const uint8_t *p = base + at;
+        uint64_t pgno = be32(p);
+        unsigned flags = ((unsigned)p[4] << 8) | p[5];
+        size_t size = be32(p + 6);
+        if (pgno <= prev || pgno >= hi || flags != PAGE_FLAG_SIZE || size > bound
+                || (snapshot && pgno != prev + 1)) {
+            stop = STOP_SLOW_FRAME;
+            break;
+        }
+        if (len - at - FRAME_PREFIX_SIZE < size) {
+            stop = STOP_NEED_INPUT;
+            break;
+        }
+        uint8_t *slot = dst + (size_t)k * stride;
+        if (lz4_decode_block(p + FRAME_PREFIX_SIZE, p + FRAME_PREFIX_SIZE + size, slot + FRAME_PREFIX_SIZE,
+                             slot + stride) < 0) {
+            stop = STOP_BAD_BLOCK;
+            break;
+        }
+        memcpy(slot, p, FRAME_PREFIX_SIZE);
+        uint64_t frame_size = FRAME_PREFIX_SIZE + size;
+        memcpy(pg + (size_t)k * 8, &pgno, 8); /* native order, any alignment */
+        memcpy(sz + (size_t)k * 8, &frame_size, 8);
+        prev = pgno;
+        at += FRAME_PREFIX_SIZE + size;
+        k++;
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("nni", (Py_ssize_t)at, k - first, stop);
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&pgnos);
+    PyBuffer_Release(&sizes);
+    return result;
+}
+
+PyDoc_STRVAR(decode_block_doc,
+"decode_block(block, size) -> bytes\n\n"
+"Decode one raw LZ4 block that must give exactly `size` bytes (ValueError otherwise).");
+
+static PyObject *
+decode_block(PyObject *self, PyObject *args)
+{
+    Py_buffer src;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n", &src, &size))
+        return NULL;
+    PyObject *page = NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "decode_block: negative size");
+        goto done;
+    }
+    page = PyBytes_FromStringAndSize(NULL, size);
+    if (page == NULL)
+        goto done;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(page);
+    const uint8_t *ip = (const uint8_t *)src.buf;
+    if (lz4_decode_block(ip, ip + src.len, dst, dst + size) < 0) {
+        Py_CLEAR(page);
+        PyErr_SetString(PyExc_ValueError, "decode_block: not an LZ4 block of exactly that size");
+    }
+done:
+    PyBuffer_Release(&src);
+    return page;
+}
+
+PyDoc_STRVAR(page_list_doc,
+"page_list(out, count, page_size) -> list[bytes]\n\n"
+"The pages of the first `count` slots of `out` (as decode_frames fills it), each as bytes.");
+
+static PyObject *
+page_list(PyObject *self, PyObject *args)
+{
+    Py_buffer out;
+    Py_ssize_t count;
+    unsigned int page_size;
+    if (!PyArg_ParseTuple(args, "y*nI", &out, &count, &page_size))
+        return NULL;
+    PyObject *list = NULL;
+    const size_t stride = FRAME_PREFIX_SIZE + (size_t)page_size;
+    if (page_size == 0 || count < 0 || (size_t)out.len / stride < (size_t)count) {
+        PyErr_SetString(PyExc_ValueError, "page_list: buffer too small or arguments out of range");
+        goto done;
+    }
+    list = PyList_New(count);
+    if (list == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        const char *page = (const char *)out.buf + (size_t)k * stride + FRAME_PREFIX_SIZE;
+        PyObject *item = PyBytes_FromStringAndSize(page, page_size);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            goto done;
+        }
+        PyList_SET_ITEM(list, k, item);
+    }
+done:
+    PyBuffer_Release(&out);
+    return list;
+}
+
+static PyMethodDef frames_methods[] = {
+    {"decode_frames", decode_frames, METH_VARARGS, decode_frames_doc},
+    {"decode_block", decode_block, METH_VARARGS, decode_block_doc},
+    {"page_list", page_list, METH_VARARGS, page_list_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef frames_module = {
+    PyModuleDef_HEAD_INIT, "ltx._frames",
+    "Decode runs of LTX page frames in one call (the pure-Python loop in ltx.decoder is the reference).",
+    -1, frames_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__frames(void)
+{
+    PyObject *m = PyModule_Create(&frames_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "STOP_FULL", STOP_FULL) < 0
+            || PyModule_AddIntConstant(m, "STOP_NEED_INPUT", STOP_NEED_INPUT) < 0
+            || PyModule_AddIntConstant(m, "STOP_SLOW_FRAME", STOP_SLOW_FRAME) < 0
+            || PyModule_AddIntConstant(m, "STOP_BAD_BLOCK", STOP_BAD_BLOCK) < 0
+            || PyModule_AddIntConstant(m, "FRAME_PREFIX_SIZE", FRAME_PREFIX_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,164 @@
+"""The C frame loop (ltx/_frames.c): its LZ4 block decoder against the lz4 package, and the
+decoder's C and Python loops against each other on good and damaged files."""
+
+from __future__ import annotations
+
+import io
+import random
+from array import array
+
+import lz4.block
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ltx.decoder
+from ltx import _frames  # type: ignore[attr-defined]
+from ltx.decoder import Decoder, native_frames
+from ltx.errors import LTXError
+from ltx.header import Header
+from tests.ltx.ltxfiles import encode, make_pages, snapshot
+
+PAGE_SIZES = [512, 1024, 4096, 8192, 65536]
+
+
+def test_the_extension_is_built() -> None:
+    """CI must build it: a missing compiler would otherwise silently fall back to the slow loop."""
+    assert native_frames()
+
+
+def test_patterns_lz4_encodes_decode_exactly() -> None:
+    rng = random.Random(7)
+    for i in range(400):
+        size = PAGE_SIZES[i % len(PAGE_SIZES)]
+        kind = i % 4
+        if kind == 0:
+            page = rng.randbytes(size)
+        elif kind == 1:
+            page = bytes([rng.randrange(256)]) * size
+        elif kind == 2:  # short repeating patterns: overlapping matches of every small offset
+            pattern = rng.randbytes(rng.randrange(1, 40))
+            page = (pattern * (size // len(pattern) + 1))[:size]
+        else:
+            cut = rng.randrange(size + 1)
+            page = rng.randbytes(cut) + bytes(size - cut)
+        for mode in ("default", "high_compression", "fast"):
+            block = lz4.block.compress(page, store_size=False, mode=mode)
+            assert _frames.decode_block(block, size) == page
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=5000))
+def test_any_bytes_round_trip(page: bytes) -> None:
+    block = lz4.block.compress(page, store_size=False)
+    assert _frames.decode_block(block, len(page)) == page
+
+
+def test_a_block_of_another_size_is_refused() -> None:
+    page = make_pages(3, 4096, [1])[1]
+    block = lz4.block.compress(page, store_size=False)
+    for size in (0, 4095, 4097, 8192):
+        with pytest.raises(ValueError):
+            _frames.decode_block(block, size)
+
+
+def test_offset_zero_is_refused() -> None:
+    """lz4's decoder accepts a match at offset 0 (it copies bytes not yet written); the format
+    forbids it, and this decoder refuses it (the Python loop then decides, as before)."""
+    block = bytes([0x1F, 0x41, 0x00, 0x00, 0xFF, 0xFF, 0x00])  # 1 literal, offset 0, long match
+    with pytest.raises(ValueError):
+        _frames.decode_block(block, 1 + 15 + 4 + 255 + 255)
+
+
+def test_damaged_blocks_never_give_other_bytes_than_lz4() -> None:
+    """Seeded flips: the C decoder never crashes, and whatever it accepts lz4 decodes the same way."""
+    rng = random.Random(11)
+    accepted = refused = 0
+    for _ in range(4000):
+        size = rng.choice(PAGE_SIZES[:3])
+        cut = rng.randrange(size + 1)
+        block = bytearray(lz4.block.compress(rng.randbytes(cut) + bytes(size - cut), store_size=False))
+        for _ in range(rng.randrange(1, 4)):
+            block[rng.randrange(len(block))] = rng.randrange(256)
+        try:
+            mine = _frames.decode_block(bytes(block), size)
+        except ValueError:
+            refused += 1
+            continue
+        accepted += 1
+        assert lz4.block.decompress(bytes(block), uncompressed_size=size) == mine
+    assert accepted and refused
+
+
+def test_decode_frames_refuses_buffers_too_small() -> None:
+    data, _ = snapshot(4096, commit=3, seed=1)
+    slots = array("Q", bytes(16))
+    with pytest.raises(ValueError):
+        _frames.decode_frames(data, 100, 4096, 0, 3, bytearray(10), slots, slots, 0, 10, True)
+    with pytest.raises(ValueError):
+        _frames.decode_frames(data, len(data) + 1, 4096, 0, 1, bytearray(4106), slots, slots, 0, 10, True)
+
+
+def outcome(data: bytes, views: bool = False) -> tuple[str, object]:
+    """What decoding `data` gives: its pages, or the error's class and message."""
+    try:
+        dec = Decoder(io.BytesIO(data), "f.ltx", read_size=4096)
+        batches = dec.view_batches() if views else dec.batches()
+        pages = [(p, bytes(page)) for pgnos, pages in batches for p, page in zip(pgnos, pages, strict=True)]
+        return "ok", (pages, dec.trailer, dec.n)
+    except LTXError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def both_loops(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[tuple[str, object], tuple[str, object]]:
+    native = outcome(data)
+    with monkeypatch.context() as m:
+        m.setattr(ltx.decoder, "_frames", None)
+        python = outcome(data)
+    return native, python
+
+
+def sample_files() -> list[bytes]:
+    files = []
+    for seed, ps in enumerate([512, 1024, 4096]):
+        files.append(snapshot(ps, commit=40, seed=seed, max_txid=3)[0])
+        header = Header(page_size=ps, commit=90, min_txid=5, max_txid=6)
+        files.append(encode(header, make_pages(seed, ps, [2, 3, 9, 40, 41, 77, 90])))
+    # Pages on both sides of the lock page (16385 at 64 KiB pages), which the C loop leaves to Python.
+    lock_header = Header(page_size=65536, commit=16387, min_txid=7, max_txid=7)
+    files.append(encode(lock_header, make_pages(9, 65536, [16383, 16384, 16386, 16387])))
+    return files
+
+
+def test_the_c_and_python_loops_agree_on_good_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    for data in sample_files():
+        native, python = both_loops(data, monkeypatch)
+        assert native[0] == "ok"
+        assert native == python
+        assert outcome(data, views=True) == native
+
+
+def test_the_c_and_python_loops_agree_on_every_damage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeded single-byte changes anywhere in a file: both loops give the same pages or the same
+    error, word for word."""
+    rng = random.Random(5)
+    refused = 0
+    for data in sample_files():
+        for _ in range(60):
+            bad = bytearray(data)
+            at = rng.randrange(len(bad))
+            bad[at] ^= 1 << rng.randrange(8)
+            native, python = both_loops(bytes(bad), monkeypatch)
+            assert native == python, at
+            refused += native[0] != "ok"
+    assert refused > 0
+
+
+def test_view_batches_hand_out_views_of_one_buffer_per_batch() -> None:
+    data, pages = snapshot(4096, commit=64, seed=2)
+    got = {}
+    for pgnos, batch in Decoder(io.BytesIO(data), "v.ltx").view_batches():
+        assert all(isinstance(p, memoryview) for p in batch)
+        assert len({id(p.obj) for p in batch}) == 1  # type: ignore[union-attr]
+        got.update(zip(pgnos, map(bytes, batch), strict=True))
+    assert got == pages
