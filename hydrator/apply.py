@@ -27,6 +27,7 @@ from ltx.decoder import PGNO_TYPECODE, Decoder, Readable
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
 from ltx.names import format_txid
+from ltx.pageslots import PageSlots
 from ltx.plan import LTXFileInfo
 
 #: Decoded pages of one file stay in memory up to this many bytes, then spill to a temporary file.
@@ -230,12 +231,13 @@ class AsyncPageWriter:
         self._writing: deque[tuple[int, int]] = deque()  # ... for these ranges, not yet dropped
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrator-write")
         self._queued: deque[Future[None]] = deque()
-        self._group_pgnos: array[int] = array(PGNO_TYPECODE)
-        self._group_pages: list[bytes | memoryview] = []
+        self._group: list[PageSlots] = []
+        self._group_pages = 0
 
-    def _write(self, pgnos: array[int], pages: list[bytes | memoryview]) -> None:
-        write_pages(self._fd, self._page_size, pgnos, pages)
-        self._end = max(self._end, pgnos[-1] * self._page_size)
+    def _write(self, group: list[PageSlots]) -> None:
+        for slots in group:
+            slots.write_to(self._fd)
+        self._end = max(self._end, max(slots.pgnos[-1] for slots in group) * self._page_size)
         if self._end - self._started >= self._flush_every:
             if self._drop and len(self._writing) >= WRITEBACK_RANGES:
                 drop_behind(self._fd, *self._writing.popleft())
@@ -244,23 +246,23 @@ class AsyncPageWriter:
                 self._writing.append((self._started, self._end - self._started))
             self._started = self._end
 
-    def submit(self, pgnos: array[int], pages: list[bytes | memoryview]) -> None:
-        """Queue pages for writing (handed over once WRITE_GROUP_BYTES are gathered)."""
-        self._group_pgnos.extend(pgnos)
-        self._group_pages.extend(pages)
-        if len(self._group_pages) * self._page_size >= WRITE_GROUP_BYTES:
+    def submit(self, slots: PageSlots) -> None:
+        """Queue a batch of pages for writing (handed over once WRITE_GROUP_BYTES are gathered)."""
+        self._group.append(slots)
+        self._group_pages += len(slots)
+        if self._group_pages * self._page_size >= WRITE_GROUP_BYTES:
             self._hand_over()
 
     def _hand_over(self) -> None:
         while len(self._queued) >= self._depth or (self._queued and self._queued[0].done()):
             self._queued.popleft().result()
-        self._queued.append(self._pool.submit(self._write, self._group_pgnos, self._group_pages))
-        self._group_pgnos, self._group_pages = array(PGNO_TYPECODE), []
+        self._queued.append(self._pool.submit(self._write, self._group))
+        self._group, self._group_pages = [], 0
 
     def finish(self, size: int | None = None, sync: bool = True) -> None:
         """Wait for every write; cut the file to `size` (if given) and fsync it (if `sync`)."""
         try:
-            if self._group_pages:
+            if self._group:
                 self._hand_over()
             while self._queued:
                 self._queued.popleft().result()
@@ -272,7 +274,7 @@ class AsyncPageWriter:
             self.close()
 
     def close(self) -> None:
-        self._group_pgnos, self._group_pages = array(PGNO_TYPECODE), []
+        self._group, self._group_pages = [], 0
         for fut in self._queued:
             fut.cancel()
         self._queued.clear()

@@ -28,6 +28,7 @@ from hydrator.apply import (
 )
 from ltx.decoder import Decoder, Readable
 from ltx.header import Header
+from ltx.pageslots import PageSlots
 from ltx.plan import LTXFileInfo
 
 
@@ -68,8 +69,9 @@ class Composition:
             raise OSError(f"{self._files[k].name}: the spill file lost pages")
         return page
 
-    def resolve(self, pgnos: array[int], pages: list[bytes | memoryview]) -> None:
-        """Replace, in place, the snapshot pages of one batch (ascending `pgnos`) by their final images."""
+    def resolve(self, slots: PageSlots) -> None:
+        """Replace, in place, the snapshot pages of one batch by their final images."""
+        pgnos = slots.pgnos
         first, last = pgnos[0], pgnos[-1]
         lo = bisect_left(self._rewritten, first)
         hi = bisect_right(self._rewritten, last, lo)
@@ -77,12 +79,12 @@ class Composition:
         for pgno in self._rewritten[lo:hi]:
             at = bisect_left(pgnos, pgno, start)
             if at < len(pgnos) and pgnos[at] == pgno:
-                pages[at] = self._image(pgno)
+                slots.replace(at, self._image(pgno))
                 start = at + 1
         if last > self.cut and first <= self.commit:  # cut and not rewritten: zeros
             for at in range(bisect_right(pgnos, self.cut), bisect_right(pgnos, self.commit)):
                 if pgnos[at] not in self._final:
-                    pages[at] = self._zero
+                    slots.replace(at, self._zero)
 
     def beyond_snapshot(self) -> Iterator[tuple[array[int], list[bytes]]]:
         """Final images of pages past the snapshot's commit, ascending, a batch at a time."""
@@ -112,10 +114,10 @@ def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileI
     preallocate(fd, header.commit * ps)
     writer = AsyncPageWriter(fd, ps)
     try:
-        for pgnos, pages in dec.view_batches():
+        for slots in dec.slot_batches():
             if composition is not None:
-                composition.resolve(pgnos, pages)
-            writer.submit(pgnos, pages)
+                composition.resolve(slots)
+            writer.submit(slots)
     except BaseException:
         writer.close()
         raise

@@ -12,12 +12,17 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #define FRAME_PREFIX_SIZE 10
 #define PAGE_FLAG_SIZE 0x0001
 #define MIN_MATCH 4
+/* iovecs per pwritev (under Linux's IOV_MAX of 1024) */
+#define IOV_BATCH 512
 
 enum { STOP_FULL = 0, STOP_NEED_INPUT = 1, STOP_SLOW_FRAME = 2, STOP_BAD_BLOCK = 3 };
 
@@ -243,10 +248,99 @@ done:
     return list;
 }
 
+PyDoc_STRVAR(write_slots_doc,
+"write_slots(fd, out, count, page_size, stride, pgnos)\n\n"
+"Write the pages of the first `count` slots of `out` (slot k: `stride` bytes at k * stride, the\n"
+"page in its last `page_size`) to `fd` at (pgno - 1) * page_size, pgno from the native u64\n"
+"buffer `pgnos`: one pwritev per run of consecutive page numbers, the GIL released, short\n"
+"writes continued. OSError on a failed write.");
+
+static PyObject *
+write_slots(PyObject *self, PyObject *args)
+{
+    int fd;
+    Py_buffer out, pgnos;
+    Py_ssize_t count, stride;
+    unsigned int page_size;
+    if (!PyArg_ParseTuple(args, "iy*nIny*", &fd, &out, &count, &page_size, &stride, &pgnos))
+        return NULL;
+    PyObject *result = NULL;
+    if (page_size == 0 || count < 0 || stride < (Py_ssize_t)page_size
+            || (size_t)out.len / (size_t)stride < (size_t)count || (size_t)pgnos.len / 8 < (size_t)count) {
+        PyErr_SetString(PyExc_ValueError, "write_slots: buffers too small or arguments out of range");
+        goto done;
+    }
+    const uint8_t *base = (const uint8_t *)out.buf + (stride - page_size);
+    const uint8_t *pg = (const uint8_t *)pgnos.buf;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct iovec iov[IOV_BATCH];
+    Py_ssize_t k = 0;
+    while (k < count && !err) {
+        uint64_t first;
+        memcpy(&first, pg + (size_t)k * 8, 8);
+        if (first == 0 || first > ((uint64_t)1 << 40)) {
+            err = -1;
+            break;
+        }
+        int n = 0;
+        while (k + n < count && n < IOV_BATCH) {
+            uint64_t pgno;
+            memcpy(&pgno, pg + (size_t)(k + n) * 8, 8);
+            if (pgno != first + (uint64_t)n)
+                break;
+            iov[n].iov_base = (void *)(base + (size_t)(k + n) * (size_t)stride);
+            iov[n].iov_len = page_size;
+            n++;
+        }
+        off_t offset = (off_t)((first - 1) * (uint64_t)page_size);
+        struct iovec *v = iov;
+        int left = n;
+        while (left > 0) {
+            ssize_t w = pwritev(fd, v, left, offset);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                err = errno;
+                break;
+            }
+            if (w == 0) {
+                err = EIO;
+                break;
+            }
+            offset += w;
+            while (left > 0 && (size_t)w >= v->iov_len) {
+                w -= (ssize_t)v->iov_len;
+                v++;
+                left--;
+            }
+            if (left > 0) {
+                v->iov_base = (uint8_t *)v->iov_base + w;
+                v->iov_len -= (size_t)w;
+            }
+        }
+        k += n;
+    }
+    Py_END_ALLOW_THREADS
+    if (err == -1) {
+        PyErr_SetString(PyExc_ValueError, "write_slots: page number 0 or out of range");
+    } else if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    } else {
+        result = Py_NewRef(Py_None);
+    }
+done:
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&pgnos);
+    return result;
+}
+
 static PyMethodDef frames_methods[] = {
     {"decode_frames", decode_frames, METH_VARARGS, decode_frames_doc},
     {"decode_block", decode_block, METH_VARARGS, decode_block_doc},
     {"page_list", page_list, METH_VARARGS, page_list_doc},
+    {"write_slots", write_slots, METH_VARARGS, write_slots_doc},
     {NULL, NULL, 0, NULL},
 };
 

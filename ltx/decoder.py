@@ -13,7 +13,6 @@ the frame sizes), never stored.
 
 from __future__ import annotations
 
-import importlib
 import struct
 from array import array
 from collections.abc import Iterator
@@ -38,6 +37,8 @@ from ltx.errors import (
 from ltx.frame import FRAME_PREFIX_SIZE, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, PageHeader, decompress_page, lz4_bound
 from ltx.header import HEADER_SIZE, Header
 from ltx.index import INDEX_SIZE_FIELD, MAX_INDEX_ENTRY_SIZE, read_uvarint
+from ltx.native import load_frames
+from ltx.pageslots import PageSlots
 from ltx.trailer import TRAILER_SIZE, Trailer
 
 #: Bytes asked of the stream per read.
@@ -55,17 +56,9 @@ PGNO_TYPECODE = "Q"
 _crc = crc64.go_iso
 
 
-
-def _load_frames() -> ModuleType | None:
-    """The C frame loop (ltx/_frames.c), or None where it was not built (no C compiler): the
-    Python loop then does the same work, slower."""
-    try:
-        return importlib.import_module("ltx._frames")
-    except ImportError:
-        return None
-
-
-_frames = _load_frames()
+#: The C frame loop (ltx/_frames.c), or None where it was not built: the Python loop then does the
+#: same work, slower.
+_frames = load_frames()
 
 
 def native_frames() -> bool:
@@ -81,7 +74,7 @@ class Readable(Protocol):
 
 #: The pages of one batch: their page numbers and their images, in file order.
 PageBatch = tuple["array[int]", list[bytes]]
-#: A batch whose pages may be memoryviews into one buffer (Decoder(..., page_views=True)).
+#: A batch whose pages may be memoryviews into one buffer (Decoder.view_batches()).
 PageViewBatch = tuple["array[int]", list[bytes | memoryview]]
 
 
@@ -152,27 +145,37 @@ class Decoder:
     def batches(self) -> Iterator[PageBatch]:
         """Yield the pages in file order, a batch per large read (at most BATCH_BYTES of pages),
         with their page numbers; validates the index, trailer and checksum after the last."""
-        if _frames is not None:
-            return self._native_batches(_frames, views=False)  # type: ignore[return-value]
-        return self._python_batches()
+        if _frames is None:
+            return self._python_batches()
+        return ((slots.pgnos, _frames.page_list(slots.buf, len(slots), slots.page_size))
+                for slots in self._native_slots(_frames, reuse=True))
 
     def view_batches(self) -> Iterator[PageViewBatch]:
         """As `batches()`, but pages may be memoryviews into one buffer per batch: no copy per page,
         for a caller that writes pages out and drops them (a view keeps its batch's buffer alive)."""
+        if _frames is None:
+            return self._python_batches()  # type: ignore[return-value]
+        return ((slots.pgnos, slots.pages()) for slots in self._native_slots(_frames))  # type: ignore[misc]
+
+    def slot_batches(self) -> Iterator[PageSlots]:
+        """As `batches()`, each batch one buffer of pages (`PageSlots`): no object per page at all,
+        for a caller that patches pages in place and writes them out (`PageSlots.write_to`)."""
         if _frames is not None:
-            return self._native_batches(_frames, views=True)
-        return self._python_batches()  # type: ignore[return-value]
+            return self._native_slots(_frames)
+        return (PageSlots(pgnos, bytearray(b"".join(pages)), self.header.page_size, self.header.page_size)
+                for pgnos, pages in self._python_batches())
 
     def _start(self) -> None:
         if self._started:
             raise RuntimeError(f"{self.name}: a decoder's pages may be iterated once")
         self._started = True
 
-    def _native_batches(self, frames: ModuleType, views: bool) -> Iterator[PageViewBatch]:
+    def _native_slots(self, frames: ModuleType, reuse: bool = False) -> Iterator[PageSlots]:
         """The frame loop of `_python_batches` run by ltx._frames, a batch at a time into one buffer
         laid out as the checksum reads it (each frame's prefix, then its page), so the batch is
         checksummed in one call. A frame off the common path (the end marker, the lock page, any
-        error) is handled here in Python exactly as `_python_batches` handles it."""
+        error) is handled here in Python exactly as `_python_batches` handles it. With `reuse`, every
+        batch comes in the same buffer (for a caller that copies the pages out before the next)."""
         self._start()
         hdr = self.header
         name = self.name
@@ -195,9 +198,9 @@ class Decoder:
         need = FRAME_PREFIX_SIZE  # bytes from pos the loop needs before it can go on
         ended = False
         blank = bytes(8 * per_batch)
-        out = bytearray(per_batch * stride)  # with views, a new one per batch (the views keep it)
+        out = bytearray(per_batch * stride)
         while not ended:
-            if views and count:
+            if count and not reuse:
                 out = bytearray(per_batch * stride)
             pgnos: array[int] = array(PGNO_TYPECODE, blank)
             sizes: array[int] = array(PGNO_TYPECODE, blank)
@@ -243,8 +246,7 @@ class Decoder:
                 n += 1
                 prev = pgno
                 pos = end
-            view = memoryview(out)
-            crc = _crc(view[:n * stride], crc)
+            crc = _crc(memoryview(out)[:n * stride], crc)
             if ended:
                 pos += PAGE_HEADER_SIZE
                 crc = _crc(bytes(PAGE_HEADER_SIZE), crc)
@@ -254,13 +256,7 @@ class Decoder:
                 pgno_digest = _crc(pgnos, pgno_digest)
                 size_digest = _crc(sizes, size_digest)
                 self.n = base + pos
-                pages: list[bytes | memoryview]
-                if views:
-                    pages = [view[at:at + ps] for at in range(FRAME_PREFIX_SIZE, n * stride, stride)]
-                else:
-                    pages = frames.page_list(out, n, ps)
-                del view  # `out` is reused (bytes) or left to the views
-                yield pgnos, pages
+                yield PageSlots(pgnos, out, ps, stride)
         if snapshot and prev != (commit - 1 if commit == lock else commit):
             raise LTXPageOrderError(name, base + pos - PAGE_HEADER_SIZE,
                                     f"snapshot ends at page {prev}, commit is {commit}")

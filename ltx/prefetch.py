@@ -1,8 +1,10 @@
 """Read a sequence of stored objects as streams, fetched ahead in parallel range GETs.
 
-The objects are cut into chunks fetched by a thread pool; at most `parallelism` chunks are in
-flight or waiting at any time, so memory stays near `parallelism * chunk_size` whatever the
-objects' sizes. The consumer reads the objects one after the other, each as a buffered stream.
+The objects are cut into chunks fetched by a thread pool of `parallelism` threads. Chunks are
+requested ahead while those requested and not yet consumed total at most `parallelism *
+chunk_size` bytes (and MAX_AHEAD_CHUNKS of them), so memory stays near that bound whatever the
+objects' sizes, and many small objects do not hold up the large ones behind them. The consumer
+reads the objects one after the other, each as a buffered stream.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ DEFAULT_CHUNK_SIZE = 2 * 1024 * 1024
 DEFAULT_PREFETCH_PARALLELISM = 4
 #: Buffer between a chunk and the decoder's small reads.
 STREAM_BUFFER_SIZE = 256 * 1024
+#: Chunks requested and not yet consumed at most, per thread: small objects (one chunk each) are
+#: fetched this far ahead while the consumer works through them.
+AHEAD_CHUNKS_PER_THREAD = 4
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,15 @@ class Prefetcher:
             raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
         self._store = store
         self._objects = list(objects)
-        self._parallelism = parallelism
         self._chunk_size = chunk_size
         self._on_bytes = on_bytes
         self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="ltx-prefetch")
-        self._pending: deque[tuple[int, Future[bytes]]] = deque()
+        self._pending: deque[tuple[int, int, Future[bytes]]] = deque()  # (object, length, chunk)
+        self._held = 0  # bytes of the pending chunks
+        self._budget = parallelism * chunk_size
+        self._max_ahead = parallelism * AHEAD_CHUNKS_PER_THREAD
         self._plan = self._chunks()
+        self._next = next(self._plan, None)
 
     def _chunks(self) -> Iterator[tuple[int, str, int, int]]:
         for i, obj in enumerate(self._objects):
@@ -85,16 +93,17 @@ class Prefetcher:
                 yield i, obj.key, offset, min(self._chunk_size, obj.size - offset)
 
     def _fill(self) -> None:
-        while len(self._pending) < self._parallelism:
-            nxt = next(self._plan, None)
-            if nxt is None:
-                return
-            i, key, offset, length = nxt
-            self._pending.append((i, self._pool.submit(self._store.get_range, key, offset, length)))
+        while self._next is not None and (not self._pending or (
+                len(self._pending) < self._max_ahead and self._held + self._next[3] <= self._budget)):
+            i, key, offset, length = self._next
+            self._pending.append((i, length, self._pool.submit(self._store.get_range, key, offset, length)))
+            self._held += length
+            self._next = next(self._plan, None)
 
     def _take(self, index: int) -> memoryview:
         self._fill()
-        owner, fut = self._pending.popleft()
+        owner, length, fut = self._pending.popleft()
+        self._held -= length
         if owner != index:  # a consumer skipped part of an object: a programming error
             raise RuntimeError(f"prefetch order broken: chunk of object {owner} while reading {index}")
         data = fut.result()
@@ -114,7 +123,7 @@ class Prefetcher:
                 pass
 
     def close(self) -> None:
-        for _, fut in self._pending:
+        for _, _, fut in self._pending:
             fut.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -15,6 +15,7 @@ from hydrator.compose import verify_snapshot_into
 from ltx.encoder import Encoder
 from ltx.errors import LTXError
 from ltx.header import Header
+from ltx.pageslots import PageSlots
 
 PAGE_SIZE = 512
 
@@ -95,7 +96,14 @@ def test_each_page_is_written_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         written.extend(pgnos)  # type: ignore[arg-type]
         real(fd, page_size, pgnos, pages)  # type: ignore[arg-type]
 
+    real_slots = PageSlots.write_to
+
+    def counting_slots(slots: PageSlots, fd: int) -> None:
+        written.extend(slots.pgnos)
+        real_slots(slots, fd)
+
     monkeypatch.setattr(apply, "write_pages", counting)
+    monkeypatch.setattr(PageSlots, "write_to", counting_slots)
     import hydrator.compose as compose
     monkeypatch.setattr(compose, "write_pages", counting)
     data = composed(tmp_path / "c", snap, files)
