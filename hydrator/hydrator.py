@@ -489,7 +489,7 @@ class Hydrator:
         try:
             with Prefetcher(self.replica.store, objects, self.parallelism, self.chunk_size,
                             self._on_bytes) as prefetcher:
-                streams = zip(order, prefetcher.streams(), strict=True)
+                streams = zip(order, prefetcher.streams(views=True), strict=True)
                 if fresh:
                     composed = batch  # closed with the batch on any way out
                     held = 0  # decoded bytes of the composed files kept in memory, at most APPLY_BATCH_BYTES

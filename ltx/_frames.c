@@ -336,11 +336,30 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(scratch_doc,
+"scratch(size) -> bytearray\n\n"
+"A bytearray of `size` bytes left uninitialised (bytearray(size) zero-fills it), for decode_frames\n"
+"to fill: only slots it filled may be read.");
+
+static PyObject *
+scratch(PyObject *self, PyObject *args)
+{
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "n", &size))
+        return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "scratch: negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, size);
+}
+
 static PyMethodDef frames_methods[] = {
     {"decode_frames", decode_frames, METH_VARARGS, decode_frames_doc},
     {"decode_block", decode_block, METH_VARARGS, decode_block_doc},
     {"page_list", page_list, METH_VARARGS, page_list_doc},
     {"write_slots", write_slots, METH_VARARGS, write_slots_doc},
+    {"scratch", scratch, METH_VARARGS, scratch_doc},
     {NULL, NULL, 0, NULL},
 };
 

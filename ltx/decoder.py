@@ -99,9 +99,13 @@ class Decoder:
         self.trailer: Trailer | None = None
         self.page_count: int | None = None
         self._started = False
+        #: (bridge, bytes of it from the earlier read, the later read) while decoding in a bridge
+        self._bridge: tuple[bytes, int, memoryview] | None = None
+        #: bytes of the later read a bridge takes beyond the frame cut: the largest frame
+        self._bridge_extra = FRAME_PREFIX_SIZE + lz4_bound(self.header.page_size)
 
     def _read_header(self) -> bytes:
-        data = self._src.read(HEADER_SIZE)
+        data = bytes(self._src.read(HEADER_SIZE))
         while len(data) < HEADER_SIZE:
             more = self._src.read(HEADER_SIZE - len(data))
             if not more:
@@ -110,7 +114,7 @@ class Decoder:
             data += more
         return data
 
-    def _refill(self, buf: bytes, pos: int, need: int) -> bytes:
+    def _refill(self, buf: bytes | memoryview, pos: int, need: int) -> bytes:
         """The bytes of `buf` from `pos` on, then reads until at least `need` are held (fewer only
         at the end of the stream)."""
         have = len(buf) - pos
@@ -124,6 +128,41 @@ class Decoder:
         if len(parts) == 1 and isinstance(parts[0], bytes):
             return parts[0]
         return b"".join(parts)
+
+    def _refill_views(self, buf: bytes | memoryview, pos: int, need: int) -> bytes | memoryview:
+        """As `_refill`, copying as little as it can of streams that hand out large reads (such as
+        memoryviews of fetched chunks): a read is used in place, and only a frame cut between two
+        reads is copied, into a small bridge (the rest of the earlier read, then the start of the
+        next); once past the earlier read's bytes, decoding goes on in the next read itself."""
+        bridge = self._bridge
+        self._bridge = None
+        if bridge is not None and buf is bridge[0] and pos >= bridge[1]:
+            buf, pos = bridge[2][pos - bridge[1]:], 0  # the same bytes, in the read itself
+            if len(buf) >= need:
+                return buf
+        have = len(buf) - pos
+        piece = self._src.read(self._read_size)
+        if have == 0 and len(piece) >= need:
+            return piece
+        take = min(len(piece), max(need - have, 0) + self._bridge_extra)
+        if have + take < need:  # short reads: gather them as _refill does
+            return self._refill(b"".join((buf[pos:], piece)), 0, need)
+        joined = b"".join((buf[pos:], piece[:take]))
+        if take < len(piece):
+            self._bridge = (joined, have, memoryview(piece))
+        return joined
+
+    def _unbridge(self, buf: bytes | memoryview, pos: int, base: int) -> tuple[bytes | memoryview, int, int]:
+        """(buf, pos, base) holding every byte not yet consumed, the rest of the read behind a
+        pending bridge included (for what follows the page frames)."""
+        bridge = self._bridge
+        self._bridge = None
+        if bridge is None or buf is not bridge[0]:
+            return buf, pos, base
+        joined, before, piece = bridge
+        if pos >= before:
+            return piece[pos - before:], 0, base + pos
+        return b"".join((joined[pos:], piece[len(joined) - before:])), 0, base + pos
 
     @property
     def verified(self) -> bool:
@@ -192,22 +231,23 @@ class Decoder:
         pgno_digest = size_digest = CRC64_EMPTY
         hi = lock if lock <= commit else commit + 1
         prev = count = 0
-        buf = b""
+        buf: bytes | memoryview = b""
         pos = 0
         base = HEADER_SIZE  # file offset of buf[0]
         need = FRAME_PREFIX_SIZE  # bytes from pos the loop needs before it can go on
         ended = False
         blank = bytes(8 * per_batch)
-        out = bytearray(per_batch * stride)
+        scratch = frames.scratch  # not zero-filled: only the slots filled are ever read
+        out = scratch(per_batch * stride)
         while not ended:
             if count and not reuse:
-                out = bytearray(per_batch * stride)
+                out = scratch(per_batch * stride)
             pgnos: array[int] = array(PGNO_TYPECODE, blank)
             sizes: array[int] = array(PGNO_TYPECODE, blank)
             n = 0
             while n < per_batch:
                 if len(buf) - pos < need:
-                    buf = self._refill(buf, pos, need)
+                    buf = self._refill_views(buf, pos, need)
                     base += pos
                     pos = 0
                     if len(buf) < need:
@@ -222,8 +262,8 @@ class Decoder:
                 if stop == stop_need:
                     if len(buf) - pos >= FRAME_PREFIX_SIZE:
                         need = FRAME_PREFIX_SIZE + unpack(buf, pos)[2]
-                    if n:
-                        break  # a batch per read, as in _python_batches
+                    if n and reuse:
+                        break  # a batch per read, as in _python_batches; else fill the new buffer
                     continue
                 # One frame in Python: off the common path, or a block the C decoder refused.
                 pgno, flags, size = unpack(buf, pos)
@@ -260,6 +300,7 @@ class Decoder:
         if snapshot and prev != (commit - 1 if commit == lock else commit):
             raise LTXPageOrderError(name, base + pos - PAGE_HEADER_SIZE,
                                     f"snapshot ends at page {prev}, commit is {commit}")
+        buf, pos, base = self._unbridge(buf, pos, base)
         self._finish(buf, pos, base, crc, count, pgno_digest, size_digest)
 
     def _python_batches(self) -> Iterator[PageBatch]:
@@ -340,7 +381,7 @@ class Decoder:
                                     f"snapshot ends at page {prev}, commit is {commit}")
         self._finish(buf, pos, base, crc, count, pgno_digest, size_digest)
 
-    def _cut_in_frames(self, buf: bytes, base: int) -> LTXTruncatedError:
+    def _cut_in_frames(self, buf: bytes | memoryview, base: int) -> LTXTruncatedError:
         """The error for a stream that ended in the page frames, `buf` holding its last bytes."""
         if len(buf) >= PAGE_HEADER_SIZE and buf[:PAGE_HEADER_SIZE] == bytes(PAGE_HEADER_SIZE):
             what = "the page index"
@@ -351,7 +392,7 @@ class Decoder:
             what = f"a page header ({len(buf)} of {FRAME_PREFIX_SIZE} bytes)"
         return LTXTruncatedError(self.name, base + len(buf), f"file ends inside {what}")
 
-    def _finish(self, buf: bytes, pos: int, base: int, crc: int, count: int, pgno_digest: int,
+    def _finish(self, buf: bytes | memoryview, pos: int, base: int, crc: int, count: int, pgno_digest: int,
                 size_digest: int) -> None:
         """Check the page index, length field, trailer, end of file and file checksum: vectorised
         (ltx.fastindex) when asked for and the rest of the file is small enough and usual, else
@@ -364,7 +405,7 @@ class Decoder:
         if not (at_eof and self._accept_rest(rest, index_start, crc, count, pgno_digest, size_digest)):
             self._finish_streaming(rest, 0, index_start, crc, count, pgno_digest, size_digest)
 
-    def _read_rest(self, buf: bytes, pos: int) -> tuple[bytes, bool]:
+    def _read_rest(self, buf: bytes | memoryview, pos: int) -> tuple[bytes, bool]:
         """The bytes from `buf[pos]` to the end of the stream (True) or to FAST_INDEX_MAX_BYTES
         and a little more (False: the stream goes on)."""
         parts = [memoryview(buf)[pos:]]
@@ -399,10 +440,12 @@ class Decoder:
         self.trailer = trailer
         return True
 
-    def _finish_streaming(self, buf: bytes, pos: int, base: int, crc: int, count: int, pgno_digest: int,
+    def _finish_streaming(self, buf: bytes | memoryview, pos: int, base: int, crc: int, count: int, pgno_digest: int,
                           size_digest: int) -> None:
         """Parse the page index from `buf[pos:]` and the stream, a read at a time, checking each
         entry as it comes; then the length field, trailer, end of file and file checksum."""
+        if isinstance(buf, memoryview):  # the parsing below works on bytes
+            buf, pos, base = bytes(buf[pos:]), 0, base + pos
         name = self.name
         index_start = base + pos
         index = _IndexCheck(name)

@@ -61,6 +61,26 @@ class _ChunkStream(io.RawIOBase):
         return n
 
 
+class _ViewStream:
+    """One object's bytes as memoryviews of the fetched chunks: `read(size)` copies nothing (for a
+    consumer that takes views, such as ltx.decoder's C frame loop)."""
+
+    def __init__(self, next_chunk: Callable[[], memoryview], size: int) -> None:
+        self._next_chunk = next_chunk
+        self._left = size
+        self._chunk = memoryview(b"")
+
+    def read(self, size: int = -1, /) -> memoryview:
+        if not len(self._chunk):
+            if self._left == 0:
+                return memoryview(b"")
+            self._chunk = self._next_chunk()
+            self._left -= len(self._chunk)
+        n = len(self._chunk) if size < 0 else min(size, len(self._chunk))
+        out, self._chunk = self._chunk[:n], self._chunk[n:]
+        return out
+
+
 class Prefetcher:
     """Fetch `objects` in order with parallel range GETs; `streams()` yields one stream per object.
 
@@ -112,11 +132,16 @@ class Prefetcher:
             self._on_bytes(len(data))
         return memoryview(data)
 
-    def streams(self) -> Iterator[tuple[StoredObject, BinaryIO]]:
-        """Each object with a stream of its bytes; read each stream to its end before the next."""
+    def streams(self, views: bool = False) -> Iterator[tuple[StoredObject, BinaryIO]]:
+        """Each object with a stream of its bytes; read each stream to its end before the next.
+        With `views`, reads return memoryviews of the fetched chunks (no copy) instead of bytes."""
         for i, obj in enumerate(self._objects):
-            raw = _ChunkStream(lambda i=i: self._take(i), obj.size)  # type: ignore[misc]
-            stream = io.BufferedReader(raw, STREAM_BUFFER_SIZE)
+            stream: _ViewStream | io.BufferedReader
+            if views:
+                stream = _ViewStream(lambda i=i: self._take(i), obj.size)  # type: ignore[misc]
+            else:
+                stream = io.BufferedReader(_ChunkStream(lambda i=i: self._take(i), obj.size),  # type: ignore[misc]
+                                           STREAM_BUFFER_SIZE)
             yield obj, stream  # type: ignore[misc]
             # Drain what the consumer left (a decoder stops at the trailer) so order holds.
             while stream.read(STREAM_BUFFER_SIZE):

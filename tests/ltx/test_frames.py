@@ -17,6 +17,7 @@ from ltx import _frames  # type: ignore[attr-defined]
 from ltx.decoder import Decoder, native_frames
 from ltx.errors import LTXError
 from ltx.header import Header
+from ltx.prefetch import _ViewStream
 from tests.ltx.ltxfiles import encode, make_pages, snapshot
 
 PAGE_SIZES = [512, 1024, 4096, 8192, 65536]
@@ -170,3 +171,43 @@ def test_view_batches_hand_out_views_of_one_buffer_per_batch() -> None:
         assert len({id(p.obj) for p in batch}) == 1  # type: ignore[union-attr]
         got.update(zip(pgnos, map(bytes, batch), strict=True))
     assert got == pages
+
+
+def chunked_outcome(data: bytes, cuts: list[int], read_size: int, how: str) -> tuple[str, object]:
+    """Decode `data` from a stream that hands out memoryviews of chunks cut at `cuts` (as the
+    prefetcher's view streams do), `read_size` at most per read."""
+    view = memoryview(data)
+    bounds = [0, *cuts, len(data)]
+    chunks = iter([view[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a])
+    stream = _ViewStream(lambda: next(chunks), len(data))
+    try:
+        dec = Decoder(stream, "f.ltx", read_size=read_size)  # type: ignore[arg-type]
+        if how == "slots":
+            batches = ((slots.pgnos, slots.pages()) for slots in dec.slot_batches())
+        else:
+            batches = dec.view_batches() if how == "views" else dec.batches()  # type: ignore[assignment]
+        pages = [(p, bytes(page)) for pgnos, pages in batches for p, page in zip(pgnos, pages, strict=True)]
+        return "ok", (pages, dec.trailer, dec.n)
+    except LTXError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def test_views_of_chunks_cut_anywhere_decode_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames cut between chunks (and the end marker, index and trailer after a cut) decode from
+    views exactly as from one buffer, good files and damaged ones alike."""
+    rng = random.Random(3)
+    for data in sample_files()[:4]:
+        for trial in range(40):
+            bad = bytearray(data)
+            if trial % 2:
+                bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+            cuts = sorted(rng.sample(range(1, len(bad)), rng.randrange(1, 12)))
+            if trial % 5 == 0:  # a cut in the last few hundred bytes: end marker, index, trailer
+                cuts = sorted({*cuts, len(bad) - rng.randrange(1, 300)})
+            want = outcome(bytes(bad))
+            with monkeypatch.context() as m:
+                m.setattr(ltx.decoder, "_frames", None)
+                assert chunked_outcome(bytes(bad), cuts, 4096, "batches") == want
+            for read_size in (1, 7, 4096, 1 << 20):
+                for how in ("batches", "views", "slots"):
+                    assert chunked_outcome(bytes(bad), cuts, read_size, how) == want, (trial, read_size, how)
