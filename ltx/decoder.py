@@ -297,9 +297,7 @@ class Decoder:
                 size_digest = _crc(sizes, size_digest)
                 self.n = base + pos
                 yield PageSlots(pgnos, out, ps, stride)
-        if snapshot and prev != (commit - 1 if commit == lock else commit):
-            raise LTXPageOrderError(name, base + pos - PAGE_HEADER_SIZE,
-                                    f"snapshot ends at page {prev}, commit is {commit}")
+        self._check_snapshot_end(prev, base + pos - PAGE_HEADER_SIZE)
         buf, pos, base = self._unbridge(buf, pos, base)
         self._finish(buf, pos, base, crc, count, pgno_digest, size_digest)
 
@@ -376,10 +374,14 @@ class Decoder:
                 size_digest = _crc(sizes, size_digest)
                 self.n = base + pos
                 yield pgnos, pages
-        if snapshot and prev != (commit - 1 if commit == lock else commit):
-            raise LTXPageOrderError(name, base + pos - PAGE_HEADER_SIZE,
-                                    f"snapshot ends at page {prev}, commit is {commit}")
+        self._check_snapshot_end(prev, base + pos - PAGE_HEADER_SIZE)
         self._finish(buf, pos, base, crc, count, pgno_digest, size_digest)
+
+    def _check_snapshot_end(self, last: int, offset: int) -> None:
+        """A snapshot's last page must be its commit (or the page before, when that is the lock page)."""
+        hdr = self.header
+        if hdr.is_snapshot and last != (hdr.commit - 1 if hdr.commit == hdr.lock_pgno else hdr.commit):
+            raise LTXPageOrderError(self.name, offset, f"snapshot ends at page {last}, commit is {hdr.commit}")
 
     def _cut_in_frames(self, buf: bytes | memoryview, base: int) -> LTXTruncatedError:
         """The error for a stream that ended in the page frames, `buf` holding its last bytes."""

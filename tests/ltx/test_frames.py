@@ -100,11 +100,11 @@ def test_decode_frames_refuses_buffers_too_small() -> None:
         _frames.decode_frames(data, len(data) + 1, 4096, 0, 1, bytearray(4106), slots, slots, 0, 10, True)
 
 
-def outcome(data: bytes, how: str = "batches") -> tuple[str, object]:
-    """What decoding `data` gives (through batches, view_batches or slot_batches): its pages, or
+def stream_outcome(stream: object, read_size: int, how: str) -> tuple[str, object]:
+    """What decoding `stream` gives (through batches, view_batches or slot_batches): its pages, or
     the error's class and message."""
     try:
-        dec = Decoder(io.BytesIO(data), "f.ltx", read_size=4096)
+        dec = Decoder(stream, "f.ltx", read_size=read_size)  # type: ignore[arg-type]
         if how == "slots":
             batches = ((slots.pgnos, slots.pages()) for slots in dec.slot_batches())
         else:
@@ -113,6 +113,10 @@ def outcome(data: bytes, how: str = "batches") -> tuple[str, object]:
         return "ok", (pages, dec.trailer, dec.n)
     except LTXError as exc:
         return type(exc).__name__, str(exc)
+
+
+def outcome(data: bytes, how: str = "batches") -> tuple[str, object]:
+    return stream_outcome(io.BytesIO(data), 4096, how)
 
 
 def both_loops(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[tuple[str, object], tuple[str, object]]:
@@ -179,17 +183,7 @@ def chunked_outcome(data: bytes, cuts: list[int], read_size: int, how: str) -> t
     view = memoryview(data)
     bounds = [0, *cuts, len(data)]
     chunks = iter([view[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a])
-    stream = _ViewStream(lambda: next(chunks), len(data))
-    try:
-        dec = Decoder(stream, "f.ltx", read_size=read_size)  # type: ignore[arg-type]
-        if how == "slots":
-            batches = ((slots.pgnos, slots.pages()) for slots in dec.slot_batches())
-        else:
-            batches = dec.view_batches() if how == "views" else dec.batches()  # type: ignore[assignment]
-        pages = [(p, bytes(page)) for pgnos, pages in batches for p, page in zip(pgnos, pages, strict=True)]
-        return "ok", (pages, dec.trailer, dec.n)
-    except LTXError as exc:
-        return type(exc).__name__, str(exc)
+    return stream_outcome(_ViewStream(lambda: next(chunks), len(data)), read_size, how)
 
 
 def test_views_of_chunks_cut_anywhere_decode_alike(monkeypatch: pytest.MonkeyPatch) -> None:
