@@ -21,12 +21,18 @@
 #define FRAME_PREFIX_SIZE 10
 #define PAGE_FLAG_SIZE 0x0001
 #define MIN_MATCH 4
+/* LZ4's end-of-block limits: the last 5 bytes are literals; the last match starts 12 bytes or more
+ * before the end; a 4-bit length of 15 continues in extension bytes. */
+#define LASTLITERALS 5
+#define MFLIMIT 12
+#define RUN_MASK 15
 /* iovecs per pwritev (under Linux's IOV_MAX of 1024) */
 #define IOV_BATCH 512
 
 enum { STOP_FULL = 0, STOP_NEED_INPUT = 1, STOP_SLOW_FRAME = 2, STOP_BAD_BLOCK = 3 };
 
-/* Read a run-length extension: bytes of 255 continue it. Returns 0, or -1 past the input. */
+/* Read a length's extension bytes (255 continues it). Returns 0, or -1 past the input. (lz4's own
+ * limits on where these bytes may lie follow from the end-of-block rules below.) */
 static int
 read_length(const uint8_t **ipp, const uint8_t *iend, size_t *len)
 {
@@ -43,7 +49,12 @@ read_length(const uint8_t **ipp, const uint8_t *iend, size_t *len)
 }
 
 /* Decode one raw LZ4 block [ip, iend) into exactly [op0, oend). Returns 0, or -1 for a block that
- * is malformed, reads outside its input, refers before the output, or does not fill it exactly. */
+ * is malformed, reads outside its input, refers before the output, does not fill it exactly, or
+ * breaks one of LZ4's end-of-block rules (a sequence whose literals come within MFLIMIT bytes of
+ * the output's end, or within 8 bytes of the input's, must be the last; a match may not reach
+ * into the last LASTLITERALS bytes). The rules are applied at their strictest, so that this
+ * decoder never accepts a block lz4's decoder (the Python loop's) refuses: what it refuses, the
+ * Python loop decodes with lz4 and judges as before. Offset 0, which lz4 accepts, is refused. */
 static int
 lz4_decode_block(const uint8_t *ip, const uint8_t *iend, uint8_t *op0, uint8_t *oend)
 {
@@ -53,26 +64,29 @@ lz4_decode_block(const uint8_t *ip, const uint8_t *iend, uint8_t *op0, uint8_t *
             return -1;
         unsigned token = *ip++;
         size_t lit = token >> 4;
-        if (lit == 15 && read_length(&ip, iend, &lit) < 0)
+        if (lit == RUN_MASK && read_length(&ip, iend, &lit) < 0)
             return -1;
         if ((size_t)(iend - ip) < lit || (size_t)(oend - op) < lit)
             return -1;
+        if ((size_t)(oend - op) - lit < MFLIMIT || (size_t)(iend - ip) - lit < 2 + 1 + LASTLITERALS) {
+            /* the last sequence: literals only, ending input and output together */
+            if ((size_t)(iend - ip) != lit || (size_t)(oend - op) != lit)
+                return -1;
+            memcpy(op, ip, lit);
+            return 0;
+        }
         memcpy(op, ip, lit);
         op += lit;
         ip += lit;
-        if (ip == iend) /* the last sequence is literals only */
-            return op == oend ? 0 : -1;
-        if (iend - ip < 2)
-            return -1;
-        size_t offset = (size_t)ip[0] | ((size_t)ip[1] << 8);
+        size_t offset = (size_t)ip[0] | ((size_t)ip[1] << 8); /* 8 bytes remain: see above */
         ip += 2;
         if (offset == 0 || offset > (size_t)(op - op0))
             return -1;
         size_t mlen = token & 15;
-        if (mlen == 15 && read_length(&ip, iend, &mlen) < 0)
+        if (mlen == RUN_MASK && read_length(&ip, iend, &mlen) < 0)
             return -1;
         mlen += MIN_MATCH;
-        if ((size_t)(oend - op) < mlen)
+        if ((size_t)(oend - op) < mlen || (size_t)(oend - op) - mlen < LASTLITERALS)
             return -1;
         const uint8_t *match = op - offset;
         if (offset >= mlen) {

@@ -205,3 +205,65 @@ def test_views_of_chunks_cut_anywhere_decode_alike(monkeypatch: pytest.MonkeyPat
             for read_size in (1, 7, 4096, 1 << 20):
                 for how in ("batches", "views", "slots"):
                     assert chunked_outcome(bytes(bad), cuts, read_size, how) == want, (trial, read_size, how)
+
+
+def random_block(rng: random.Random) -> tuple[bytes, int]:
+    """A token stream built at random near LZ4's end-of-block limits (not from a compressor): short
+    literal runs, matches that reach close to the end, offsets up to just past the output, and a
+    last sequence of 0-20 literals; with the size it decodes to if every step is taken."""
+    out = bytearray()
+    produced = 0
+
+    def length_bytes(extra: int) -> bytes:
+        ext = bytearray()
+        while extra >= 255:
+            ext.append(255)
+            extra -= 255
+        return bytes(ext + bytes([extra]))
+
+    for _ in range(rng.randrange(0, 4)):
+        lit = rng.choice([0, 1, 3, 8, 14, 15, 16, 40])
+        mlen = rng.choice([4, 5, 12, 18, 19, 20, 300])
+        token = (min(lit, 15) << 4) | min(mlen - 4, 15)
+        out.append(token)
+        if lit >= 15:
+            out += length_bytes(lit - 15)
+        out += rng.randbytes(lit)
+        produced += lit
+        offset = rng.choice([0, 1, 2, 7, 8, max(1, produced), produced + 1])
+        out += offset.to_bytes(2, "little")
+        if mlen - 4 >= 15:
+            out += length_bytes(mlen - 4 - 15)
+        produced += mlen
+    last = rng.choice([0, 1, 4, 5, 6, 11, 12, 13, 15, 20])
+    out.append(min(last, 15) << 4)
+    if last >= 15:
+        out += length_bytes(last - 15)
+    out += rng.randbytes(last)
+    return bytes(out), produced + last
+
+
+def test_built_blocks_near_the_end_rules_are_never_accepted_against_lz4() -> None:
+    """Whatever the C decoder accepts, lz4 (the Python loop's decoder) accepts with the same bytes;
+    it may refuse more (offset 0, lz4's lenient shortcuts): the Python loop then decides."""
+    rng = random.Random(17)
+    agree = stricter = 0
+    for _ in range(20000):
+        block, size = random_block(rng)
+        for n in (size, size - 1, size + 1):
+            if n <= 0:
+                continue
+            try:
+                mine = _frames.decode_block(block, n)
+            except ValueError:
+                mine = None
+            try:
+                ref = lz4.block.decompress(block, uncompressed_size=n)
+                ref = ref if len(ref) == n else None
+            except lz4.block.LZ4BlockError:
+                ref = None
+            if mine is not None:
+                assert ref == mine, (block.hex(), n)
+            agree += mine == ref
+            stricter += mine is None and ref is not None
+    assert agree > 0 and stricter < agree
