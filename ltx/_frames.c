@@ -26,6 +26,9 @@
 #define LASTLITERALS 5
 #define MFLIMIT 12
 #define RUN_MASK 15
+/* The largest page size and page number (SQLite's) these functions take. */
+#define MAX_PAGE_SIZE 65536
+#define MAX_PGNO 4294967294ULL
 /* iovecs per pwritev (under Linux's IOV_MAX of 1024) */
 #define IOV_BATCH 512
 
@@ -134,12 +137,12 @@ decode_frames(PyObject *self, PyObject *args)
     unsigned int page_size;
     unsigned long long prev, hi;
     int snapshot;
-    if (!PyArg_ParseTuple(args, "y*nInny*w*w*KKp", &src, &pos, &page_size, &first, &slots, &out, &pgnos,
+    if (!PyArg_ParseTuple(args, "y*nInnw*w*w*KKp", &src, &pos, &page_size, &first, &slots, &out, &pgnos,
                           &sizes, &prev, &hi, &snapshot))
         return NULL;
     PyObject *result = NULL;
     const size_t stride = FRAME_PREFIX_SIZE + (size_t)page_size;
-    if (page_size == 0 || pos < 0 || pos > src.len || first < 0 || slots < first
+    if (page_size == 0 || page_size > MAX_PAGE_SIZE || pos < 0 || pos > src.len || first < 0 || slots < first
             || (size_t)out.len / stride < (size_t)slots
             || (size_t)pgnos.len / 8 < (size_t)slots || (size_t)sizes.len / 8 < (size_t)slots) {
         PyErr_SetString(PyExc_ValueError, "decode_frames: buffers too small or arguments out of range");
@@ -241,7 +244,7 @@ page_list(PyObject *self, PyObject *args)
         return NULL;
     PyObject *list = NULL;
     const size_t stride = FRAME_PREFIX_SIZE + (size_t)page_size;
-    if (page_size == 0 || count < 0 || (size_t)out.len / stride < (size_t)count) {
+    if (page_size == 0 || page_size > MAX_PAGE_SIZE || count < 0 || (size_t)out.len / stride < (size_t)count) {
         PyErr_SetString(PyExc_ValueError, "page_list: buffer too small or arguments out of range");
         goto done;
     }
@@ -279,7 +282,7 @@ write_slots(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iy*nIny*", &fd, &out, &count, &page_size, &stride, &pgnos))
         return NULL;
     PyObject *result = NULL;
-    if (page_size == 0 || count < 0 || stride < (Py_ssize_t)page_size
+    if (page_size == 0 || page_size > MAX_PAGE_SIZE || count < 0 || stride < (Py_ssize_t)page_size
             || (size_t)out.len / (size_t)stride < (size_t)count || (size_t)pgnos.len / 8 < (size_t)count) {
         PyErr_SetString(PyExc_ValueError, "write_slots: buffers too small or arguments out of range");
         goto done;
@@ -288,15 +291,19 @@ write_slots(PyObject *self, PyObject *args)
     const uint8_t *pg = (const uint8_t *)pgnos.buf;
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < count; k++) { /* every page number checked before anything is written */
+        uint64_t pgno;
+        memcpy(&pgno, pg + (size_t)k * 8, 8);
+        if (pgno == 0 || pgno > MAX_PGNO) {
+            err = -1;
+            break;
+        }
+    }
     struct iovec iov[IOV_BATCH];
     Py_ssize_t k = 0;
     while (k < count && !err) {
         uint64_t first;
         memcpy(&first, pg + (size_t)k * 8, 8);
-        if (first == 0 || first > ((uint64_t)1 << 40)) {
-            err = -1;
-            break;
-        }
         int n = 0;
         while (k + n < count && n < IOV_BATCH) {
             uint64_t pgno;

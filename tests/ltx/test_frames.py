@@ -91,13 +91,30 @@ def test_damaged_blocks_never_give_other_bytes_than_lz4() -> None:
     assert accepted and refused
 
 
-def test_decode_frames_refuses_buffers_too_small() -> None:
+def test_decode_frames_refuses_bad_arguments() -> None:
     data, _ = snapshot(4096, commit=3, seed=1)
     slots = array("Q", bytes(16))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # buffers too small
         _frames.decode_frames(data, 100, 4096, 0, 3, bytearray(10), slots, slots, 0, 10, True)
     with pytest.raises(ValueError):
         _frames.decode_frames(data, len(data) + 1, 4096, 0, 1, bytearray(4106), slots, slots, 0, 10, True)
+    with pytest.raises(ValueError):  # a page size no SQLite database has
+        _frames.decode_frames(data, 100, 1 << 17, 0, 1, bytearray((1 << 17) + 10), slots, slots, 0, 10, True)
+    with pytest.raises(TypeError):  # an output it may not write to
+        _frames.decode_frames(data, 100, 4096, 0, 1, bytes(4106), slots, slots, 0, 10, True)
+
+
+@pytest.mark.parametrize(("block", "size"), [
+    (bytes([0x1F, 0x41, 0x01, 0x00, 0x00, 0x00]), 20),  # a match up to the end, then no literals
+    (bytes([0x10, 0x41, 0x01, 0x00, 0x10, 0x42]), 6),  # a match ending 1 byte before the end
+    (bytes([0x1F, 0x41, 0x01, 0x00, 0xFF, 0xE9, 0x40]) + b"BCDE", 512),  # 4 literals after the last match
+])
+def test_blocks_breaking_the_end_of_block_rules_are_refused_as_lz4_refuses_them(block: bytes, size: int) -> None:
+    """lz4 refuses a match reaching into a block's last 5 bytes; so must the C decoder."""
+    with pytest.raises(lz4.block.LZ4BlockError):
+        lz4.block.decompress(block, uncompressed_size=size)
+    with pytest.raises(ValueError):
+        _frames.decode_block(block, size)
 
 
 def stream_outcome(stream: object, read_size: int, how: str) -> tuple[str, object]:

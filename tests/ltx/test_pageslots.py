@@ -66,11 +66,13 @@ def test_write_errors_are_raised(tmp_path: Path) -> None:
             slots.write_to(read_only)
     finally:
         os.close(read_only)
-    bad = PageSlots(array("Q", [0]), bytearray(STRIDE), PAGE_SIZE, STRIDE)
+    bad, _ = make_slots([1, 2, 3])
+    bad.pgnos[2] = 0  # a page number 0 after two good pages: nothing at all is written
     fd = os.open(tmp_path / "db", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         with pytest.raises(ValueError):
             bad.write_to(fd)
+        assert os.fstat(fd).st_size == 0
         with pytest.raises(ValueError):  # fewer bytes than the slots claim
             PageSlots(array("Q", [1, 2]), bytearray(STRIDE), PAGE_SIZE, STRIDE).write_to(fd)
     finally:
