@@ -9,6 +9,11 @@ Memory is one read buffer plus one batch of pages, whatever the file's size or c
 contiguous from the header and ascending, so the index is checked entry by entry against a running
 offset and compared with the frames through running digests (CRC-64 of the page numbers and of
 the frame sizes), never stored.
+
+The frames are decoded by the C loop in ltx/_frames.c where it was built, else by the Python loop
+(`_python_batches`, the reference); the two accept, refuse and name exactly the same things.
+`view_batches()` and `slot_batches()` hand the pages out without a copy per page, for the
+hydrator; they decode straight from the stream's reads when these are memoryviews.
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ from ltx.trailer import TRAILER_SIZE, Trailer
 READ_SIZE = 256 * 1024
 #: Decoded page bytes handed over per batch at most (a read of well-compressed pages holds many).
 BATCH_BYTES = 1024 * 1024
-#: The C loop's batch buffer (frame prefixes and decoded pages): a batch ends at a read's end or
-#: when this is full. Half of BATCH_BYTES keeps the decoder's working memory under 1 MiB.
+#: The C loop's batch buffer (frame prefixes and decoded pages): a batch ends when this is full,
+#: and for `batches()` also at a read's end. Half of BATCH_BYTES keeps the decoder's working memory
+#: under 1 MiB.
 NATIVE_BATCH_BYTES = 512 * 1024
 _PREFIX = struct.Struct(">IHI")
 _U64 = struct.Struct(">Q")
@@ -69,7 +75,7 @@ def native_frames() -> bool:
 class Readable(Protocol):
     """What a decoder reads from: a stream of the file's bytes."""
 
-    def read(self, size: int = ..., /) -> bytes: ...
+    def read(self, size: int = ..., /) -> bytes | memoryview: ...
 
 
 #: The pages of one batch: their page numbers and their images, in file order.
