@@ -16,24 +16,21 @@ import sys
 import tempfile
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
-
-import numpy as np
 
 from ltx.decoder import PGNO_TYPECODE, Decoder, Readable
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
 from ltx.names import format_txid
 from ltx.pageslots import PageSlots
+from ltx.pagewrite import write_pages
 from ltx.plan import LTXFileInfo
 
 #: Decoded pages of one file stay in memory up to this many bytes, then spill to a temporary file.
 DEFAULT_SPILL_MEMORY = 8 * 1024 * 1024
-#: Adjacent pages written by one pwritev at most (under IOV_MAX, 1024 on Linux).
-WRITE_BATCH_PAGES = 512
 #: A large file being written has its writeback started every this many bytes (so the final fsync
 #: has little left to do) ...
 FLUSH_EVERY = 8 * 1024 * 1024
@@ -116,36 +113,6 @@ def preallocate(fd: int, size: int) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             raise
-
-
-def page_runs(pgnos: Sequence[int]) -> list[tuple[int, int]]:
-    """The [start, end) index ranges of `pgnos` holding consecutive page numbers, each at most
-    WRITE_BATCH_PAGES long (found with array operations: no Python step per page)."""
-    n = len(pgnos)
-    if n == 0:
-        return []
-    if isinstance(pgnos, array) and pgnos.itemsize == 8:
-        values = np.frombuffer(pgnos, dtype=np.uint64)
-    else:
-        values = np.asarray(pgnos, dtype=np.uint64)
-    breaks = (np.flatnonzero(values[1:] != values[:-1] + np.uint64(1)) + 1).tolist()
-    runs = []
-    for start, end in zip([0, *breaks], [*breaks, n], strict=True):
-        for i in range(start, end, WRITE_BATCH_PAGES):
-            runs.append((i, min(end, i + WRITE_BATCH_PAGES)))
-    return runs
-
-
-def write_pages(fd: int, page_size: int, pgnos: Sequence[int], pages: Sequence[bytes | memoryview]) -> None:
-    """Write pages at their offsets, each run of consecutive page numbers in one pwritev."""
-    for i, j in page_runs(pgnos):
-        offset = (pgnos[i] - 1) * page_size
-        want = (j - i) * page_size
-        done = os.pwritev(fd, pages[i:j], offset)
-        if done != want:  # a short write: finish it from a joined buffer
-            rest = memoryview(b"".join(pages[i:j]))[done:]
-            while rest:
-                rest = rest[os.pwrite(fd, rest, offset + want - len(rest)):]
 
 
 def check_header(header: Header, name: str, info: LTXFileInfo | None, page_size: int) -> None:

@@ -24,11 +24,11 @@ from hydrator.apply import (
     VerifiedFile,
     check_header,
     preallocate,
-    write_pages,
 )
 from ltx.decoder import Decoder, Readable
 from ltx.header import Header
 from ltx.pageslots import PageSlots
+from ltx.pagewrite import write_pages
 from ltx.plan import LTXFileInfo
 
 

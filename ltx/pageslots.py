@@ -7,14 +7,11 @@ allocating, and garbage-collecting, 65,536 page objects.
 
 from __future__ import annotations
 
-import os
 from array import array
 from dataclasses import dataclass
 
 from ltx.native import load_frames
-
-#: Pages written by one pwritev at most (under Linux's IOV_MAX of 1024).
-MAX_RUN_PAGES = 512
+from ltx.pagewrite import write_pages
 
 _frames = load_frames()
 
@@ -56,15 +53,4 @@ class PageSlots:
         if _frames is not None:
             _frames.write_slots(fd, self.buf, len(self.pgnos), self.page_size, self.stride, self.pgnos)
             return
-        pages = self.pages()
-        i, n = 0, len(self.pgnos)
-        while i < n:
-            j = i + 1
-            while j < n and j - i < MAX_RUN_PAGES and self.pgnos[j] == self.pgnos[j - 1] + 1:
-                j += 1
-            data = memoryview(b"".join(pages[i:j]))
-            offset = (self.pgnos[i] - 1) * self.page_size
-            while data:
-                done = os.pwrite(fd, data, offset)
-                data, offset = data[done:], offset + done
-            i = j
+        write_pages(fd, self.page_size, self.pgnos, self.pages())

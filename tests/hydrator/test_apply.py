@@ -9,7 +9,6 @@ import mmap
 import os
 import random
 import sys
-from array import array
 from pathlib import Path
 
 import pytest
@@ -208,28 +207,5 @@ def test_a_failed_writeback_fails_the_snapshot(tmp_path: Path, monkeypatch: pyte
             verify_snapshot_into(io.BytesIO(snapshot_bytes(seeded_pages(BATCH_PAGES * (apply.WRITEBACK_RANGES + 4)))),
                                  "snap.ltx", fd)
         assert info.value.errno == errno.EIO
-    finally:
-        os.close(fd)
-
-
-def test_page_runs_split_at_gaps_and_at_the_pwritev_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(apply, "WRITE_BATCH_PAGES", 4)
-    pgnos = array("Q", [1, 2, 3, 4, 5, 6, 9, 10, 12, 20, 21, 22, 23])
-    assert apply.page_runs(pgnos) == [(0, 4), (4, 6), (6, 8), (8, 9), (9, 13)]
-    assert apply.page_runs([7]) == [(0, 1)]
-    assert apply.page_runs(array("Q")) == []
-
-
-def test_write_pages_puts_each_page_at_its_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(apply, "WRITE_BATCH_PAGES", 3)
-    pgnos = array("Q", [2, 3, 4, 5, 8, 9, 11])
-    pages = seeded_pages(len(pgnos), seed=9)
-    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        apply.write_pages(fd, PAGE_SIZE, pgnos, pages)
-        for pgno, page in zip(pgnos, pages, strict=True):
-            assert os.pread(fd, PAGE_SIZE, (pgno - 1) * PAGE_SIZE) == page
-        assert os.pread(fd, PAGE_SIZE, 0) == bytes(PAGE_SIZE)  # a hole stays zeros
-        assert os.fstat(fd).st_size == 11 * PAGE_SIZE
     finally:
         os.close(fd)
