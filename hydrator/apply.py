@@ -167,9 +167,9 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
     spill: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spill_memory, dir=spill_dir)
     all_pgnos: array[int] = array(PGNO_TYPECODE)
     try:
-        for pgnos, pages in dec.view_batches():
-            all_pgnos.extend(pgnos)
-            spill.write(b"".join(pages))
+        for slots in dec.slot_batches():
+            all_pgnos.extend(slots.pgnos)
+            spill.write(b"".join(slots.pages()))
     except BaseException:
         spill.close()
         raise

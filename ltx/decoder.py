@@ -12,8 +12,8 @@ the frame sizes), never stored.
 
 The frames are decoded by the C loop in ltx/_frames.c where it was built, else by the Python loop
 (`_python_batches`, the reference); the two accept, refuse and name exactly the same things.
-`view_batches()` and `slot_batches()` hand the pages out without a copy per page, for the
-hydrator; they decode straight from the stream's reads when these are memoryviews.
+`slot_batches()` hands the pages out as one buffer per batch, without a copy per page, for the
+hydrator; it decodes straight from the stream's reads when these are memoryviews.
 """
 
 from __future__ import annotations
@@ -80,8 +80,6 @@ class Readable(Protocol):
 
 #: The pages of one batch: their page numbers and their images, in file order.
 PageBatch = tuple["array[int]", list[bytes]]
-#: A batch whose pages may be memoryviews into one buffer (Decoder.view_batches()).
-PageViewBatch = tuple["array[int]", list[bytes | memoryview]]
 
 
 class Decoder:
@@ -194,13 +192,6 @@ class Decoder:
             return self._python_batches()
         return ((slots.pgnos, _frames.page_list(slots.buf, len(slots), slots.page_size))
                 for slots in self._native_slots(_frames, reuse=True))
-
-    def view_batches(self) -> Iterator[PageViewBatch]:
-        """As `batches()`, but pages may be memoryviews into one buffer per batch: no copy per page,
-        for a caller that writes pages out and drops them (a view keeps its batch's buffer alive)."""
-        if _frames is None:
-            return self._python_batches()  # type: ignore[return-value]
-        return ((slots.pgnos, slots.pages()) for slots in self._native_slots(_frames))  # type: ignore[misc]
 
     def slot_batches(self) -> Iterator[PageSlots]:
         """As `batches()`, each batch one buffer of pages (`PageSlots`): no object per page at all,

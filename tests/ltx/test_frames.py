@@ -118,14 +118,14 @@ def test_blocks_breaking_the_end_of_block_rules_are_refused_as_lz4_refuses_them(
 
 
 def stream_outcome(stream: object, read_size: int, how: str) -> tuple[str, object]:
-    """What decoding `stream` gives (through batches, view_batches or slot_batches): its pages, or
+    """What decoding `stream` gives (through batches or slot_batches): its pages, or
     the error's class and message."""
     try:
         dec = Decoder(stream, "f.ltx", read_size=read_size)  # type: ignore[arg-type]
         if how == "slots":
             batches = ((slots.pgnos, slots.pages()) for slots in dec.slot_batches())
         else:
-            batches = dec.view_batches() if how == "views" else dec.batches()  # type: ignore[assignment]
+            batches = dec.batches()  # type: ignore[assignment]
         pages = [(p, bytes(page)) for pgnos, pages in batches for p, page in zip(pgnos, pages, strict=True)]
         return "ok", (pages, dec.trailer, dec.n)
     except LTXError as exc:
@@ -161,7 +161,6 @@ def test_the_c_and_python_loops_agree_on_good_files(monkeypatch: pytest.MonkeyPa
         native, python = both_loops(data, monkeypatch)
         assert native[0] == "ok"
         assert native == python
-        assert outcome(data, "views") == native
         assert outcome(data, "slots") == native
         with monkeypatch.context() as m:
             m.setattr(ltx.decoder, "_frames", None)
@@ -184,13 +183,13 @@ def test_the_c_and_python_loops_agree_on_every_damage(monkeypatch: pytest.Monkey
     assert refused > 0
 
 
-def test_view_batches_hand_out_views_of_one_buffer_per_batch() -> None:
+def test_slot_batches_hold_each_batch_in_one_buffer() -> None:
     data, pages = snapshot(4096, commit=64, seed=2)
     got = {}
-    for pgnos, batch in Decoder(io.BytesIO(data), "v.ltx").view_batches():
-        assert all(isinstance(p, memoryview) for p in batch)
-        assert len({id(p.obj) for p in batch}) == 1  # type: ignore[union-attr]
-        got.update(zip(pgnos, map(bytes, batch), strict=True))
+    for slots in Decoder(io.BytesIO(data), "v.ltx").slot_batches():
+        views = slots.pages()
+        assert all(view.obj is slots.buf for view in views)  # no copy per page
+        got.update(zip(slots.pgnos, map(bytes, views), strict=True))
     assert got == pages
 
 
@@ -220,7 +219,7 @@ def test_views_of_chunks_cut_anywhere_decode_alike(monkeypatch: pytest.MonkeyPat
                 m.setattr(ltx.decoder, "_frames", None)
                 assert chunked_outcome(bytes(bad), cuts, 4096, "batches") == want
             for read_size in (1, 7, 4096, 1 << 20):
-                for how in ("batches", "views", "slots"):
+                for how in ("batches", "slots"):
                     assert chunked_outcome(bytes(bad), cuts, read_size, how) == want, (trial, read_size, how)
 
 
