@@ -75,12 +75,12 @@ class _Stoppable:
     """A stream that raises HydrationStoppedError once `stop` is set, so a large file being
     fetched does not hold up `stop()` (what was read of it is thrown away)."""
 
-    def __init__(self, inner: BinaryIO, stop: threading.Event, path: str) -> None:
+    def __init__(self, inner: Readable, stop: threading.Event, path: str) -> None:
         self._inner = inner
         self._stop = stop
         self._path = path
 
-    def read(self, size: int = -1, /) -> bytes:
+    def read(self, size: int = -1, /) -> bytes | memoryview:
         if self._stop.is_set():
             raise HydrationStoppedError(self._path, "stopped")
         return self._inner.read(size)
@@ -523,7 +523,7 @@ class Hydrator:
             self._close_batch(batch)
         self._check_stop()
 
-    def _verify(self, info: LTXFileInfo, raw_stream: BinaryIO, page_size: int,
+    def _verify(self, info: LTXFileInfo, raw_stream: Readable, page_size: int,
                 spill_memory: int | None = None) -> VerifiedFile:
         """Fetch and verify one whole file into a spill (CorruptFileError naming it when it is bad)."""
         stream = _Stoppable(raw_stream, self._stop, str(self.path))

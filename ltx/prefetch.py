@@ -2,9 +2,10 @@
 
 The objects are cut into chunks fetched by a thread pool of `parallelism` threads. Chunks are
 requested ahead while those requested and not yet consumed total at most `parallelism *
-chunk_size` bytes (and MAX_AHEAD_CHUNKS of them), so memory stays near that bound whatever the
-objects' sizes, and many small objects do not hold up the large ones behind them. The consumer
-reads the objects one after the other, each as a buffered stream.
+chunk_size` bytes (and AHEAD_CHUNKS_PER_THREAD per thread), so memory stays near that bound
+whatever the objects' sizes, and many small objects do not hold up the large ones behind them.
+The consumer reads the objects one after the other, each as a buffered stream, or as views of
+the fetched chunks.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
 
+from ltx.decoder import Readable
 from ltx.store.base import ObjectStore
 
 #: Bytes fetched by one range GET.
@@ -132,7 +133,7 @@ class Prefetcher:
             self._on_bytes(len(data))
         return memoryview(data)
 
-    def streams(self, views: bool = False) -> Iterator[tuple[StoredObject, BinaryIO]]:
+    def streams(self, views: bool = False) -> Iterator[tuple[StoredObject, Readable]]:
         """Each object with a stream of its bytes; read each stream to its end before the next.
         With `views`, reads return memoryviews of the fetched chunks (no copy) instead of bytes."""
         for i, obj in enumerate(self._objects):
@@ -142,7 +143,7 @@ class Prefetcher:
             else:
                 stream = io.BufferedReader(_ChunkStream(lambda i=i: self._take(i), obj.size),  # type: ignore[misc]
                                            STREAM_BUFFER_SIZE)
-            yield obj, stream  # type: ignore[misc]
+            yield obj, stream
             # Drain what the consumer left (a decoder stops at the trailer) so order holds.
             while stream.read(STREAM_BUFFER_SIZE):
                 pass
