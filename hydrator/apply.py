@@ -48,7 +48,7 @@ WRITEBACK_RANGES = 4
 SYNC_FILE_RANGE_WAIT_BEFORE = 1
 SYNC_FILE_RANGE_WRITE = 2
 SYNC_FILE_RANGE_WAIT_AFTER = 4
-#: Decoder batches (one per read, often well under ltx.decoder.BATCH_BYTES) are handed to the writer
+#: Decoder batches (PageSlots of up to ltx.decoder.NATIVE_BATCH_BYTES) are handed to the writer
 #: thread in groups of at least this many bytes: each handover costs the GIL changing hands.
 WRITE_GROUP_BYTES = 2 * 1024 * 1024
 #: Groups waiting for the writer at most.
