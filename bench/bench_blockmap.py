@@ -168,29 +168,31 @@ class Place:
     workdir: Path
     s3: Any = None  # tests.s3server.S3Server
 
-    def urls(self, sub: str, variant: Variant) -> tuple[str, str]:
-        """(meta URL, data URL) of a fresh volume."""
+    def urls(self, sub: str, variant: Variant) -> tuple[str, str, str]:
+        """(meta URL, data URL, volume name) of a fresh volume. On S3 the data URL is the bucket
+        (the only form the juicefs binary reads) and the unique name keeps volumes apart."""
         local = self.workdir / sub
         local.mkdir(parents=True)
         if variant.home == "sqlite":
             (local / "data").mkdir()
-            return f"sqlite3://{local}/meta.db", f"file://{local}/data"
+            return f"sqlite3://{local}/meta.db", f"file://{local}/data", "benchvol"
         if variant.home == "file":
-            return f"file://{local}/meta", f"file://{local}/data"
+            return f"file://{local}/meta", f"file://{local}/data", "benchvol"
         if self.s3 is None:
             raise RuntimeError(f"variant {variant.name} needs an S3 server")
-        prefix = f"bench-blockmap-{sub.replace('/', '-')}-{uuid.uuid4().hex[:8]}"
-        return self.s3.url(prefix + "-meta"), self.s3.url(prefix + "-data")
+        unique = uuid.uuid4().hex[:8]
+        prefix = f"bench-blockmap-{sub.replace('/', '-')}-{unique}"
+        return self.s3.url(prefix + "-meta"), self.s3.url(""), f"benchvol-{unique}"
 
 
 def fresh_volume(place: Place, sub: str, variant: Variant, block_size: int | None = None) -> Volume:
-    meta, data = place.urls(sub, variant)
+    meta, data, name = place.urls(sub, variant)
     kwargs: dict[str, Any] = {"connect": variant.connect}
     if variant.sync is not None:
         kwargs["sync"] = variant.sync
     if block_size is not None:
         kwargs["block_size"] = block_size
-    return Volume.format(meta, data, "benchvol", **kwargs)
+    return Volume.format(meta, data, name, **kwargs)
 
 
 def mdtest_tree(vol: Volume, dirs: int, files: int) -> list[str]:

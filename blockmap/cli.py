@@ -419,7 +419,11 @@ PathArg = Annotated[str, typer.Argument(help="Path inside the volume.")]
 def format_cmd(
     name: Annotated[str, typer.Argument(help="Volume name (a-z, 0-9, '-'; 3 to 63 characters).")],
     meta: MetaOpt,
-    data: Annotated[str, typer.Option("--data", help="Data URL: file:///dir or s3://bucket[/prefix]?endpoint=…")],
+    data: Annotated[
+        str,
+        typer.Option("--data", help="Data URL: file:///dir or s3://bucket?endpoint=… (the bucket only: blocks go "
+                                    "to <bucket>/<NAME>/, where the juicefs binary looks)."),
+    ],
     block_size: Annotated[
         str, typer.Option("--block-size", help="Block size: 64K to 16M (a plain number is KiB).")
     ] = f"{DEFAULT_BLOCK_SIZE >> 20}M",

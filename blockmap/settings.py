@@ -20,6 +20,11 @@ from blockmap.errors import VolumeFormatError
 FORMAT_SETTING = "format"
 #: blockmap's own row: the data URL exactly as given to `format` (JuiceFS ignores other rows).
 DATA_URL_SETTING = "blockmap_data_url"
+#: Why an S3 data URL may not carry a path (checked against the juicefs 1.4.2 binary).
+S3_DATA_PATH_REASON = (
+    "an S3 data URL names the bucket only: the juicefs binary ignores a path after the bucket and looks for "
+    "blocks at <bucket>/<volume name>/ (use {bucket_url}; volumes share a bucket by their names)"
+)
 
 #: Default block size (JuiceFS `--block-size 4M`), and the bounds the binary accepts.
 DEFAULT_BLOCK_SIZE = 4 << 20
@@ -207,9 +212,10 @@ class VolumeSettings:
 def storage_for_data_url(data_url: str) -> tuple[str, str]:
     """JuiceFS's (Storage, Bucket) for a blockmap data URL, so the binary finds the same objects.
 
-    The juicefs 1.4.2 binary uses only the bucket of an S3 URL (it drops any path after it), so it
-    sees a volume on S3 only when the data URL has no path (`s3://bucket?endpoint=…`); blockmap
-    itself honours the path (it keeps the exact data URL in its own setting row)."""
+    For file storage the binary's bucket is a directory: any path works. For S3 the juicefs 1.4.2
+    binary uses only the bucket (it drops any path after it: `--bucket http://host/bkt/sub` keeps
+    blocks at `bkt/<name>/`), so an S3 data URL with a path would make a volume the binary cannot
+    read: it is refused (VolumeFormatError). Volumes share a bucket by their names (`<name>/`)."""
     if data_url.startswith("/"):
         data_url = "file://" + urllib.parse.quote(data_url)
     parsed = urllib.parse.urlsplit(data_url)
@@ -227,13 +233,16 @@ def storage_for_data_url(data_url: str) -> tuple[str, str]:
         if "://" not in endpoint:
             endpoint = "http://" + endpoint  # Litestream's rule for a bare host:port
         bucket = parsed.netloc
-        prefix = parsed.path.strip("/")
-        return "s3", f"{endpoint.rstrip('/')}/{bucket}" + (f"/{prefix}" if prefix else "")
+        if parsed.path.strip("/"):
+            bucket_url = urllib.parse.urlunsplit(parsed._replace(path=""))
+            raise VolumeFormatError(data_url, S3_DATA_PATH_REASON.format(bucket_url=bucket_url))
+        return "s3", f"{endpoint.rstrip('/')}/{bucket}"
     raise ValueError(f"{data_url}: data URL scheme must be file:// or s3://")
 
 
 def data_url_for_storage(storage: str, bucket: str) -> str:
-    """The blockmap data URL for a volume the binary formatted (file storage, or S3 path style)."""
+    """The blockmap data URL for a volume the binary formatted (file storage, or S3 path style).
+    An S3 bucket's path is dropped, as the binary drops it: the blocks are at `<bucket>/<name>/`."""
     if storage == "file":
         return "file://" + urllib.parse.quote(bucket.rstrip("/") or "/")
     if storage in ("s3", "minio"):
@@ -242,6 +251,5 @@ def data_url_for_storage(storage: str, bucket: str) -> str:
         if not parts or not parts[0]:
             raise VolumeFormatError("bucket " + bucket, "cannot find the bucket name in the URL")
         endpoint = f"{parsed.scheme}://{parsed.netloc}"
-        path = parts[0] + ("/" + parts[1] if len(parts) > 1 else "")
-        return f"s3://{path}?endpoint={urllib.parse.quote(endpoint, safe=':/')}&force-path-style=true"
+        return f"s3://{parts[0]}?endpoint={urllib.parse.quote(endpoint, safe=':/')}&force-path-style=true"
     raise VolumeFormatError(f"storage {storage!r}", "unsupported by blockmap (file or s3 only)")

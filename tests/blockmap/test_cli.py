@@ -356,6 +356,9 @@ def test_usage_and_url_errors(tmp_path: Path, meta: str) -> None:
     error(bm(new, "format", "--data", f"file://{tmp_path}/d", "Bad_Name"), "invalid name")
     error(bm(new, "format", "--data", f"file://{tmp_path}/d", "--block-size", "3X", NAME), "invalid block size")
     error(bm(new, "format", "--data", f"file://{tmp_path}/d", "--block-size", "100K", NAME), "power of two")
+    line = error(bm(new, "format", "--data", "s3://bkt/vol-data?endpoint=http://127.0.0.1:9", NAME),
+                 "names the bucket only", "s3://bkt?endpoint")  # fmt: skip
+    assert line.count("s3://bkt/vol-data") == 1
     assert not (tmp_path / "new.db").exists()
 
 
@@ -372,10 +375,12 @@ def test_errors_as_a_real_process(tmp_path: Path, meta: str) -> None:
 
 
 def test_s3_volume_wrong_credentials_and_missing_bucket(tmp_path: Path, s3_server: S3Server, s3_url: str) -> None:
-    parts = urllib.parse.urlsplit(s3_url)  # metadata and blocks both on S3, side by side
+    parts = urllib.parse.urlsplit(s3_url)  # metadata and blocks both on S3: blocks at the bucket's root
     meta = urllib.parse.urlunsplit(parts._replace(path=parts.path + "-meta"))
+    data_url = urllib.parse.urlunsplit(parts._replace(path=""))
+    name = "clivol-" + parts.path.strip("/").rsplit("-", 1)[-1]
     env = s3_server.env()
-    proc = run_blockmap("format", "--meta", meta, "--data", s3_url, "--block-size", "64K", NAME, env=env)
+    proc = run_blockmap("format", "--meta", meta, "--data", data_url, "--block-size", "64K", name, env=env)
     assert proc.returncode == 0, proc.stderr
     data = random.Random(7).randbytes(TEST_BLOCK_SIZE + 9)
     proc = run_blockmap("put", "--meta", meta, "-", "/f", env=env, stdin=data)
@@ -387,7 +392,7 @@ def test_s3_volume_wrong_credentials_and_missing_bucket(tmp_path: Path, s3_serve
         line = one_line_error(proc.returncode, proc.stderr.decode())
         assert "wrong-secret" not in line
         assert re.search(r"credential|access|denied|signature|forbidden", line, re.IGNORECASE), line
-    missing = s3_server.url("p", bucket="no-such-bucket-blockmap-cli")
+    missing = s3_server.url("", bucket="no-such-bucket-blockmap-cli")
     proc = run_blockmap("format", "--meta", f"sqlite3://{tmp_path}/m2.db", "--data", missing, NAME, env=env)
     assert "no-such-bucket-blockmap-cli" in one_line_error(proc.returncode, proc.stderr.decode())
 

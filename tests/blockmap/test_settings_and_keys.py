@@ -44,10 +44,17 @@ def test_data_urls_map_to_juicefs_storage_and_back() -> None:
     assert storage_for_data_url("file:///srv/data") == ("file", "/srv/data/")
     assert storage_for_data_url("/srv/data/") == ("file", "/srv/data/")
     assert data_url_for_storage("file", "/srv/data/") == "file:///srv/data"
-    storage, bucket = storage_for_data_url("s3://bkt/pre/fix?endpoint=127.0.0.1:8333&region=us-east-1")
-    assert (storage, bucket) == ("s3", "http://127.0.0.1:8333/bkt/pre/fix")
+    assert storage_for_data_url("file:///srv/deep/data") == ("file", "/srv/deep/data/")
+    storage, bucket = storage_for_data_url("s3://bkt?endpoint=127.0.0.1:8333&region=us-east-1")
+    assert (storage, bucket) == ("s3", "http://127.0.0.1:8333/bkt")
+    assert storage_for_data_url("s3://bkt/?endpoint=http://h:1") == ("s3", "http://h:1/bkt")
     back = data_url_for_storage(storage, bucket)
-    assert back == "s3://bkt/pre/fix?endpoint=http://127.0.0.1:8333&force-path-style=true"
+    assert back == "s3://bkt?endpoint=http://127.0.0.1:8333&force-path-style=true"
+    # ... and reads a bucket it was given with a path at the bucket's root, as the binary does.
+    assert data_url_for_storage("s3", "http://h:1/bkt/sub/") == "s3://bkt?endpoint=http://h:1&force-path-style=true"
+    # The binary drops a path after an S3 bucket: such a URL is refused, naming the URL once.
+    with pytest.raises(VolumeFormatError, match=r"^s3://bkt/pre/fix\?endpoint=h:1: an S3 data URL names the bucket"):
+        storage_for_data_url("s3://bkt/pre/fix?endpoint=h:1")
     with pytest.raises(ValueError):
         storage_for_data_url("gs://x")
     with pytest.raises(VolumeFormatError):
