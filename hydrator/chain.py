@@ -1,44 +1,16 @@
-"""Which LTX files carry a local file from the TXID it holds to the replica's newest one.
+"""Whether a replica's history still holds a local file's TXID, and where to list from next.
 
-A file continues a database at TXID `t` when `min <= t + 1` and `max > t` (it holds the latest
-image of every page changed in between). Among the continuations of levels 0..8 the one reaching
-furthest is taken, as the restore plan does (fewer GETs and, compacted, fewer bytes); among those
-reaching equally far, the smallest (the restore plan prefers the earliest start instead, which
-only costs bytes here). Snapshots (level 9) are left to a fresh start.
+Which files carry a local file forward is decided by `ltx.plan.continue_from`, the rule the
+restore plan and the VFS's follower use too (snapshots are left to a fresh start).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ltx.names import format_txid
-from ltx.plan import MAX_COMPACTION_LEVEL, LTXFileInfo
-
-
-def _rank(f: LTXFileInfo) -> tuple[int, int, int]:
-    return (f.max_txid, -f.size, f.min_txid)
-
-
-def continuation(levels: Mapping[int, Sequence[LTXFileInfo]], txid: int) -> list[LTXFileInfo]:
-    """Files of levels 0..8, in order, that take a database at `txid` as far as the history allows."""
-    candidates = sorted((f for lvl, files in levels.items() if lvl <= MAX_COMPACTION_LEVEL for f in files
-                         if f.max_txid > txid), key=lambda f: f.min_txid)
-    chain: list[LTXFileInfo] = []
-    reachable: list[tuple[tuple[int, int, int], int]] = []  # max-heap by rank, as negated keys
-    current = txid
-    i = 0
-    while True:
-        while i < len(candidates) and candidates[i].min_txid <= current + 1:
-            max_txid, neg_size, min_txid = _rank(candidates[i])
-            heapq.heappush(reachable, ((-max_txid, -neg_size, -min_txid), i))
-            i += 1
-        if not reachable or candidates[reachable[0][1]].max_txid <= current:
-            return chain
-        best = candidates[heapq.heappop(reachable)[1]]
-        chain.append(best)
-        current = best.max_txid
+from ltx.plan import LTXFileInfo, continue_from
 
 
 def newest_txid(levels: Mapping[int, Sequence[LTXFileInfo]]) -> int:
@@ -69,7 +41,7 @@ def history_holds(levels: Mapping[int, Sequence[LTXFileInfo]], txid: int, url: s
     if newest < txid:
         return HistoryVerdict(False, f"{url}: the replica's history ends at TXID {format_txid(newest)}, "
                                      f"before the {format_txid(txid)} the local file holds")
-    if newest > txid and not continuation(levels, txid):
+    if newest > txid and not continue_from(levels, txid).files:
         return HistoryVerdict(False, f"{url}: no file continues the history from TXID {format_txid(txid)} "
                                      f"(the replica now starts later, or was replaced)")
     return HistoryVerdict(True)

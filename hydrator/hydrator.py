@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hydrator.apply import DEFAULT_SPILL_MEMORY, VerifiedFile, verify_to_spill
-from hydrator.chain import SeekHints, continuation, ending_at, history_holds, newest_txid
+from hydrator.chain import SeekHints, ending_at, history_holds, newest_txid
 from hydrator.compose import verify_snapshot_into
 from hydrator.errors import CorruptFileError, HydrationError, HydrationStoppedError
 from hydrator.progress import HydrationProgress
@@ -37,7 +37,7 @@ from hydrator.state import HydrationState, PlannedFile, fsync_dir, load_state, s
 from ltx.decoder import Readable
 from ltx.errors import LTXError
 from ltx.names import format_txid
-from ltx.plan import LTXFileInfo, RestorePlanError, restore_plan
+from ltx.plan import LTXFileInfo, RestorePlanError, continue_from, restore_plan
 from ltx.prefetch import Prefetcher, StoredObject
 from ltx.reader import read_header
 from ltx.replica import Replica
@@ -400,13 +400,13 @@ class Hydrator:
         if state.pending and state.pending_infos_match(listed):
             plan = [by_key[(p.level, p.min_txid, p.max_txid)] for p in state.pending]
         else:
-            plan = continuation(levels, state.txid)
+            plan = continue_from(levels, state.txid).files
             if state.dirty_until and (not plan or plan[-1].max_txid < state.dirty_until):
                 self._note_restart(f"pages of TXIDs up to {format_txid(state.dirty_until)} were partly "
                                    "written and no file reaching them remains")
                 return None
         # Files newer than the recorded plan are caught up with as part of this hydration.
-        plan += continuation(levels, plan[-1].max_txid if plan else state.txid)
+        plan += continue_from(levels, plan[-1].max_txid if plan else state.txid).files
         remaining = sum(f.size for f in plan)
         state.pending = [PlannedFile.of(f) for f in plan]
         state.bytes_total = max(state.bytes_total, state.bytes_done + remaining)
@@ -660,10 +660,10 @@ class Hydrator:
         seeks = {lvl: self._hints.seek(lvl) for lvl in FOLLOW_LEVELS}
         levels = self.replica.list_levels(FOLLOW_LEVELS, seeks, parallelism=self.parallelism)
         self._hints.observe((f for files in levels.values() for f in files), txid)
-        chain = continuation(levels, txid)
+        chain = continue_from(levels, txid).files
         if newest_txid(levels) > (chain[-1].max_txid if chain else txid):
             levels = self.replica.list_levels(parallelism=self.parallelism)
-            chain = continuation(levels, txid)
+            chain = continue_from(levels, txid).files
             if not chain:
                 return self._start_over(levels, txid)
         if not chain:

@@ -4,11 +4,15 @@ The newest level-9 snapshot at or below the target, then repeatedly the file fro
 that continues the chain (min <= current + 1, max > current) with the largest max TXID; ties go
 to the smaller min TXID, then the higher level, then the older file. Without a target, a file
 that starts past the chain's end is a gap, and an error.
+
+`continue_from` is that continuation rule, the only one: the restore plan, the VFS's follower
+and the hydrator all choose the files that carry a TXID forward with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -78,14 +82,61 @@ class TXIDNotAvailableError(RestorePlanError):
         super().__init__(f"{url}: cannot restore to {target}: {where}")
 
 
-def _better(cur: LTXFileInfo, new: LTXFileInfo) -> bool:
-    if new.max_txid != cur.max_txid:
-        return new.max_txid > cur.max_txid
-    if new.min_txid != cur.min_txid:
-        return new.min_txid < cur.min_txid
-    if new.level != cur.level:
-        return new.level > cur.level
-    return new.created_at < cur.created_at
+@dataclass(frozen=True)
+class Continuation:
+    """The files that carry the history on from a TXID, in order, and where that leaves it."""
+
+    #: The TXID the chain starts from.
+    start: int
+    files: list[LTXFileInfo]
+    #: The min TXID of the earliest eligible file that starts past the chain's end (a gap), or 0.
+    gap_to: int = 0
+
+    @property
+    def txid(self) -> int:
+        """The TXID the chain reaches (`start` when no file continues it)."""
+        return self.files[-1].max_txid if self.files else self.start
+
+    @property
+    def gap(self) -> bool:
+        """Whether some file starts past the chain's end: the TXIDs between are missing."""
+        return self.gap_to != 0
+
+
+def _preference(f: LTXFileInfo) -> tuple[int, int, int, datetime]:
+    """Heap order (smallest first): larger max TXID, then smaller min, higher level, older file."""
+    return (-f.max_txid, f.min_txid, -f.level, f.created_at)
+
+
+def continue_from(
+    levels: Mapping[int, Iterable[LTXFileInfo]],
+    tip: int,
+    eligible: Callable[[LTXFileInfo], bool] | None = None,
+) -> Continuation:
+    """Which files of levels 0..8 continue the history from `tip`, as Litestream's plan does.
+
+    A file continues TXID `t` when `min <= t + 1` and `max > t`. Each step takes, among the
+    continuations, the one with the largest max TXID; ties go to the smaller min TXID, then the
+    higher level, then the older file. Snapshots (level 9) are not continuations: a plan starts
+    from one. `eligible` leaves files out (a target TXID or time); the gap it reports counts
+    eligible files only."""
+    files = sorted((f for lvl, fs in levels.items() if lvl <= MAX_COMPACTION_LEVEL for f in fs
+                    if f.max_txid > tip and (eligible is None or eligible(f))),
+                   key=lambda f: f.min_txid)
+    chain: list[LTXFileInfo] = []
+    reachable: list[tuple[tuple[int, int, int, datetime], int]] = []
+    current = tip
+    i = 0
+    while True:
+        while i < len(files) and files[i].min_txid <= current + 1:
+            heapq.heappush(reachable, (_preference(files[i]), i))
+            i += 1
+        if not reachable or files[reachable[0][1]].max_txid <= current:
+            break
+        best = files[heapq.heappop(reachable)[1]]
+        chain.append(best)
+        current = best.max_txid
+    return Continuation(tip, chain, files[i].min_txid if i < len(files) else 0)
 
 
 def restore_plan(
@@ -94,53 +145,32 @@ def restore_plan(
     timestamp: datetime | None = None,
     url: str = "",
 ) -> list[LTXFileInfo]:
-    """Files to apply, in order, to reach `txid` (0: the latest) or the last state before `timestamp`.
-    `levels` maps a level to its files sorted by (min, max) TXID."""
+    """Files to apply, in order, to reach `txid` (0: the latest) or the last state before `timestamp`:
+    the newest eligible snapshot, then `continue_from` its TXID."""
     if txid and timestamp is not None:
         raise ValueError("give a target TXID or a timestamp, not both")
+    if not any(levels.get(lvl) for lvl in range(SNAPSHOT_LEVEL + 1)):
+        raise EmptyReplicaError(url)
 
     def eligible(f: LTXFileInfo) -> bool:
         if txid and f.max_txid > txid:
             return False
         return timestamp is None or f.created_at < timestamp
 
-    plan: list[LTXFileInfo] = []
     snapshot = None
     for f in levels.get(SNAPSHOT_LEVEL, ()):
         if eligible(f):
             snapshot = f
-    if snapshot is not None:
-        plan.append(snapshot)
-    current = snapshot.max_txid if snapshot else 0
-    pending = {lvl: list(levels.get(lvl, ())) for lvl in range(MAX_COMPACTION_LEVEL + 1)}
-    pos = dict.fromkeys(pending, 0)
-    while not (txid and current >= txid):
-        best: LTXFileInfo | None = None
-        for lvl, files in pending.items():
-            i = pos[lvl]
-            while i < len(files) and files[i].min_txid <= current + 1:
-                f = files[i]
-                if f.max_txid > current and eligible(f) and (best is None or _better(best, f)):
-                    best = f
-                i += 1
-        if best is None:
-            break
-        plan.append(best)
-        current = best.max_txid
-        for lvl, files in pending.items():
-            while pos[lvl] < len(files) and files[pos[lvl]].max_txid <= current:
-                pos[lvl] += 1
-
-    if not any(levels.get(lvl) for lvl in range(SNAPSHOT_LEVEL + 1)):
-        raise EmptyReplicaError(url)
-    later = [f.min_txid for lvl, files in pending.items() for f in files[pos[lvl]:]
-             if f.min_txid > current + 1 and eligible(f)]
+    plan = [snapshot] if snapshot is not None else []
+    chain = continue_from(levels, snapshot.max_txid if snapshot else 0, eligible)
+    plan += chain.files
+    current = chain.txid
     if txid == 0 and timestamp is None:
-        if later:
-            raise HistoryGapError(url, current + 1, min(later) - 1)
+        if chain.gap:
+            raise HistoryGapError(url, current + 1, chain.gap_to - 1)
     elif current < txid if txid else not plan:
-        if later and (not txid or min(later) <= txid):
-            raise HistoryGapError(url, current + 1, min(later) - 1)
+        if chain.gap and (not txid or chain.gap_to <= txid):
+            raise HistoryGapError(url, current + 1, chain.gap_to - 1)
         target = format_txid(txid) if txid else (timestamp.isoformat() if timestamp else "")
         raise TXIDNotAvailableError(url, target, current)
     if not plan:

@@ -8,19 +8,18 @@ level 1 is listed too, and levels 2..8 when a gap remains (or every DEEP_POLL_EV
 level 9, in case the history moved on past level 1 while nobody looked). Each upper level is
 listed from the min TXID of the newest file seen there: a real file boundary, so a compaction
 straddling the tip is still found (Litestream issue #1460 wedges when the seek is not a
-boundary). The chain continues with Litestream's plan rule over all listed files. When no chain
-crosses a gap, the poller rebuilds the whole view from a fresh restore plan; a poll never stops
-the next one, so a gap never wedges the follower.
+boundary). The chain continues with the one continuation rule (ltx.plan.continue_from) over all
+listed files. When no chain crosses a gap, the poller rebuilds the whole view from a fresh
+restore plan; a poll never stops the next one, so a gap never wedges the follower.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo
+from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo, continue_from
 from vfs.pagemap import SourceFile
 from vfs.stats import ReadStats
 from vfs.view import ReplicaReader, View, load_view
@@ -48,40 +47,6 @@ class Replace:
 
 
 Staged = Update | Replace
-
-
-def _better(cur: LTXFileInfo, new: LTXFileInfo) -> bool:
-    """Litestream's plan preference: larger max TXID, then smaller min, then higher level."""
-    if new.max_txid != cur.max_txid:
-        return new.max_txid > cur.max_txid
-    if new.min_txid != cur.min_txid:
-        return new.min_txid < cur.min_txid
-    return new.level > cur.level
-
-
-def continue_chain(tip: int, files: Sequence[LTXFileInfo]) -> tuple[list[LTXFileInfo], bool]:
-    """Files continuing the history from `tip` (min <= current + 1 < max + 1), best first each
-    step; and whether a file starts past where the chain ends (a gap)."""
-    ordered = sorted(files, key=lambda f: (f.min_txid, f.max_txid))
-    chain: list[LTXFileInfo] = []
-    cur = tip
-    i = 0
-    candidates: list[LTXFileInfo] = []
-    while True:
-        while i < len(ordered) and ordered[i].min_txid <= cur + 1:
-            candidates.append(ordered[i])
-            i += 1
-        best = None
-        for f in candidates:
-            if f.max_txid > cur and (best is None or _better(best, f)):
-                best = f
-        if best is None:
-            break
-        chain.append(best)
-        cur = best.max_txid
-        candidates = [f for f in candidates if f.max_txid > cur]
-    gap = any(f.min_txid > cur + 1 for f in ordered[i:])
-    return chain, gap
 
 
 class Follower:
@@ -208,39 +173,42 @@ class Follower:
     def _poll(self, tip: int, seeks: dict[int, int], generation: int = -1) -> Staged | None:
         reader = self.reader
         level0 = reader.list_levels((0,), {0: tip})[0]
-        chain, gap = continue_chain(tip, level0)
-        anchored = any(f.max_txid == tip for f in level0) or (bool(chain) and chain[0].min_txid == tip + 1)
+        listed: dict[int, list[LTXFileInfo]] = {0: level0}
+        chain = continue_from(listed, tip)
+        anchored = (any(f.max_txid == tip for f in level0)
+                    or (bool(chain.files) and chain.files[0].min_txid == tip + 1))
         new_seeks: dict[int, int] = {}
-        if gap or not anchored:
+        if chain.gap or not anchored:
             # Level 0 alone cannot tell. Level 1 is where its files go next; the levels above only
             # matter after a gap, or when the history moved on while nobody looked (an outage
             # longer than the retention): those are listed on a gap and every DEEP_POLL_EVERY polls.
             self._shallow_polls += 1
-            deep = gap or self._shallow_polls >= DEEP_POLL_EVERY
-            listed = list(level0)
+            deep = chain.gap or self._shallow_polls >= DEEP_POLL_EVERY
             for levels in ((1,), UPPER_LEVELS[1:]) if not deep else (UPPER_LEVELS,):
                 upper = reader.list_levels(levels, seeks)
                 for lvl, files in upper.items():
                     if files:
                         new_seeks[lvl] = files[-1].min_txid
-                    listed.extend(files)
-                chain, gap = continue_chain(tip, listed)
-                if not gap:
+                listed.update(upper)
+                chain = continue_from(listed, tip)
+                if not chain.gap:
                     break
+            gap = chain.gap
             if deep:
                 self._shallow_polls = 0
                 snapshots = reader.list_levels((SNAPSHOT_LEVEL,))[SNAPSHOT_LEVEL]
-                reached = chain[-1].max_txid if chain else tip
-                if snapshots and snapshots[-1].max_txid > reached:
+                if snapshots and snapshots[-1].max_txid > chain.txid:
                     gap = True
+        else:
+            gap = False
         if gap:
             return self._replan(tip)
-        if not chain:
+        if not chain.files:
             return None
         if generation != -1 and generation != self._generation:
             return None  # the connection moved meanwhile (its own commit, say): fetch nothing
-        loaded = reader.load_files(chain)
-        return Update(base_txid=tip, txid=chain[-1].max_txid, files=loaded, seeks=new_seeks)
+        loaded = reader.load_files(chain.files)
+        return Update(base_txid=tip, txid=chain.txid, files=loaded, seeks=new_seeks)
 
     def _replan(self, tip: int) -> Staged | None:
         self.stats.replans += 1
