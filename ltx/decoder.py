@@ -27,7 +27,6 @@ from typing import Protocol
 import lz4.block
 from fastcrc import crc64
 
-from ltx import fastindex
 from ltx.checksum import CRC64_EMPTY, file_checksum
 from ltx.errors import (
     LTXChecksumError,
@@ -399,17 +398,19 @@ class Decoder:
         if not self._fast_index:
             self._finish_streaming(buf, pos, base, crc, count, pgno_digest, size_digest)
             return
-        rest, at_eof = self._read_rest(buf, pos)
+        from ltx import fastindex  # numpy loads only for a decoder that asks for it
+
+        rest, at_eof = self._read_rest(buf, pos, fastindex.FAST_INDEX_MAX_BYTES)
         index_start = base + pos
         if not (at_eof and self._accept_rest(rest, index_start, crc, count, pgno_digest, size_digest)):
             self._finish_streaming(rest, 0, index_start, crc, count, pgno_digest, size_digest)
 
-    def _read_rest(self, buf: bytes | memoryview, pos: int) -> tuple[bytes, bool]:
-        """The bytes from `buf[pos]` to the end of the stream (True) or to FAST_INDEX_MAX_BYTES
-        and a little more (False: the stream goes on)."""
+    def _read_rest(self, buf: bytes | memoryview, pos: int, limit: int) -> tuple[bytes, bool]:
+        """The bytes from `buf[pos]` to the end of the stream (True) or to `limit` and a little
+        more (False: the stream goes on)."""
         parts = [memoryview(buf)[pos:]]
         have = len(parts[0])
-        while have <= fastindex.FAST_INDEX_MAX_BYTES:
+        while have <= limit:
             more = self._src.read(self._read_size)
             if not more:
                 return b"".join(parts), True
@@ -420,6 +421,8 @@ class Decoder:
     def _accept_rest(self, rest: bytes, index_start: int, crc: int, count: int, pgno_digest: int,
                      size_digest: int) -> bool:
         """Whether `rest` (index to end of file) passes every check; sets the decoder's results."""
+        from ltx import fastindex
+
         end = fastindex.check_entries(rest, count, index_start - PAGE_HEADER_SIZE, pgno_digest, size_digest)
         if end < 0:
             return False

@@ -7,8 +7,6 @@ import os
 from array import array
 from collections.abc import Sequence
 
-import numpy as np
-
 #: Adjacent pages written by one pwritev at most (under IOV_MAX, 1024 on Linux).
 WRITE_BATCH_PAGES = 512
 
@@ -19,6 +17,8 @@ def page_runs(pgnos: Sequence[int]) -> list[tuple[int, int]]:
     n = len(pgnos)
     if n == 0:
         return []
+    import numpy as np  # loaded by the first write, never by a reader that only reads
+
     if isinstance(pgnos, array) and pgnos.itemsize == 8:
         values = np.frombuffer(pgnos, dtype=np.uint64)
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import apsw
 
@@ -26,8 +27,6 @@ from ltx.store.base import StoreError
 from vfs.errors import PageCorruptError, PageReadError, ReadOnlyVFSError, TimeTravelError
 from vfs.fetch import FileGoneError, PageFetcher, Run
 from vfs.follower import Follower, Replace, Update
-from vfs.hydrate import Hydration
-from vfs.hydrate import attach as attach_hydration
 from vfs.options import OpenOptions
 from vfs.pagecache import PageCache
 from vfs.pagemap import SourceFile
@@ -35,6 +34,9 @@ from vfs.pragmas import handle_pragma
 from vfs.readahead import ReadAhead
 from vfs.stats import ReadStats, stats_json
 from vfs.view import ReplicaReader, View, head_pages, load_view
+
+if TYPE_CHECKING:  # the hydrator loads only for hydrate= (vfs/hydrate.py)
+    from vfs.hydrate import Hydration
 
 _U32 = struct.Struct(">I")
 #: The sector size reported to SQLite (that of a typical disk; journals are local files).
@@ -84,6 +86,8 @@ class LTXFile:
         self.hydration: Hydration | None = None
         if options.hydrate_path is not None:
             try:
+                from vfs.hydrate import attach as attach_hydration
+
                 self.hydration = attach_hydration(options.hydrate_path, options.path, options.replica_url,
                                                   replica.url, follow=options.poll > 0 and not options.pinned,
                                                   poll_interval=options.poll)

@@ -41,8 +41,6 @@ from ltx.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
-#: What `PRAGMA litestream_hydration_progress` answers without hydration (as Litestream does).
-NO_HYDRATION_PROGRESS = "0"
 #: Bytes of the writer's commits held for the applier while hydration is incomplete; commits past
 #: this are not held (the file then catches up by following the replica).
 MAX_PENDING_COMMIT_BYTES = 64 * 1024 * 1024

@@ -18,12 +18,13 @@ import time
 from typing import TYPE_CHECKING
 
 from vfs.errors import TimeTravelError
-from vfs.hydrate import NO_HYDRATION_PROGRESS
 from vfs.timefmt import TimeFormatError, format_time, parse_time
 
 if TYPE_CHECKING:
     from vfs.file import LTXFile
 
+#: What `PRAGMA litestream_hydration_progress` answers without hydration (as Litestream does).
+NO_HYDRATION_PROGRESS = "0"
 READ_ONLY = ("litestream_txid", "litestream_lag", "litestream_hydration_progress", "ltxvfs_stats")
 PRAGMAS = (*READ_ONLY, "litestream_time")
 

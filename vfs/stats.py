@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 from ltx.store.base import StoreStats
@@ -32,6 +31,8 @@ class ReadStats:
 
 def stats_json(read: ReadStats, store: StoreStats, **extra: object) -> str:
     """One JSON object: the store's requests and bytes, then the VFS counters, then `extra`."""
+    import json  # loaded by the first PRAGMA ltxvfs_stats, not by every connection
+
     out: dict[str, object] = {
         "gets": store.gets,
         "lists": store.lists,

@@ -5,59 +5,19 @@ and page 1 reads in rollback-journal form)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import apsw
 
-from ltx.plan import EmptyReplicaError, HistoryGapError, RestorePlanError
-from ltx.store.base import StoreError
-from vfs.errors import PageCorruptError, PageReadError, ReplicaOpenError
-from vfs.file import LTXFile
 from vfs.journal import PrivateJournal
-from vfs.options import OpenOptions, OptionError, options_from_uri
-from vfs.stats import ReadStats
-from vfs.view import ReplicaReader, View, load_view, open_reader
-from vfs.writefile import open_writer
+
+if TYPE_CHECKING:
+    from vfs.file import LTXFile
 
 #: The name SQLite knows the VFS by.
 VFS_NAME = "ltxvfs"
-#: Pause between looks at a replica that is empty (or caught mid-compaction) during an open.
-OPEN_RETRY_INTERVAL = 0.2
 _SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
-
-
-def open_view(reader: ReplicaReader, options: OpenOptions, stats: ReadStats | None = None) -> View:
-    """Load the view an open asks for; an empty replica or a gap is retried until `options.wait`."""
-    deadline = time.monotonic() + options.wait
-    while True:
-        try:
-            return load_view(reader, txid=options.txid, timestamp=options.timestamp, waited=stats)
-        except (EmptyReplicaError, HistoryGapError) as exc:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                waited = f" (waited {options.wait:g}s)" if options.wait else ""
-                raise ReplicaOpenError(reader.url, f"{exc}{waited}") from exc
-            time.sleep(min(OPEN_RETRY_INTERVAL, left))
-        except RestorePlanError as exc:
-            raise ReplicaOpenError(reader.url, str(exc)) from exc
-        except (PageCorruptError, PageReadError) as exc:
-            raise ReplicaOpenError(reader.url, str(exc)) from exc
-        except StoreError as exc:
-            raise ReplicaOpenError(reader.url, str(exc)) from exc
-
-
-def open_file(options: OpenOptions) -> LTXFile:
-    """Open the replica, load the view and return the main-database file."""
-    reader = open_reader(options.replica_url)
-    replica = reader.replica
-    stats = ReadStats()
-    try:
-        view = open_view(reader, options, stats)
-    except BaseException:
-        replica.close()
-        raise
-    return LTXFile(options, replica, reader, view, stats)
 
 
 class LTXVFS(apsw.VFS):
@@ -72,6 +32,11 @@ class LTXVFS(apsw.VFS):
 
     def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> apsw.VFSFile:  # type: ignore[override]
         if isinstance(name, apsw.URIFilename) and flags[0] & apsw.SQLITE_OPEN_MAIN_DB:
+            # The reader's machinery loads at the first open, the writer's at the first writer:
+            # `import vfs` itself only registers the VFS.
+            from vfs.opening import open_file
+            from vfs.options import OptionError, options_from_uri
+
             try:
                 options = options_from_uri(name, flags[0])
             except OptionError as exc:
@@ -83,6 +48,8 @@ class LTXVFS(apsw.VFS):
                 writable = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
                 flags[1] = (flags[0] & ~writable) | apsw.SQLITE_OPEN_READONLY
             else:
+                from vfs.writefile import open_writer
+
                 file = open_writer(options)
                 flags[1] = flags[0]
             with self._open_lock:

@@ -11,7 +11,6 @@ import builtins
 import io
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -271,6 +270,8 @@ class FileStore(ObjectStore):
         self._count("puts")
         try:
             self._ensure_dir(directory)
+            import tempfile  # writes only: a reader never loads it
+
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
         except OSError as exc:
             raise self._os_error(key, "create", exc) from exc

@@ -14,8 +14,8 @@ from ltx.reader import read_file_index
 from ltx.replica import Replica
 from tests.vfs.replicas import History, connect, run_queries
 from vfs.errors import PageCorruptError, ReplicaOpenError
+from vfs.opening import open_file
 from vfs.options import OpenOptions
-from vfs.vfs import open_file
 
 
 def test_empty_replica_fails_after_a_bounded_wait(file_replica: tuple[str, Replica], tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from ltx.index import PageIndex, append_uvarint
 from ltx.replica import Replica
 from tests.vfs.replicas import big_table_history, connect, stats
 from vfs.lazyindex import BLOCK_ENTRIES, LAZY_INDEX_BYTES, LazyIndex
+from vfs.opening import open_file
 from vfs.options import OpenOptions
-from vfs.vfs import open_file
 
 FRAMES_END_SLACK = 16
 

@@ -23,8 +23,8 @@ from tests.reliability import tally
 from tests.vfs.replicas import connect, plain, stats
 from tests.vfs.writing import open_reader, open_writer
 from vfs.errors import PageCorruptError
+from vfs.opening import open_file
 from vfs.options import OpenOptions
-from vfs.vfs import open_file
 from vfs.view import index_fetch_size
 
 #: Seeded flips per store in the default suite.

@@ -22,8 +22,8 @@ from tests.vfs.replicas import (
     run_queries,
     stats,
 )
+from vfs.opening import open_file
 from vfs.options import OpenOptions
-from vfs.vfs import open_file
 
 
 def expected_results(history: History, txid: int, workdir: Path) -> list[list[tuple[object, ...]]]:
