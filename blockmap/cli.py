@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import posixpath
 import re
@@ -693,7 +694,7 @@ def fsck_cmd(
 
 
 def _counters(vol: Volume) -> dict[str, int]:
-    rows = vol._read_txn(lambda c: c.execute("SELECT name, value FROM jfs_counter ORDER BY name").fetchall())
+    rows = vol.engine.read(lambda c: c.execute("SELECT name, value FROM jfs_counter ORDER BY name").fetchall())
     return {str(name): as_int(value) for name, value in rows}
 
 
@@ -746,8 +747,21 @@ def status_cmd(meta: MetaOpt, as_json: JsonOpt = False, txid: TxidOpt = None, at
 # --- entry point ----------------------------------------------------------------------------------
 
 
+def quiet_library_logs() -> None:
+    """Keep the libraries' warnings (ltxvfs's retries, a group commit lost to another writer) off
+    the terminal: the command's own error line says what failed. BLOCKMAP_DEBUG=1 shows them."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    if os.environ.get(DEBUG_ENV) == "1":
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    else:
+        root.addHandler(logging.NullHandler())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Every failure becomes one line on stderr."""
+    quiet_library_logs()
     rv = run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False))
     return rv
 

@@ -38,7 +38,7 @@ from blockmap.paths import PathLike, check_name, lookup, resolve, resolve_parent
 from blockmap.slices import decode_records
 
 if TYPE_CHECKING:
-    from blockmap.volume import DirEntry, Volume
+    from blockmap.engine import DirEntry, Engine
 
 #: Non-directory entries cloned per transaction.
 CLONE_BATCH = 100
@@ -119,15 +119,15 @@ def _touch(cursor: apsw.Cursor, pn: Node, ns: int, nlink: int = 0) -> None:
     update_node(cursor, pn, "nlink", "mtime", "mtimensec", "ctime", "ctimensec")
 
 
-def clone(vol: Volume, src: PathLike, dst: PathLike, *, preserve: bool = False) -> Attr:
+def clone(eng: Engine, src: PathLike, dst: PathLike, *, preserve: bool = False) -> Attr:
     """Copy `src` (a file, symlink or directory tree) to `dst` without copying bytes."""
-    ctx = vol._ctx
-    opts = CloneOptions(preserve, vol.umask)
-    src_ino = vol._read_txn(lambda c: resolve(c, src, follow=False)[0])
-    src_node = vol._stat_inode(src_ino, str(src))
+    ctx = eng.ctx
+    opts = CloneOptions(preserve, eng.umask)
+    src_ino = eng.read(lambda c: resolve(c, src, follow=False)[0])
+    src_node = eng.stat_inode(src_ino, str(src))
     if src_ino >= TRASH_INODE:
         raise fs_error(errno.EPERM, src)
-    top = vol._ids.next_inode()
+    top = eng.ids.next_inode()
 
     if src_node.type != TYPE_DIRECTORY:
 
@@ -148,7 +148,7 @@ def clone(vol: Volume, src: PathLike, dst: PathLike, *, preserve: bool = False) 
             ctx.acct.apply(c, deltas)
             return new
 
-        return Attr.of(vol._write(one))
+        return Attr.of(eng.write(one))
 
     def start(c: apsw.Cursor) -> int:
         parent, name = resolve_parent(c, dst)
@@ -162,9 +162,9 @@ def clone(vol: Volume, src: PathLike, dst: PathLike, *, preserve: bool = False) 
         c.execute("INSERT INTO jfs_detached_node (inode, added) VALUES (?, ?)", (top, int(time.time())))
         return parent
 
-    vol._write(start)
+    eng.write(start)
     try:
-        _clone_children(vol, opts, src_ino, top)
+        _clone_children(eng, opts, src_ino, top)
 
         def attach(c: apsw.Cursor) -> Node:
             parent, name = resolve_parent(c, dst)
@@ -183,9 +183,9 @@ def clone(vol: Volume, src: PathLike, dst: PathLike, *, preserve: bool = False) 
             assert node is not None
             return node
 
-        return Attr.of(vol._write(attach))
+        return Attr.of(eng.write(attach))
     except BaseException:
-        remove_detached(vol, top)
+        remove_detached(eng, top)
         raise
 
 
@@ -202,19 +202,19 @@ def _is_within(cursor: apsw.Cursor, ancestor: int, inode: int) -> bool:
     return False
 
 
-def _clone_children(vol: Volume, opts: CloneOptions, src_dir: int, dst_dir: int) -> None:
+def _clone_children(eng: Engine, opts: CloneOptions, src_dir: int, dst_dir: int) -> None:
     """Copy the entries of `src_dir` into the (already copied) `dst_dir`, depth first."""
-    ctx = vol._ctx
+    ctx = eng.ctx
     after = b""
     while True:
-        batch = vol._readdir_batch(src_dir, after)
+        batch = eng.readdir(src_dir, after)
         if not batch:
             return
         after = os.fsencode(batch[-1].name)
         files = [e for e in batch if not e.is_dir()]
         for i in range(0, len(files), CLONE_BATCH):
             part = files[i : i + CLONE_BATCH]
-            inodes = [vol._ids.next_inode() for _ in part]
+            inodes = [eng.ids.next_inode() for _ in part]
 
             def copy_files(c: apsw.Cursor, part: list[DirEntry] = part, inodes: list[int] = inodes) -> None:
                 ns = now_ns()
@@ -228,11 +228,11 @@ def _clone_children(vol: Volume, opts: CloneOptions, src_dir: int, dst_dir: int)
                         (dst_dir, os.fsencode(e.name), ino, node.type),
                     )
 
-            vol._write(copy_files)
+            eng.write(copy_files)
         for e in batch:
             if not e.is_dir():
                 continue
-            ino = vol._ids.next_inode()
+            ino = eng.ids.next_inode()
 
             def copy_dir(c: apsw.Cursor, e: DirEntry = e, ino: int = ino) -> bool:
                 node = get_node(c, e.inode)
@@ -245,15 +245,15 @@ def _clone_children(vol: Volume, opts: CloneOptions, src_dir: int, dst_dir: int)
                 )
                 return True
 
-            if vol._write(copy_dir):
-                _clone_children(vol, opts, e.inode, ino)
+            if eng.write(copy_dir):
+                _clone_children(eng, opts, e.inode, ino)
 
 
-def remove_detached(vol: Volume, top: int) -> None:
+def remove_detached(eng: Engine, top: int) -> None:
     """Delete a detached tree (a clone that never got attached) and give its usage back."""
     from blockmap.namespace import Released, drop_inode
 
-    ctx = vol._ctx
+    ctx = eng.ctx
     stack = [top]
     order: list[int] = []
     while stack:
@@ -261,7 +261,7 @@ def remove_detached(vol: Volume, top: int) -> None:
         order.append(d)
         after = b""
         while True:
-            batch = vol._readdir_batch(d, after)
+            batch = eng.readdir(d, after)
             if not batch:
                 break
             after = os.fsencode(batch[-1].name)
@@ -282,8 +282,8 @@ def remove_detached(vol: Volume, top: int) -> None:
                         else:
                             released.merge(drop_inode(c, ctx, node))
 
-            vol._write(drop)
-            vol._finish(released)
+            eng.write(drop)
+            eng.finish(released)
             stack.extend(e.inode for e in batch if e.is_dir())
     for d in reversed(order):
 
@@ -297,4 +297,4 @@ def remove_detached(vol: Volume, top: int) -> None:
             c.execute("DELETE FROM jfs_detached_node WHERE inode = ?", (d,))
             ctx.acct.usage(c, -align4k(0), -1)
 
-        vol._write(drop_dir)
+        eng.write(drop_dir)

@@ -15,8 +15,7 @@ import apsw
 
 from blockmap.meta import as_bytes
 from blockmap.namespace import Released, drop_chunk_refs
-from blockmap.node import TYPE_FILE
-from blockmap.paths import PathLike
+from blockmap.node import TYPE_DIRECTORY, TYPE_FILE
 from blockmap.release import encode_delayed
 from blockmap.slices import (
     CHUNK_SIZE,
@@ -28,7 +27,7 @@ from blockmap.slices import (
 )
 
 if TYPE_CHECKING:
-    from blockmap.volume import Volume
+    from blockmap.engine import Engine
 
 #: Bytes read or zero-filled per step while writing the merged slice.
 COPY_PIECE = 4 << 20
@@ -41,8 +40,8 @@ def _chunk_blob(cur: apsw.Cursor, inode: int, indx: int) -> bytes | None:
     return None if row is None else as_bytes(row[0])
 
 
-def _write_merged(vol: Volume, plan: CompactionPlan, slice_id: int) -> int:
-    writer = vol._blocks.writer(slice_id)
+def _write_merged(eng: Engine, plan: CompactionPlan, slice_id: int) -> int:
+    writer = eng.blocks.writer(slice_id)
     try:
         for seg in plan.segments:
             at = 0
@@ -51,7 +50,7 @@ def _write_merged(vol: Volume, plan: CompactionPlan, slice_id: int) -> int:
                 if seg.id == 0:
                     writer.write(bytes(n))
                 else:
-                    writer.write(vol._blocks.read(seg.id, seg.size, seg.off + at, n))
+                    writer.write(eng.blocks.read(seg.id, seg.size, seg.off + at, n))
                 at += n
         return writer.finish()
     except BaseException:
@@ -59,21 +58,21 @@ def _write_merged(vol: Volume, plan: CompactionPlan, slice_id: int) -> int:
         raise
 
 
-def compact_chunk(vol: Volume, inode: int, indx: int) -> bool:
+def compact_chunk(eng: Engine, inode: int, indx: int) -> bool:
     """Compact chunk (inode, indx) if it is worth it; True when the records were swapped."""
-    blob = vol._read_txn(lambda c: _chunk_blob(c, inode, indx))
+    blob = eng.read(lambda c: _chunk_blob(c, inode, indx))
     if blob is None:
         return False
     records = decode_records(blob, f"chunk {inode}:{indx}")
     plan = plan_compaction(records)
     if plan is None:
         return False
-    slice_id = vol._ids.next_slice_id()
+    slice_id = eng.ids.next_slice_id()
     try:
-        with vol._block_gate.read():
-            size = _write_merged(vol, plan, slice_id)
+        with eng.block_gate.read():
+            size = _write_merged(eng, plan, slice_id)
     except BaseException:
-        vol._discard_slice(slice_id, plan.size)  # whatever blocks made it up are unreferenced
+        eng.discard_slice(slice_id, plan.size)  # whatever blocks made it up are unreferenced
         raise
     origin = blob[: (plan.skipped + plan.count) * SLICE_RECORD_SIZE]
     merged = records[plan.skipped : plan.skipped + plan.count]
@@ -90,7 +89,7 @@ def compact_chunk(vol: Volume, inode: int, indx: int) -> bool:
         )
         cur.execute("UPDATE jfs_chunk SET slices = ? WHERE inode = ? AND indx = ?", (new, inode, indx))
         cur.execute("INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, ?, 1)", (slice_id, size))
-        if vol.settings.trash_days > 0:
+        if eng.settings.trash_days > 0:
             kept = [(r.id, r.size) for r in merged if r.id]
             if kept:
                 cur.execute(
@@ -102,41 +101,40 @@ def compact_chunk(vol: Volume, inode: int, indx: int) -> bool:
         return True
 
     try:
-        swapped = vol._write(swap)
+        swapped = eng.write(swap)
     except BaseException:
-        vol._discard_slice(slice_id, size)
+        eng.discard_slice(slice_id, size)
         raise
     if not swapped:  # the chunk changed meanwhile: the new slice is not needed
-        vol._discard_slice(slice_id, size)
+        eng.discard_slice(slice_id, size)
         return False
     if released.slices:
-        vol._release_slices(released.slices)
+        eng.release_slices(released.slices)
     return True
 
 
-def compact_tree(vol: Volume, path: PathLike) -> int:
-    """Compact every multi-record chunk of every file under `path` (or of `path` itself)."""
-    root = vol.stat(path)
+def compact_tree(eng: Engine, inode: int) -> int:
+    """Compact every multi-record chunk of file `inode`, or of every file below directory `inode`."""
+    root = eng.node(inode)
     files: list[tuple[int, int]] = []
     if root.type == TYPE_FILE:
-        files.append((root.st_ino, root.st_size))
-    else:
-        stack = [path]
+        files.append((root.inode, root.length))
+    elif root.type == TYPE_DIRECTORY:
+        stack = [root.inode]
         while stack:
             d = stack.pop()
-            base = str(d).rstrip("/")
-            for e in vol.readdir(d, with_attrs=True):
+            for e in eng.iter_dir(d, with_attrs=True):
                 if e.is_dir():
-                    stack.append(f"{base}/{e.name}")
+                    stack.append(e.inode)
                 elif e.is_file() and e.attr is not None:
                     files.append((e.inode, e.attr.st_size))
     done = 0
     seen: set[int] = set()
-    for inode, length in files:
-        if inode in seen:
+    for ino, length in files:
+        if ino in seen:
             continue
-        seen.add(inode)
+        seen.add(ino)
         for indx in range((length + CHUNK_SIZE - 1) // CHUNK_SIZE):
-            while compact_chunk(vol, inode, indx):
+            while compact_chunk(eng, ino, indx):
                 done += 1
     return done

@@ -83,7 +83,9 @@ class IdAllocator:
 
     def __init__(self, reserve: Callable[[str, int], int]) -> None:
         self._reserve = reserve
-        self._lock = threading.Lock()
+        #: Reentrant: a reservation whose commit was lost resets the allocator (MetaDB.on_lost)
+        #: from inside `_take`, on the thread that holds the lock, before CommitsLostError.
+        self._lock = threading.RLock()
         self._inodes = _Range()
         self._slices = _Range()
         self._returned: list[int] = []

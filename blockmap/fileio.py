@@ -20,7 +20,7 @@ from blockmap.node import Attr
 from blockmap.slices import CHUNK_SIZE, SliceRecord
 
 if TYPE_CHECKING:
-    from blockmap.volume import Volume
+    from blockmap.engine import Engine
 
 #: Read size used by `copy_from` and `__iter__`.
 COPY_BUFFER = 4 << 20
@@ -44,9 +44,9 @@ class File:
     """An open file: `read`/`write` at a position, `pread`/`pwrite` at an offset, like os-level I/O."""
 
     def __init__(
-        self, volume: Volume, inode: int, path: str, *, readable: bool, writable: bool, append: bool
+        self, engine: Engine, inode: int, path: str, *, readable: bool, writable: bool, append: bool
     ) -> None:
-        self.volume = volume
+        self.engine = engine
         self.inode = inode
         self.path = path
         self.readable = readable
@@ -55,7 +55,7 @@ class File:
         self._pos = 0
         self._open: _OpenSlice | None = None
         self.closed = False
-        volume._file_opened(inode)
+        engine.file_opened(inode)
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> File:
@@ -88,8 +88,7 @@ class File:
                 self._commit()
                 cur = None
             if cur is None:
-                sid = self.volume._ids.next_slice_id()
-                cur = self._open = _OpenSlice(indx, coff, self.volume._blocks.writer(sid))
+                cur = self._open = _OpenSlice(indx, coff, self.engine.writer())
             n = min(len(view), CHUNK_SIZE - coff)
             try:
                 cur.writer.write(view[:n])
@@ -107,7 +106,7 @@ class File:
         """Write at the current position (at the end in append mode) and advance."""
         self._check(want_write=True)
         if self.append:
-            self._pos = self._open.file_end if self._open is not None else self.volume._length(self.inode)
+            self._pos = self._open.file_end if self._open is not None else self.engine.length(self.inode)
         n = self.pwrite(data, self._pos)
         self._pos += n
         return n
@@ -130,18 +129,18 @@ class File:
             size = cur.writer.finish()
         except BaseException:
             cur.writer.abort()
-            self.volume._discard_slice(cur.writer.slice_id, cur.writer.size)
+            self.engine.discard_slice(cur.writer.slice_id, cur.writer.size)
             raise
         if size == 0:
             return
         piece = WritePiece(cur.indx, SliceRecord(cur.pos, cur.writer.slice_id, size, 0, size))
-        self.volume._commit_write(self.inode, [piece], self.path, cur.writer)
+        self.engine.commit_write(self.inode, [piece], self.path)
 
     def _abandon(self) -> None:
         cur, self._open = self._open, None
         if cur is not None:
             cur.writer.abort()
-            self.volume._discard_slice(cur.writer.slice_id, cur.writer.size)
+            self.engine.discard_slice(cur.writer.slice_id, cur.writer.size)
 
     def flush(self) -> None:
         """Record buffered writes in the metadata (one transaction)."""
@@ -157,13 +156,13 @@ class File:
         if offset < 0:
             raise fs_error(errno.EINVAL, self.path)
         self._commit()
-        return self.volume._read(self.inode, offset, size, self.path)
+        return self.engine.read_data(self.inode, offset, size, self.path)
 
     def read(self, size: int = -1) -> bytes:
         """Read from the current position and advance (everything to the end when `size` < 0)."""
         self._check(want_read=True)
         self._commit()
-        data = self.volume._read(self.inode, self._pos, size, self.path)
+        data = self.engine.read_data(self.inode, self._pos, size, self.path)
         self._pos += len(data)
         return data
 
@@ -192,7 +191,7 @@ class File:
             pos = self._pos + offset
         elif whence == io.SEEK_END:
             self._commit()
-            pos = self.volume._length(self.inode) + offset
+            pos = self.engine.length(self.inode) + offset
         else:
             raise fs_error(errno.EINVAL, self.path)
         if pos < 0:
@@ -207,13 +206,13 @@ class File:
         self._check(want_write=True)
         self._commit()
         length = self._pos if size is None else size
-        self.volume._truncate_inode(self.inode, length, self.path)
+        self.engine.truncate_inode(self.inode, length, self.path)
         return length
 
     def stat(self) -> Attr:
         self._check()
         self._commit()
-        return self.volume._stat_inode(self.inode, self.path)
+        return self.engine.stat_inode(self.inode, self.path)
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("a volume file has no OS file descriptor")
@@ -226,7 +225,7 @@ class File:
             self._commit()
         finally:
             self.closed = True
-            self.volume._file_closed(self.inode)
+            self.engine.file_closed(self.inode)
 
     def __repr__(self) -> str:
         return f"<blockmap.File {self.path!r} inode={self.inode} pos={self._pos}>"

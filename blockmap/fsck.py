@@ -24,7 +24,7 @@ from blockmap.release import decode_delayed
 from blockmap.slices import decode_records
 
 if TYPE_CHECKING:
-    from blockmap.volume import Volume
+    from blockmap.engine import Engine
 
 
 @dataclass
@@ -140,10 +140,10 @@ def _metadata(cursor: apsw.Cursor, report: FsckReport, dir_stats: bool) -> dict[
     return {"nlink": fix_nlink, "stats": fix_stats, "used": used, "count": count}
 
 
-def fsck(vol: Volume, *, repair: bool = False) -> FsckReport:
+def fsck(eng: Engine, *, repair: bool = False) -> FsckReport:
     report = FsckReport()
     store_sizes: dict[str, int] = {}
-    for obj in vol._blocks.list_blocks():
+    for obj in eng.blocks.list_blocks():
         if isinstance(obj, BlockObject):
             store_sizes[obj.info.key] = obj.info.size
 
@@ -165,8 +165,8 @@ def fsck(vol: Volume, *, repair: bool = False) -> FsckReport:
                     continue
                 seen.add(r.id)
                 for key, (index, size) in zip(
-                    vol._blocks.keys(r.id, r.size),
-                    enumerate(block_sizes(r.size, vol.settings.block_size)),
+                    eng.blocks.keys(r.id, r.size),
+                    enumerate(block_sizes(r.size, eng.settings.block_size)),
                     strict=True,
                 ):
                     got = store_sizes.get(key)
@@ -177,15 +177,15 @@ def fsck(vol: Volume, *, repair: bool = False) -> FsckReport:
         report.files = len(files)
         report.slices = len(seen)
         report.blocks = len(store_sizes)
-        return _metadata(c, report, vol.settings.dir_stats)
+        return _metadata(c, report, eng.settings.dir_stats)
 
-    fixes = vol._read_txn(check)
+    fixes = eng.read(check)
     if repair:
-        _repair(vol, report, fixes)
+        _repair(eng, report, fixes)
     return report
 
 
-def _repair(vol: Volume, report: FsckReport, fixes: dict[str, object]) -> None:
+def _repair(eng: Engine, report: FsckReport, fixes: dict[str, object]) -> None:
     nlink: dict[int, int] = fixes["nlink"]  # type: ignore[assignment]
     stats: dict[int, tuple[int, int, int]] = fixes["stats"]  # type: ignore[assignment]
 
@@ -204,4 +204,4 @@ def _repair(vol: Volume, report: FsckReport, fixes: dict[str, object]) -> None:
         c.execute("UPDATE jfs_counter SET value = ? WHERE name = ?", (fixes["used"], USED_SPACE))
         c.execute("UPDATE jfs_counter SET value = ? WHERE name = ?", (fixes["count"], TOTAL_INODES))
 
-    vol._write(body)
+    eng.write(body)

@@ -23,7 +23,7 @@ from blockmap.slices import decode_records
 from blockmap.trash import TrashCleanup, clean_trash
 
 if TYPE_CHECKING:
-    from blockmap.volume import Volume
+    from blockmap.engine import Engine
 
 #: Objects younger than this are never called leaked (seconds).
 DEFAULT_SKIP_AGE = 3600
@@ -76,38 +76,38 @@ def block_fits(block_size: int, slice_size: int, index: int, bsize: int) -> bool
     return index * block_size + bsize == slice_size
 
 
-def gc(vol: Volume, *, delete: bool = False, skip_age: float = DEFAULT_SKIP_AGE) -> GcReport:
+def gc(eng: Engine, *, delete: bool = False, skip_age: float = DEFAULT_SKIP_AGE) -> GcReport:
     """Scan the volume's block objects against its metadata; with `delete`, also finish pending
     file and slice deletes, expire the trash, remove stale detached clones, and delete leaks."""
     report = GcReport()
     now = time.time()
     if delete:
-        if vol.settings.trash_days > 0:
-            report.trash = clean_trash(vol, now)
+        if eng.settings.trash_days > 0:
+            report.trash = clean_trash(eng, now)
         old = int(now - DETACHED_MAX_AGE)
-        stale = vol._read_txn(
+        stale = eng.read(
             lambda c: [as_int(r[0]) for r in c.execute("SELECT inode FROM jfs_detached_node WHERE added < ?", (old,))]
         )
         for top in stale:
-            remove_detached(vol, top)
+            remove_detached(eng, top)
             report.removed_detached += 1
-        for inode, _, _ in pending_files(vol._db):
-            if inode in vol._ctx.open_inodes:
+        for inode, _, _ in pending_files(eng.db):
+            if inode in eng.ctx.open_inodes:
                 continue
-            released = release_file_data(vol._db, inode)
+            released = release_file_data(eng.db, inode)
             report.released_files += 1
-            report.released_slices += vol._release_slices(released.slices, defer=False)
-        report.released_slices += vol._release_slices(pending_slices(vol._db), defer=False)
+            report.released_slices += eng.release_slices(released.slices, defer=False)
+        report.released_slices += eng.release_slices(pending_slices(eng.db), defer=False)
 
     def snapshot(c: apsw.Cursor) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
         pend = {as_int(a): as_int(b) for a, b in c.execute("SELECT chunkid, size FROM jfs_chunk_ref WHERE refs <= 0")}
         return referenced_slices(c), pend, delayed_slices(c)
 
-    valid, pend, delayed = vol._read_txn(snapshot)
-    bs = vol.settings.block_size
+    valid, pend, delayed = eng.read(snapshot)
+    bs = eng.settings.block_size
     edge = datetime.fromtimestamp(now - skip_age).astimezone()
     to_delete: list[str] = []
-    for obj in vol._blocks.list_blocks():
+    for obj in eng.blocks.list_blocks():
         if not isinstance(obj, BlockObject):
             report.foreign.append(obj.key)
             continue
@@ -129,8 +129,8 @@ def gc(vol: Volume, *, delete: bool = False, skip_age: float = DEFAULT_SKIP_AGE)
         else:
             report.delayed += 1
     if delete and to_delete:
-        vol.flush()  # what the scan saw unreferenced is unreferenced in the store too
+        eng.flush()  # what the scan saw unreferenced is unreferenced in the store too
         for key in to_delete:
-            vol.store.delete(key)
+            eng.store.delete(key)
             report.deleted_objects += 1
     return report

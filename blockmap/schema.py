@@ -90,6 +90,16 @@ def has_schema(cursor: apsw.Cursor) -> bool:
     return row is not None
 
 
+def foreign_tables(cursor: apsw.Cursor) -> list[str]:
+    """Tables that are not JuiceFS's (an application's own): a database holding any is not a
+    volume's to format."""
+    rows = cursor.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "ORDER BY name"
+    )
+    return [str(r[0]) for r in rows if not str(r[0]).startswith(TABLE_PREFIX)]
+
+
 def schema_rows(cursor: apsw.Cursor) -> list[tuple[str, str, str, str | None]]:
     """`sqlite_master` as (type, name, tbl_name, sql) in creation order, for comparisons."""
     return [

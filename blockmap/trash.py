@@ -20,7 +20,7 @@ from blockmap.node import TRASH_INODE, TYPE_DIRECTORY, get_node, update_node
 from blockmap.release import decode_delayed
 
 if TYPE_CHECKING:
-    from blockmap.volume import Volume
+    from blockmap.engine import Engine
 
 #: Trash entries removed per transaction.
 TRASH_BATCH = 200
@@ -40,13 +40,13 @@ def _hour_of(name: bytes) -> float | None:
         return None
 
 
-def clean_trash(vol: Volume, now: float | None = None, *, force: bool = False) -> TrashCleanup:
+def clean_trash(eng: Engine, now: float | None = None, *, force: bool = False) -> TrashCleanup:
     """Remove trash directories older than TrashDays (all of them with `force`), and release
     delayed slices recorded before the same edge."""
     now = time.time() if now is None else now
-    edge = now - vol.settings.trash_days * 86400
+    edge = now - eng.settings.trash_days * 86400
     report = TrashCleanup()
-    hours = vol._read_txn(
+    hours = eng.read(
         lambda c: [
             (as_bytes(n), as_int(i))
             for n, i in c.execute("SELECT name, inode FROM jfs_edge WHERE parent = ?", (TRASH_INODE,))
@@ -56,7 +56,7 @@ def clean_trash(vol: Volume, now: float | None = None, *, force: bool = False) -
         t = _hour_of(name)
         if not force and (t is None or t + 3600 > edge):
             continue
-        report.entries += _empty_trash_dir(vol, hour_ino)
+        report.entries += _empty_trash_dir(eng, hour_ino)
 
         def drop_hour(c: apsw.Cursor, name: bytes = name, ino: int = hour_ino) -> None:
             if c.execute("SELECT 1 FROM jfs_edge WHERE parent = ? LIMIT 1", (ino,)).fetchone():
@@ -64,15 +64,15 @@ def clean_trash(vol: Volume, now: float | None = None, *, force: bool = False) -
             c.execute("DELETE FROM jfs_edge WHERE parent = ? AND name = ?", (TRASH_INODE, name))
             c.execute("DELETE FROM jfs_node WHERE inode = ?", (ino,))
             c.execute("DELETE FROM jfs_dir_stats WHERE inode = ?", (ino,))
-            vol._ctx.acct.usage(c, -align4k(0), -1)
+            eng.ctx.acct.usage(c, -align4k(0), -1)
 
-        vol._write(drop_hour)
+        eng.write(drop_hour)
         report.directories += 1
-    report.delayed_slices = clean_delayed_slices(vol, now + 1 if force else edge)
+    report.delayed_slices = clean_delayed_slices(eng, now + 1 if force else edge)
     return report
 
 
-def _empty_trash_dir(vol: Volume, hour: int) -> int:
+def _empty_trash_dir(eng: Engine, hour: int) -> int:
     removed = 0
     while True:
         released = Released()
@@ -94,26 +94,26 @@ def _empty_trash_dir(vol: Volume, hour: int) -> int:
                     c.execute("DELETE FROM jfs_node WHERE inode = ?", (inode,))
                     c.execute("DELETE FROM jfs_xattr WHERE inode = ?", (inode,))
                     c.execute("DELETE FROM jfs_dir_stats WHERE inode = ?", (inode,))
-                    vol._ctx.acct.usage(c, -align4k(0), -1)
+                    eng.ctx.acct.usage(c, -align4k(0), -1)
                     continue
                 node.nlink -= 1
                 if node.nlink > 0:
                     update_node(c, node, "nlink")
                 else:
-                    released.merge(drop_inode(c, vol._ctx, node))
-            vol._ctx.acct.apply(c, deltas)
+                    released.merge(drop_inode(c, eng.ctx, node))
+            eng.ctx.acct.apply(c, deltas)
             return len(rows)
 
-        n = vol._write(batch)
-        vol._finish(released)
+        n = eng.write(batch)
+        eng.finish(released)
         removed += n
         if n < TRASH_BATCH:
             return removed
 
 
-def clean_delayed_slices(vol: Volume, edge: float) -> int:
+def clean_delayed_slices(eng: Engine, edge: float) -> int:
     """Drop the refs held by `jfs_delslices` rows older than `edge`, and free what reaches 0."""
-    rows = vol._read_txn(
+    rows = eng.read(
         lambda c: [as_int(r[0]) for r in c.execute("SELECT chunkid FROM jfs_delslices WHERE deleted < ?", (int(edge),))]
     )
     count = 0
@@ -129,9 +129,9 @@ def clean_delayed_slices(vol: Volume, edge: float) -> int:
                 released.slices.add((slice_id, size))
             c.execute("DELETE FROM jfs_delslices WHERE chunkid = ?", (sid,))
 
-        vol._write(drop)
+        eng.write(drop)
         count += len(released.slices)
-        vol._finish(released)
+        eng.finish(released)
     return count
 
 

@@ -10,33 +10,32 @@ a crash leaves at most unreferenced objects (which `gc` finds), never a referenc
 from __future__ import annotations
 
 import errno
-import functools
-import itertools
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import apsw
 
 from blockmap import namespace as ns
-from blockmap.accounting import Accounting
-from blockmap.blocks import BlockStore, SliceWriter
+from blockmap.blocks import BlockStore
+from blockmap.clone import clone
+from blockmap.compaction import compact_chunk, compact_tree
 from blockmap.counters import (
     INITIAL_COUNTERS,
     TOTAL_INODES,
     USED_SPACE,
-    IdAllocator,
     get_counter,
-    incr_counter,
 )
-from blockmap.errors import ENOATTR, CommitOutcomeUnknownError, VolumeFormatError, fs_error
+from blockmap.engine import DEFAULT_UMASK, DirEntry, Engine
+from blockmap.errors import ENOATTR, VolumeFormatError, fs_error
 from blockmap.fileio import File, parse_mode
-from blockmap.files import WritePiece, commit_write, iter_range, plan_read, truncate
-from blockmap.meta import MetaDB, as_bytes, as_int, connect_meta, effective_sync, is_group_commit
+from blockmap.files import commit_write, truncate
+from blockmap.fsck import FsckReport, fsck
+from blockmap.gc import DEFAULT_SKIP_AGE, GcReport, gc
+from blockmap.meta import MetaDB, as_bytes, connect_meta, effective_sync, is_group_commit
 from blockmap.node import (
     MAX_SYMLINK,
     ROOT_INODE,
@@ -50,8 +49,7 @@ from blockmap.node import (
     insert_node,
 )
 from blockmap.paths import PathLike, lookup, resolve, resolve_from, resolve_parent, split_path, to_bytes
-from blockmap.release import forget_slices, release_file_data, release_slices
-from blockmap.schema import create_schema, has_schema
+from blockmap.schema import create_schema, foreign_tables, has_schema
 from blockmap.settings import (
     DATA_URL_SETTING,
     DEFAULT_BLOCK_SIZE,
@@ -60,32 +58,17 @@ from blockmap.settings import (
     data_url_for_storage,
     storage_for_data_url,
 )
-from blockmap.slices import CHUNK_SIZE, SliceRecord, chunk_span
-from hydrator.rwlock import ReadWriteLock
+from blockmap.trash import TrashCleanup, clean_trash
 from ltx.store.base import ObjectStore
 from ltx.store.url import redact_url
 
-if TYPE_CHECKING:
-    from blockmap.fsck import FsckReport
-    from blockmap.gc import GcReport
-    from blockmap.trash import TrashCleanup
-
 T = TypeVar("T")
 
-#: A chunk with this many records is compacted after a write (JuiceFS compacts near 100 too).
-AUTO_COMPACT_RECORDS = 100
-#: Entries fetched per transaction while listing a directory.
-READDIR_BATCH = 1000
 #: Extended attributes: longest name and value (Linux limits, as JuiceFS's VFS checks them).
 XATTR_MAX_NAME = 255
 XATTR_MAX_VALUE = 65536
 XATTR_CREATE = os.XATTR_CREATE if hasattr(os, "XATTR_CREATE") else 1
 XATTR_REPLACE = os.XATTR_REPLACE if hasattr(os, "XATTR_REPLACE") else 2
-#: Bytes read from a stream at a time by `write_file` / `replace_file`.
-STREAM_READ = 4 << 20
-#: Default umask for new inodes.
-DEFAULT_UMASK = 0o022
-
 ConnectFn = Callable[..., apsw.Connection]
 
 
@@ -93,25 +76,6 @@ def _open_store(url: str) -> ObjectStore:
     from ltx.store import open_store  # imported late: the store backends are optional at import
 
     return open_store(url)
-
-
-@dataclass(frozen=True)
-class DirEntry:
-    """One directory entry from `readdir`."""
-
-    name: str
-    inode: int
-    type: int
-    attr: Attr | None = None
-
-    def is_dir(self) -> bool:
-        return self.type == TYPE_DIRECTORY
-
-    def is_file(self) -> bool:
-        return self.type == TYPE_FILE
-
-    def is_symlink(self) -> bool:
-        return self.type == TYPE_SYMLINK
 
 
 @dataclass(frozen=True)
@@ -147,30 +111,9 @@ class Volume:
         self.meta_url = meta_url
         self.data_url = data_url
         self.store = store
-        self.umask = umask
-        self.auto_compact = auto_compact
-        self.read_only = read_only
-        self._db = db
-        self._owns_store = owns_store
-        self._blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix)
-        self._ids = IdAllocator(self._reserve)
-        db.on_lost = self._ids.reset
-        self._open_lock = threading.Lock()
-        #: Reads hold it shared while they fetch blocks; deleting a slice's blocks takes it
-        #: exclusively, so a read in this process never loses a block it has just looked up.
-        self._block_gate = ReadWriteLock()
-        self._open_counts: dict[int, int] = {}
-        #: Unlinked while open here: their data is released at the last close.
-        self._deferred: set[int] = set()
-        #: Released slices whose blocks are gone and whose rows go in the next write transaction.
-        self._forget: set[int] = set()
-        self._ctx = ns.OpContext(
-            uid=os.getuid() if uid is None else uid,
-            gid=os.getgid() if gid is None else gid,
-            acct=Accounting(settings.dir_stats, settings.capacity, settings.inodes),
-            trash_days=settings.trash_days,
-        )
-        self.closed = False
+        #: The machinery below paths (transactions, IDs, blocks, slices, open inodes).
+        self.engine = Engine(db, settings, store, uid=uid, gid=gid, umask=umask, auto_compact=auto_compact,
+                             read_only=read_only, owns_store=owns_store)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -207,9 +150,15 @@ class Volume:
         conn = connect(meta_url, create=True, **_meta_options(sync=sync))
         db = MetaDB(conn, url=redact_url(meta_url), group_commit=is_group_commit(sync))
         try:
-            existing = db.read(lambda c: _load_settings_row(c) if has_schema(c) else None)
+            existing, foreign = db.read(
+                lambda c: (_load_settings_row(c) if has_schema(c) else None, foreign_tables(c))
+            )
             if existing is not None:
                 raise VolumeFormatError(meta_url, "already holds a volume (format refuses to overwrite it)")
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+                raise VolumeFormatError(meta_url, f"holds a database with tables of its own ({shown}); "
+                                                  "format a volume on an empty replica or a new file")
             owns = store is None
             data = store if store is not None else _open_store(data_url)
             BlockStore(data, name, settings.block_size, hash_prefix).write_uuid(settings.uuid)
@@ -285,21 +234,7 @@ class Volume:
     def close(self) -> None:
         """Drop the rows of released slices, ship what group commit holds, close. A failure is
         raised after everything is closed."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            try:
-                with self._open_lock:
-                    forget = sorted(self._forget)
-                if forget and not self.read_only:
-                    self._db.write(functools.partial(forget_slices, ids=forget))
-            finally:
-                self._db.close()
-        finally:
-            self._blocks.close()
-            if self._owns_store:
-                self.store.close()
+        self.engine.close()
 
     def __enter__(self) -> Volume:
         return self
@@ -314,168 +249,51 @@ class Volume:
     @property
     def commits(self) -> int:
         """Metadata transactions committed by this volume object."""
-        return self._db.commits
+        return self.engine.db.commits
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
     def txid(self) -> int:
         """The TXID of the metadata state this volume reads (0 for a local SQLite file)."""
-        if not self._db.on_replica:
+        if not self.engine.db.on_replica:
             return 0
-        return int(self._db.pragma("litestream_txid") or "0", 16)
+        return int(self.engine.db.pragma("litestream_txid") or "0", 16)
 
     def meta_stats(self) -> dict[str, Any]:
         """The metadata connection's ltxvfs counters (`PRAGMA ltxvfs_stats`: requests, bytes,
         cache, LTX files shipped); empty for a local SQLite file."""
-        if not self._db.on_replica:
+        if not self.engine.db.on_replica:
             return {}
-        text = self._db.pragma("ltxvfs_stats")
+        text = self.engine.db.pragma("ltxvfs_stats")
         return dict(json.loads(text)) if text else {}
 
     def flush(self) -> None:
         """Group commit: ship the metadata transactions committed so far and wait for the store."""
-        if not self.read_only and not self.closed:
-            self._db.flush()
+        self.engine.flush()
 
-    def _reserve(self, counter: str, batch: int) -> int:
-        """Reserve a batch of IDs; it is in the store before any ID of it is used (group commit
-        flushes), so no other writer can ever reserve the same range."""
-        value = self._write(lambda cur: incr_counter(cur, counter, batch))
-        self._db.flush()
-        return value
+    @property
+    def closed(self) -> bool:
+        return self.engine.closed
 
-    def _check_writable(self) -> None:
-        if self.closed:
-            raise ValueError("volume is closed")
-        if self.read_only:
-            raise fs_error(errno.EROFS)
+    @property
+    def read_only(self) -> bool:
+        return self.engine.read_only
 
-    def _write(self, fn: Callable[[apsw.Cursor], T]) -> T:
-        """Run `fn` as one write transaction; the `chunk_ref` rows of slices released earlier
-        (blocks already deleted) are dropped in the same transaction, not in one of their own."""
-        self._check_writable()
-        with self._open_lock:
-            forget = sorted(self._forget)
-        if not forget:
-            return self._db.write(fn)
+    @property
+    def umask(self) -> int:
+        return self.engine.umask
 
-        def body(c: apsw.Cursor) -> T:
-            forget_slices(c, forget)
-            return fn(c)
+    @umask.setter
+    def umask(self, value: int) -> None:
+        self.engine.umask = value
 
-        result = self._db.write(body)
-        with self._open_lock:
-            self._forget.difference_update(forget)
-        return result
+    @property
+    def auto_compact(self) -> bool:
+        return self.engine.auto_compact
 
-    def _write_new(self, inode: int, fn: Callable[[apsw.Cursor], Node]) -> Node:
-        """`_write` of an operation that creates `inode`; when it fails with an OS error (the
-        entry exists...), or finds an existing node instead, the unused number goes back."""
-        try:
-            node = self._write(fn)
-        except OSError:
-            self._ids.give_back_inode(inode)
-            raise
-        if node.inode != inode:
-            self._ids.give_back_inode(inode)
-        return node
-
-    def _defer_forget(self, ids: list[int]) -> None:
-        with self._open_lock:
-            self._forget.update(ids)
-
-    def _read_txn(self, fn: Callable[[apsw.Cursor], T]) -> T:
-        if self.closed:
-            raise ValueError("volume is closed")
-        return self._db.read(fn)
-
-    def _finish(self, released: ns.Released) -> None:
-        """Release what an operation freed: pending file data (unless open here: then at its
-        last close), then slices."""
-        for inode in released.pending_files:
-            with self._open_lock:
-                if inode in self._ctx.open_inodes:
-                    self._deferred.add(inode)
-                    continue
-            released.slices |= release_file_data(self._db, inode).slices
-        if released.slices:
-            self._release_slices(released.slices)
-
-    def _release_slices(self, slices: set[tuple[int, int]] | list[tuple[int, int]], *, defer: bool = True) -> int:
-        """Delete the blocks of those `slices` whose refs are <= 0, then their rows (in the next
-        write transaction when `defer`)."""
-        if not slices:
-            return 0
-        self._db.flush()  # the commit that dropped the refs is in the store before any block goes
-        with self._block_gate.write():
-            return release_slices(self._db, self._blocks, slices, self._defer_forget if defer else None)
-
-    def _file_opened(self, inode: int) -> None:
-        with self._open_lock:
-            self._open_counts[inode] = self._open_counts.get(inode, 0) + 1
-            self._ctx.open_inodes.add(inode)
-
-    def _file_closed(self, inode: int) -> None:
-        with self._open_lock:
-            left = self._open_counts.get(inode, 1) - 1
-            if left > 0:
-                self._open_counts[inode] = left
-                return
-            self._open_counts.pop(inode, None)
-            self._ctx.open_inodes.discard(inode)
-            deferred = inode in self._deferred
-            self._deferred.discard(inode)
-        if self.closed or not deferred:
-            return
-        pending = self._read_txn(
-            lambda c: c.execute("SELECT 1 FROM jfs_delfile WHERE inode = ?", (inode,)).fetchone()
-        )
-        if pending:
-            self._finish(ns.Released(pending_files=[inode]))
-
-    def _commit_write(
-        self, inode: int, pieces: list[WritePiece], path: str, writer: SliceWriter | None = None
-    ) -> None:
-        try:
-            counts = self._write(lambda c: commit_write(c, self._ctx, inode, pieces, path))
-        except CommitOutcomeUnknownError:
-            raise  # the commit may be in the store: its blocks stay (gc finds them if it is not)
-        except BaseException:
-            for p in pieces:  # nothing refers to the new slices: take their blocks back
-                self._discard_slice(p.record.id, p.record.size)
-            raise
-        if self.auto_compact:
-            for indx, n in counts.items():
-                if n >= AUTO_COMPACT_RECORDS:
-                    self.compact_chunk(inode, indx)
-
-    def _discard_slice(self, slice_id: int, size: int) -> None:
-        try:
-            with self._block_gate.write():
-                self._blocks.delete_slice(slice_id, size)
-        except Exception:  # noqa: BLE001 - best effort: gc finds leftovers
-            pass
-
-    def _read(self, inode: int, offset: int, size: int, path: str) -> bytes:
-        with self._block_gate.read():
-            plan = self._read_txn(lambda c: plan_read(c, inode, offset, size, path))
-            return b"".join(iter_range(self._blocks, plan, offset, size))
-
-    def _length(self, inode: int) -> int:
-        node = self._read_txn(lambda c: get_node(c, inode))
-        if node is None:
-            raise fs_error(errno.ENOENT)
-        return node.length
-
-    def _truncate_inode(self, inode: int, length: int, path: str) -> None:
-        _, released = self._write(lambda c: truncate(c, self._ctx, inode, length, path))
-        self._finish(released)
-
-    def _stat_inode(self, inode: int, path: str) -> Attr:
-        node = self._read_txn(lambda c: get_node(c, inode))
-        if node is None:
-            raise fs_error(errno.ENOENT, path)
-        return Attr.of(node)
+    @auto_compact.setter
+    def auto_compact(self, value: bool) -> None:
+        self.engine.auto_compact = value
 
     def _resolve(self, cur: apsw.Cursor, path: PathLike, follow: bool = True) -> Node:
         inode, _ = resolve(cur, path, follow=follow)
@@ -487,7 +305,7 @@ class Volume:
     # -- attributes ----------------------------------------------------------------------------
     def stat(self, path: PathLike, *, follow_symlinks: bool = True) -> Attr:
         """Attributes of `path` (of the link itself with follow_symlinks=False)."""
-        return Attr.of(self._read_txn(lambda c: self._resolve(c, path, follow_symlinks)))
+        return Attr.of(self.engine.read(lambda c: self._resolve(c, path, follow_symlinks)))
 
     def lstat(self, path: PathLike) -> Attr:
         return self.stat(path, follow_symlinks=False)
@@ -504,7 +322,7 @@ class Volume:
             node = self._resolve(c, path, follow_symlinks)
             return ns.set_attr(c, node.inode, path, mode=mode)
 
-        return Attr.of(self._write(body))
+        return Attr.of(self.engine.write(body))
 
     def chown(self, path: PathLike, uid: int = -1, gid: int = -1, *, follow_symlinks: bool = True) -> Attr:
         """Change owner and/or group (-1 leaves one unchanged)."""
@@ -515,7 +333,7 @@ class Volume:
                 c, node.inode, path, uid=None if uid < 0 else uid, gid=None if gid < 0 else gid
             )
 
-        return Attr.of(self._write(body))
+        return Attr.of(self.engine.write(body))
 
     def utimens(
         self, path: PathLike, times_ns: tuple[int, int] | None = None, *, follow_symlinks: bool = True
@@ -530,23 +348,23 @@ class Volume:
             node = self._resolve(c, path, follow_symlinks)
             return ns.set_attr(c, node.inode, path, atime_ns=atime, mtime_ns=mtime)
 
-        return Attr.of(self._write(body))
+        return Attr.of(self.engine.write(body))
 
     # -- creating and removing entries -----------------------------------------------------
     def mkdir(self, path: PathLike, mode: int = 0o777) -> Attr:
-        inode = self._ids.next_inode()
+        inode = self.engine.ids.next_inode()
 
         def body(c: apsw.Cursor) -> Node:
             parent, name = resolve_parent(c, path)
-            return ns.mknod(c, self._ctx, parent, name, TYPE_DIRECTORY, mode & ~self.umask, inode, path)
+            return ns.mknod(c, self.engine.ctx, parent, name, TYPE_DIRECTORY, mode & ~self.umask, inode, path)
 
-        return Attr.of(self._write_new(inode, body))
+        return Attr.of(self.engine.write_new(inode, body))
 
     def makedirs(self, path: PathLike, mode: int = 0o777, *, exist_ok: bool = False) -> Attr:
         """mkdir with every missing parent, in one transaction."""
-        self._check_writable()
+        self.engine.check_writable()
         parts = split_path(path)
-        inodes = [self._ids.next_inode() for p in parts if p != b".."]
+        inodes = [self.engine.ids.next_inode() for p in parts if p != b".."]
 
         def body(c: apsw.Cursor) -> tuple[Node, int]:
             cur = ROOT_INODE
@@ -555,7 +373,8 @@ class Volume:
                 try:
                     cur, typ = resolve_from(c, cur, part, path)
                 except FileNotFoundError:
-                    made = ns.mknod(c, self._ctx, cur, part, TYPE_DIRECTORY, mode & ~self.umask, fresh.pop(0), path)
+                    perm = mode & ~self.umask
+                    made = ns.mknod(c, self.engine.ctx, cur, part, TYPE_DIRECTORY, perm, fresh.pop(0), path)
                     cur = made.inode
                     continue
                 if typ != TYPE_DIRECTORY:
@@ -568,21 +387,21 @@ class Volume:
             return node, len(inodes) - len(fresh)
 
         try:
-            node, used = self._write(body)
+            node, used = self.engine.write(body)
         except OSError:
             for ino in inodes:
-                self._ids.give_back_inode(ino)
+                self.engine.ids.give_back_inode(ino)
             raise
         for ino in inodes[used:]:
-            self._ids.give_back_inode(ino)
+            self.engine.ids.give_back_inode(ino)
         return Attr.of(node)
 
     def create(self, path: PathLike, mode: int = 0o666, *, exclusive: bool = False) -> Attr:
         """Create an empty file (one transaction); an existing file is kept unless `exclusive`
         (then EEXIST)."""
-        self._check_writable()
-        inode = self._ids.next_inode()
-        return Attr.of(self._write_new(inode, lambda c: self._create_in(c, path, mode, inode, exclusive)))
+        self.engine.check_writable()
+        inode = self.engine.ids.next_inode()
+        return Attr.of(self.engine.write_new(inode, lambda c: self._create_in(c, path, mode, inode, exclusive)))
 
     def _create_in(self, c: apsw.Cursor, path: PathLike, perm: int, inode: int, exclusive: bool) -> Node:
         """Inside a write transaction: the regular file at `path`, made with `inode` if absent.
@@ -590,7 +409,7 @@ class Volume:
         parent, name = resolve_parent(c, path)
         found = lookup(c, parent, name) if name != b".." else None
         if found is None and name != b"..":
-            return ns.mknod(c, self._ctx, parent, name, TYPE_FILE, perm & ~self.umask, inode, path, absent=True)
+            return ns.mknod(c, self.engine.ctx, parent, name, TYPE_FILE, perm & ~self.umask, inode, path, absent=True)
         if exclusive:
             raise fs_error(errno.EEXIST, path)
         if found is not None and found[1] != TYPE_SYMLINK:
@@ -617,13 +436,13 @@ class Volume:
             raise fs_error(errno.ENAMETOOLONG, path)
         if b"\0" in tb:
             raise fs_error(errno.EINVAL, path)
-        inode = self._ids.next_inode()
+        inode = self.engine.ids.next_inode()
 
         def body(c: apsw.Cursor) -> Node:
             parent, name = resolve_parent(c, path)
-            return ns.mknod(c, self._ctx, parent, name, TYPE_SYMLINK, 0o777, inode, path, target=tb)
+            return ns.mknod(c, self.engine.ctx, parent, name, TYPE_SYMLINK, 0o777, inode, path, target=tb)
 
-        return Attr.of(self._write_new(inode, body))
+        return Attr.of(self.engine.write_new(inode, body))
 
     def readlink(self, path: PathLike) -> str:
         def body(c: apsw.Cursor) -> bytes:
@@ -635,7 +454,7 @@ class Volume:
                 raise fs_error(errno.EIO, path)
             return as_bytes(row[0])
 
-        return os.fsdecode(self._read_txn(body))
+        return os.fsdecode(self.engine.read(body))
 
     def link(self, src: PathLike, dst: PathLike) -> Attr:
         """Hard-link `dst` to the inode of `src` (symlinks are not followed, as with linkat(2))."""
@@ -643,27 +462,27 @@ class Volume:
         def body(c: apsw.Cursor) -> Node:
             inode, _ = resolve(c, src, follow=False)
             parent, name = resolve_parent(c, dst)
-            return ns.link(c, self._ctx, inode, parent, name, dst)
+            return ns.link(c, self.engine.ctx, inode, parent, name, dst)
 
-        return Attr.of(self._write(body))
+        return Attr.of(self.engine.write(body))
 
     def unlink(self, path: PathLike) -> None:
         """Remove a file, symlink or other non-directory entry."""
 
         def body(c: apsw.Cursor) -> ns.Released:
             parent, name = resolve_parent(c, path)
-            return ns.unlink(c, self._ctx, parent, name, path)
+            return ns.unlink(c, self.engine.ctx, parent, name, path)
 
-        self._finish(self._write(body))
+        self.engine.finish(self.engine.write(body))
 
     remove = unlink
 
     def rmdir(self, path: PathLike) -> None:
         def body(c: apsw.Cursor) -> None:
             parent, name = resolve_parent(c, path)
-            ns.rmdir(c, self._ctx, parent, name, path)
+            ns.rmdir(c, self.engine.ctx, parent, name, path)
 
-        self._write(body)
+        self.engine.write(body)
 
     def rename(self, src: PathLike, dst: PathLike, *, no_replace: bool = False, exchange: bool = False) -> None:
         """Move `src` to `dst`, replacing a file or an empty directory there (unless `no_replace`);
@@ -675,11 +494,11 @@ class Volume:
             psrc, nsrc = resolve_parent(c, src)
             pdst, ndst = resolve_parent(c, dst)
             if exchange:
-                ns.exchange(c, self._ctx, psrc, nsrc, pdst, ndst, src, dst)
+                ns.exchange(c, self.engine.ctx, psrc, nsrc, pdst, ndst, src, dst)
                 return ns.Released()
-            return ns.rename(c, self._ctx, psrc, nsrc, pdst, ndst, src, dst, no_replace=no_replace)
+            return ns.rename(c, self.engine.ctx, psrc, nsrc, pdst, ndst, src, dst, no_replace=no_replace)
 
-        self._finish(self._write(body))
+        self.engine.finish(self.engine.write(body))
 
     def rmtree(self, path: PathLike) -> None:
         """Remove a directory and everything below it (one transaction per entry)."""
@@ -689,7 +508,7 @@ class Volume:
             return
         base = os.fsdecode(to_bytes(path)).rstrip("/")
         while True:
-            batch = list(self._readdir_batch(st.st_ino, b""))
+            batch = list(self.engine.readdir(st.st_ino, b""))
             if not batch:
                 break
             for e in batch:
@@ -701,35 +520,12 @@ class Volume:
         self.rmdir(path)
 
     # -- directories -----------------------------------------------------------------------
-    def _readdir_batch(self, inode: int, after: bytes, with_attrs: bool = False) -> list[DirEntry]:
-        def body(c: apsw.Cursor) -> list[DirEntry]:
-            rows = c.execute(
-                "SELECT name, inode, type FROM jfs_edge WHERE parent = ? AND name > ? ORDER BY name LIMIT ?",
-                (inode, after, READDIR_BATCH),
-            ).fetchall()
-            out = []
-            for name, ino, typ in rows:
-                attr = None
-                if with_attrs:
-                    node = get_node(c, as_int(ino))
-                    attr = Attr.of(node) if node is not None else None
-                out.append(DirEntry(os.fsdecode(as_bytes(name)), as_int(ino), as_int(typ), attr))
-            return out
-
-        return self._read_txn(body)
-
     def readdir(self, path: PathLike, *, with_attrs: bool = False) -> Iterator[DirEntry]:
         """Stream a directory's entries in name order, READDIR_BATCH per transaction (without . and ..)."""
-        node = self._read_txn(lambda c: self._resolve(c, path))
+        node = self.engine.read(lambda c: self._resolve(c, path))
         if node.type != TYPE_DIRECTORY:
             raise fs_error(errno.ENOTDIR, path)
-        after = b""
-        while True:
-            batch = self._readdir_batch(node.inode, after, with_attrs)
-            yield from batch
-            if len(batch) < READDIR_BATCH:
-                return
-            after = os.fsencode(batch[-1].name)
+        yield from self.engine.iter_dir(node.inode, with_attrs=with_attrs)
 
     def listdir(self, path: PathLike = "/") -> list[str]:
         return [e.name for e in self.readdir(path)]
@@ -740,31 +536,32 @@ class Volume:
         (`Volume.open` is the class method that opens a volume.)"""
         readable, writable, append, create, trunc, excl = parse_mode(mode)
         if writable:
-            self._check_writable()
+            self.engine.check_writable()
         if create:  # one write transaction: create if absent, truncate if asked (commits only a change)
-            inode = self._ids.next_inode()
+            inode = self.engine.ids.next_inode()
 
             def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
                 node = self._create_in(c, path, perm, inode, excl)
                 if trunc and node.length:
-                    return truncate(c, self._ctx, node.inode, 0, path)
+                    return truncate(c, self.engine.ctx, node.inode, 0, path)
                 return node, ns.Released()
 
             try:
-                node, released = self._write(body)
+                node, released = self.engine.write(body)
             except OSError:
-                self._ids.give_back_inode(inode)
+                self.engine.ids.give_back_inode(inode)
                 raise
             if node.inode != inode:
-                self._ids.give_back_inode(inode)
-            self._finish(released)
+                self.engine.ids.give_back_inode(inode)
+            self.engine.finish(released)
         else:
-            node = self._read_txn(lambda c: self._resolve(c, path))
+            node = self.engine.read(lambda c: self._resolve(c, path))
             if node.type == TYPE_DIRECTORY:
                 raise fs_error(errno.EISDIR, path)
             if node.type != TYPE_FILE:
                 raise fs_error(errno.EINVAL, path)
-        f = File(self, node.inode, os.fsdecode(to_bytes(path)), readable=readable, writable=writable, append=append)
+        name = os.fsdecode(to_bytes(path))
+        f = File(self.engine, node.inode, name, readable=readable, writable=writable, append=append)
         if append:
             f.seek(0, os.SEEK_END)
         return f
@@ -781,29 +578,29 @@ class Volume:
         The bytes are uploaded first; then the create (or the truncation of the old contents) and
         the new contents are one transaction: readers see the old contents or the new, never a
         part, and a failed upload leaves the file as it was."""
-        self._check_writable()
-        pieces = self._upload_any(data)
-        inode = self._ids.next_inode()
+        self.engine.check_writable()
+        pieces = self.engine.upload(data)
+        inode = self.engine.ids.next_inode()
 
         def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
             node = self._create_in(c, path, mode, inode, False)
             released = ns.Released()
             if node.length:
-                node, released = truncate(c, self._ctx, node.inode, 0, path)
+                node, released = truncate(c, self.engine.ctx, node.inode, 0, path)
             if pieces:
-                commit_write(c, self._ctx, node.inode, pieces, path)
+                commit_write(c, self.engine.ctx, node.inode, pieces, path)
                 node = get_node(c, node.inode) or node
             return node, released
 
-        return self._commit_contents(inode, pieces, body)
+        return Attr.of(self.engine.commit_contents(inode, pieces, body))
 
     def replace_file(self, path: PathLike, data: bytes | bytearray | memoryview | BinaryIO, mode: int = 0o666) -> Attr:
         """Write a new file at `path` from bytes or a stream, replacing what is there as rename(2)
         over it would: a new inode (other hard links keep the old contents), in one transaction
         after the upload. A failed upload leaves `path` as it was."""
-        self._check_writable()
-        pieces = self._upload_any(data)
-        inode = self._ids.next_inode()
+        self.engine.check_writable()
+        pieces = self.engine.upload(data)
+        inode = self.engine.ids.next_inode()
 
         def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
             parent, name = resolve_parent(c, path)
@@ -812,83 +609,14 @@ class Volume:
             if found is not None:
                 if found[1] == TYPE_DIRECTORY:
                     raise fs_error(errno.EISDIR, path)
-                released = ns.unlink(c, self._ctx, parent, name, path)
-            node = ns.mknod(c, self._ctx, parent, name, TYPE_FILE, mode & ~self.umask, inode, path, absent=True)
+                released = ns.unlink(c, self.engine.ctx, parent, name, path)
+            node = ns.mknod(c, self.engine.ctx, parent, name, TYPE_FILE, mode & ~self.umask, inode, path, absent=True)
             if pieces:
-                commit_write(c, self._ctx, inode, pieces, path)
+                commit_write(c, self.engine.ctx, inode, pieces, path)
                 node = get_node(c, inode) or node
             return node, released
 
-        return self._commit_contents(inode, pieces, body)
-
-    def _commit_contents(
-        self, inode: int, pieces: list[WritePiece], body: Callable[[apsw.Cursor], tuple[Node, ns.Released]]
-    ) -> Attr:
-        """Run the transaction that records uploaded `pieces` (in a file made with `inode` if
-        needed); on failure the blocks go back, unless the commit's outcome is unknown."""
-        try:
-            node, released = self._write(body)
-        except CommitOutcomeUnknownError:
-            raise  # the commit may be in the store: its blocks stay (gc finds them if it is not)
-        except BaseException as exc:
-            for p in pieces:
-                self._discard_slice(p.record.id, p.record.size)
-            if isinstance(exc, OSError):  # refused inside the transaction: the inode was not used
-                self._ids.give_back_inode(inode)
-            raise
-        if node.inode != inode:
-            self._ids.give_back_inode(inode)
-        self._finish(released)
-        return Attr.of(node)
-
-    def _upload_any(self, data: bytes | bytearray | memoryview | BinaryIO) -> list[WritePiece]:
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            return self._upload(memoryview(data).cast("B"), 0)
-        return self._upload_stream(data)
-
-    def _upload_stream(self, stream: BinaryIO) -> list[WritePiece]:
-        """Upload a stream from offset 0 as new slices, one per chunk, a block at a time in memory."""
-        pieces: list[WritePiece] = []
-        writer: SliceWriter | None = None
-        try:
-            for indx in itertools.count():
-                writer = self._blocks.writer(self._ids.next_slice_id())
-                n = 0
-                while n < CHUNK_SIZE:
-                    buf = stream.read(min(STREAM_READ, CHUNK_SIZE - n))
-                    if not buf:
-                        break
-                    writer.write(buf)
-                    n += len(buf)
-                size = writer.finish()
-                if size:
-                    pieces.append(WritePiece(indx, SliceRecord(0, writer.slice_id, size, 0, size)))
-                writer = None
-                if n < CHUNK_SIZE:
-                    return pieces
-        except BaseException:
-            if writer is not None:  # the slice that failed half way
-                writer.abort()
-                self._discard_slice(writer.slice_id, writer.size)
-            for p in pieces:
-                self._discard_slice(p.record.id, p.record.size)
-            raise
-        raise AssertionError("unreachable")
-
-    def _upload(self, view: memoryview, offset: int) -> list[WritePiece]:
-        """Upload `view` as new slices, one per chunk it touches, before any metadata refers to them."""
-        pieces: list[WritePiece] = []
-        try:
-            for indx, coff, n in chunk_span(offset, len(view)):
-                start = indx * CHUNK_SIZE + coff - offset
-                sid = self._ids.next_slice_id()
-                pieces.append(WritePiece(indx, SliceRecord(coff, sid, n, 0, n)))
-                self._blocks.upload(sid, view[start : start + n])
-        except BaseException:
-            for p in pieces:  # including the one that failed half way
-                self._discard_slice(p.record.id, p.record.size)
-            raise
-        return pieces
+        return Attr.of(self.engine.commit_contents(inode, pieces, body))
 
     def pwrite(self, path: PathLike, data: bytes, offset: int) -> int:
         """Write `data` at `offset` of an existing file (one slice, one transaction per chunk)."""
@@ -898,10 +626,10 @@ class Volume:
     def truncate(self, path: PathLike, length: int) -> Attr:
         def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
             node = self._resolve(c, path)
-            return truncate(c, self._ctx, node.inode, length, path)
+            return truncate(c, self.engine.ctx, node.inode, length, path)
 
-        node, released = self._write(body)
-        self._finish(released)
+        node, released = self.engine.write(body)
+        self.engine.finish(released)
         return Attr.of(node)
 
     # -- extended attributes ---------------------------------------------------------------
@@ -923,7 +651,7 @@ class Volume:
                 raise fs_error(ENOATTR, path)
             return as_bytes(row[0])
 
-        return self._read_txn(body)
+        return self.engine.read(body)
 
     def setxattr(
         self, path: PathLike, name: str | bytes, value: bytes, flags: int = 0, *, follow_symlinks: bool = True
@@ -951,7 +679,7 @@ class Volume:
                     "UPDATE jfs_xattr SET value = ? WHERE inode = ? AND name = ?", (bytes(value), node.inode, key)
                 )
 
-        self._write(body)
+        self.engine.write(body)
 
     def listxattr(self, path: PathLike, *, follow_symlinks: bool = True) -> list[str]:
         def body(c: apsw.Cursor) -> list[str]:
@@ -959,7 +687,7 @@ class Volume:
             rows = c.execute("SELECT name FROM jfs_xattr WHERE inode = ? ORDER BY id", (node.inode,))
             return [str(r[0]) for r in rows]
 
-        return self._read_txn(body)
+        return self.engine.read(body)
 
     def removexattr(self, path: PathLike, name: str | bytes, *, follow_symlinks: bool = True) -> None:
         key = self._xattr_name(name, path)
@@ -970,7 +698,7 @@ class Volume:
             if c.getconnection().changes() == 0:
                 raise fs_error(ENOATTR, path)
 
-        self._write(body)
+        self.engine.write(body)
 
     # -- volume ------------------------------------------------------------------------------
     def usage(self) -> VolumeUsage:
@@ -980,53 +708,41 @@ class Volume:
                 self.settings.inodes,
             )  # fmt: skip
 
-        return self._read_txn(body)
+        return self.engine.read(body)
 
     def compact_chunk(self, inode: int, indx: int) -> bool:
         """Merge a chunk's records into one new slice (see blockmap.compaction)."""
-        from blockmap.compaction import compact_chunk
-
-        return compact_chunk(self, inode, indx)
+        return compact_chunk(self.engine, inode, indx)
 
     def compact(self, path: PathLike = "/") -> int:
         """Compact every chunk with more than one record under `path`; returns chunks compacted."""
-        from blockmap.compaction import compact_tree
-
-        return compact_tree(self, path)
+        return compact_tree(self.engine, self.stat(path).st_ino)
 
     def clone(self, src: PathLike, dst: PathLike, *, preserve: bool = False) -> Attr:
         """Copy a file or a tree to `dst` sharing its slices (no bytes copied); `preserve` keeps
         owner, mode and times."""
-        from blockmap.clone import clone
-
-        return clone(self, src, dst, preserve=preserve)
+        return clone(self.engine, src, dst, preserve=preserve)
 
     def gc(self, *, delete: bool = False, skip_age: float | None = None) -> GcReport:
         """Find leaked block objects (and with `delete`, remove them and finish pending deletes)."""
-        from blockmap.gc import DEFAULT_SKIP_AGE, gc
-
         if delete:
-            self._check_writable()
-        return gc(self, delete=delete, skip_age=DEFAULT_SKIP_AGE if skip_age is None else skip_age)
+            self.engine.check_writable()
+        return gc(self.engine, delete=delete, skip_age=DEFAULT_SKIP_AGE if skip_age is None else skip_age)
 
     def fsck(self, *, repair: bool = False) -> FsckReport:
         """Check blocks and metadata; `repair` rewrites nlink, dir stats and counters."""
-        from blockmap.fsck import fsck
-
         if repair:
-            self._check_writable()
-        return fsck(self, repair=repair)
+            self.engine.check_writable()
+        return fsck(self.engine, repair=repair)
 
     def empty_trash(self, *, force: bool = False) -> TrashCleanup:
         """Release trash entries older than TrashDays (all of them with `force`)."""
-        from blockmap.trash import clean_trash
-
-        self._check_writable()
-        return clean_trash(self, force=force)
+        self.engine.check_writable()
+        return clean_trash(self.engine, force=force)
 
     def lookup(self, parent: int, name: bytes) -> tuple[int, int] | None:
         """(inode, type) of entry `name` in directory inode `parent` (low-level)."""
-        return self._read_txn(lambda c: lookup(c, parent, name))
+        return self.engine.read(lambda c: lookup(c, parent, name))
 
 
 def _meta_options(

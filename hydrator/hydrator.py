@@ -32,7 +32,6 @@ from hydrator.chain import SeekHints, ending_at, history_holds, newest_txid
 from hydrator.compose import verify_snapshot_into
 from hydrator.errors import CorruptFileError, HydrationError, HydrationStoppedError
 from hydrator.progress import HydrationProgress
-from hydrator.rwlock import ReadWriteLock
 from hydrator.state import HydrationState, PlannedFile, fsync_dir, load_state, save_state
 from ltx.decoder import Readable
 from ltx.errors import LTXError
@@ -41,6 +40,7 @@ from ltx.plan import LTXFileInfo, RestorePlanError, continue_from, restore_plan
 from ltx.prefetch import Prefetcher, StoredObject
 from ltx.reader import read_header
 from ltx.replica import Replica
+from ltx.rwlock import ReadWriteLock
 from ltx.store.base import ObjectNotFoundError, StoreError
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from blockmap.cli import app, put_stream
+from blockmap.engine import READDIR_BATCH
 from blockmap.meta import connect_meta
-from blockmap.volume import READDIR_BATCH, Volume
+from blockmap.volume import Volume
 from ltx.replica import Replica
 from tests.blockmap.conftest import TEST_BLOCK_SIZE
 from tests.blockmap.juicefs_cli import gc_report, run_juicefs, sync_out

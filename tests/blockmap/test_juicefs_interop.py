@@ -186,7 +186,7 @@ def test_binary_checks_and_reads_a_blockmap_volume(tmp_path: Path, corpus: tuple
         rows = c.execute("SELECT slices FROM jfs_chunk WHERE inode = ? ORDER BY indx", (inode,))
         return [(r.pos, r.id, r.size, r.off, r.len) for (blob,) in rows for r in decode_records(as_bytes(blob))]
 
-    ours_slices = {p: v._read_txn(functools.partial(records, inode=e.inode)) for p, e in ours.items() if e.is_file()}
+    ours_slices = {p: v.engine.read(functools.partial(records, inode=e.inode)) for p, e in ours.items() if e.is_file()}
     links = {p: v.readlink(p) for p, e in ours.items() if e.is_symlink()}
     xattrs = {p: sorted(v.listxattr(p, follow_symlinks=False)) for p in ours}
 
@@ -318,7 +318,7 @@ def test_hash_prefix_volume_is_read_by_the_binary(tmp_path: Path) -> None:
     data = random.Random(5).randbytes(2 * BLOCK + 99)
     with Volume.format(meta, f"file://{tmp_path}/data", "hashed", block_size=BLOCK, hash_prefix=True) as v:
         v.write_file("/f", data)
-        sid = next(b.slice_id for b in v._blocks.list_blocks() if isinstance(b, BlockObject))
+        sid = next(b.slice_id for b in v.engine.blocks.list_blocks() if isinstance(b, BlockObject))
     keys = sorted(str(p.relative_to(tmp_path / "data")) for p in (tmp_path / "data").rglob("*_*_*"))
     assert keys == sorted(f"hashed/chunks/{sid % 256:02X}/0/{sid}_{i}_{n}" for i, n in enumerate([BLOCK, BLOCK, 99]))
     proc = run_juicefs("fsck", meta, "--path", "/", "--recursive", "--sync-dir-stat", check=False)

@@ -86,7 +86,7 @@ def test_clone_preserve_keeps_owner_and_times(vol: Volume) -> None:
     p = vol.clone("/f", "/kept", preserve=True)
     assert (p.st_uid, p.st_gid, p.st_mtime_ns) == (4321, 55, 10**18 + 1)
     n = vol.clone("/f", "/mine")
-    assert (n.st_uid, n.st_gid) == (vol._ctx.uid, vol._ctx.gid)
+    assert (n.st_uid, n.st_gid) == (vol.engine.ctx.uid, vol.engine.ctx.gid)
     assert n.st_mtime_ns > 10**18 + 1
 
 

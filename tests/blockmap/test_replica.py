@@ -62,8 +62,8 @@ def test_metadata_is_blockmap_db_in_the_replica(tmp_path: Path, monkeypatch: pyt
         files = _replica_files(meta)
         assert files == [(t, t) for t in range(1, vol.txid + 1)]
         # The database is `blockmap.db` through ltxvfs; nothing lands beside the current directory.
-        assert str(vol._db.conn.open_vfs) == "ltxvfs"
-        assert vol._db.conn.filename.endswith("/" + META_DB_NAME)
+        assert str(vol.engine.db.conn.open_vfs) == "ltxvfs"
+        assert vol.engine.db.conn.filename.endswith("/" + META_DB_NAME)
     assert not list(tmp_path.glob(META_DB_NAME + "*"))
     with Volume.open(meta) as again:  # a cold open: a new connection reads the store
         assert again.read_file("/a/b/f") == b"hello"
@@ -119,7 +119,7 @@ def test_group_commit_ships_reservations_before_their_ids_are_used(tmp_path: Pat
         # A reader sees only what is in the store: the reservation, not the create.
         with Volume.open(meta, read_only=True) as reader:
             assert not reader.exists("/first")
-            counter = reader._read_txn(
+            counter = reader.engine.read(
                 lambda c: c.execute("SELECT value FROM jfs_counter WHERE name = 'nextInode'").fetchall()[0][0]
             )
             assert as_int(counter) > attr.st_ino

@@ -237,7 +237,7 @@ def test_slices_stay_blobs_and_text_values_still_read(vol: Volume) -> None:
     # The binary appends with `slices || ?`, which SQLite types TEXT: the bytes are what count.
     sid = as_int(db.execute("SELECT MAX(chunkid) FROM jfs_chunk_ref").fetchall()[0][0]) + 1
     rec = SliceRecord(0, sid, 5, 0, 5).encode()
-    vol._blocks.upload(sid, b"c" * 5)
+    vol.engine.blocks.upload(sid, b"c" * 5)
     db.execute("UPDATE jfs_chunk SET slices = slices || ? WHERE inode = ?", (rec, ino))
     db.execute("INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, 5, 1)", (sid,))
     assert db.execute("SELECT typeof(slices) FROM jfs_chunk WHERE inode = ?", (ino,)).fetchall()[0][0] == "text"

@@ -42,6 +42,31 @@ def test_format_refuses_an_existing_volume(vol: Volume, vol_paths: tuple[str, st
         Volume.format(meta, data, "other")
 
 
+def test_format_refuses_an_application_database(tmp_path: Path) -> None:
+    """An application's replica (tables of its own) is not formatted: its tables stay alone."""
+    import vfs
+
+    replica = f"file://{tmp_path}/app-ltx"
+    app = apsw.Connection(f"file:app.db?replica={replica}", vfs=vfs.VFS_NAME,
+                          flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
+    app.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+    app.execute("INSERT INTO items (name) VALUES ('kept')")
+    app.close()
+    with pytest.raises(VolumeFormatError, match="tables of its own \\(items\\)"):
+        Volume.format(replica, f"file://{tmp_path}/data", "vol")
+    local = tmp_path / "app.db"
+    apsw.Connection(str(local)).execute("CREATE TABLE users (x)")
+    with pytest.raises(VolumeFormatError, match="users"):
+        Volume.format(f"sqlite3://{local}", f"file://{tmp_path}/data", "vol")
+    check = apsw.Connection(str(local))
+    assert [r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["users"]
+    reader = apsw.Connection(f"file:app.db?replica={replica}&mode=ro", vfs=vfs.VFS_NAME,
+                             flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    tables = [r[0] for r in reader.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert tables == ["items"]
+    reader.close()
+
+
 def test_open_refuses_a_database_without_a_volume(tmp_path: Path) -> None:
     apsw.Connection(str(tmp_path / "empty.db")).execute("CREATE TABLE t (x)")
     with pytest.raises(VolumeFormatError, match="no volume"):
@@ -266,9 +291,9 @@ def test_xattrs(vol: Volume) -> None:
 
 
 def test_readdir_streams_large_directories(vol: Volume, monkeypatch: pytest.MonkeyPatch) -> None:
-    import blockmap.volume as volume_mod
+    import blockmap.engine as engine_mod
 
-    monkeypatch.setattr(volume_mod, "READDIR_BATCH", 7)
+    monkeypatch.setattr(engine_mod, "READDIR_BATCH", 7)
     names = [f"f{i:03d}" for i in range(50)]
     for n in names:
         vol.create(f"/{n}")
@@ -308,13 +333,13 @@ def test_each_operation_is_one_transaction(vol: Volume) -> None:
         ("rmdir", lambda: vol.rmdir("/d/a/b/c")),
     ]
     for name, step in steps:
-        commits, reads, files = vol.commits, vol._db.reads, _ltx_files(vol)
+        commits, reads, files = vol.commits, vol.engine.db.reads, _ltx_files(vol)
         step()
         assert vol.commits - commits == 1, name
         if on_replica:
             assert _ltx_files(vol) - files == 1, name
         if name in ("mkdir", "makedirs", "create", "rename", "chmod", "symlink"):
-            assert vol._db.reads == reads, f"{name} read outside its transaction"
+            assert vol.engine.db.reads == reads, f"{name} read outside its transaction"
     # A create of an existing file changes nothing: nothing is committed or shipped.
     commits, files = vol.commits, _ltx_files(vol)
     vol.create("/d/g")

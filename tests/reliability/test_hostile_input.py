@@ -285,4 +285,4 @@ def test_a_slash_in_a_name_is_only_ever_a_separator(volume: Volume) -> None:
 
 def volume_meta(vol: Volume) -> str:
     """The path of the volume's metadata database, for the independent metadata checker."""
-    return str(vol._db.conn.filename)
+    return str(vol.engine.db.conn.filename)

@@ -1,4 +1,5 @@
-"""A readers-writer lock: many readers of the local file, or one applier of new pages.
+"""A readers-writer lock: many readers, or one writer (the hydrator applying new pages, blockmap
+deleting blocks).
 
 Writers are preferred (a waiting writer blocks new readers) so a steady stream of read
 transactions cannot starve the applier of new LTX files.

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from hydrator.rwlock import ReadWriteLock
+from ltx.rwlock import ReadWriteLock
 from tests.litestream import wait_for
 
 
