@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +30,12 @@ DEFAULT_POLL_INTERVAL = 1.0
 #: How long a read-only open waits for an empty replica (or one caught mid-compaction) to hold a
 #: usable history before failing.
 DEFAULT_OPEN_WAIT = 5.0
+
+#: The URI parameters ltxvfs reads; any other one (beside SQLITE_PARAMETERS) refuses the open, so a
+#: typo (`txdi=`, `cachesize=`) never silently reads the latest state or the defaults.
+LTXVFS_PARAMETERS = ("replica", "txid", "timestamp", "cache_size", "poll", "wait", "hydrate", "sync", "compact")
+#: The URI parameters SQLite itself (and its unix VFS: `modeof`) defines.
+SQLITE_PARAMETERS = ("mode", "cache", "immutable", "vfs", "psow", "nolock", "modeof")
 
 _SIZE = re.compile(r"^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
@@ -76,9 +84,23 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower() if m.group(2) else None]
 
 
+def check_parameter_names(params: Iterable[tuple[str, str]]) -> None:
+    """Refuse a URI parameter (name, value) that neither ltxvfs nor SQLite knows (OptionError
+    naming it, the closest known name, and the known ones)."""
+    known = LTXVFS_PARAMETERS + SQLITE_PARAMETERS
+    for key, value in params:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key.lower(), known, n=1)
+        hint = f"did you mean {close[0]}=? " if close else ""
+        raise OptionError(key, value, f"unknown parameter ({hint}ltxvfs takes {', '.join(LTXVFS_PARAMETERS)}; "
+                                   f"SQLite takes {', '.join(SQLITE_PARAMETERS)})")
+
+
 def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
     """Read and check the URI parameters (valid only during xOpen, hence copied here)."""
     path = name.filename()
+    check_parameter_names((key, name.uri_parameter(key) or "") for key in name.parameters)
 
     def param(key: str) -> str | None:
         value = name.uri_parameter(key)

@@ -12,10 +12,11 @@ import pytest
 
 from ltx.reader import read_file_index
 from ltx.replica import Replica
-from tests.vfs.replicas import History, connect, run_queries
+from tests.vfs.replicas import History, connect, plain, run_queries, uri
 from vfs.errors import PageCorruptError, ReplicaOpenError
 from vfs.opening import open_file
 from vfs.options import OpenOptions
+from vfs.vfs import VFS_NAME
 
 
 def test_empty_replica_fails_after_a_bounded_wait(file_replica: tuple[str, Replica], tmp_path: Path) -> None:
@@ -117,6 +118,36 @@ def test_bad_uri_parameters_are_refused(file_replica: tuple[str, Replica], tmp_p
     url, _ = file_replica
     with pytest.raises(apsw.CantOpenError, match=message):
         connect(tmp_path / "x.db", url, **{param: value})
+
+
+@pytest.mark.parametrize(("param", "hint"), [("cachesize", "cache_size"), ("txdi", "txid"), ("timestamps", "timestamp"),
+                                           ("bogus", "")])
+def test_unknown_uri_parameters_are_refused(file_replica: tuple[str, Replica], tmp_path: Path, param: str,
+                                            hint: str) -> None:
+    # A typo must not silently read the latest state (txdi=) or the defaults (cachesize=).
+    url, _ = file_replica
+    with pytest.raises(apsw.CantOpenError) as info:
+        connect(tmp_path / "x.db", url, **{param: "1"})
+    message = str(info.value)
+    assert f"URI parameter {param}='1': unknown parameter" in message
+    assert (f"did you mean {hint}=?" in message) if hint else ("did you mean" not in message)
+    assert "replica, txid, timestamp, cache_size" in message and "mode, cache, immutable, vfs" in message
+
+
+def test_sqlite_uri_parameters_are_accepted(history_factory: Callable[..., History],
+                                            file_replica: tuple[str, Replica], tmp_path: Path) -> None:
+    history = history_factory(seed=32, transactions=3)
+    url, replica = file_replica
+    history.ship(replica, 1, 3)
+    conn = apsw.Connection(uri(tmp_path / "x.db", url, mode="ro", cache="private", psow="1", nolock="1",
+                               immutable="0", vfs=VFS_NAME, poll="0"),
+                           flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)  # fmt: skip
+    try:
+        expected = plain(history.write_image(3, tmp_path / "expected.db"))
+        assert run_queries(conn) == run_queries(expected)
+        expected.close()
+    finally:
+        conn.close()
 
 
 def test_unknown_replica_scheme_is_refused(tmp_path: Path) -> None:
