@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterable
@@ -91,6 +90,8 @@ def check_parameter_names(params: Iterable[tuple[str, str]]) -> None:
     for key, value in params:
         if key in known:
             continue
+        import difflib  # only on this error path: a read-only open stays light
+
         close = difflib.get_close_matches(key.lower(), known, n=1)
         hint = f"did you mean {close[0]}=? " if close else ""
         raise OptionError(key, value, f"unknown parameter ({hint}ltxvfs takes {', '.join(LTXVFS_PARAMETERS)}; "
