@@ -37,8 +37,8 @@ class Replica:
     @classmethod
     def open(cls, url: str, *, lean_reads: bool = False) -> Replica:
         """Open the replica at a Litestream replica URL (`lean_reads`: see ltx.store.open_store)."""
-        scheme = "file" if url.startswith("file:") or url.startswith("/") else url.split(":", 1)[0]
-        return cls(open_store(url, lean_reads=lean_reads), scheme)
+        store = open_store(url, lean_reads=lean_reads)
+        return cls(store, store.url.split(":", 1)[0])  # the layout follows the store (a plain path is file)
 
     @property
     def url(self) -> str:

@@ -1,6 +1,7 @@
 """Store URLs in Litestream's forms, and a redaction helper for putting URLs in messages.
 
-- `file:///abs/path` or a plain absolute path: a FileStore rooted there.
+- `file:///abs/path` or a plain path: a FileStore rooted there (a relative path names the directory
+  it names from the current directory, as the VFS's default replica `./x.db-ltx` is written).
 - `s3://BUCKET/PATH?endpoint=…&region=…&force-path-style=true&skip-verify=true`: an S3Store.
   `forcePathStyle` / `skipVerify` (Litestream's spelling) are accepted too; an endpoint without a
   scheme gets `http://`, and an endpoint implies path-style addressing unless told otherwise
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -67,6 +69,8 @@ def open_store(url: str, *, lean_reads: bool = False) -> ObjectStore:
     With `lean_reads`, an S3 store reads without botocore when it can (s3_lean.py: a reader's
     first request leaves ~250 ms sooner); writes still go through the full S3Store."""
     shown = redact_url(url)
+    if not url.strip():
+        raise InvalidURLError(shown, "empty URL: give a directory, file:///abs/path or s3://bucket/path")
     if url.startswith("/"):
         return _open_file(shown, url)
     try:
@@ -74,9 +78,8 @@ def open_store(url: str, *, lean_reads: bool = False) -> ObjectStore:
     except ValueError as exc:
         raise InvalidURLError(shown, f"not a valid URL ({exc})") from exc
     scheme = parts.scheme.lower()
-    if not scheme:
-        raise InvalidURLError(shown, "relative path: give an absolute path, file:///abs/path or "
-                              "s3://bucket/path")
+    if not scheme:  # a relative local path: the directory it names
+        return _open_file(shown, os.path.abspath(url))
     if "@" in parts.netloc:
         raise InvalidURLError(shown, "credentials in the URL are not accepted: set AWS_ACCESS_KEY_ID "
                               "and AWS_SECRET_ACCESS_KEY or use an AWS profile")

@@ -166,3 +166,31 @@ def test_plugins_add_commands_and_a_broken_one_is_skipped(monkeypatch: pytest.Mo
     code, out, err = run(capsys, "plugin-test-hello", "world")
     assert (code, out) == (0, "hello world\n")
     assert err.count("\n") == 1 and "command 'broken' unavailable" in err
+
+
+def test_a_relative_path_is_the_replica_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # apsw.Connection("x.db", vfs="ltxvfs") writes its default replica to ./x.db-ltx; every
+    # command takes that name as typed.
+    import apsw
+
+    import vfs
+
+    monkeypatch.chdir(tmp_path)
+    conn = apsw.Connection("x.db", vfs=vfs.VFS_NAME)
+    conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES (42)")
+    conn.close()
+    assert (tmp_path / "x.db-ltx" / "ltx" / "0").is_dir()
+    code, out, err = run(capsys, "ls", "x.db-ltx", "--json")
+    assert code == 0, err
+    files = json.loads(out)
+    assert files and {f["level"] for f in files} == {0}
+    code, out, err = run(capsys, "info", "./x.db-ltx", "--json")
+    assert code == 0 and json.loads(out)["txid"] == files[-1]["max_txid"], err
+    assert run(capsys, "verify", "x.db-ltx")[0] == 0
+    code, _, err = run(capsys, "restore", "x.db-ltx", "-o", "out.db")
+    assert code == 0, err
+    assert apsw.Connection("out.db").execute("SELECT x FROM t").fetchall() == [(42,)]
+    code, _, err = run(capsys, "import", "out.db", "copy-ltx")
+    assert code == 0, err
+    assert Replica.open(str(tmp_path / "copy-ltx")).list_level(9), "import wrote a snapshot where the name says"

@@ -93,7 +93,8 @@ def test_corrupt_file_is_named(history: History, s3_url: str, s3_env: dict[str, 
 
 def test_unknown_scheme(tmp_path: Path) -> None:
     assert_one_line_error(run_ltxctl("info", "ftp://example.com/db"), "unknown scheme", "ftp")
-    assert_one_line_error(run_ltxctl("verify", "relative/path"), "relative/path")
+    # A relative path is the directory it names (here, one with no replica in it).
+    assert_one_line_error(run_ltxctl("info", "relative/path"), f"file://{ROOT}/relative/path", "no LTX files")
 
 
 def test_output_exists(history: History, file_url: str, tmp_path: Path) -> None:

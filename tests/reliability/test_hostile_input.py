@@ -45,8 +45,7 @@ BAD_URLS: dict[str, str] = {
     "s3:///no-bucket/path": "missing bucket",
     "s3://": "missing bucket",
     "file://otherhost/srv/replica": "host name",
-    "relative/replica": "relative path",
-    "": "relative path",
+    "": "empty URL",
     "s3://bucket/p?bogus=1": "unknown query parameter",
     f"s3://AKIAEXAMPLE:{SECRET}@bucket/p": "credentials in the URL",
     "file:///tmp/replica?mode=ro": "no query parameters",
@@ -54,9 +53,9 @@ BAD_URLS: dict[str, str] = {
     "s3://b!d_bucket/p": "invalid bucket name",
     "s3://bucket/p?endpoint=http://": "has no host",
 }
-#: Entry points the VFS cannot be given these through (a relative or empty replica= is resolved
+#: Entry points the VFS cannot be given these through (an empty replica= is resolved
 #: beside the database name, as documented).
-VFS_RESOLVES = {"relative/replica", ""}
+VFS_RESOLVES = {""}
 
 
 def one_line(capsys: pytest.CaptureFixture[str], code: int) -> str:

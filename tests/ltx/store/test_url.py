@@ -29,14 +29,25 @@ def test_file_forms(tmp_path: Path, form: str) -> None:
     assert store.url == f"file://{tmp_path}"
 
 
+@pytest.mark.parametrize("form", ["x.db-ltx", "./x.db-ltx", "sub/../x.db-ltx"])
+def test_a_relative_path_is_the_directory_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    form: str) -> None:
+    # The VFS's default replica of apsw.Connection("x.db", vfs="ltxvfs") is ./x.db-ltx.
+    monkeypatch.chdir(tmp_path)
+    store = open_store(form)
+    assert isinstance(store, FileStore)
+    assert store.root == str(tmp_path / "x.db-ltx")
+    assert store.url == f"file://{tmp_path}/x.db-ltx"
+
+
 def test_file_url_percent_decoding(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}/with%20space")
     assert isinstance(store, FileStore) and store.root == f"{tmp_path}/with space"
 
 
 @pytest.mark.parametrize("url,reason", [
-    ("relative/path", "relative path"),
-    ("./here", "relative path"),
+    ("", "empty URL"),
+    ("  ", "empty URL"),
     ("file://relative/path", "would be a host name"),
     ("file:relative", "absolute path"),
     ("file:///tmp/x?opt=1", "no query parameters"),
