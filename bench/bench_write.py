@@ -97,11 +97,11 @@ def _open_litestream_vfs(config: Mapping[str, Any]) -> Any:
 
 
 def _reference_puts(url: str) -> tuple[list[float], float]:
-    """Bare create-if-absent PUTs of a commit's size through the store the writer uses (the lean
-    S3 path): their times and the CPU seconds they cost in all."""
+    """Bare create-if-absent PUTs of a commit's size through the store the writer uses: their
+    times and the CPU seconds they cost in all."""
     from ltx.store import open_store
 
-    store = open_store(url, lean_reads=True)
+    store = open_store(url)
     body = os.urandom(VALUE_BYTES * 2) + bytes(400)
     store.put("put-reference/warm", body, if_absent=True, timestamp_ms=0)
     times = []

@@ -109,9 +109,8 @@ def fetch_order(plan: Sequence[LTXFileInfo], fresh: bool, limit: int = COMPOSE_A
 
 
 def open_replica(url: str) -> Replica:
-    """The replica a Hydrator given `url` reads from: it only reads, so through the lean S3 reader
-    (no botocore client to build: ~0.1 s of CPU less per hydration) where the environment allows."""
-    return Replica.open(url, lean_reads=True)
+    """The replica a Hydrator given `url` reads from."""
+    return Replica.open(url)
 
 
 class Hydrator:

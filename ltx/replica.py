@@ -35,9 +35,9 @@ class Replica:
         self.scheme = scheme
 
     @classmethod
-    def open(cls, url: str, *, lean_reads: bool = False) -> Replica:
-        """Open the replica at a Litestream replica URL (`lean_reads`: see ltx.store.open_store)."""
-        store = open_store(url, lean_reads=lean_reads)
+    def open(cls, url: str) -> Replica:
+        """Open the replica at a Litestream replica URL."""
+        store = open_store(url)
         return cls(store, store.url.split(":", 1)[0])  # the layout follows the store (a plain path is file)
 
     @property

@@ -214,9 +214,9 @@ class ReplicaReader:
 
 
 def open_reader(url: str) -> ReplicaReader:
-    """The replica at `url` (lean reads) behind a ReplicaReader; a bad URL is ReplicaOpenError."""
+    """The replica at `url` behind a ReplicaReader; a bad URL is ReplicaOpenError."""
     try:
-        replica = Replica.open(url, lean_reads=True)
+        replica = Replica.open(url)
     except InvalidURLError as exc:
         raise ReplicaOpenError(url, str(exc)) from exc
     return ReplicaReader(replica)

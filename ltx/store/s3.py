@@ -1,59 +1,64 @@
-"""The `s3://` store (boto3): keys live under `prefix/` in one bucket.
+"""The `s3://` store: keys live under `prefix/` in one bucket.
 
-Reads go through the lean signed-GET path (s3_signed) and check that exactly the asked-for bytes
-came back. Creates-if-absent use `If-None-Match: *` (on CompleteMultipartUpload for large
-objects); a taken key is ObjectExistsError, never retried. botocore's own retries are off: ours
-(retry.py) count into `stats.retries` and end in StoreUnavailableError.
+Every request but a multipart upload's is signed here (sigv4.py) and sent over one transport
+(s3_http.py: keep-alive connections, directly or through the environment's HTTP proxy), and
+every answer is checked here, once: a range GET returns exactly the asked-for bytes or an error,
+a LIST is in byte order and under the prefix. Importing botocore costs ~250 ms and a boto3
+request ~1.6 ms of CPU against ~0.4 ms here, so botocore is loaded only where it earns its place:
+the credential chain when the environment holds no keys (s3_credentials.py) and multipart
+uploads of large objects (s3_multipart.py).
+
+Creates-if-absent use `If-None-Match: *` and carry a put id in their metadata: when a create
+meets a taken key, one HEAD tells whether an earlier attempt of the same put (its answer lost)
+made it, which is then its success, never a conflict. Retries are ours (retry.py): they count
+into `stats.retries` and end in StoreUnavailableError.
 """
 
 from __future__ import annotations
 
-import builtins
-import functools
+import base64
+import email.utils
+import hashlib
+import http.client
 import io
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
-from urllib.request import getproxies_environment, proxy_bypass
 
-import botocore.config
-import botocore.exceptions
-import urllib3
-
-from ltx.store import s3_session
 from ltx.store.base import (
+    InvalidURLError,
     ObjectExistsError,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectRangeError,
     ObjectStore,
-    StoreAuthError,
     StoreError,
     StoreStats,
     StoreUnavailableError,
 )
 from ltx.store.keys import check_key, check_prefix
 from ltx.store.retry import RetryPolicy, TransientError, call_with_retries
-from ltx.store.s3_answers import (
-    CONTENT_RANGE,
-    error_for_status,
-    parse_error_body,
-    suffix_span,
-    unsatisfied_size,
-)
-from ltx.store.s3_errors import (
-    TRANSIENT_BOTOCORE,
-    describe_http_exception,
-    error_for_botocore,
-    error_for_urllib3,
+from ltx.store.s3_answers import CONTENT_RANGE, error_for_status, parse_error_body, suffix_span, unsatisfied_size
+from ltx.store.s3_credentials import ca_bundle, resolve_credentials, resolve_region
+from ltx.store.s3_http import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_IDLE_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT_S,
+    READ_ERRORS,
+    Answer,
+    ProxyConfigError,
+    TLSError,
+    Transport,
+    proxy_for,
 )
 from ltx.store.s3_metadata import METADATA_KEY_TIMESTAMP, format_timestamp, parse_timestamp
-from ltx.store.s3_signed import SignedGetter
 from ltx.store.s3_stream import ResumableStream
+from ltx.store.sigv4 import Signer, canonical_query, encode_path
 
 MiB = 1 << 20
 #: Objects larger than this are uploaded in parts.
@@ -63,21 +68,15 @@ DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB
 #: Keys per ListObjectsV2 page (S3's maximum; Litestream's MaxKeys).
 DEFAULT_LIST_PAGE_SIZE = 1000
-#: HTTP connections kept per pool: enough for the VFS's and hydrator's parallel GETs.
-DEFAULT_MAX_POOL_CONNECTIONS = 64
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
-#: Longest silence while waiting for response bytes before the attempt counts as failed.
-DEFAULT_READ_TIMEOUT_S = 60.0
-#: Region when neither the URL nor the AWS configuration names one (Litestream's default).
-DEFAULT_REGION = "us-east-1"
 #: Buffer size of the streams `open` returns.
 OPEN_BUFFER_SIZE = 1 * MiB
-#: Metadata recording which put created an object, so a retried create-if-absent can tell its
-#: own earlier (answer-lost) success from another writer's object.
+#: Metadata recording which put created an object, so a create that meets a taken key can tell
+#: its own earlier (answer-lost) success from another writer's object.
 METADATA_KEY_PUT_ID = "ltxvfs-put-id"
 #: Credential values shorter than this are not blanked from messages (they would blank ordinary
 #: words; real access keys and secrets are far longer).
 MIN_SCRUBBED_LENGTH = 8
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 #: S3 lists in UTF-8 byte order; a server that lists directory by directory (SeaweedFS) differs
 #: when a key has a character below '/' (space, '!'…'.') where another key has a '/'. Such a
@@ -89,18 +88,8 @@ _OUT_OF_ORDER = ("LIST returned {0!r} after {1!r}: the server does not list in b
 T = TypeVar("T")
 
 
-def _proxy_applies(url: str) -> bool:
-    """True if the environment routes `url` through an HTTP proxy (boto3 honours that; the lean
-    GET path does not, so it is then left unused)."""
-    parts = urlsplit(url)
-    proxies = getproxies_environment()
-    if not proxies.get(parts.scheme) and not proxies.get("all"):
-        return False
-    return not proxy_bypass(parts.hostname or "")
-
-
 class S3Store(ObjectStore):
-    """Objects under `prefix/` in an S3 bucket; credentials from boto3's default chain only."""
+    """Objects under `prefix/` in an S3 bucket."""
 
     def __init__(
         self,
@@ -115,7 +104,7 @@ class S3Store(ObjectStore):
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
         list_page_size: int = DEFAULT_LIST_PAGE_SIZE,
-        max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
+        max_pool_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
         read_timeout: float = DEFAULT_READ_TIMEOUT_S,
         sleep: Callable[[float], None] = time.sleep,
@@ -132,42 +121,40 @@ class S3Store(ObjectStore):
         self.endpoint = endpoint
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
-        self._retry_policy = retry_policy or RetryPolicy()
+        self._policy = retry_policy or RetryPolicy()
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
         self._list_page_size = list_page_size
         self._sleep = sleep
+        self._force_path_style = force_path_style
+        self._skip_verify = skip_verify
+        self._timeouts = (connect_timeout, read_timeout)
 
-        core, configured_region, credentials = s3_session.resolve(region)
-        self.region = configured_region or DEFAULT_REGION
-        if credentials is None:
-            raise StoreAuthError(self.url, "", "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
-                                 "AWS_SECRET_ACCESS_KEY or configure an AWS profile")
-        self._credentials = credentials
-        config = botocore.config.Config(
-            region_name=self.region,
-            signature_version="s3v4",
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=max_pool_connections,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            tcp_keepalive=True,
-            s3={"addressing_style": "path" if force_path_style else "auto"},
-        )
-        verify: bool | str
-        if skip_verify:
-            verify = False
+        self.region = resolve_region(region)
+        self._credentials, self._env_credentials = resolve_credentials(self.url)
+        self._signer = Signer(self._credentials, self.region)
+        base = endpoint or f"https://s3.{self.region}.amazonaws.com"
+        parts = urlsplit(base)
+        host = parts.netloc
+        if force_path_style:
+            self._host, self._base = host, f"/{bucket}/"
         else:
-            verify = core.get_config_variable("ca_bundle") or True
-        self._client: Any = s3_session.create_client(core, region_name=self.region, endpoint_url=endpoint,
-                                                      config=config, verify=verify)
-        self._signed: SignedGetter | None = None
-        if not _proxy_applies(self._client.meta.endpoint_url):
-            self._signed = SignedGetter(
-                self._client, bucket, credentials, self.region,
-                pool_size=max_pool_connections, connect_timeout=connect_timeout,
-                read_timeout=read_timeout, verify=verify,
-            )
+            self._host, self._base = f"{bucket}.{host}", "/"
+        try:
+            proxy = proxy_for(f"{parts.scheme}://{self._host}/")
+        except ProxyConfigError as exc:
+            raise InvalidURLError(self.url, str(exc)) from exc
+        self._transport = Transport(self._host, https=parts.scheme == "https", proxy=proxy,
+                                    verify=not skip_verify, ca_file=ca_bundle(),
+                                    connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                    max_idle=max_pool_connections)
+        self._multipart: Any = None
+        self._multipart_lock = threading.Lock()
+
+    @property
+    def proxied(self) -> bool:
+        """Whether requests go through an HTTP proxy the environment names."""
+        return self._transport.proxy is not None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -175,412 +162,375 @@ class S3Store(ObjectStore):
         with self._stats_lock:
             setattr(self.stats, field, getattr(self.stats, field) + n)
 
-    def _scrub(self, text: str) -> str:
-        """Blank any credential value that might appear in a server or library message."""
-        frozen = self._credentials.get_frozen_credentials()
-        for secret in (frozen.secret_key, frozen.token, frozen.access_key):
+    def scrub(self, text: str) -> str:
+        """`text` with any credential value blanked (for messages from servers and libraries)."""
+        current = self._credentials()
+        for secret in (current.secret_key, current.token, current.access_key):
             if secret and len(secret) >= MIN_SCRUBBED_LENGTH:
                 text = text.replace(secret, "***")
         return text
 
-    def _full_key(self, key: str) -> str:
+    def full_key(self, key: str) -> str:
+        """The bucket key of store key `key` (checked)."""
         check_key(self.url, key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _relative_key(self, full_key: str) -> str:
-        return full_key[len(self.prefix) + 1:] if self.prefix else full_key
+    def _path(self, key: str) -> str:
+        return encode_path(self._base + self.full_key(key))
 
-    def _retrying(self, key: str, op: str, attempt: Callable[[int], T]) -> T:
+    def retrying(self, key: str, attempt: Callable[[int], T]) -> T:
+        """`attempt(n)` under the store's retry policy (TransientError is retried)."""
         def give_up(reason: str, attempts: int) -> Exception:
             where = f" at {self.endpoint}" if self.endpoint else ""
-            return StoreUnavailableError(
-                self.url, key, f"store unavailable{where}: {reason} (gave up after {attempts} attempts)"
-            )
+            return StoreUnavailableError(self.url, key, f"store unavailable{where}: {self.scrub(reason)} "
+                                         f"(gave up after {attempts} attempts)")
 
-        return call_with_retries(
-            attempt, policy=self._retry_policy, on_retry=lambda: self._count("retries"),
-            give_up=give_up, sleep=self._sleep,
-        )
+        return call_with_retries(attempt, policy=self._policy, on_retry=lambda: self._count("retries"),
+                                 give_up=give_up, sleep=self._sleep)
 
-    def _map_boto(self, exc: Exception, key: str, op: str, *, write: bool = False) -> Exception:
-        return error_for_botocore(exc, self.url, key, op, bucket=self.bucket, scrub=self._scrub,
-                                  write=write)
+    def _send(self, key: str, op: str, method: str, path: str, query: str = "", *,
+              extra: dict[str, str] | None = None, signed: dict[str, str] | None = None,
+              body: bytes | None = None, resend: bool = True) -> Answer:
+        headers = self._signer.headers(method, self._host, path, query, signed=signed)
+        if extra:
+            headers.update(extra)
+        try:
+            return self._transport.request(method, path, query, headers, body, resend=resend)
+        except TLSError as exc:
+            raise StoreError(self.url, key, self.scrub(str(exc))) from exc
 
-    def _call(self, key: str, op: str, field: str, call: Callable[[], T], *, write: bool = False) -> T:
-        """One boto3 request under the retry policy, counted in `field` per attempt."""
-
-        def attempt(_: int) -> T:
-            self._count(field)
-            try:
-                return call()
-            except Exception as exc:
-                mapped = self._map_boto(exc, key, op, write=write)
-                if mapped is exc:
-                    raise
-                raise mapped from exc
-
-        return self._retrying(key, op, attempt)
+    def _error(self, key: str, op: str, answer: Answer, *, write: bool = False) -> Exception:
+        code, message = parse_error_body(answer.body)
+        return error_for_status(self.url, key, op, answer.status, self.scrub(code), self.scrub(message),
+                                bucket=self.bucket, write=write)
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _signed_get(self, key: str, op: str, byte_range: str | None) -> urllib3.BaseHTTPResponse:
-        """One lean GET attempt; answers other than 200/206/416 become store errors."""
-        assert self._signed is not None
-        url = self._signed.url_for(self._full_key(key))
-        self._count("gets")
-        try:
-            response = self._signed.get(url, byte_range)
-        except Exception as exc:
-            mapped = error_for_urllib3(exc, self.url, key, op, scrub=self._scrub)
-            if mapped is exc:
-                raise
-            raise mapped from exc
-        data = response.data or b""
-        if response.status in (200, 206, 416):
-            if response.status != 416:
-                self._count("bytes_read", len(data))
-            return response
-        code, message = parse_error_body(data)
-        raise error_for_status(self.url, key, op, response.status, self._scrub(code), self._scrub(message),
-                               bucket=self.bucket)
-
-    def _boto_get(self, key: str, op: str, byte_range: str | None) -> tuple[int, dict[str, str], bytes]:
-        """One boto3 GET attempt (used when a proxy is configured): status, headers, body."""
-        self._count("gets")
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full_key(key)}
-        if byte_range:
-            args["Range"] = byte_range
-        try:
-            out = self._client.get_object(**args)
-            data = out["Body"].read()
-        except botocore.exceptions.ClientError as exc:
-            meta = exc.response.get("ResponseMetadata", {})
-            if meta.get("HTTPStatusCode") == 416:
-                return 416, meta.get("HTTPHeaders", {}), b""
-            raise self._map_boto(exc, key, op) from exc
-        except Exception as exc:
-            mapped = self._map_boto(exc, key, op)
-            if mapped is exc:
-                raise
-            raise mapped from exc
-        self._count("bytes_read", len(data))
-        meta = out["ResponseMetadata"]
-        return int(meta["HTTPStatusCode"]), meta.get("HTTPHeaders", {}), data
-
-    def _get_once(self, key: str, op: str, byte_range: str | None) -> tuple[int, Any, bytes]:
-        if self._signed is None:
-            return self._boto_get(key, op, byte_range)
-        response = self._signed_get(key, op, byte_range)
-        return response.status, response.headers, response.data or b""
-
-    def _unsatisfiable(self, key: str, offset: int, length: int, headers: Any) -> ObjectRangeError:
-        return ObjectRangeError(self.url, key, offset, length, unsatisfied_size(headers.get("content-range")))
+    def _get_once(self, key: str, op: str, byte_range: str | None, method: str = "GET") -> Answer:
+        """One attempt: a GET (or HEAD) of `key`; answers other than 200/206/416 raise."""
+        self._count("heads" if method == "HEAD" else "gets")
+        answer = self._send(key, op, method, self._path(key), extra={"range": byte_range} if byte_range else None)
+        if answer.status in (200, 206, 416):
+            if answer.status != 416:
+                self._count("bytes_read", len(answer.body))
+            return answer
+        raise self._error(key, op, answer)
 
     def get(self, key: str) -> bytes:
-        self._full_key(key)
+        self.full_key(key)
 
         def attempt(_: int) -> bytes:
-            status, headers, data = self._get_once(key, "GET", None)
-            if status != 200:
-                raise StoreError(self.url, key, f"GET: unexpected HTTP {status}")
-            declared = headers.get("content-length")
-            if declared is not None and int(declared) != len(data):
-                raise TransientError(f"GET: body has {len(data)} bytes, Content-Length {declared}")
-            return data
+            answer = self._get_once(key, "GET", None)
+            if answer.status != 200:
+                raise StoreError(self.url, key, f"GET: unexpected HTTP {answer.status}")
+            declared = answer.headers.get("content-length")
+            if declared is not None and int(declared) != len(answer.body):
+                raise TransientError(f"GET: body has {len(answer.body)} bytes, Content-Length {declared}")
+            return answer.body
 
-        return self._retrying(key, "GET", attempt)
+        return self.retrying(key, attempt)
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
-        self._full_key(key)
+        self.full_key(key)
         if offset < 0 or length < 0:
             raise ValueError(f"{self.url}/{key}: negative range offset {offset} length {length}")
         if length == 0:
             return b""
         last = offset + length - 1
-        byte_range = f"bytes={offset}-{last}"
 
         def attempt(_: int) -> bytes:
-            status, headers, data = self._get_once(key, "GET range", byte_range)
-            if status == 416:
-                raise self._unsatisfiable(key, offset, length, headers)
-            if status == 200:  # the server ignored Range: take the slice from the whole object
-                if len(data) < offset + length:
-                    raise ObjectRangeError(self.url, key, offset, length, len(data))
-                return data[offset:offset + length]
-            if status != 206:
-                raise StoreError(self.url, key, f"GET range: unexpected HTTP {status}")
-            content_range = headers.get("content-range")
-            match = CONTENT_RANGE.match(content_range or "")
-            if match is None:
-                raise StoreError(self.url, key, f"GET range: answer 206 with a missing or malformed "
-                                 f"Content-Range {content_range!r}")
-            start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
-            size = int(total) if total != "*" else None
-            if start != offset or end > last:
-                raise StoreError(self.url, key, f"GET range: asked for bytes {offset}-{last}, "
-                                 f"server sent {content_range!r}")
-            if end < last:
-                if size is not None and end == size - 1:
-                    raise ObjectRangeError(self.url, key, offset, length, size)
-                raise StoreError(self.url, key, f"GET range: asked for bytes {offset}-{last}, "
-                                 f"server sent {content_range!r}")
-            if len(data) != length:
-                raise TransientError(f"GET range: asked for {length} bytes at {offset}, got {len(data)}")
-            return data
+            answer = self._get_once(key, "GET range", f"bytes={offset}-{last}")
+            return self._check_range(key, offset, length, answer)
 
-        return self._retrying(key, "GET range", attempt)
+        return self.retrying(key, attempt)
+
+    def _check_range(self, key: str, offset: int, length: int, answer: Answer) -> bytes:
+        """Exactly bytes `offset`..`offset + length - 1` from an answer to their range GET."""
+        last = offset + length - 1
+        data = answer.body
+        if answer.status == 416:
+            raise ObjectRangeError(self.url, key, offset, length,
+                                   unsatisfied_size(answer.headers.get("content-range")))
+        if answer.status == 200:  # the server ignored Range: take the slice from the whole object
+            if len(data) < offset + length:
+                raise ObjectRangeError(self.url, key, offset, length, len(data))
+            return data[offset:offset + length]
+        content_range = answer.headers.get("content-range")
+        match = CONTENT_RANGE.match(content_range or "")
+        if match is None:
+            raise StoreError(self.url, key, f"GET range: answer 206 with a missing or malformed "
+                             f"Content-Range {content_range!r}")
+        start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
+        size = int(total) if total != "*" else None
+        if start != offset or end > last:
+            raise StoreError(self.url, key, f"GET range: asked for bytes {offset}-{last}, "
+                             f"server sent {content_range!r}")
+        if end < last:
+            if size is not None and end == size - 1:
+                raise ObjectRangeError(self.url, key, offset, length, size)
+            raise StoreError(self.url, key, f"GET range: asked for bytes {offset}-{last}, "
+                             f"server sent {content_range!r}")
+        if len(data) != length:
+            raise TransientError(f"GET range: asked for {length} bytes at {offset}, got {len(data)}")
+        return data
 
     def get_suffix(self, key: str, length: int) -> tuple[bytes, int]:
-        self._full_key(key)
+        self.full_key(key)
         if length < 0:
             raise ValueError(f"{self.url}/{key}: negative suffix length {length}")
         if length == 0:
             return b"", self.head(key).size
 
         def attempt(_: int) -> tuple[bytes, int]:
-            status, headers, data = self._get_once(key, "GET suffix", f"bytes=-{length}")
-            if status == 416:  # only an empty object cannot satisfy a suffix range
-                error = self._unsatisfiable(key, 0, length, headers)
-                if error.size == 0:
+            answer = self._get_once(key, "GET suffix", f"bytes=-{length}")
+            if answer.status == 416:  # only an empty object cannot satisfy a suffix range
+                size = unsatisfied_size(answer.headers.get("content-range"))
+                if size == 0:
                     return b"", 0
-                raise error
-            if status == 200:
-                return data[-length:], len(data)
-            if status != 206:
-                raise StoreError(self.url, key, f"GET suffix: unexpected HTTP {status}")
-            start, end, total = suffix_span(self.url, key, length, headers.get("content-range"))
-            if len(data) != end - start + 1:
-                raise TransientError(f"GET suffix: expected {end - start + 1} bytes, got {len(data)}")
-            return data, total
+                raise ObjectRangeError(self.url, key, 0, length, size)
+            if answer.status == 200:
+                return answer.body[-length:], len(answer.body)
+            start, end, total = suffix_span(self.url, key, length, answer.headers.get("content-range"))
+            if len(answer.body) != end - start + 1:
+                raise TransientError(f"GET suffix: expected {end - start + 1} bytes, got {len(answer.body)}")
+            return answer.body, total
 
-        return self._retrying(key, "GET suffix", attempt)
+        return self.retrying(key, attempt)
+
+    def head(self, key: str) -> ObjectInfo:
+        self.full_key(key)
+        answer = self.retrying(key, lambda _: self._get_once(key, "HEAD", None, method="HEAD"))
+        raw = answer.headers.get("x-amz-meta-" + METADATA_KEY_TIMESTAMP)
+        try:
+            stamp = parse_timestamp(raw) if raw is not None else None
+        except ValueError as exc:
+            raise StoreError(self.url, key, f"bad {METADATA_KEY_TIMESTAMP} metadata {raw!r}") from exc
+        return ObjectInfo(key=key, size=int(answer.headers.get("content-length", "0")),
+                          modified=_http_date(answer.headers.get("last-modified", "")), timestamp_ms=stamp)
 
     def open(self, key: str) -> BinaryIO:
-        full = self._full_key(key)
+        path = self._path(key)
         first: dict[str, Any] = {}
 
-        def reopen(offset: int, etag: str | None = None) -> Any:
-            """One GET attempt from `offset` (a TransientError or store error on failure)."""
+        def reopen(offset: int) -> _ClosingBody:
+            """One GET attempt from `offset`, on a connection of its own (the stream's)."""
             self._count("gets")
-            args: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
-            if offset:
-                args["Range"] = f"bytes={offset}-"
-            if etag:
-                args["IfMatch"] = etag
+            extra = {"range": f"bytes={offset}-"} if offset else {}
+            if first.get("etag"):
+                extra["if-match"] = first["etag"]
+            headers = {**self._signer.headers("GET", self._host, path, ""), **extra}
             try:
-                out = self._client.get_object(**args)
-            except Exception as exc:
-                mapped = self._map_boto(exc, key, "GET stream")
-                if mapped is exc:
-                    raise
-                raise mapped from exc
+                resp, conn = self._transport.open("GET", path, "", headers)
+            except TLSError as exc:
+                raise StoreError(self.url, key, self.scrub(str(exc))) from exc
+            if resp.status not in (200, 206):
+                answer = Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+                conn.close()
+                raise self._error(key, "GET stream", answer)
             if not first:
-                first.update(size=int(out["ContentLength"]), etag=out.get("ETag"))
-            return out["Body"]
+                first.update(size=int(resp.getheader("content-length") or 0), etag=resp.getheader("etag"))
+            return _ClosingBody(resp, conn)
 
-        body = self._retrying(key, "GET stream", lambda _: reopen(0))
+        body = self.retrying(key, lambda _: reopen(0))
         stream = ResumableStream(
-            body,
-            first["size"],
-            reopen=lambda offset: reopen(offset, first.get("etag")),
-            retry=lambda attempt: self._retrying(key, "GET stream", attempt),
-            read_errors=TRANSIENT_BOTOCORE + (urllib3.exceptions.HTTPError, OSError),
-            describe=lambda exc: describe_http_exception(exc, self._scrub),
+            body, first["size"],
+            reopen=reopen,
+            retry=lambda attempt: self.retrying(key, attempt),
+            read_errors=READ_ERRORS,
+            describe=lambda exc: self.scrub(f"{type(exc).__name__}: {exc}"),
             count_read=lambda n: self._count("bytes_read", n),
         )
         return io.BufferedReader(stream, buffer_size=OPEN_BUFFER_SIZE)
 
-    def head(self, key: str) -> ObjectInfo:
-        full = self._full_key(key)
-        out = self._call(key, "HEAD", "heads",
-                         lambda: self._client.head_object(Bucket=self.bucket, Key=full))
-        timestamp_ms = None
-        raw = (out.get("Metadata") or {}).get(METADATA_KEY_TIMESTAMP)
-        if raw is not None:
-            try:
-                timestamp_ms = parse_timestamp(raw)
-            except ValueError as exc:
-                raise StoreError(self.url, key, f"bad {METADATA_KEY_TIMESTAMP} metadata {raw!r}") from exc
-        return ObjectInfo(key=key, size=int(out["ContentLength"]),
-                          modified=out["LastModified"].astimezone(UTC), timestamp_ms=timestamp_ms)
-
     def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         check_prefix(self.url, prefix)
         root = f"{self.prefix}/" if self.prefix else ""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root + prefix,
-                                "MaxKeys": self._list_page_size}
+        params = {"list-type": "2", "prefix": root + prefix, "max-keys": str(self._list_page_size)}
         if start_after:
-            args["StartAfter"] = root + start_after
+            params["start-after"] = root + start_after
         previous = root + start_after
+        path = encode_path(self._base.rstrip("/") or "/")
         while True:
-            page = self._call(prefix, "LIST", "lists",
-                              lambda: self._client.list_objects_v2(**args))
-            for item in page.get("Contents", []):
-                full = item["Key"]
+            query = canonical_query(params)
+
+            def attempt(_: int, query: str = query) -> Answer:
+                self._count("lists")
+                answer = self._send(prefix, "LIST", "GET", path, query)
+                if answer.status != 200:
+                    raise self._error(prefix, "LIST", answer)
+                return answer
+
+            answer = self.retrying(prefix, attempt)
+            try:
+                tree = ET.fromstring(answer.body)
+            except ET.ParseError as exc:
+                raise StoreError(self.url, prefix, f"LIST: unreadable answer ({exc})") from exc
+            for item in tree.iter(_S3_NS + "Contents"):
+                full = item.findtext(_S3_NS + "Key") or ""
                 if not full.startswith(root + prefix):
                     raise StoreError(self.url, prefix, f"LIST returned {full!r}, outside the prefix")
                 if full.encode() <= previous.encode():
                     raise StoreError(self.url, prefix, _OUT_OF_ORDER.format(full, previous))
                 previous = full
-                yield ObjectInfo(key=self._relative_key(full), size=int(item["Size"]),
-                                 modified=item["LastModified"].astimezone(UTC))
-            if not page.get("IsTruncated"):
+                modified = datetime.fromisoformat(item.findtext(_S3_NS + "LastModified") or "").astimezone(UTC)
+                yield ObjectInfo(key=full[len(root):], size=int(item.findtext(_S3_NS + "Size") or 0),
+                                 modified=modified)
+            if (tree.findtext(_S3_NS + "IsTruncated") or "").lower() != "true":
                 return
-            token = page.get("NextContinuationToken")
+            token = tree.findtext(_S3_NS + "NextContinuationToken")
             if not token:
                 raise StoreError(self.url, prefix, "LIST: truncated page without a continuation token")
-            args["ContinuationToken"] = token
+            params.pop("start-after", None)
+            params["continuation-token"] = token
 
     # -- writes --------------------------------------------------------------------------------
 
-    def put(
-        self,
-        key: str,
-        data: bytes | BinaryIO,
-        *,
-        if_absent: bool = False,
-        timestamp_ms: int | None = None,
-    ) -> None:
-        full = self._full_key(key)
+    def put(self, key: str, data: bytes | BinaryIO, *, if_absent: bool = False,
+            timestamp_ms: int | None = None) -> None:
+        """Objects up to the multipart threshold go out as one signed PUT (its body's SHA-256
+        signed and MD5 sent, so a body cut short is never stored); larger ones and long streams
+        as a multipart upload."""
+        self.full_key(key)
         metadata: dict[str, str] = {}
         if timestamp_ms is not None:
             metadata[METADATA_KEY_TIMESTAMP] = format_timestamp(timestamp_ms)
         if if_absent:
             metadata[METADATA_KEY_PUT_ID] = uuid.uuid4().hex
         if isinstance(data, bytes | bytearray | memoryview):
-            payload = data if isinstance(data, bytes) else bytes(data)
+            payload = bytes(data)
             if len(payload) <= self._multipart_threshold:
-                self._put_single(key, full, payload, len(payload), metadata, if_absent)
+                self._put_single(key, payload, metadata, if_absent)
             else:
                 step = self._part_size
-                slices = (payload[i:i + step] for i in range(0, len(payload), step))
-                self._put_multipart(key, full, slices, metadata, if_absent)
+                self._put_multipart(key, (payload[i:i + step] for i in range(0, len(payload), step)),
+                                    metadata, if_absent)
             return
         if _seekable(data):
             start = data.tell()
             size = data.seek(0, 2) - start
             data.seek(start)
             if size <= self._multipart_threshold:
-                self._put_single(key, full, data, size, metadata, if_absent, start=start)
+                self._put_single(key, _read_full(data, size), metadata, if_absent)
             else:
-                self._put_multipart(key, full, _chunks(data, self._part_size), metadata, if_absent)
+                self._put_multipart(key, _chunks(data, self._part_size), metadata, if_absent)
             return
         first = _read_full(data, self._part_size)
         if len(first) < self._part_size:
-            self._put_single(key, full, first, len(first), metadata, if_absent)
+            self._put_single(key, first, metadata, if_absent)
             return
-        parts = _chain_first(first, _chunks(data, self._part_size))
-        self._put_multipart(key, full, parts, metadata, if_absent)
+        self._put_multipart(key, _chain_first(first, _chunks(data, self._part_size)), metadata, if_absent)
 
-    def _is_own_put(self, key: str, full: str, metadata: dict[str, str]) -> bool:
-        """After a failed precondition on a retry: did an earlier attempt of ours create it? The
-        check retries like any request; if it cannot be answered, the store error is raised (the
-        outcome is unknown), never a conflict (which would make a create that landed look lost)."""
+    def _put_single(self, key: str, body: bytes, metadata: dict[str, str], if_absent: bool) -> None:
+        path, extra, signed = self.put_request(key, body, metadata, if_absent=if_absent)
+
+        def attempt(_: int) -> None:
+            self._count("puts")
+            self._count("bytes_written", len(body))
+            answer = self._send(key, "PUT", "PUT", path, extra=extra, signed=signed, body=body, resend=False)
+            if 200 <= answer.status < 300:
+                return
+            error = self._error(key, "PUT", answer, write=True)
+            if isinstance(error, ObjectExistsError) and self.is_own_put(key, metadata):
+                return
+            raise error
+
+        self.retrying(key, attempt)
+
+    def put_request(self, key: str, body: bytes, metadata: dict[str, str], *,
+                    if_absent: bool) -> tuple[str, dict[str, str], dict[str, str]]:
+        """Path, plain headers and headers to sign of a single PUT of `body` to `key`.
+
+        The body's SHA-256 is signed and its MD5 sent: the server refuses a body that does not
+        match, so a writer killed halfway through sending one leaves no object. (SeaweedFS stores
+        a body cut short as a short object unless a checksum such as Content-MD5 says otherwise.)"""
+        signed = {"x-amz-content-sha256": hashlib.sha256(body).hexdigest()}
+        signed.update({"x-amz-meta-" + name: value for name, value in metadata.items()})
+        extra = {"content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+        if if_absent:
+            extra["if-none-match"] = "*"
+        return self._path(key), extra, signed
+
+    def sign(self, method: str, path: str, signed: dict[str, str] | None = None) -> dict[str, str]:
+        """The headers that authenticate a request (for tests that send one by hand)."""
+        return self._signer.headers(method, self._host, path, "", signed=signed)
+
+    @property
+    def host(self) -> str:
+        """The Host header requests carry (bucket host, or the endpoint's with path style)."""
+        return self._host
+
+    def is_own_put(self, key: str, metadata: dict[str, str]) -> bool:
+        """After a create met a taken key: did an earlier attempt of this put (its answer lost)
+        create it? Asked on every such conflict, whether or not the put was retried, so a create
+        that landed is never taken for another writer's. The HEAD retries like any request; if
+        it cannot be answered the store error is raised (the outcome is unknown), never a
+        conflict, which would make a create that landed look lost."""
         put_id = metadata.get(METADATA_KEY_PUT_ID)
         if put_id is None:
             return False
         try:
-            out = self._call(key, "HEAD", "heads", lambda: self._client.head_object(Bucket=self.bucket, Key=full))
+            answer = self.retrying(key, lambda _: self._get_once(key, "HEAD", None, method="HEAD"))
         except ObjectNotFoundError:
             return False
-        return bool((out.get("Metadata") or {}).get(METADATA_KEY_PUT_ID) == put_id)
+        return answer.headers.get("x-amz-meta-" + METADATA_KEY_PUT_ID) == put_id
 
-    def _put_single(self, key: str, full: str, body: bytes | BinaryIO, size: int,
-                    metadata: dict[str, str], if_absent: bool, *, start: int = 0) -> None:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Metadata": metadata}
-        if if_absent:
-            args["IfNoneMatch"] = "*"
+    def _put_multipart(self, key: str, parts: Iterator[bytes], metadata: dict[str, str], if_absent: bool) -> None:
+        with self._multipart_lock:
+            if self._multipart is None:
+                from ltx.store.s3_multipart import MultipartUploader  # boto3: only for large objects
 
-        def attempt(number: int) -> None:
-            if not isinstance(body, bytes):
-                body.seek(start)
-            self._count("puts")
-            self._count("bytes_written", size)
-            try:
-                self._client.put_object(Body=body, **args)
-            except Exception as exc:
-                mapped = self._map_boto(exc, key, "PUT", write=True)
-                if mapped is exc:
-                    raise
-                if if_absent and number > 0 and _is_conflict(mapped) and self._is_own_put(key, full, metadata):
-                    return
-                raise mapped from exc
+                connect, read = self._timeouts
+                self._multipart = MultipartUploader(
+                    self, endpoint=self.endpoint, force_path_style=self._force_path_style,
+                    skip_verify=self._skip_verify, connect_timeout=connect, read_timeout=read,
+                    credentials=self._credentials() if self._env_credentials else None)
+        self._multipart.upload(key, parts, metadata, if_absent)
 
-        self._retrying(key, "PUT", attempt)
-
-    def _put_multipart(self, key: str, full: str, parts: Iterator[bytes],
-                       metadata: dict[str, str], if_absent: bool) -> None:
-        created = self._call(
-            key, "create multipart upload", "puts",
-            lambda: self._client.create_multipart_upload(Bucket=self.bucket, Key=full, Metadata=metadata),
-            write=True,
-        )
-        upload_id = created["UploadId"]
-        done: builtins.list[dict[str, Any]] = []
-
-        def send_part(number: int, chunk: bytes) -> Any:
-            return self._client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
-                                            PartNumber=number, Body=chunk)
-
-        try:
-            for number, chunk in enumerate(parts, start=1):
-                self._count("bytes_written", len(chunk))
-                out = self._call(key, f"upload part {number}", "puts",
-                                 functools.partial(send_part, number, chunk), write=True)
-                done.append({"PartNumber": number, "ETag": out["ETag"]})
-            complete: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "UploadId": upload_id,
-                                        "MultipartUpload": {"Parts": done}}
-            if if_absent:
-                complete["IfNoneMatch"] = "*"
-
-            def attempt(number: int) -> None:
-                self._count("puts")
-                try:
-                    self._client.complete_multipart_upload(**complete)
-                except Exception as exc:
-                    mapped = self._map_boto(exc, key, "complete multipart upload", write=True)
-                    if mapped is exc:
-                        raise
-                    lost = _is_conflict(mapped) or _error_code(exc) == "NoSuchUpload"
-                    if number > 0 and lost and self._is_own_put(key, full, metadata):
-                        return
-                    raise mapped from exc
-
-            self._retrying(key, "complete multipart upload", attempt)
-        except BaseException:
-            self._abort_multipart(full, upload_id)
-            raise
-
-    def _abort_multipart(self, full: str, upload_id: str) -> None:
-        """Best effort: a failed abort leaves parts that the bucket's lifecycle rules reclaim."""
-        self._count("deletes")
-        try:
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
-        except Exception:  # noqa: BLE001 - the original failure is the one to report
-            pass
+    def count(self, field: str, n: int = 1) -> None:
+        """Count `n` in `stats.field` (the multipart uploader counts its requests here)."""
+        self._count(field, n)
 
     def delete(self, key: str) -> None:
-        full = self._full_key(key)
+        path = self._path(key)
+
+        def attempt(_: int) -> None:
+            self._count("deletes")
+            answer = self._send(key, "DELETE", "DELETE", path)
+            if 200 <= answer.status < 300:
+                return
+            raise self._error(key, "DELETE", answer)
+
         try:
-            self._call(key, "DELETE", "deletes",
-                       lambda: self._client.delete_object(Bucket=self.bucket, Key=full))
+            self.retrying(key, attempt)
         except ObjectNotFoundError:
             return
 
     def close(self) -> None:
-        if self._signed is not None:
-            self._signed.close()
-        self._client.close()
+        self._transport.close()
+        if self._multipart is not None:
+            self._multipart.close()
 
 
-def _is_conflict(exc: Exception) -> bool:
-    return isinstance(exc, ObjectExistsError)
+class _ClosingBody:
+    """A streamed answer whose connection closes with it."""
+
+    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> None:
+        self._resp = resp
+        self._conn = conn
+
+    def read(self, amt: int | None = None) -> bytes:
+        return self._resp.read(amt)
+
+    def close(self) -> None:
+        self._resp.close()
+        self._conn.close()
 
 
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
+def _http_date(text: str) -> datetime:
+    try:
+        return email.utils.parsedate_to_datetime(text).astimezone(UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
 
 
 def _seekable(stream: BinaryIO) -> bool:

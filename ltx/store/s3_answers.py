@@ -1,8 +1,8 @@
 """How S3's HTTP answers read, without botocore: error answers mapped to store errors (which to
 retry, which are conflicts, which are fatal) and the Content-Range checks of range and suffix GETs.
 
-Shared by the full store (s3.py, through s3_errors.py) and the lean one (s3_lean.py), which must
-not import botocore. Reasons never carry credentials: the caller scrubs code and message.
+Used by the S3 store (s3.py) for its own requests and, through s3_errors.py, for the multipart
+uploads boto3 sends; it imports no botocore. Reasons never carry credentials: the caller scrubs code and message.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""How boto3's and urllib3's exceptions map to store errors (S3 error answers themselves are
-mapped in s3_answers.py, which the lean store shares).
+"""How boto3's exceptions map to store errors, for the multipart uploads that go through boto3
+(S3 error answers themselves are mapped in s3_answers.py).
 
 Reasons never carry credentials: they hold the operation, the S3 error code, the HTTP status and
 the server's message, with any known credential value blanked by the caller's `scrub`.
@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import botocore.exceptions
-import urllib3.exceptions
 
 from ltx.store.base import StoreAuthError, StoreError
 from ltx.store.retry import TransientError
@@ -29,7 +28,7 @@ CREDENTIAL_ERRORS = (
     botocore.exceptions.PartialCredentialsError,
     botocore.exceptions.CredentialRetrievalError,
 )
-TLS_ERRORS = (botocore.exceptions.SSLError, urllib3.exceptions.SSLError)
+TLS_ERRORS = (botocore.exceptions.SSLError,)
 
 Scrub = Callable[[str], str]
 
@@ -63,14 +62,5 @@ def error_for_botocore(
     if isinstance(exc, TLS_ERRORS):
         return StoreError(url, key, f"{op}: TLS failure ({describe_http_exception(exc, scrub)})")
     if isinstance(exc, TRANSIENT_BOTOCORE):
-        return TransientError(f"{op}: {describe_http_exception(exc, scrub)}")
-    return exc
-
-
-def error_for_urllib3(exc: Exception, url: str, key: str, op: str, *, scrub: Scrub) -> Exception:
-    """Map an exception of the lean GET path (urllib3); unknown exceptions come back unchanged."""
-    if isinstance(exc, urllib3.exceptions.SSLError):
-        return StoreError(url, key, f"{op}: TLS failure ({describe_http_exception(exc, scrub)})")
-    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         return TransientError(f"{op}: {describe_http_exception(exc, scrub)}")
     return exc

@@ -1,4 +1,6 @@
 """botocore sessions shared between stores: creating one costs ~200 ms, a client from it ~10 ms.
+Loaded only where botocore earns its place: the credential chain (profiles, SSO, roles), a
+profile's region, and multipart uploads (s3_multipart.py).
 
 A session caches the credentials it resolved, so sessions are shared only between stores opened
 under the same AWS_* environment (a test or a tool that changes it gets a fresh session).
@@ -41,14 +43,19 @@ def _session() -> botocore.session.Session:
     return session
 
 
-def resolve(region: str | None) -> tuple[Any, str | None, Any]:
-    """(session, region from the AWS configuration unless given, credentials or None)."""
+def credentials() -> Any:
+    """botocore's credentials from its chain, or None."""
     with _lock:
-        session = _session()
-        return session, region or session.get_config_variable("region"), session.get_credentials()
+        return _session().get_credentials()
 
 
-def create_client(session: botocore.session.Session, **kwargs: Any) -> Any:
-    """An S3 client from `session` (serialised: sessions are not thread-safe)."""
+def config_region() -> str | None:
+    """The region the AWS configuration (profile) names, or None."""
     with _lock:
-        return session.create_client("s3", **kwargs)
+        return _session().get_config_variable("region")
+
+
+def create_client(**kwargs: Any) -> Any:
+    """An S3 client from the shared session (serialised: sessions are not thread-safe)."""
+    with _lock:
+        return _session().create_client("s3", **kwargs)

@@ -1,12 +1,13 @@
-"""AWS Signature Version 4 for S3 requests (GET, HEAD, and the writer's small PUTs), in the
-standard library only.
+"""AWS Signature Version 4 for S3 requests, in the standard library only.
 
-The lean read path (s3_lean.py) signs with this instead of botocore: importing botocore and
-building a client costs ~250 ms at the start of a process, which is most of a cold open. The
-payload of a GET is not hashed (`UNSIGNED-PAYLOAD`, which S3 accepts for a body-less request); a
-PUT signs its body's SHA-256, so a server never stores a body cut short. The signed headers are
-host, x-amz-content-sha256, x-amz-date, with temporary credentials x-amz-security-token, and any
-the caller adds (a PUT's x-amz-meta-*).
+The S3 store (s3.py) signs every request it sends itself with this instead of botocore:
+importing botocore and building a client costs ~250 ms at the start of a process, which is most
+of a cold open, and ~1 ms of CPU a request more. The payload of a GET is not hashed
+(`UNSIGNED-PAYLOAD`, which S3 accepts for a body-less request); a PUT signs its body's SHA-256,
+so a server never stores a body cut short. The signed headers are host, x-amz-content-sha256,
+x-amz-date, with temporary credentials x-amz-security-token, and any the caller adds (a PUT's
+x-amz-meta-*). Checked against botocore's S3SigV4Auth and AWS's published examples
+(tests/ltx/store/test_sigv4.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -50,40 +51,47 @@ def canonical_query(params: Mapping[str, str]) -> str:
 
 
 class Signer:
-    """Signs requests for one region; the day's signing key is derived once per day."""
+    """Signs requests for one region with the credentials `credentials` returns at each request
+    (temporary ones may change); a signing key is derived once per day and secret."""
 
-    def __init__(self, credentials: Credentials, region: str) -> None:
-        self.credentials = credentials
+    def __init__(self, credentials: Credentials | Callable[[], Credentials], region: str) -> None:
+        self._credentials = credentials if callable(credentials) else (lambda: credentials)
         self.region = region
-        self._day = ""
-        self._key = b""
+        self._cached: tuple[str, str, bytes] = ("", "", b"")
 
-    def _signing_key(self, day: str) -> bytes:
-        if day != self._day:
-            key = hmac.new(b"AWS4" + self.credentials.secret_key.encode(), day.encode(), hashlib.sha256).digest()
+    @property
+    def credentials(self) -> Credentials:
+        return self._credentials()
+
+    def _signing_key(self, day: str, secret: str) -> bytes:
+        cached_day, cached_secret, key = self._cached
+        if day != cached_day or secret != cached_secret:
+            key = hmac.new(b"AWS4" + secret.encode(), day.encode(), hashlib.sha256).digest()
             for part in (self.region, SERVICE, "aws4_request"):
                 key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._day, self._key = day, key
-        return self._key
+            self._cached = (day, secret, key)
+        return key
 
     def headers(self, method: str, host: str, path: str, query: str, now: float | None = None,
                 signed: Mapping[str, str] | None = None) -> dict[str, str]:
         """The headers that authenticate `method host path?query` (path and query canonical);
         `signed` are further headers (lowercase names, e.g. x-amz-meta-*) signed and returned too;
         an `x-amz-content-sha256` among them (the body's hash) replaces UNSIGNED-PAYLOAD."""
+        credentials = self._credentials()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
         day = stamp[:8]
         headers = {"host": host, "x-amz-content-sha256": UNSIGNED_PAYLOAD, "x-amz-date": stamp}
         if signed:
             headers.update(signed)
-        if self.credentials.token:
-            headers["x-amz-security-token"] = self.credentials.token
+        if credentials.token:
+            headers["x-amz-security-token"] = credentials.token
         names = sorted(headers)
         canonical = "\n".join([method, path, query, *(f"{n}:{headers[n].strip()}" for n in names), "",
                                ";".join(names), headers["x-amz-content-sha256"]])
         scope = f"{day}/{self.region}/{SERVICE}/aws4_request"
         to_sign = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["authorization"] = (f"{ALGORITHM} Credential={self.credentials.access_key}/{scope}, "
+        signature = hmac.new(self._signing_key(day, credentials.secret_key), to_sign.encode(),
+                             hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
                                     f"SignedHeaders={';'.join(names)}, Signature={signature}")
         return headers

@@ -64,10 +64,8 @@ def _parse_bool(shown: str, name: str, value: str) -> bool:
     raise InvalidURLError(shown, f"query parameter {name}={value!r} is not a boolean (true/false)")
 
 
-def open_store(url: str, *, lean_reads: bool = False) -> ObjectStore:
-    """Open the store a URL names; InvalidURLError (with the reason) when it cannot be used.
-    With `lean_reads`, an S3 store reads without botocore when it can (s3_lean.py: a reader's
-    first request leaves ~250 ms sooner); writes still go through the full S3Store."""
+def open_store(url: str) -> ObjectStore:
+    """Open the store a URL names; InvalidURLError (with the reason) when it cannot be used."""
     shown = redact_url(url)
     if not url.strip():
         raise InvalidURLError(shown, "empty URL: give a directory, file:///abs/path or s3://bucket/path")
@@ -94,7 +92,7 @@ def open_store(url: str, *, lean_reads: bool = False) -> ObjectStore:
             raise InvalidURLError(shown, "a file URL needs an absolute path (file:///abs/path)")
         return _open_file(shown, path)
     if scheme == "s3":
-        return _open_s3(shown, parts.netloc, unquote(parts.path), parts.query, lean_reads)
+        return _open_s3(shown, parts.netloc, unquote(parts.path), parts.query)
     raise InvalidURLError(shown, f"unknown scheme {parts.scheme!r}: use file:///abs/path or "
                           "s3://bucket/path")
 
@@ -106,7 +104,7 @@ def _open_file(shown: str, path: str) -> ObjectStore:
     return FileStore(root, url=f"file://{root}")
 
 
-def _open_s3(shown: str, bucket: str, path: str, query: str, lean_reads: bool = False) -> ObjectStore:
+def _open_s3(shown: str, bucket: str, path: str, query: str) -> ObjectStore:
     if not bucket:
         raise InvalidURLError(shown, "missing bucket: use s3://BUCKET/PATH")
     if bucket.lower().startswith("arn"):
@@ -145,18 +143,7 @@ def _open_s3(shown: str, bucket: str, path: str, query: str, lean_reads: bool = 
     skip_verify = _parse_bool(shown, "skip-verify", options.get("skip_verify", "false"))
 
     region = options.get("region") or None
+    from ltx.store.s3 import S3Store  # here, so that file-only users never load the S3 code
 
-    def full() -> ObjectStore:
-        from ltx.store.s3 import S3Store  # here, so that file-only (and lean) users never import boto3
-
-        return S3Store(bucket, prefix, endpoint=endpoint, region=region, force_path_style=force_path_style,
-                       skip_verify=skip_verify)
-
-    if lean_reads:
-        from ltx.store.s3_lean import lean_store
-
-        lean = lean_store(bucket, prefix, endpoint=endpoint, region=region, force_path_style=force_path_style,
-                          skip_verify=skip_verify, full_factory=full)
-        if lean is not None:
-            return lean
-    return full()
+    return S3Store(bucket, prefix, endpoint=endpoint, region=region, force_path_style=force_path_style,
+                   skip_verify=skip_verify)

@@ -16,7 +16,7 @@ import pytest
 
 from ltx.replica import Replica
 from ltx.store.retry import RetryPolicy
-from ltx.store.s3_lean import LeanS3Store
+from ltx.store.s3 import S3Store
 from tests.s3proxy import Fault, S3Proxy
 from tests.s3server import S3Server
 from tests.vfs.writing import level_files, open_writer, stats, txid, write_file
@@ -156,7 +156,7 @@ def test_a_failing_store_fails_the_commit_with_ioerr(s3_server: S3Server, s3_url
         url = _through(s3_url, s3_server, proxy)
         conn = open_writer(tmp_path / "x.db", url)
         store = write_file(url).replica.store
-        assert isinstance(store, LeanS3Store), "the writer's PUTs go the lean way"
+        assert isinstance(store, S3Store)
         store._policy = RetryPolicy(max_retries=2, backoff_base_s=0.01)
         conn.execute("CREATE TABLE t(n)")
         conn.execute("INSERT INTO t VALUES (1)")

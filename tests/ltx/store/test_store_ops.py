@@ -1,4 +1,5 @@
-"""Every ObjectStore operation, run against both backends (file:// and the real S3 server)."""
+"""Every ObjectStore operation, run against every store class (file://, and s3:// against the real
+S3 server, directly and through an HTTP proxy)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,34 @@ from ltx.store import (
     open_store,
 )
 from ltx.store.file import FileStore
+from ltx.store.s3 import S3Store
+from tests.s3proxy import S3Proxy
+from tests.s3server import S3Server
+
+#: A host name that never resolves (RFC 6761 reserves .invalid).
+UNRESOLVABLE_HOST = "s3.ltxvfs.invalid"
 
 
-@pytest.fixture
-def store(store_url: str) -> Iterator[ObjectStore]:
-    s = open_store(store_url)
-    yield s
-    s.close()
+@pytest.fixture(params=["file", "s3", "s3-through-proxy"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    """Each store class (FileStore, S3Store), and S3Store through the HTTP proxy the environment
+    names: the endpoint's host does not resolve, so only the proxy can carry the requests."""
+    if request.param != "s3-through-proxy":
+        s = open_store(request.getfixturevalue(f"{request.param}_url"))
+        yield s
+        s.close()
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    url = request.getfixturevalue("s3_url").replace(server.endpoint, f"http://{UNRESOLVABLE_HOST}:8333")
+    with S3Proxy(server.endpoint) as proxy:
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        s = open_store(url)
+        assert isinstance(s, S3Store) and s.proxied
+        yield s
+        s.close()
+        assert proxy.counts(), "the requests went through the proxy"
 
 
 def blob(seed: int, size: int) -> bytes:

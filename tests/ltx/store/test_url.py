@@ -84,20 +84,20 @@ def test_s3_url_like_litestream(fake_credentials: None) -> None:
     assert store.endpoint == "http://127.0.0.1:9000"  # a scheme-less endpoint gets http://
     assert store.region == "eu-west-1"
     assert store.url == "s3://my-bucket/some/db"
-    assert store._client.meta.config.s3["addressing_style"] == "path"  # an endpoint implies path style
+    assert store.host == "127.0.0.1:9000"  # an endpoint implies path style: the bucket is in the path
 
 
-@pytest.mark.parametrize("query,style", [
-    ("endpoint=http://h:1&force-path-style=true", "path"),
-    ("endpoint=http://h:1&forcePathStyle=false", "auto"),
-    ("endpoint=http://h:1&force-path-style=false", "auto"),
-    ("forcePathStyle=true", "path"),
-    ("", "auto"),
+@pytest.mark.parametrize("query,host", [
+    ("endpoint=http://h:1&force-path-style=true", "h:1"),
+    ("endpoint=http://h:1&forcePathStyle=false", "bucket.h:1"),
+    ("endpoint=http://h:1&force-path-style=false", "bucket.h:1"),
+    ("forcePathStyle=true", "s3.us-east-1.amazonaws.com"),
+    ("", "bucket.s3.us-east-1.amazonaws.com"),
 ])
-def test_path_style_spellings(fake_credentials: None, query: str, style: str) -> None:
+def test_path_style_spellings(fake_credentials: None, query: str, host: str) -> None:
     store = open_store(f"s3://bucket/p?{query}")
     assert isinstance(store, S3Store)
-    assert store._client.meta.config.s3["addressing_style"] == style
+    assert store.host == host  # path style: the bucket goes in the path, else in the host name
 
 
 def test_s3_defaults(fake_credentials: None) -> None:
