@@ -19,15 +19,18 @@ OPEN_RETRY_INTERVAL = 0.2
 
 
 def open_view(reader: ReplicaReader, options: OpenOptions, stats: ReadStats | None = None) -> View:
-    """Load the view an open asks for; an empty replica or a gap is retried until `options.wait`."""
-    deadline = time.monotonic() + options.wait
+    """Load the view an open asks for. An empty replica is retried for `options.empty_wait` (0
+    unless `wait=` asks for a writer's first commit), a gap (a compaction under way) for
+    `options.gap_wait`."""
+    started = time.monotonic()
     while True:
         try:
             return load_view(reader, txid=options.txid, timestamp=options.timestamp, waited=stats)
         except (EmptyReplicaError, HistoryGapError) as exc:
-            left = deadline - time.monotonic()
+            patience = options.empty_wait if isinstance(exc, EmptyReplicaError) else options.gap_wait
+            left = started + patience - time.monotonic()
             if left <= 0:
-                waited = f" (waited {options.wait:g}s)" if options.wait else ""
+                waited = f" (waited {patience:g}s)" if patience else ""
                 raise ReplicaOpenError(reader.url, f"{exc}{waited}") from exc
             time.sleep(min(OPEN_RETRY_INTERVAL, left))
         except RestorePlanError as exc:

@@ -26,8 +26,9 @@ SYNC_INTERVAL_PREFIX = "interval:"
 
 #: Seconds between polls of the replica for new files (Litestream's VFS default, 1 s); 0 stops following.
 DEFAULT_POLL_INTERVAL = 1.0
-#: How long a read-only open waits for an empty replica (or one caught mid-compaction) to hold a
-#: usable history before failing.
+#: How long an open waits for a replica caught mid-compaction (a gap in its listing) to hold a
+#: usable history again before failing. An empty listing is answered at once unless `wait=` asks
+#: to wait for a writer's first commit (`OpenOptions.empty_wait`).
 DEFAULT_OPEN_WAIT = 5.0
 
 #: The URI parameters ltxvfs reads; any other one (beside SQLITE_PARAMETERS) refuses the open, so a
@@ -60,7 +61,9 @@ class OpenOptions:
     timestamp: datetime | None = None
     cache_size: int = DEFAULT_CACHE_SIZE
     poll: float = DEFAULT_POLL_INTERVAL
-    wait: float = DEFAULT_OPEN_WAIT
+    #: `wait=`: how long to wait for an empty replica's first commit or a gap to close; None (not
+    #: given): an empty replica fails at once, a gap is waited for DEFAULT_OPEN_WAIT.
+    wait: float | None = None
     read_only: bool = True
     #: The local file hydrated from the replica (hydrate= or LTXVFS_HYDRATE_PATH), absolute; None: none.
     hydrate_path: str | None = None
@@ -69,6 +72,16 @@ class OpenOptions:
     sync_interval: float = 0.0
     #: Writers: compact the replica in the background with ltxctl compact's rules (`compact=auto`).
     compact: bool = False
+
+    @property
+    def empty_wait(self) -> float:
+        """Seconds to wait for an empty replica's first file: only what `wait=` asked for."""
+        return self.wait or 0.0
+
+    @property
+    def gap_wait(self) -> float:
+        """Seconds to wait for a gap in the listing (a compaction under way) to close."""
+        return DEFAULT_OPEN_WAIT if self.wait is None else self.wait
 
     @property
     def pinned(self) -> bool:
@@ -111,7 +124,7 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
     timestamp = None
     cache_size = DEFAULT_CACHE_SIZE
     poll = DEFAULT_POLL_INTERVAL
-    wait = DEFAULT_OPEN_WAIT
+    wait: float | None = None
     if (text := param("txid")) is not None:
         try:
             txid = parse_txid(text)

@@ -101,7 +101,7 @@ def open_writer(options: OpenOptions) -> LTXWriteFile:
     reader = open_reader(options.replica_url)
     replica = reader.replica
     stats = ReadStats()
-    deadline = time.monotonic() + options.wait
+    deadline = time.monotonic() + options.gap_wait
     try:
         while True:
             try:
@@ -109,7 +109,7 @@ def open_writer(options: OpenOptions) -> LTXWriteFile:
                 break
             except HistoryGapError as exc:
                 if time.monotonic() >= deadline:
-                    raise ReplicaOpenError(reader.url, f"{exc} (waited {options.wait:g}s)") from exc
+                    raise ReplicaOpenError(reader.url, f"{exc} (waited {options.gap_wait:g}s)") from exc
                 time.sleep(OPEN_RETRY_INTERVAL)
             except RestorePlanError as exc:
                 raise ReplicaOpenError(reader.url, str(exc)) from exc

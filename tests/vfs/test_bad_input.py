@@ -6,6 +6,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import apsw
 import pytest
@@ -13,9 +14,10 @@ import pytest
 from ltx.reader import read_file_index
 from ltx.replica import Replica
 from tests.vfs.replicas import History, connect, plain, run_queries, uri
+from vfs import opening
 from vfs.errors import PageCorruptError, ReplicaOpenError
 from vfs.opening import open_file
-from vfs.options import OpenOptions
+from vfs.options import DEFAULT_OPEN_WAIT, OpenOptions
 from vfs.vfs import VFS_NAME
 
 
@@ -27,6 +29,39 @@ def test_empty_replica_fails_after_a_bounded_wait(file_replica: tuple[str, Repli
     assert info.value.url == url
     assert "waited 0.3s" in str(info.value)
     assert time.monotonic() - started >= 0.3
+
+
+def test_a_missing_replica_fails_at_once_by_default(file_replica: tuple[str, Replica], tmp_path: Path) -> None:
+    # No wait= given: an empty listing is the answer (no writer is expected), not a 5 s wait.
+    url, _ = file_replica
+    started = time.monotonic()
+    with pytest.raises(ReplicaOpenError, match="no LTX files") as info:
+        connect(tmp_path / "x.db", url)
+    assert "waited" not in str(info.value)
+    assert time.monotonic() - started < DEFAULT_OPEN_WAIT / 2
+
+
+def test_wait_waits_for_a_writers_first_commit(history_factory: Callable[..., History],
+                                               file_replica: tuple[str, Replica], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # wait= asks for the first commit of a writer that is starting: the open retries the empty
+    # listing, and the writer's commit (made here during the first pause) is what it opens.
+    history = history_factory(seed=33, transactions=2)
+    url, replica = file_replica
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        if not pauses:
+            history.ship(replica, 1, 2)
+        pauses.append(seconds)
+
+    monkeypatch.setattr(opening, "time", SimpleNamespace(monotonic=time.monotonic, sleep=pause))
+    conn = connect(tmp_path / "x.db", url, wait="30s", poll=0)
+    try:
+        assert len(pauses) == 1
+        assert conn.execute("PRAGMA litestream_txid").fetchall()[0][0] == f"{2:016x}"
+    finally:
+        conn.close()
 
 
 def test_gap_in_history_names_the_missing_txids(history_factory: Callable[..., History],
