@@ -42,6 +42,14 @@ DEFAULT_SNAPSHOT_INTERVAL = timedelta(hours=24)
 DEFAULT_SNAPSHOT_RETENTION = timedelta(hours=24)
 #: Litestream's DefaultL0Retention: level-0 files stay this long after level 1 covers them.
 DEFAULT_L0_RETENTION = timedelta(minutes=5)
+#: Compaction by file count (`run(file_count=...)`, what a writer's compactor does): levels 1..8
+#: take the level below this many files at a time, as soon as that many wait past their last TXID
+#: (whatever the schedule), and a snapshot is due once the highest level in use holds this many
+#: past the newest snapshot. Whatever the commit rate, a restore plan then holds at most the
+#: snapshot and (this - 1) files per level; the snapshot is rewritten at most once per this**4
+#: level-0 files. Chunks start where the level ends and hold exactly this many files, so two
+#: compactors of one replica write the same keys (one gets a conflict), never overlapping files.
+DEFAULT_COMPACTION_FILE_COUNT = 8
 #: Merge inputs up to this size are fetched whole (one GET) rather than streamed...
 SMALL_INPUT_SIZE = 1024 * 1024
 #: ...while their total stays under this many bytes.
@@ -132,6 +140,27 @@ def compact_level(replica: Replica, dst_level: int) -> StepResult:
     info, conflict = merge_files(replica, dst_level, inputs)
     return StepResult(dst_level, tuple(inputs), info, conflict,
                       "written by another compactor already" if conflict else "")
+
+
+def compact_chunks(replica: Replica, dst_level: int, count: int) -> list[StepResult]:
+    """Merge into `dst_level` (1..8) the files of the level below that start after its last TXID,
+    `count` at a time, while `count` wait; fewer are left for later."""
+    if not 1 <= dst_level <= MAX_COMPACTION_LEVEL:
+        raise CompactionError(f"compaction level must be 1..{MAX_COMPACTION_LEVEL}, got {dst_level}")
+    if count < 1:
+        raise CompactionError(f"compaction file count must be at least 1, got {count}")
+    dst_max = max((f.max_txid for f in replica.list_level(dst_level)), default=0)
+    waiting = replica.list_level(dst_level - 1, seek=dst_max + 1)
+    steps: list[StepResult] = []
+    while len(waiting) >= count:
+        chunk, waiting = waiting[:count], waiting[count:]
+        info, conflict = merge_files(replica, dst_level, chunk)
+        steps.append(StepResult(dst_level, tuple(chunk), info, conflict,
+                                "written by another compactor already" if conflict else ""))
+    if not steps:
+        steps.append(StepResult(dst_level, reason=f"{len(waiting)} of {count} files waiting in level "
+                                                  f"{dst_level - 1}"))
+    return steps
 
 
 def snapshot(replica: Replica) -> StepResult:
@@ -238,18 +267,38 @@ def is_due(newest: Sequence[LTXFileInfo], interval: timedelta, now: datetime) ->
     return max(f.created_at for f in newest) <= prev
 
 
+def backlog(replica: Replica, level: int) -> int:
+    """Files waiting to be compacted into `level`: for 1..8, the files of the level below past
+    the level's last TXID; for the snapshot, the files of the highest compaction level in use
+    (Litestream's default at least) past the newest snapshot."""
+    if level == SNAPSHOT_LEVEL:
+        done = max((f.max_txid for f in replica.list_level(SNAPSHOT_LEVEL)), default=0)
+        return sum(1 for f in replica.list_level(highest_level(replica)) if f.max_txid > done)
+    done = max((f.max_txid for f in replica.list_level(level)), default=0)
+    return len(replica.list_level(level - 1, seek=done + 1))
+
+
 def run(replica: Replica, levels: Sequence[int], *, l0_retention: timedelta = DEFAULT_L0_RETENTION,
         snapshot_retention: timedelta = DEFAULT_SNAPSHOT_RETENTION, retention: bool = True,
-        intervals: dict[int, timedelta] | None = None, now: Callable[[], datetime] | None = None) -> CompactionReport:
+        intervals: dict[int, timedelta] | None = None, file_count: int | None = None,
+        now: Callable[[], datetime] | None = None) -> CompactionReport:
     """One step for each of `levels` in order (1..8 compaction, 9 snapshot), then retention.
 
     With `intervals`, a level whose interval has not passed since its newest file is skipped, as
-    Litestream's scheduler would."""
+    Litestream's scheduler would. With `file_count`, levels 1..8 are compacted by file count
+    instead (`compact_chunks`), and the snapshot is also due once `file_count` files wait for it
+    (`backlog`)."""
     clock = now or (lambda: datetime.now(UTC))
     report = CompactionReport()
     for level in levels:
+        if file_count is not None and level != SNAPSHOT_LEVEL:
+            report.steps.extend(compact_chunks(replica, level, file_count))
+            continue
         if intervals is not None and level in intervals:
-            if not is_due(replica.list_level(level), intervals[level], clock()):
+            due = is_due(replica.list_level(level), intervals[level], clock())
+            if not due and file_count is not None:
+                due = backlog(replica, level) >= file_count
+            if not due:
                 report.steps.append(StepResult(level, reason="not due yet"))
                 continue
         if level == SNAPSHOT_LEVEL:

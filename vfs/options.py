@@ -22,6 +22,9 @@ ENV_SYNC = "LTXVFS_SYNC"
 ENV_COMPACT = "LTXVFS_COMPACT"
 #: `sync=` values: ship each COMMIT before it returns (the default), or group commit.
 SYNC_COMMIT = "commit"
+#: `compact=` of a writer without one: compact in the writer's process (vfs/autocompact.py);
+#: `off` leaves compaction to Litestream or a scheduled `ltxctl compact`.
+DEFAULT_COMPACT = "auto"
 SYNC_INTERVAL_PREFIX = "interval:"
 
 #: Seconds between polls of the replica for new files (Litestream's VFS default, 1 s); 0 stops following.
@@ -70,8 +73,9 @@ class OpenOptions:
     #: Writers: 0 ships every COMMIT before it returns (`sync=commit`); > 0 is group commit
     #: (`sync=interval:DURATION`), shipping the commits of each interval as one file.
     sync_interval: float = 0.0
-    #: Writers: compact the replica in the background with ltxctl compact's rules (`compact=auto`).
-    compact: bool = False
+    #: Writers: compact the replica in the background with ltxctl compact's rules (`compact=auto`,
+    #: the default; `compact=off` opts out).
+    compact: bool = True
 
     @property
     def empty_wait(self) -> float:
@@ -161,7 +165,7 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
             raise OptionError("hydrate", hydrate_path, "is the database's own name, where SQLite keeps its "
                                                        "journal: give the hydrated copy another path")
     sync_interval = parse_sync(param("sync") or os.environ.get(ENV_SYNC) or SYNC_COMMIT)
-    compact_text = param("compact") or os.environ.get(ENV_COMPACT) or "off"
+    compact_text = param("compact") or os.environ.get(ENV_COMPACT) or DEFAULT_COMPACT
     if compact_text not in ("auto", "off"):
         raise OptionError("compact", compact_text, "expected auto or off")
     return OpenOptions(

@@ -151,7 +151,7 @@ class LTXWriteFile(LTXFile):
         PEERS.join(self.url, self)
         if options.sync_interval > 0:
             _GROUP_WRITERS.add(self)
-        #: The process's compactor of this replica (compact=auto), or None.
+        #: The process's compactor of this replica (compact=auto, the default), or None (compact=off).
         self.compactor = autocompact.attach(options.replica_url) if options.compact else None
 
     # -- the view and the layers above it --------------------------------------------------
@@ -472,6 +472,8 @@ class LTXWriteFile(LTXFile):
         assert source is not None
         txid = group.txid
         self.follower.advance(txid)
+        if self.compactor is not None:
+            self.compactor.note_shipped()
         update = Update(base_txid=txid - 1, txid=txid, files=[source], seeks={0: txid})
         for peer in PEERS.others(self.url, self):
             if not peer.pinned:

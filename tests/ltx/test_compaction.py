@@ -15,6 +15,9 @@ from ltx.compaction import (
     DEFAULT_COMPACTION_INTERVALS,
     DEFAULT_L0_RETENTION,
     DEFAULT_SNAPSHOT_RETENTION,
+    StepResult,
+    backlog,
+    compact_chunks,
     compact_level,
     enforce_l0_retention,
     enforce_snapshot_retention,
@@ -27,11 +30,13 @@ from ltx.compaction import (
 )
 from ltx.compactor import is_contiguous
 from ltx.decoder import Decoder
-from ltx.plan import LTXFileInfo, TXIDNotAvailableError
+from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, TXIDNotAvailableError, restore_plan
 from ltx.replica import Replica
 from ltx.restore import restore
 from tests.litestream import wait_for
 from tests.ltx.history import History, record_history
+from tests.ltx.ltxfiles import incremental
+from tests.ltx.ltxfiles import snapshot as snapshot_file
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -166,6 +171,63 @@ def test_run_with_intervals_skips_levels_not_due(history: History, file_url: str
     report = run(replica, [1, 9], retention=False, intervals={1: timedelta(hours=1), 9: timedelta(days=1)},
                  now=lambda: later)
     assert [s.reason for s in report.steps] == ["not due yet", "not due yet"]
+
+
+def test_file_count_bounds_the_plan_at_any_commit_rate(file_url: str, tmp_path: Path) -> None:
+    """Level-0 files shipped with no time passing (no level is ever due by its schedule), a round
+    run whenever `count` have been shipped, as the writer's compactor does: the restore plan never
+    exceeds the snapshot and (count - 1) files per level, and restores the latest state. (A count
+    of 3 rather than DEFAULT_COMPACTION_FILE_COUNT: a count-triggered snapshot every 3**4 files.)"""
+    count = 3
+    levels = [1, 2, 3, SNAPSHOT_LEVEL]
+    week = {lvl: timedelta(days=7) for lvl in levels}
+    replica = Replica.open(file_url)
+    data, pages = snapshot_file(4096, 8)
+    replica.put_file(0, 1, 1, data, timestamp_ms=1000)
+    frozen = datetime.fromtimestamp(2, UTC)  # just after every file's timestamp: nothing due by the week
+    run(replica, levels, retention=False, intervals=week, file_count=count, now=lambda: frozen)
+    bound = 1 + (count - 1) * 4
+    for txid in range(2, 301):
+        pgno = 2 + txid % 6
+        data, changed = incremental(4096, 8, [pgno], txid, seed=txid, timestamp=1000 + txid)
+        replica.put_file(0, txid, txid, data, timestamp_ms=1000 + txid)
+        pages.update(changed)
+        if txid % count == 0:
+            run(replica, levels, retention=False, intervals=week, file_count=count, now=lambda: frozen)
+        plan = restore_plan(replica.list_levels(), url=file_url)
+        assert len(plan) <= bound, f"after TXID {txid}: {len(plan)} files in the plan"
+    levels_now = replica.list_levels()
+    assert all(levels_now[lvl] for lvl in (1, 2, 3)) and len(levels_now[SNAPSHOT_LEVEL]) >= 2, \
+        "levels 1-3 and a second snapshot, all triggered by file count"
+    assert all(backlog(replica, lvl) < count for lvl in levels)
+    restore(replica, tmp_path / "out.db")
+    image = (tmp_path / "out.db").read_bytes()
+    assert all(image[(p - 1) * 4096:p * 4096] == page for p, page in pages.items())
+
+
+def test_chunks_of_two_compactors_never_overlap(file_url: str) -> None:
+    """Two compactors racing over one replica (threads with their own handles): chunks start where
+    level 1 ends and hold exactly `count` files, so both write the same keys (one of them gets a
+    conflict) and level 1 is a gapless run of aligned chunks; the files left over wait."""
+    count = 4
+    replica = Replica.open(file_url)
+    data, _ = snapshot_file(4096, 8)
+    replica.put_file(0, 1, 1, data, timestamp_ms=1000)
+    for txid in range(2, 31):
+        data, _ = incremental(4096, 8, [2 + txid % 6], txid, seed=txid, timestamp=1000 + txid)
+        replica.put_file(0, txid, txid, data, timestamp_ms=1000 + txid)
+    handles = [Replica.open(file_url) for _ in range(2)]
+    results: list[list[StepResult]] = []
+    threads = [threading.Thread(target=lambda r=r: results.append(compact_chunks(r, 1, count))) for r in handles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    level1 = [(f.min_txid, f.max_txid) for f in replica.list_level(1)]
+    assert level1 == [(lo, lo + count - 1) for lo in range(1, 29, count)]
+    written = [s.file for steps in results for s in steps if s.file is not None]
+    assert len(written) == len(level1), "each chunk written once; the other compactor's try was a conflict"
+    assert backlog(replica, 1) == 2
 
 
 def test_safe_while_writer_ships_and_reader_follows(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""`compact=auto`: the writer's process compacts the replica by `ltxctl compact`'s rules while it
-writes (here on a schedule of seconds instead of Litestream's minutes), and readers, restores and
-the writer itself keep working as level-0 files are compacted away."""
+"""`compact=auto` (the default): the writer's process compacts the replica by `ltxctl compact`'s
+rules while it writes (here on a schedule of seconds instead of Litestream's minutes), and
+readers, restores and the writer itself keep working as level-0 files are compacted away; the
+file-count trigger keeps a cold reader's plan bounded however fast the writer commits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ltx.plan import SNAPSHOT_LEVEL
+from ltx.compaction import DEFAULT_COMPACTION_FILE_COUNT
+from ltx.plan import SNAPSHOT_LEVEL, restore_plan
+from ltx.replica import Replica
+from tests.vfs.replicas import connect
+from tests.vfs.replicas import stats as reader_stats
 from tests.vfs.writing import dump_file, level_files, ltxctl, open_reader, open_writer, stats
 from vfs import autocompact
 
@@ -54,3 +59,46 @@ def test_writers_of_one_replica_share_one_compactor(file_url: str, tmp_path: Pat
     assert len(autocompact._running) == 1
     two.close()
     assert autocompact._running == {}
+
+
+def test_writers_compact_by_default_and_bound_the_plan(file_url: str, tmp_path: Path) -> None:
+    """Defaults only, 300 commits as fast as they go (no time passes for Litestream's schedule):
+    the file-count trigger compacts, and after the writer closes a cold reader's plan holds at most
+    the snapshot and (count - 1) files per level, fetched in a handful of requests."""
+    commits = 300
+    conn = open_writer(tmp_path / "x.db", file_url)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    for i in range(commits - 1):
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"row {i}",))
+    assert stats(conn)["compact_errors"] == 0
+    conn.close()
+    replica = Replica.open(file_url)
+    levels = replica.list_levels()
+    plan = restore_plan(levels, url=file_url)
+    replica.close()
+    assert max(f.max_txid for f in levels[0]) == commits
+    assert levels[1] and levels[2], "no compaction by file count"
+    assert len(plan) <= 1 + (DEFAULT_COMPACTION_FILE_COUNT - 1) * 4, [f.key for f in plan]
+    reader = connect(tmp_path / "x.db", file_url, poll=0)
+    assert reader.execute("SELECT count(*) FROM t").fetchall() == [(commits - 1,)]
+    assert reader.execute("SELECT v FROM t ORDER BY id DESC LIMIT 1").fetchall() == [(f"row {commits - 2}",)]
+    got = reader_stats(reader)
+    reader.close()
+    assert got["gets"] <= len(plan) + 2, got
+
+
+def test_compact_off_opts_out(file_url: str, tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "x.db", file_url, compact="off")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    for i in range(DEFAULT_COMPACTION_FILE_COUNT * 3):
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"row {i}",))
+    assert "compact_errors" not in stats(conn)
+    conn.close()
+    assert level_files(file_url, 0) and not level_files(file_url, 1)
+
+
+def test_compacting_a_replica_with_no_file_yet_is_not_an_error(store_url: str) -> None:
+    """A new writer's compactor may look before the first commit lands: nothing to do, no error."""
+    compactor = autocompact.AutoCompactor(store_url, FAST)
+    compactor.run_once()
+    assert compactor.stats.errors == 0 and compactor.last_error is None
