@@ -38,7 +38,7 @@ READ_PATH = {
 READ_PATH_THIRD_PARTY = {"apsw", "cachetools", "fastcrc", "lz4"}
 #: Never loaded by a read-only connection (whatever else changes).
 NEVER_READING = ("numpy", "hydrator", "vfs.writefile", "vfs.writer", "vfs.autocompact", "ltx.compaction",
-                 "ltx.store.s3", "ltx.store.s3_lean", "boto3", "botocore", "urllib3")
+                 "ltx.store.s3", "boto3", "botocore", "urllib3")
 
 CHILD = """
 import json, sys
@@ -103,8 +103,8 @@ def test_read_only_connection_loads_only_the_reader(tmp_path: Path) -> None:
     assert {m.split(".")[0] for m in loaded if m.split(".")[0] not in PROJECT} == READ_PATH_THIRD_PARTY
 
 
-def test_s3_reader_loads_the_lean_s3_path_only(s3_url: str, tmp_path: Path) -> None:
-    """An s3:// reader loads the S3 path (lean reads), not botocore's client."""
+def test_s3_reader_loads_the_s3_path(s3_url: str, tmp_path: Path) -> None:
+    """An s3:// reader loads the S3 store, and still neither numpy, the hydrator nor the writer."""
     db = tmp_path / "src.db"
     conn = apsw.Connection(str(db))
     with conn:
@@ -119,5 +119,6 @@ def test_s3_reader_loads_the_lean_s3_path_only(s3_url: str, tmp_path: Path) -> N
     got = _child(f"file:app.db?mode=ro&replica={quote(s3_url, safe='')}")
     assert got["rows"] == [[77, 400]]
     loaded = _ours_and_third_party(got["read"])
-    assert "ltx.store.s3_lean" in loaded
+    assert "ltx.store.s3" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("numpy", "hydrator", "boto3", "botocore")}
+    assert not {"vfs.writefile", "vfs.autocompact", "ltx.compaction"} & loaded
