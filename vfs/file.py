@@ -184,9 +184,10 @@ class LTXFile:
         """Cache the pages that came with the files' head GETs (page 1 and other low pages) and the
         view's hint."""
         view = self._view
-        for pgno, page in head_pages(view.pages, files) + view.take_hint_pages():
+        pages = head_pages(view.pages, files) + view.take_hint_pages()
+        self._readahead.observe_all(pages)
+        for pgno, page in pages:
             self.stats.preloaded_pages += 1
-            self._readahead.observe(pgno, page)
             if pgno == 1:
                 self._raw_page1 = page
                 page = self._patch_page1(page)

@@ -22,7 +22,7 @@ from ltx.reader import tail_length_needed
 from ltx.trailer import TRAILER_SIZE, Trailer
 
 #: Entries per lazily decoded block.
-BLOCK_ENTRIES = 1024
+BLOCK_ENTRIES = 128
 #: Indexes at least this long (bytes) are decoded lazily; shorter ones at once.
 LAZY_INDEX_BYTES = 64 * 1024
 _BLOCK = re.compile(rb"(?:[\x80-\xff]*+[\x00-\x7f]){%d}+" % (3 * BLOCK_ENTRIES))

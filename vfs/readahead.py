@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Container
+from collections.abc import Container, Sequence
 
 from vfs.fetch import Run
 from vfs.pagemap import PageMap, SourceFile
@@ -74,12 +74,34 @@ class ReadAhead:
     def observe(self, pgno: int, page: bytes) -> None:
         """Remember an interior page's children (called for each page decoded from the store)."""
         children = interior_children(pgno, page)
-        if children is None:
-            return
+        if children is not None:
+            self._remember(pgno, children)
+
+    def observe_all(self, pages: Sequence[tuple[int, bytes]]) -> None:
+        """`observe` each page in order, parsing only the pages that stay remembered: the last
+        RECENT_PARENTS interior pages (a hint preloads hundreds at a large database's open)."""
+        last: dict[int, list[int]] = {}
+        for pgno, page in reversed(pages):
+            if len(last) == RECENT_PARENTS:
+                break
+            if pgno in last:
+                continue
+            children = interior_children(pgno, page)
+            if children is not None:
+                last[pgno] = children
+        for pgno in reversed(last):
+            self._remember(pgno, last[pgno])
+
+    def _remember(self, pgno: int, children: list[int]) -> None:
         self._parents[pgno] = children
         self._parents.move_to_end(pgno)
         while len(self._parents) > RECENT_PARENTS:
             self._parents.popitem(last=False)
+
+    @property
+    def parents(self) -> list[int]:
+        """The interior pages remembered, oldest first."""
+        return list(self._parents)
 
     def forget(self) -> None:
         """Drop remembered interior pages (the view changed under them)."""

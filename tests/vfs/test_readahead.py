@@ -10,7 +10,7 @@ import apsw
 from ltx.index import PageIndex
 from ltx.plan import LTXFileInfo
 from vfs.pagemap import PageMap, SourceFile
-from vfs.readahead import MAX_WINDOW_PAGES, ReadAhead, interior_children
+from vfs.readahead import MAX_WINDOW_PAGES, RECENT_PARENTS, ReadAhead, interior_children
 
 
 def _database(tmp_path: Path) -> tuple[list[bytes], int]:
@@ -37,6 +37,28 @@ def test_interior_children_match_sqlite_structure(tmp_path: Path) -> None:
         assert pages[child - 1][0] == 0x0D, "every child of the root is a table leaf here"
     assert interior_children(children[0], pages[children[0] - 1]) is None
     assert interior_children(1, pages[0]) is None, "page 1 is the schema's leaf here"
+
+
+def test_observe_all_remembers_what_observing_each_would(tmp_path: Path) -> None:
+    """A hint preloads hundreds of interior pages: observe_all parses only the last
+    RECENT_PARENTS of them, and remembers exactly what observing each in turn would."""
+    path = tmp_path / "many.db"
+    conn = apsw.Connection(str(path))
+    with conn:
+        for n in range(RECENT_PARENTS + 8):  # more two-level b-trees than are remembered
+            conn.execute(f"CREATE TABLE t{n}(id INTEGER PRIMARY KEY, v TEXT)")
+            conn.executemany(f"INSERT INTO t{n} VALUES (?, ?)", [(i, "x" * 200) for i in range(60)])
+    conn.close()
+    data = path.read_bytes()
+    pages = [(i // 4096 + 1, data[i:i + 4096]) for i in range(0, len(data), 4096)]
+    interior = [p for p in pages if interior_children(*p) is not None]
+    assert len(interior) > RECENT_PARENTS
+    order = pages + interior[:5] + pages[:3]  # pages seen twice move to the end
+    one, every = ReadAhead(), ReadAhead()
+    for pgno, page in order:
+        one.observe(pgno, page)
+    every.observe_all(order)
+    assert every.parents == one.parents and len(one.parents) == RECENT_PARENTS
 
 
 def test_sibling_scan_grows_its_window(tmp_path: Path) -> None:
