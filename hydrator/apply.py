@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
+from ltx.dbheader import DB_HEADER_SIZE, check_commit
 from ltx.decoder import PGNO_TYPECODE, Decoder, Readable
 from ltx.errors import LTXHeaderError
 from ltx.header import Header
@@ -55,6 +56,10 @@ WRITE_GROUP_BYTES = 2 * 1024 * 1024
 WRITE_QUEUE_DEPTH = 4
 #: Pages read back from a spill per step when applying it.
 APPLY_READ_PAGES = 256
+
+
+#: Why a file whose commit disagrees with page 1 is refused (ltx.dbheader.CommitSizeError).
+HYDRATION_ADVICE = "a damaged or hostile header: hydration refuses it"
 
 
 class HeaderMismatchError(LTXHeaderError):
@@ -141,8 +146,12 @@ class VerifiedFile:
         return len(self.pgnos)
 
     def apply(self, fd: int) -> int:
-        """Write the pages into `fd`, then cut it to the commit; return the pages written."""
+        """Write the pages into `fd`, then cut it to the commit; return the pages written. A file
+        without page 1 keeps the local page 1, whose size must then agree with its commit
+        (CommitSizeError before anything is written; one with page 1 was checked when verified)."""
         ps = self.header.page_size
+        if not self.pgnos or self.pgnos[0] != 1:
+            check_commit(self.name, self.header.commit, os.pread(fd, DB_HEADER_SIZE, 0), HYDRATION_ADVICE)
         self.spill.seek(0)
         for i in range(0, len(self.pgnos), APPLY_READ_PAGES):
             pgnos = self.pgnos[i:i + APPLY_READ_PAGES]
@@ -168,6 +177,8 @@ def verify_to_spill(stream: Readable, name: str, *, info: LTXFileInfo | None = N
     all_pgnos: array[int] = array(PGNO_TYPECODE)
     try:
         for slots in dec.slot_batches():
+            if not all_pgnos and len(slots) and slots.pgnos[0] == 1:
+                check_commit(name, dec.header.commit, slots.page(0), HYDRATION_ADVICE)
             all_pgnos.extend(slots.pgnos)
             spill.write(b"".join(slots.pages()))
     except BaseException:

@@ -19,12 +19,14 @@ from collections.abc import Iterator, Sequence
 
 from hydrator.apply import (
     APPLY_READ_PAGES,
+    HYDRATION_ADVICE,
     AsyncPageWriter,
     HeaderMismatchError,
     VerifiedFile,
     check_header,
     preallocate,
 )
+from ltx.dbheader import check_commit
 from ltx.decoder import Decoder, Readable
 from ltx.header import Header
 from ltx.pageslots import PageSlots
@@ -111,10 +113,23 @@ def verify_snapshot_into(stream: Readable, name: str, fd: int, *, info: LTXFileI
             raise HeaderMismatchError(vf.name, 8, f"page size {vf.header.page_size} differs from the "
                                                   f"snapshot's {ps}")
     composition = Composition(then, header.commit, ps) if then else None
+    # Page 1 (a snapshot's first page) must agree with the commits before anything is allocated:
+    # a hostile commit would reserve terabytes. The snapshot's own, then the composed result's.
+    batches = dec.slot_batches()
+    first = next(batches, None)
+    has_page1 = first is not None and len(first) > 0 and first.pgnos[0] == 1
+    if first is not None and has_page1:
+        check_commit(name, header.commit, first.page(0), HYDRATION_ADVICE)
+    if first is not None and composition is not None:
+        composition.resolve(first)
+        if has_page1:
+            check_commit(then[-1].name, composition.commit, first.page(0), HYDRATION_ADVICE)
     preallocate(fd, header.commit * ps)
     writer = AsyncPageWriter(fd, ps)
     try:
-        for slots in dec.slot_batches():
+        if first is not None:
+            writer.submit(first)
+        for slots in batches:
             if composition is not None:
                 composition.resolve(slots)
             writer.submit(slots)

@@ -33,6 +33,7 @@ from hydrator.compose import verify_snapshot_into
 from hydrator.errors import CorruptFileError, HydrationError, HydrationStoppedError
 from hydrator.progress import HydrationProgress
 from hydrator.state import HydrationState, PlannedFile, fsync_dir, load_state, save_state
+from ltx.dbheader import CommitSizeError
 from ltx.decoder import Readable
 from ltx.errors import LTXError
 from ltx.names import format_txid
@@ -620,8 +621,12 @@ class Hydrator:
                 save_state(self.path, st)
                 if self._fd < 0:
                     self._fd = os.open(self.path, os.O_RDWR)
-                for _, vf in todo:
-                    pages += vf.apply(self._fd)
+                for info, vf in todo:
+                    try:
+                        pages += vf.apply(self._fd)
+                    except CommitSizeError as exc:  # refused before any of its pages was written
+                        raise CorruptFileError(str(self.path), self.url, info.key if info else vf.name,
+                                               str(exc)) from exc
                 os.fsync(self._fd)
                 with self._cond:
                     st.txid, st.timestamp, st.commit = end.max_txid, end.timestamp, end.commit

@@ -254,7 +254,8 @@ def restore_cmd(
     txid: Annotated[str | None, typer.Option("--txid", help="Restore to this TXID (hex).")] = None,
     timestamp: Annotated[str | None, typer.Option("--timestamp", help="Restore the state as of this RFC 3339 "
                                                                       "time.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output; restore even when the "
+                                                        "last file's commit disagrees with page 1's size.")] = False,
     parallelism: Annotated[int, typer.Option(min=1, max=256, help="Range GETs in flight.")]
     = DEFAULT_RESTORE_PARALLELISM,
     integrity_check: Annotated[str, typer.Option("--integrity-check", help="Check the result: none, quick, "

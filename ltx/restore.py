@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ltx.dbheader import DB_HEADER_SIZE, check_commit
 from ltx.decoder import Decoder
 from ltx.errors import LTXHeaderError
 from ltx.fsutil import fsync_dir
@@ -184,7 +185,9 @@ def restore_file(replica: Replica, plan: Sequence[LTXFileInfo], out: str | os.Pa
                  force: bool = False, parallelism: int = DEFAULT_RESTORE_PARALLELISM,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, progress: ProgressCallback | None = None,
                  integrity: str = "none") -> RestoreResult:
-    """Write the database that `plan` describes to `out` via `out.tmp`, fsync and rename."""
+    """Write the database that `plan` describes to `out` via `out.tmp`, fsync and rename. The last
+    file's commit must agree with the database size page 1 records (CommitSizeError otherwise),
+    unless `force` (which also overwrites an existing `out`)."""
     out_path = Path(out)
     _check_output(out_path, force)
     if integrity not in INTEGRITY_CHECKS:
@@ -196,6 +199,9 @@ def restore_file(replica: Replica, plan: Sequence[LTXFileInfo], out: str | os.Pa
         try:
             last = apply_plan(replica.store, files_to_read(plan), fd, parallelism=parallelism,
                               chunk_size=chunk_size, progress=progress)
+            if not force:  # before the cut: a hostile commit would make a file of terabytes
+                check_commit(plan[-1].key, last.commit, os.pread(fd, DB_HEADER_SIZE, 0),
+                             "a damaged or hostile header: --force restores to its commit anyway")
             os.ftruncate(fd, last.commit * last.page_size)
             os.fsync(fd)
         finally:

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from ltx.dbheader import commit_problem
 from ltx.decoder import Decoder
 from ltx.errors import LTXError
 from ltx.header import Header
@@ -101,14 +102,19 @@ def check_file(store: ObjectStore, info: LTXFileInfo) -> tuple[Header | None, li
     if damaged:
         problems.append(damaged)
     mismatched: list[int] = []
+    page1: bytes | None = None
     try:
         with _open(store, info) as src:
             dec = Decoder(src, info.key)
             if sums is None:
-                dec.verify()
+                for pgnos, pages in dec.batches():
+                    if page1 is None and pgnos and pgnos[0] == 1:
+                        page1 = pages[0]  # page numbers ascend: page 1 can only come first
             else:
                 expected = sums.sums
                 for pos, (pgno, page) in enumerate(dec.pages()):
+                    if pgno == 1:
+                        page1 = page
                     if pos >= len(expected) or page_sum(pgno, page) != expected[pos]:
                         mismatched.append(pgno)
     except LTXError as exc:
@@ -128,6 +134,9 @@ def check_file(store: ObjectStore, info: LTXFileInfo) -> tuple[Header | None, li
                         f"not those of its name")
     if dec.n != info.size:
         problems.append(f"listed as {info.size} bytes, read {dec.n}")
+    if (db_size := commit_problem(hdr.commit, page1)) is not None:
+        problems.append(f"the header's commit says the database has {hdr.commit} pages, its page 1 says {db_size} "
+                        f"(restore and hydration refuse this file)")
     return hdr, problems
 
 

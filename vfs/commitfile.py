@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from ltx.dbheader import header_db_size
 from ltx.encoder import Encoder
 from ltx.header import Header, lock_pgno
 from ltx.index import PageIndex
@@ -51,12 +52,8 @@ def header_page_size(page1: bytes) -> int:
 
 def header_commit(page1: bytes | None, fallback: int) -> int:
     """The in-header database size of page 1 when SQLite marked it valid, else `fallback`."""
-    if page1 is None or len(page1) < 100:
-        return fallback
-    size = _U32.unpack_from(page1, 28)[0]
-    if size and page1[24:28] == page1[92:96]:
-        return size
-    return fallback
+    size = header_db_size(page1)
+    return fallback if size is None else size
 
 
 @dataclass

@@ -12,6 +12,7 @@ import random
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import lz4.block
 
@@ -21,6 +22,7 @@ from ltx.encoder import Encoder
 from ltx.frame import END_OF_PAGES, FRAME_PREFIX_SIZE, PAGE_FLAG_SIZE
 from ltx.header import HEADER_SIZE, Header
 from ltx.index import PageIndex
+from ltx.replica import Replica
 
 Pages = dict[int, bytes]
 
@@ -129,3 +131,28 @@ def true_index(frames: list[RawFrame]) -> list[tuple[int, int, int]]:
         out.append((f.pgno, offset, size))
         offset += size
     return out
+
+
+def two_page_database(path: Path, page_size: int = 4096) -> list[bytes]:
+    """A real SQLite database of 2 pages (page 1 records 2 pages, validly); its pages."""
+    import apsw
+
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA page_size = {page_size}; PRAGMA journal_mode = delete; CREATE TABLE t(x)").fetchall()
+    conn.execute("INSERT INTO t VALUES (42)")
+    conn.close()
+    data = path.read_bytes()
+    assert len(data) == 2 * page_size
+    return [data[:page_size], data[page_size:]]
+
+
+def lying_commit_replica(replica: Replica, pages: list[bytes], commit: int, *, with_page1: bool = True) -> str:
+    """TXID 1: a snapshot of `pages`; TXID 2: a well-formed, checksummed file whose header says the
+    database has `commit` pages, holding page 1 unchanged (or, without `with_page1`, page 2).
+    Return TXID 2's key."""
+    page_size = len(pages[0])
+    first = Header(page_size=page_size, commit=len(pages), min_txid=1, max_txid=1, timestamp=1000)
+    replica.put_file(0, 1, 1, encode(first, dict(enumerate(pages, 1))), timestamp_ms=1000)
+    lying = Header(page_size=page_size, commit=commit, min_txid=2, max_txid=2, timestamp=2000)
+    held = {1: pages[0]} if with_page1 else {2: pages[1]}
+    return replica.put_file(0, 2, 2, encode(lying, held), timestamp_ms=2000)

@@ -22,7 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hydrator.errors import CorruptFileError
 from hydrator.hydrator import Hydrator
+from ltx.dbheader import CommitSizeError
 from ltx.decoder import Decoder
 from ltx.encoder import Encoder
 from ltx.errors import LTXError
@@ -247,7 +249,8 @@ def test_a_replica_claiming_4g_pages_is_read_in_bounded_memory(history: History,
                                                                traced: None) -> None:
     """The newest file of a replica says the database grew to 4 G pages (16 TiB), holding one page:
     a well-formed file. Verify, a restore and a hydration (to a 4 GiB claim, to keep the sparse
-    files modest) and the VFS handle it without memory in proportion to the claim."""
+    files modest) and the VFS handle it without memory in proportion to the claim; restore and
+    hydration refuse it (page 1 disagrees), a forced restore cuts to the claim."""
     base = 3
     for commit in (FOUR_GB, 1 << 20):
         url = f"file://{tmp_path / f'replica-{commit}'}"
@@ -272,9 +275,12 @@ def test_a_replica_claiming_4g_pages_is_read_in_bounded_memory(history: History,
         finally:
             conn.close()
         if commit != FOUR_GB:
-            restored = restore(replica, tmp_path / f"restored-{commit}.db")
+            # Page 1 says otherwise: refused unless forced (ltx.dbheader), then cut to the claim.
+            with pytest.raises(CommitSizeError):
+                restore(replica, tmp_path / f"refused-{commit}.db")
+            restored = restore(replica, tmp_path / f"restored-{commit}.db", force=True)
             assert restored.commit == commit
-            with Hydrator(replica, tmp_path / f"hydrated-{commit}.db") as hydrator:
+            with Hydrator(replica, tmp_path / f"hydrated-{commit}.db") as hydrator, pytest.raises(CorruptFileError):
                 hydrator.run()
         replica.close()
         peak = tracemalloc.get_traced_memory()[1] - start
