@@ -11,6 +11,7 @@ import logging
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import apsw
 import pytest
@@ -20,6 +21,7 @@ from ltx import cli, compaction
 from ltx.replica import Replica
 from ltx.restore import restore
 from ltx.store import StoreError, open_store
+from ltx.store.s3 import MIN_PART_SIZE, S3Store
 from tests.reliability import tally
 from tests.reliability.conftest import build_levels
 from tests.reliability.rowwriter import open_writer, write_rows
@@ -84,6 +86,14 @@ def test_credentials_never_appear_in_logs_errors_or_output(s3_server: S3Server, 
     conn = open_writer(tmp_path / "writer.db", writer_url)
     write_rows(conn, 3, lambda seq: None)
     conn.close()
+    # A large object goes up in parts through boto3 (the one place botocore still sends): its
+    # DEBUG output, headers and all, is part of what is checked.
+    parts = urlsplit(s3_url)
+    big = S3Store(parts.netloc, f"{parts.path.strip('/')}-multipart", endpoint=s3_server.endpoint,
+                  region=s3_server.region, force_path_style=True, multipart_threshold=MIN_PART_SIZE,
+                  part_size=MIN_PART_SIZE)
+    big.put("big.bin", bytes(MIN_PART_SIZE + 1), if_absent=True)
+    big.close()
     for command in (["info", s3_url], ["info", "--json", s3_url], ["ls", s3_url], ["verify", s3_url]):
         seen.cli(capsys, command)
 
