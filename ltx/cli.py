@@ -262,6 +262,13 @@ def restore_cmd(
                                                                           "full.")] = "none",
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a "
                                                                                  "terminal).")] = None,
+    if_replica_exists: Annotated[bool, typer.Option("--if-replica-exists", "-if-replica-exists",
+                                                    help="Exit 0 without restoring when the replica holds no LTX "
+                                                         "files (as litestream's -if-replica-exists).")] = False,
+    if_db_not_exists: Annotated[bool, typer.Option("--if-db-not-exists", "-if-db-not-exists",
+                                                   help="Exit 0 without restoring when the output already exists "
+                                                        "(as litestream's -if-db-not-exists).")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Restore the database (latest, or at --txid / --timestamp) as `litestream restore` would."""
     from ltx.restore import INTEGRITY_CHECKS, restore
@@ -272,12 +279,42 @@ def restore_cmd(
         raise CLIError(f"--integrity-check must be one of {', '.join(INTEGRITY_CHECKS)}")
     target_txid = parse_txid_option(txid) if txid is not None else 0
     target_time = parse_timestamp(timestamp) if timestamp is not None else None
-    show = sys.stderr.isatty() if progress is None else progress
+    if if_db_not_exists and os.path.lexists(output):
+        _restore_skipped(as_json, output, "database already exists", f"{output} already exists: nothing restored")
+        return
+    show = (sys.stderr.isatty() and not as_json) if progress is None else progress
     with _replica(url) as replica, _progress_bar(show) as on_progress:
-        result = restore(replica, output, txid=target_txid, timestamp=target_time, force=force,
-                         parallelism=parallelism, progress=on_progress, integrity=integrity_check)
+        try:
+            result = restore(replica, output, txid=target_txid, timestamp=target_time, force=force,
+                             parallelism=parallelism, progress=on_progress, integrity=integrity_check)
+        except EmptyReplicaError:
+            if not if_replica_exists:
+                raise
+            _restore_skipped(as_json, output, "no replica", f"no LTX files at {replica.url}: nothing restored")
+            return
+    if as_json:
+        _echo_json({"restored": True, "path": result.path, "txid": format_txid(result.txid),
+                    "page_size": result.page_size, "pages": result.commit, "size": result.size,
+                    "files": len(result.plan), "bytes_fetched": result.bytes_fetched,
+                    "integrity_check": integrity_check})
+        return
+    checked = f"; integrity check ({integrity_check}): ok" if integrity_check != "none" else ""
     typer.echo(f"restored {result.path} at TXID {format_txid(result.txid)}: {result.commit} pages of "
-               f"{result.page_size} bytes from {len(result.plan)} files ({human_size(result.bytes_fetched)})")
+               f"{result.page_size} bytes from {plural(len(result.plan), 'file')} "
+               f"({human_size(result.bytes_fetched)}){checked}")
+
+
+def _restore_skipped(as_json: bool, output: str, reason: str, line: str) -> None:
+    """What `restore` prints when -if-db-not-exists / -if-replica-exists make it do nothing."""
+    if as_json:
+        _echo_json({"restored": False, "path": output, "reason": reason})
+    else:
+        typer.echo(line)
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 file', '2 files'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @contextmanager

@@ -107,6 +107,32 @@ def test_restore_options(replica_url: str, history: History, tmp_path: Path,
     assert out.read_bytes() == history.images[10]
 
 
+def test_restore_like_a_container_entrypoint(replica_url: str, history: History, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # `litestream restore -if-db-not-exists -if-replica-exists` habits, single dash and double.
+    out = tmp_path / "db"
+    empty = f"file://{tmp_path / 'nothing-here'}"
+    code, stdout, err = run(capsys, "restore", empty, "-o", str(out), "-if-replica-exists")
+    assert (code, err) == (0, "") and "nothing restored" in stdout and not out.exists()
+    code, _, err = run(capsys, "restore", empty, "-o", str(out))
+    assert code == 1 and "no LTX files" in err, "without the flag a missing replica is an error"
+    code, stdout, err = run(capsys, "restore", replica_url, "-o", str(out), "-if-db-not-exists",
+                            "-if-replica-exists", "--json")
+    assert code == 0, err
+    record = json.loads(stdout)
+    assert record["restored"] is True and record["txid"] == f"{history.last_txid:016x}"
+    assert (record["path"], record["pages"] * record["page_size"]) == (str(out), len(history.images[-1]))
+    assert out.read_bytes() == history.images[-1]
+    out.write_bytes(b"the application's own database")
+    code, stdout, err = run(capsys, "restore", replica_url, "-o", str(out), "--if-db-not-exists")
+    assert (code, err) == (0, "") and "already exists" in stdout
+    assert out.read_bytes() == b"the application's own database"
+    code, stdout, _ = run(capsys, "restore", replica_url, "-o", str(out), "-if-db-not-exists", "--json")
+    assert code == 0 and json.loads(stdout) == {"restored": False, "path": str(out), "reason": "database already exists"}
+    code, stdout, _ = run(capsys, "restore", empty, "-o", str(tmp_path / "x"), "-if-replica-exists", "--json")
+    assert code == 0 and json.loads(stdout)["reason"] == "no replica"
+
+
 def test_compact_report(replica_url: str, history: History, tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "compact", replica_url, "--level", "1", "--no-retention")
