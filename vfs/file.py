@@ -7,14 +7,16 @@ one transaction sees one TXID. Page 1 is served in rollback-journal form (bytes 
 1, so SQLite never looks for a WAL) with the change counter (24..27, and 92..95 which vouches for
 the size at 28..31) derived from the TXID: SQLite drops its own cache exactly when the TXID moves.
 
-The write path (a later task) slots in here: dirty pages consulted before the cache, xWrite and
-xTruncate filling them, and a commit at the EXCLUSIVE->SHARED unlock shipping one LTX file.
+The view moves forward one way, `advance` (files on top of it, reaching a TXID): the follower's
+files and a writer's own commits (vfs/writefile.py) both go through it. The writer builds on
+this class through its public surface: `refresh`, `advance`, `replace_view`, `view_page`,
+`hold_own_pages`, and the hooks `load_latest`, `on_view_changed`, `begin_write` and `end_write`.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -29,7 +31,7 @@ from vfs.fetch import FileGoneError, PageFetcher, Run
 from vfs.follower import Follower, Replace, Update
 from vfs.options import OpenOptions
 from vfs.pagecache import PageCache
-from vfs.pagemap import SourceFile
+from vfs.pagemap import PageMap, SourceFile
 from vfs.pragmas import handle_pragma
 from vfs.readahead import ReadAhead
 from vfs.stats import ReadStats, stats_json
@@ -54,6 +56,24 @@ def patch_page1(raw: bytes, txid: int, commit: int) -> bytes:
     page[28:32] = _U32.pack(commit)
     page[92:96] = counter
     return bytes(page)
+
+
+def read_pages(amount: int, offset: int, page_size: int, pages: int, page: Callable[[int], bytes]) -> bytes:
+    """`amount` bytes at `offset` of a database of `pages` pages of `page_size`, each page from
+    `page(pgno)`: short at the end of the file, as SQLite expects."""
+    size = pages * page_size
+    if offset >= size or amount <= 0:
+        return b""
+    end = min(offset + amount, size)
+    first = offset // page_size + 1
+    last = (end - 1) // page_size + 1
+    start = offset - (first - 1) * page_size
+    if first == last:
+        return page(first)[start:start + end - offset]
+    out = bytearray()
+    for pgno in range(first, last + 1):
+        out += page(pgno)
+    return bytes(out[start:start + end - offset])
 
 
 class LTXFile:
@@ -112,36 +132,77 @@ class LTXFile:
         return self._view
 
     @property
+    def page_size(self) -> int:
+        return self._page_size
+
+    @property
     def txid(self) -> int:
         """The TXID this connection reads (staged updates applied first when outside a transaction)."""
         if self._lock == apsw.SQLITE_LOCK_NONE:
-            self._apply_staged()
+            self.refresh()
         return self._view.txid
+
+    @property
+    def lock_level(self) -> int:
+        """SQLite's lock on the file (apsw.SQLITE_LOCK_*)."""
+        return self._lock
 
     @property
     def in_transaction(self) -> bool:
         return self._lock != apsw.SQLITE_LOCK_NONE
 
+    @property
+    def stale(self) -> bool:
+        """Whether the view is to be reloaded from the replica at the next refresh."""
+        return self._stale
+
+    def mark_stale(self) -> None:
+        """Reload the view from the replica at the next refresh (between transactions)."""
+        self._stale = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _count_retry(self, exc: BaseException) -> None:
         self.stats.vfs_retries += 1
 
-    def _apply_staged(self) -> None:
-        """Apply the follower's staged files or views (between transactions only)."""
-        if self._stale:
-            view = load_view(self.reader, waited=self.stats)
-            self._stale = False
-            self.target_time = None
-            self.follower.stage_replace(view, follow=self.options.poll > 0)
-            self.follower.start()
-        if not self.follower.has_staged():
-            return
-        for staged in self.follower.take():
-            if isinstance(staged, Replace):
-                self._replace(staged.view)
-            else:
-                self._update(staged)
+    def load_latest(self) -> View:
+        """The replica's latest view (a stale view is replaced by it); a writer also takes an empty
+        replica as an empty database."""
+        return load_view(self.reader, waited=self.stats)
 
-    def _replace(self, view: View) -> None:
+    def refresh(self) -> None:
+        """Between transactions: reload a stale view, then apply the follower's staged files or
+        views. An update that cannot be applied where the view is marks it stale, and it is
+        reloaded at once."""
+        for _ in range(2):
+            if self._stale:
+                view = self.load_latest()  # may raise: the view stays stale
+                self._stale = False
+                self.target_time = None
+                self.follower.stage_replace(view, follow=self.options.poll > 0)
+                self.follower.start()
+            if self.follower.has_staged():
+                for staged in self.follower.take():
+                    if isinstance(staged, Replace):
+                        self.replace_view(staged.view)
+                    else:
+                        self._apply_update(staged)
+            if not self._stale:
+                return
+
+    def _apply_update(self, update: Update) -> None:
+        if update.base_txid != self._view.txid or self._view.txid == 0:
+            # Staged against another view (a replace raced it), or the first files of an empty
+            # database (a writer's): load the replica whole instead.
+            self._stale = True
+            return
+        self.advance(update.files, update.txid, update.seeks)
+        self.stats.files_applied += len(update.files)
+
+    def replace_view(self, view: View) -> None:
+        """Read `view` from now on (a re-plan, a move in time, a reload)."""
         same_state = view.txid == self._view.txid and view.page_size == self._view.page_size
         self._view = view
         if not same_state:
@@ -153,32 +214,56 @@ class LTXFile:
         self._lock_pgno = lock_pgno(view.page_size)
         self._preload(view.fresh)
         view.fresh = []
-        self._refresh_page1()
+        self.refresh_page1()
+        self.on_view_changed(replaced=True)
 
-    def _update(self, update: Update) -> None:
+    def advance(self, files: Sequence[SourceFile], txid: int, seeks: Mapping[int, int]) -> None:
+        """Move the view to `txid` with `files` on top of it, each continuing the one before (the
+        follower's files, or a writer's own commit): their pages replace the view's, the pages
+        they change leave the cache. On an empty database (TXID 0) the first file starts the view."""
         view = self._view
-        if update.base_txid != view.txid:
-            # Staged against another view (a replace raced it): rebuild from the replica instead.
-            self._stale = True
-            return
+        first, arrived = files[0], files
+        if view.txid == 0:
+            assert first.header is not None
+            ps = first.header.page_size
+            view = View(txid=txid, page_size=ps, pages=PageMap(first, ps, first.header.commit),
+                        created_at=first.created_at, seeks=dict(seeks))
+            self._view = view
+            self._page_size = ps
+            self._lock_pgno = lock_pgno(ps)
+            self._cache.clear()
+            self._raw_page1 = None
+            files = files[1:]
         pages = view.pages
         old_commit = pages.commit
         evicted = 0
-        for f in update.files:
+        for f in files:
             changed = pages.add(f, f.header.commit if f.header is not None else None)
             evicted += self._cache.evict(changed)
             if 1 in changed:
                 self._raw_page1 = None
         if pages.commit < old_commit:
             evicted += self._cache.evict_above(pages.commit)
-        view.txid = update.txid
-        view.created_at = update.files[-1].created_at
-        view.seeks.update(update.seeks)
-        self.stats.files_applied += len(update.files)
+        view.txid = txid
+        view.created_at = arrived[-1].created_at
+        view.seeks.update(seeks)
         self.stats.pages_evicted += evicted
         self._readahead.forget()
-        self._preload(update.files)
-        self._refresh_page1()
+        self._preload(list(arrived))
+        self.refresh_page1()
+        self.on_view_changed(replaced=False)
+
+    def on_view_changed(self, replaced: bool) -> None:
+        """Called after the view advanced (`replaced` False) or was replaced (a writer follows)."""
+
+    def hold_own_pages(self, page1: bytes | None, pages: Iterable[tuple[int, bytes]]) -> None:
+        """Pages of the current view that this connection wrote itself: `page1` raw, as SQLite
+        wrote it (served patched), and others cached as they are."""
+        if page1 is not None:
+            self._raw_page1 = page1
+        for pgno, page in pages:
+            self._cache.put(pgno, page)
+        self.refresh_page1()
 
     def _preload(self, files: list[SourceFile]) -> None:
         """Cache the pages that came with the files' head GETs (page 1 and other low pages) and the
@@ -198,7 +283,7 @@ class LTXFile:
         view = self._view
         return patch_page1(raw, view.txid + self.counter_bias, view.commit)
 
-    def _refresh_page1(self) -> None:
+    def refresh_page1(self) -> None:
         """Re-derive the cached page 1 from its raw bytes for the current TXID and commit."""
         if self._raw_page1 is not None:
             self._cache.put(1, self._patch_page1(self._raw_page1))
@@ -225,7 +310,7 @@ class LTXFile:
         if follow:
             self.follower.start()
         if not self.in_transaction:
-            self._apply_staged()
+            self.refresh()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -243,25 +328,11 @@ class LTXFile:
 
     def _read(self, amount: int, offset: int) -> bytes:
         if not self._lock:
-            self._apply_staged()
-        view = self._view
-        ps = view.page_size
-        size = view.commit * ps
-        if offset >= size or amount <= 0:
-            return b""
-        end = min(offset + amount, size)
-        first = offset // ps + 1
-        last = (end - 1) // ps + 1
-        if first == last:
-            start = offset - (first - 1) * ps
-            return self._page(first)[start:start + end - offset]
-        out = bytearray()
-        for pgno in range(first, last + 1):
-            out += self._page(pgno)
-        start = offset - (first - 1) * ps
-        return bytes(out[start:start + end - offset])
+            self.refresh()
+        return read_pages(amount, offset, self._page_size, self._view.commit, self.view_page)
 
-    def _page(self, pgno: int) -> bytes:
+    def view_page(self, pgno: int) -> bytes:
+        """Page `pgno` of the view (cache, local copy or store)."""
         try:
             page = self._cache[pgno]
         except KeyError:
@@ -344,7 +415,7 @@ class LTXFile:
 
     def xFileSize(self) -> int:
         if not self._lock:
-            self._apply_staged()
+            self.refresh()
         return self._view.commit * self._view.page_size
 
     # -- locks -----------------------------------------------------------------------------
@@ -352,7 +423,7 @@ class LTXFile:
     def xLock(self, level: int) -> None:
         if self._lock == apsw.SQLITE_LOCK_NONE and level >= apsw.SQLITE_LOCK_SHARED:
             try:
-                self._apply_staged()
+                self.refresh()
             except StoreError as exc:
                 raise PageReadError(self.url, exc.key, f"cannot refresh the view: {exc.reason}") from exc
             except RestorePlanError as exc:
@@ -360,11 +431,20 @@ class LTXFile:
             if self.hydration is not None:  # this transaction reads the local copy if it is at our TXID
                 view = self._view
                 self.hydration.begin(view.txid, view.page_size, view.commit)
-        if level >= apsw.SQLITE_LOCK_RESERVED:
-            raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only (writing is not supported yet)")
+        if level >= apsw.SQLITE_LOCK_RESERVED and self._lock < apsw.SQLITE_LOCK_RESERVED:
+            self.begin_write()
         self._lock = level
 
+    def begin_write(self) -> None:
+        """A write transaction starts (SQLite asks for RESERVED)."""
+        raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} is open read-only")
+
+    def end_write(self) -> None:
+        """The write transaction ends (SQLite drops to SHARED or NONE)."""
+
     def xUnlock(self, level: int) -> None:
+        if level <= apsw.SQLITE_LOCK_SHARED and self._lock >= apsw.SQLITE_LOCK_RESERVED:
+            self.end_write()
         if level == apsw.SQLITE_LOCK_NONE and self.hydration is not None:
             self.hydration.end()
         self._lock = level

@@ -48,7 +48,7 @@ from ltx.store.base import StoreError
 from vfs import autocompact, dirty
 from vfs.commitfile import header_commit, header_page_size
 from vfs.errors import ReadOnlyVFSError, ReplicaOpenError
-from vfs.file import LTXFile
+from vfs.file import LTXFile, read_pages
 from vfs.follower import Update
 from vfs.options import OpenOptions
 from vfs.pagemap import PageMap, SourceFile
@@ -147,7 +147,7 @@ class LTXWriteFile(LTXFile):
         #: Change counters SQLite wrote into page 1 during the current write transaction.
         self._txn_counters: set[int] = set()
         self._has_page_size = view.txid > 0
-        self._zero = bytes(self._page_size)
+        self._zero = bytes(self.page_size)
         PEERS.join(self.url, self)
         if options.sync_interval > 0:
             _GROUP_WRITERS.add(self)
@@ -156,72 +156,61 @@ class LTXWriteFile(LTXFile):
 
     # -- the view and the layers above it --------------------------------------------------
 
-    def _apply_staged(self) -> None:
+    def refresh(self) -> None:
         """Between transactions: absorb shipped commits, deal with a failed group commit, then
         (when no local commit is waiting) catch up with the replica."""
         writer = self.writer
         if writer.groups:
             self._absorb_shipped()
-            if writer.failure is not None and self._lock < apsw.SQLITE_LOCK_RESERVED:
+            if writer.failure is not None and self.lock_level < apsw.SQLITE_LOCK_RESERVED:
                 failure = writer.failure
                 lost = self._discard_local()
                 self._lost = _lost_error(failure, lost)
             if writer.groups:
                 return  # our commits come first; news from elsewhere means they will conflict
-        for _ in range(2):
-            if self._stale:
-                view = load_latest(self.reader, self._page_size, self.stats)  # may raise: still stale
-                self._stale = False
-                self.follower.stage_replace(view, follow=self.options.poll > 0)
-                self.follower.start()
-            super()._apply_staged()
-            if not self._stale:
-                break
+        super().refresh()
 
-    def _update(self, update: Update) -> None:
-        if self._view.txid == 0:  # the first files of the replica: load it whole (page size and all)
-            self._stale = True
-            return
-        super()._update(update)
-        self.writer.rebase(self._view.txid)
+    def load_latest(self) -> View:
+        return load_latest(self.reader, self.page_size, self.stats)
 
-    def _replace(self, view: View) -> None:
-        super()._replace(view)
-        self._zero = bytes(self._page_size)
-        self._has_page_size = self._has_page_size or view.txid > 0
+    def on_view_changed(self, replaced: bool) -> None:
+        view = self.view
+        if replaced:
+            self._zero = bytes(self.page_size)
+            self._has_page_size = self._has_page_size or view.txid > 0
         self.writer.rebase(view.txid)
-        if self._avoid_counters:
+        if replaced and self._avoid_counters:
             counter = (view.txid + self.counter_bias) & _MASK32
             while counter in self._avoid_counters:
                 counter = (counter + 1) & _MASK32
             self.counter_bias = (counter - view.txid) & _MASK32
             self._avoid_counters = set()
-            self._refresh_page1()
+            self.refresh_page1()
 
     def _list_tip(self) -> int:
         """The highest TXID in any level of the replica (one round of parallel LISTs)."""
-        levels = self.reader.list_levels(ALL_LEVELS, dict(self._view.seeks))
+        levels = self.reader.list_levels(ALL_LEVELS, dict(self.view.seeks))
         return max((f.max_txid for files in levels.values() for f in files), default=0)
 
     def _logical_page(self, pgno: int) -> bytes:
         page = self.writer.lookup(pgno)
         if page is None:
-            if pgno > self._view.commit:
+            if pgno > self.view.commit:
                 return self._zero
-            return self._page(pgno)
+            return self.view_page(pgno)
         return page if page is not ZERO else self._zero
 
     def _logical_size(self) -> int:
         size = self.writer.size()
-        return self._view.commit if size is None else size
+        return self.view.commit if size is None else size
 
     def _committed_page(self, pgno: int) -> bytes:
         """A page as of the last commit (the open transaction left out)."""
         page = self.writer.lookup_below(pgno)
         if page is None:
-            if pgno > self._view.commit:
+            if pgno > self.view.commit:
                 return self._zero
-            return self._page(pgno)
+            return self.view_page(pgno)
         return page if page is not ZERO else self._zero
 
     def _txn_is_noop(self) -> bool:
@@ -233,7 +222,7 @@ class LTXWriteFile(LTXFile):
         txn = self.writer.txn
         assert txn is not None
         below = self.writer.size_below()
-        base = self._view.commit if below is None else below
+        base = self.view.commit if below is None else below
         if txn.size != base or txn.cut < base:
             return False
         pgnos = txn.pgnos()
@@ -251,29 +240,16 @@ class LTXWriteFile(LTXFile):
         writer = self.writer
         if writer.txn is None and not writer.groups:
             return super().xRead(amount, offset)
-        if not self._lock:
-            self._apply_staged()
-        ps = self._page_size
-        total = self._logical_size() * ps
-        if offset >= total or amount <= 0:
-            return b""
-        end = min(offset + amount, total)
-        first = offset // ps + 1
-        last = (end - 1) // ps + 1
-        start = offset - (first - 1) * ps
-        if first == last:
-            return self._logical_page(first)[start:start + end - offset]
-        out = bytearray()
-        for pgno in range(first, last + 1):
-            out += self._logical_page(pgno)
-        return bytes(out[start:start + end - offset])
+        if not self.lock_level:
+            self.refresh()
+        return read_pages(amount, offset, self.page_size, self._logical_size(), self._logical_page)
 
     def xFileSize(self) -> int:
-        if not self._lock:
-            self._apply_staged()
+        if not self.lock_level:
+            self.refresh()
         size = self.writer.size()
         if size is not None:
-            return size * self._page_size
+            return size * self.page_size
         return super().xFileSize()
 
     # -- writes ----------------------------------------------------------------------------
@@ -282,12 +258,12 @@ class LTXWriteFile(LTXFile):
         writer = self.writer
         txn = writer.txn
         if txn is None:
-            if self._lock < apsw.SQLITE_LOCK_RESERVED:
+            if self.lock_level < apsw.SQLITE_LOCK_RESERVED:
                 raise ReadOnlyVFSError(f"ltxvfs: {self.options.path}: write outside a write transaction")
             if not self._has_page_size and offset == 0 and not writer.groups:
                 self._set_page_size(len(data))
-            txn = writer.open_txn(self._page_size, self._logical_size())
-        ps = self._page_size
+            txn = writer.open_txn(self.page_size, self._logical_size())
+        ps = self.page_size
         n = len(data)
         if offset == 0 and n >= 28:  # page 1: SQLite now holds this change counter
             self._txn_counters.add(_U32.unpack_from(data, 24)[0])
@@ -307,30 +283,26 @@ class LTXWriteFile(LTXFile):
 
     def xTruncate(self, size: int) -> None:
         writer = self.writer
-        ps = self._page_size
+        ps = self.page_size
         pages = -(-size // ps)
         txn = writer.txn
         if txn is None:
             current = self._logical_size()
             if pages == current:
                 return
-            if self._lock < apsw.SQLITE_LOCK_RESERVED:
+            if self.lock_level < apsw.SQLITE_LOCK_RESERVED:
                 raise ReadOnlyVFSError(f"ltxvfs: {self.options.path}: truncate outside a write transaction")
             txn = writer.open_txn(ps, current)
         txn.truncate(pages)
 
     def _set_page_size(self, page_size: int) -> None:
         """The first write to a new database fixes its page size (SQLite writes page 1 first)."""
-        if not is_valid_page_size(page_size) or page_size == self._page_size:
+        if not is_valid_page_size(page_size) or page_size == self.page_size:
             return
         view = empty_view(page_size)
-        self._view = view
-        self._page_size = page_size
-        self._zero = bytes(page_size)
-        self._cache.clear()
-        self._raw_page1 = None
         self.follower.stage_replace(view, follow=self.options.poll > 0)
         self.follower.take()
+        self.replace_view(view)
 
     def xSync(self, flags: int) -> None:
         return None
@@ -340,15 +312,7 @@ class LTXWriteFile(LTXFile):
 
     # -- locks and the commit --------------------------------------------------------------
 
-    def xLock(self, level: int) -> None:
-        if level < apsw.SQLITE_LOCK_RESERVED:
-            super().xLock(level)
-            return
-        if self._lock < apsw.SQLITE_LOCK_RESERVED:
-            self._begin_write()
-        self._lock = level
-
-    def _begin_write(self) -> None:
+    def begin_write(self) -> None:
         if self.pinned:
             raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} reads a past state (txid=, timestamp= or "
                                    f"litestream_time): writing is refused")
@@ -361,22 +325,17 @@ class LTXWriteFile(LTXFile):
                 except (CommitConflictError, CommitStoreError) as exc:
                     log.info("%s: another connection's group commit failed: %s", self.url, exc)
         writer = self.writer
-        if not writer.groups and (self._stale or self.follower.tip > self._view.txid):
+        if not writer.groups and (self.stale or self.follower.tip > self.view.txid):
             PEERS.unlock(self.url, self)
             raise WriterBusyError(self.url, "the replica has newer commits: the transaction must start "
                                             "again to read them")
         self._reload_after_txn = False
         self._txn_counters = set()
 
-    def xUnlock(self, level: int) -> None:
-        if level <= apsw.SQLITE_LOCK_SHARED and self._lock >= apsw.SQLITE_LOCK_RESERVED:
-            self._end_write()
-        super().xUnlock(level)
-
     def xCheckReservedLock(self) -> bool:
-        return self._lock >= apsw.SQLITE_LOCK_RESERVED or PEERS.locked_by_other(self.url, self)
+        return self.lock_level >= apsw.SQLITE_LOCK_RESERVED or PEERS.locked_by_other(self.url, self)
 
-    def _end_write(self) -> None:
+    def end_write(self) -> None:
         """The write transaction is over: drop what it did not commit, release the write lock."""
         if self._reload_after_txn:
             self._reload_after_txn = False
@@ -399,9 +358,9 @@ class LTXWriteFile(LTXFile):
         page1 = self._logical_page(1)
         if len(page1) >= 100:
             recorded = header_page_size(page1)
-            if recorded != self._page_size:
+            if recorded != self.page_size:
                 raise CommitRefusedError(self.url, f"page 1 records page size {recorded} but the database's "
-                                                   f"is {self._page_size} (changing the page size of an ltxvfs "
+                                                   f"is {self.page_size} (changing the page size of an ltxvfs "
                                                    f"database is not supported)")
         commit = header_commit(page1, txn.size)
         failure = writer.failure
@@ -432,36 +391,16 @@ class LTXWriteFile(LTXFile):
         its pages already in the cache."""
         source = group.source
         assert source is not None and source.header is not None
-        header = source.header
+        commit = source.header.commit
         txid = group.txid
-        view = self._view
-        if view.txid == 0:
-            view = View(txid=txid, page_size=header.page_size, pages=PageMap(source, header.page_size, header.commit),
-                        created_at=source.created_at, seeks={0: txid})
-            self._view = view
-            self._cache.clear()
-            self._raw_page1 = None
-        else:
-            old_commit = view.pages.commit
-            changed = view.pages.add(source, header.commit)
-            self.stats.pages_evicted += self._cache.evict(changed)
-            if header.commit < old_commit:
-                self.stats.pages_evicted += self._cache.evict_above(header.commit)
-            view.txid = txid
-            view.created_at = source.created_at
-            view.seeks[0] = txid
+        self.advance([source], txid, {0: txid})
         self.follower.advance(txid)
-        self._readahead.forget()
         pages = group.pages
         raw1 = pages.get(1)
         if raw1 is not None:
-            self._raw_page1 = raw1
             self.counter_bias = (_counter(raw1) - txid) & _MASK32
-        if pages.nbytes <= CACHE_OWN_PAGES_BYTES:
-            for pgno, page in pages.items():
-                if 1 < pgno <= header.commit:
-                    self._cache.put(pgno, page)
-        self._refresh_page1()
+        small = pages.nbytes <= CACHE_OWN_PAGES_BYTES
+        self.hold_own_pages(raw1, ((p, page) for p, page in pages.items() if small and 1 < p <= commit))
         if self.hydration is not None and group.encoded is not None:
             self.hydration.on_commit(_ltx_for_hydration(group), group.encoded.name)
 
@@ -486,7 +425,7 @@ class LTXWriteFile(LTXFile):
         SQLite drops its page cache. Returns the SQLite commits lost."""
         self._absorb_shipped()
         writer = self.writer
-        avoid = {(self._view.txid + self.counter_bias) & _MASK32, *self._txn_counters}
+        avoid = {(self.view.txid + self.counter_bias) & _MASK32, *self._txn_counters}
         for group in writer.groups:
             page1 = group.pages.get(1)
             if not group.shipped and page1 is not None:
@@ -495,7 +434,7 @@ class LTXWriteFile(LTXFile):
         lost = writer.discard_groups()
         if writer.discard_txn():
             self.write_stats.rollbacks += 1
-        self._stale = True
+        self.mark_stale()
         return lost
 
     # -- file controls ---------------------------------------------------------------------
@@ -521,10 +460,10 @@ class LTXWriteFile(LTXFile):
         try:
             self.writer.flush(FLUSH_TIMEOUT)
         except (CommitConflictError, CommitStoreError) as exc:
-            if self.writer.failure is None or self._lock >= apsw.SQLITE_LOCK_RESERVED:
+            if self.writer.failure is None or self.lock_level >= apsw.SQLITE_LOCK_RESERVED:
                 raise
             raise _lost_error(exc, self._discard_local()) from exc
-        if self._lock < apsw.SQLITE_LOCK_RESERVED:
+        if self.lock_level < apsw.SQLITE_LOCK_RESERVED:
             self._absorb_shipped()
         return f"{self.writer.next_txid - 1:016x}"
 
@@ -538,7 +477,7 @@ class LTXWriteFile(LTXFile):
         return json.dumps(data)
 
     def xClose(self) -> None:
-        if self._closed:
+        if self.closed:
             return
         error: BaseException | None = None
         try:
