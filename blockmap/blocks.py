@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from blockmap.blockcache import BlockCache
 from blockmap.errors import BlockError
 from ltx.store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
@@ -58,8 +59,13 @@ class BlockStore:
         block_size: int,
         hash_prefix: bool = False,
         concurrency: int = DEFAULT_TRANSFER_CONCURRENCY,
+        cache: BlockCache | None = None,
     ) -> None:
         self.store = store
+        #: Whole blocks kept after a read or an upload (the mount's); None: every read is a range GET.
+        self.cache = cache
+        self._inflight: dict[str, Future[bytes]] = {}
+        self._inflight_lock = threading.Lock()
         self.name = name
         self.block_size = block_size
         self.hash_prefix = hash_prefix
@@ -89,7 +95,10 @@ class BlockStore:
 
     def put_block(self, slice_id: int, index: int, data: bytes) -> None:
         """Store one block (the caller cuts blocks at `block_size`)."""
-        self.store.put(self.key(slice_id, index, len(data)), data)
+        key = self.key(slice_id, index, len(data))
+        self.store.put(key, data)
+        if self.cache is not None:
+            self.cache.put(key, data)
 
     def writer(self, slice_id: int) -> SliceWriter:
         """A writer that uploads a new slice's blocks as they fill."""
@@ -113,21 +122,66 @@ class BlockStore:
             raise BlockError(
                 f"slice {slice_id}", f"read [{off}, {off + length}) past the slice size {size}"
             )
-        bs = self.block_size
-        parts: list[tuple[str, int, int]] = []
-        pos, end = off, off + length
-        while pos < end:
-            index, inner = divmod(pos, bs)
-            bsize = min(bs, size - index * bs)
-            n = min(end - pos, bsize - inner)
-            parts.append((self.key(slice_id, index, bsize), inner, n))
-            pos += n
+        parts = self._parts(slice_id, size, off, length)
         if len(parts) == 1:
             return self._get(*parts[0])
         futures = [self._executor().submit(self._get, *p) for p in parts]
         return b"".join(f.result() for f in futures)
 
-    def _get(self, key: str, inner: int, n: int) -> bytes:
+    def _parts(self, slice_id: int, size: int, off: int, length: int) -> list[tuple[str, int, int, int]]:
+        """(key, offset in the block, bytes, block size) of each block [off, off+length) touches."""
+        bs = self.block_size
+        parts: list[tuple[str, int, int, int]] = []
+        pos, end = off, min(off + length, size)
+        while pos < end:
+            index, inner = divmod(pos, bs)
+            bsize = min(bs, size - index * bs)
+            n = min(end - pos, bsize - inner)
+            parts.append((self.key(slice_id, index, bsize), inner, n, bsize))
+            pos += n
+        return parts
+
+    def prefetch(self, slice_id: int, size: int, off: int, length: int) -> None:
+        """Fetch the blocks of [off, off+length) into the cache in the background (read-ahead)."""
+        if self.cache is None:
+            return
+        for key, _, _, bsize in self._parts(slice_id, size, off, length):
+            if self.cache.memory.get(key) is None:
+                self._executor().submit(self._whole_block, key, bsize)
+
+    def _whole_block(self, key: str, bsize: int) -> bytes:
+        """The block from the cache, or fetched whole into it. A block two readers want at once is
+        fetched once: the first fetches it in its own thread, the others wait for that fetch."""
+        assert self.cache is not None
+        data = self.cache.get(key, bsize)
+        if data is not None:
+            return data
+        with self._inflight_lock:
+            fut = self._inflight.get(key)
+            mine = fut is None
+            if fut is None:
+                fut = self._inflight[key] = Future()
+        if not mine:
+            return fut.result()
+        try:
+            data = self._get_uncached(key, 0, bsize)
+            self.cache.put(key, data)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            raise
+        else:
+            fut.set_result(data)
+            return data
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
+
+    def _get(self, key: str, inner: int, n: int, bsize: int) -> bytes:
+        if self.cache is None:
+            return self._get_uncached(key, inner, n)
+        return self._whole_block(key, bsize)[inner : inner + n]
+
+    def _get_uncached(self, key: str, inner: int, n: int) -> bytes:
         try:
             data = self.store.get_range(key, inner, n)
         except ObjectNotFoundError as exc:

@@ -146,6 +146,11 @@ def _time(ns: int) -> str:
 _context: dict[str, str] = {"meta": ""}
 
 
+def note_meta(meta_url: str) -> None:
+    """The metadata URL the running command works on (named in its error line)."""
+    _context["meta"] = meta_url
+
+
 def describe_error(exc: BaseException, meta_url: str = "") -> str:
     """The one line an exception becomes on stderr."""
     if isinstance(exc, OSError):
@@ -766,5 +771,9 @@ def main(argv: list[str] | None = None) -> int:
     return rv
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+from blockmap import mountcli  # noqa: E402, F401 - registers `mount` and `umount` on app
+
+if __name__ == "__main__":  # `python -m blockmap.cli`: run the imported module, where mountcli registered
+    from blockmap.cli import main as imported_main
+
+    sys.exit(imported_main())

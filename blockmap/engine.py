@@ -27,11 +27,20 @@ import apsw
 
 from blockmap import namespace as ns
 from blockmap.accounting import Accounting
+from blockmap.blockcache import BlockCache
 from blockmap.blocks import BlockStore, SliceWriter
 from blockmap.compaction import compact_chunk
-from blockmap.counters import IdAllocator, incr_counter
+from blockmap.counters import TOTAL_INODES, USED_SPACE, IdAllocator, get_counter, incr_counter
 from blockmap.errors import CommitOutcomeUnknownError, fs_error
-from blockmap.files import WritePiece, chunk_record_count, commit_write, iter_range, plan_read, truncate
+from blockmap.files import (
+    WritePiece,
+    chunk_record_count,
+    commit_write,
+    iter_pieces,
+    iter_range,
+    plan_read,
+    truncate,
+)
 from blockmap.meta import MetaDB, as_bytes, as_int
 from blockmap.node import TYPE_DIRECTORY, TYPE_FILE, TYPE_SYMLINK, Attr, Node, get_node
 from blockmap.release import forget_slices, release_file_data, release_slices
@@ -86,6 +95,7 @@ class Engine:
         auto_compact: bool = True,
         read_only: bool = False,
         owns_store: bool = True,
+        block_cache: BlockCache | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -94,7 +104,7 @@ class Engine:
         self.auto_compact = auto_compact
         self.read_only = read_only
         self.owns_store = owns_store
-        self.blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix)
+        self.blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix, cache=block_cache)
         self.ids = IdAllocator(self.reserve)
         db.on_lost = self.ids.reset
         #: Reads hold it shared while they fetch blocks; deleting a slice's blocks takes it
@@ -280,6 +290,16 @@ class Engine:
             plan = self.read(lambda c: plan_read(c, inode, offset, size, path))
             return b"".join(iter_range(self.blocks, plan, offset, size))
 
+    def prefetch(self, inode: int, offset: int, size: int) -> None:
+        """Start fetching the blocks of [offset, offset+size) of file `inode` into the block
+        cache (read-ahead); nothing without a cache."""
+        if self.blocks.cache is None or size <= 0:
+            return
+        plan = self.read(lambda c: plan_read(c, inode, offset, size, ""))
+        for sid, ssize, soff, n in iter_pieces(plan, offset, size):
+            if sid:
+                self.blocks.prefetch(sid, ssize, soff, n)
+
     def truncate_inode(self, inode: int, length: int, path: str = "") -> Node:
         node, released = self.write(lambda c: truncate(c, self.ctx, inode, length, path))
         self.finish(released)
@@ -381,6 +401,10 @@ class Engine:
             self.ids.give_back_inode(inode)
         self.finish(released)
         return node
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes charged, inodes in use): the volume counters."""
+        return self.read(lambda c: (get_counter(c, USED_SPACE), get_counter(c, TOTAL_INODES)))
 
     # -- directories -------------------------------------------------------------------------
     def readdir(self, inode: int, after: bytes = b"", *, with_attrs: bool = False,

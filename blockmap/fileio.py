@@ -142,6 +142,11 @@ class File:
             cur.writer.abort()
             self.engine.discard_slice(cur.writer.slice_id, cur.writer.size)
 
+    @property
+    def pending_end(self) -> int:
+        """The file offset where buffered (not yet recorded) writes end; 0 with none."""
+        return self._open.file_end if self._open is not None else 0
+
     def flush(self) -> None:
         """Record buffered writes in the metadata (one transaction)."""
         if not self.closed:

@@ -178,8 +178,9 @@ def plan_read(cursor: apsw.Cursor, inode: int, offset: int, size: int, path: Pat
     return ReadPlan(length, chunks)
 
 
-def iter_range(blocks: BlockStore, plan: ReadPlan, offset: int, size: int) -> Iterator[bytes]:
-    """Yield the bytes of [offset, offset+size) (clamped to the file length) piece by piece."""
+def iter_pieces(plan: ReadPlan, offset: int, size: int) -> Iterator[tuple[int, int, int, int]]:
+    """The pieces of [offset, offset+size) (clamped to the file length) in order, as
+    (slice id, slice size, offset in the slice, bytes); slice id 0 is a hole (zeros)."""
     end = min(plan.length, offset + size) if size >= 0 else plan.length
     pos = offset
     while pos < end:
@@ -196,14 +197,17 @@ def iter_range(blocks: BlockStore, plan: ReadPlan, offset: int, size: int) -> It
             stop = min(chunk_end, seg.end)
             while start < stop:
                 n = min(stop - start, READ_PIECE)
-                if seg.id == 0:
-                    yield bytes(n)
-                else:
-                    yield blocks.read(seg.id, seg.size, seg.off + (start - seg.pos), n)
+                yield (seg.id, seg.size, seg.off + (start - seg.pos), n) if seg.id else (0, 0, 0, n)
                 start += n
             at = stop
         while at < chunk_end:  # past the last record: zeros
             n = min(chunk_end - at, READ_PIECE)
-            yield bytes(n)
+            yield 0, 0, 0, n
             at += n
         pos = indx * CHUNK_SIZE + chunk_end
+
+
+def iter_range(blocks: BlockStore, plan: ReadPlan, offset: int, size: int) -> Iterator[bytes]:
+    """Yield the bytes of [offset, offset+size) (clamped to the file length) piece by piece."""
+    for sid, ssize, soff, n in iter_pieces(plan, offset, size):
+        yield blocks.read(sid, ssize, soff, n) if sid else bytes(n)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, TypeVar
 import apsw
 
 from blockmap import namespace as ns
+from blockmap.blockcache import BlockCache
 from blockmap.blocks import BlockStore
 from blockmap.clone import clone
 from blockmap.compaction import compact_chunk, compact_tree
@@ -30,7 +31,7 @@ from blockmap.counters import (
     get_counter,
 )
 from blockmap.engine import DEFAULT_UMASK, DirEntry, Engine
-from blockmap.errors import ENOATTR, VolumeFormatError, fs_error
+from blockmap.errors import VolumeFormatError, fs_error
 from blockmap.fileio import File, parse_mode
 from blockmap.files import commit_write, truncate
 from blockmap.fsck import FsckReport, fsck
@@ -59,16 +60,19 @@ from blockmap.settings import (
     storage_for_data_url,
 )
 from blockmap.trash import TrashCleanup, clean_trash
+from blockmap.xattrs import (
+    check_set,
+    get_xattr,
+    list_xattrs,
+    remove_xattr,
+    set_xattr,
+    xattr_key,
+)
 from ltx.store.base import ObjectStore
 from ltx.store.url import redact_url
 
 T = TypeVar("T")
 
-#: Extended attributes: longest name and value (Linux limits, as JuiceFS's VFS checks them).
-XATTR_MAX_NAME = 255
-XATTR_MAX_VALUE = 65536
-XATTR_CREATE = os.XATTR_CREATE if hasattr(os, "XATTR_CREATE") else 1
-XATTR_REPLACE = os.XATTR_REPLACE if hasattr(os, "XATTR_REPLACE") else 2
 ConnectFn = Callable[..., apsw.Connection]
 
 
@@ -105,6 +109,7 @@ class Volume:
         auto_compact: bool = True,
         read_only: bool = False,
         meta_url: str = "",
+        block_cache: BlockCache | None = None,
     ) -> None:
         self.settings = settings
         #: Where the metadata lives (a replica URL or a local SQLite URL), as given.
@@ -113,7 +118,7 @@ class Volume:
         self.store = store
         #: The machinery below paths (transactions, IDs, blocks, slices, open inodes).
         self.engine = Engine(db, settings, store, uid=uid, gid=gid, umask=umask, auto_compact=auto_compact,
-                             read_only=read_only, owns_store=owns_store)
+                             read_only=read_only, owns_store=owns_store, block_cache=block_cache)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -195,6 +200,7 @@ class Volume:
         txid: int = 0,
         timestamp: datetime | str | None = None,
         sync: str | None = None,
+        meta_params: Mapping[str, str] | None = None,
         **kwargs: object,
     ) -> Volume:
         """Open an existing volume (made by blockmap or by the juicefs binary). `read_only` opens the
@@ -207,7 +213,7 @@ class Volume:
         if txid or timestamp is not None:
             read_only = True
         sync = effective_sync(meta_url, sync)
-        options = _meta_options(txid=txid, timestamp=timestamp, sync=None if read_only else sync)
+        options = _meta_options(txid=txid, timestamp=timestamp, sync=None if read_only else sync, params=meta_params)
         conn = connect(meta_url, read_only=True, **options) if read_only else connect(meta_url, **options)
         db = MetaDB(conn, url=redact_url(meta_url), group_commit=not read_only and is_group_commit(sync))
         try:
@@ -633,72 +639,25 @@ class Volume:
         return Attr.of(node)
 
     # -- extended attributes ---------------------------------------------------------------
-    def _xattr_name(self, name: str | bytes, path: PathLike) -> str:
-        n = os.fsdecode(name)
-        if not n:
-            raise fs_error(errno.EINVAL, path)
-        if len(os.fsencode(n)) > XATTR_MAX_NAME:
-            raise fs_error(errno.ERANGE, path)
-        return n
-
     def getxattr(self, path: PathLike, name: str | bytes, *, follow_symlinks: bool = True) -> bytes:
-        key = self._xattr_name(name, path)
-
-        def body(c: apsw.Cursor) -> bytes:
-            node = self._resolve(c, path, follow_symlinks)
-            row = c.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (node.inode, key)).fetchone()
-            if row is None:
-                raise fs_error(ENOATTR, path)
-            return as_bytes(row[0])
-
-        return self.engine.read(body)
+        key = xattr_key(name, path)
+        return self.engine.read(lambda c: get_xattr(c, self._resolve(c, path, follow_symlinks).inode, key, path))
 
     def setxattr(
         self, path: PathLike, name: str | bytes, value: bytes, flags: int = 0, *, follow_symlinks: bool = True
     ) -> None:
         """Set an attribute; flags XATTR_CREATE (EEXIST if present) or XATTR_REPLACE (ENODATA if absent)."""
-        key = self._xattr_name(name, path)
-        if flags not in (0, XATTR_CREATE, XATTR_REPLACE):
-            raise fs_error(errno.EINVAL, path)
-        if len(value) > XATTR_MAX_VALUE:
-            raise fs_error(errno.E2BIG, path)
-
-        def body(c: apsw.Cursor) -> None:
-            node = self._resolve(c, path, follow_symlinks)
-            row = c.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (node.inode, key)).fetchone()
-            if row is not None and flags == XATTR_CREATE:
-                raise fs_error(errno.EEXIST, path)
-            if row is None and flags == XATTR_REPLACE:
-                raise fs_error(ENOATTR, path)
-            if row is None:
-                c.execute(
-                    "INSERT INTO jfs_xattr (inode, name, value) VALUES (?, ?, ?)", (node.inode, key, bytes(value))
-                )
-            elif as_bytes(row[0]) != bytes(value):
-                c.execute(
-                    "UPDATE jfs_xattr SET value = ? WHERE inode = ? AND name = ?", (bytes(value), node.inode, key)
-                )
-
-        self.engine.write(body)
+        key = xattr_key(name, path)
+        check_set(value, flags, path)
+        self.engine.write(lambda c: set_xattr(c, self._resolve(c, path, follow_symlinks).inode, key, value, flags,
+                                              path))
 
     def listxattr(self, path: PathLike, *, follow_symlinks: bool = True) -> list[str]:
-        def body(c: apsw.Cursor) -> list[str]:
-            node = self._resolve(c, path, follow_symlinks)
-            rows = c.execute("SELECT name FROM jfs_xattr WHERE inode = ? ORDER BY id", (node.inode,))
-            return [str(r[0]) for r in rows]
-
-        return self.engine.read(body)
+        return self.engine.read(lambda c: list_xattrs(c, self._resolve(c, path, follow_symlinks).inode))
 
     def removexattr(self, path: PathLike, name: str | bytes, *, follow_symlinks: bool = True) -> None:
-        key = self._xattr_name(name, path)
-
-        def body(c: apsw.Cursor) -> None:
-            node = self._resolve(c, path, follow_symlinks)
-            c.execute("DELETE FROM jfs_xattr WHERE inode = ? AND name = ?", (node.inode, key))
-            if c.getconnection().changes() == 0:
-                raise fs_error(ENOATTR, path)
-
-        self.engine.write(body)
+        key = xattr_key(name, path)
+        self.engine.write(lambda c: remove_xattr(c, self._resolve(c, path, follow_symlinks).inode, key, path))
 
     # -- volume ------------------------------------------------------------------------------
     def usage(self) -> VolumeUsage:
@@ -746,7 +705,8 @@ class Volume:
 
 
 def _meta_options(
-    *, txid: int = 0, timestamp: datetime | str | None = None, sync: str | None = None
+    *, txid: int = 0, timestamp: datetime | str | None = None, sync: str | None = None,
+    params: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """The `connect` keywords that differ from their defaults (a custom `connect` need only
     accept the ones it is given)."""
@@ -757,6 +717,8 @@ def _meta_options(
         out["timestamp"] = timestamp
     if sync is not None:
         out["sync"] = sync
+    if params:
+        out["params"] = dict(params)
     return out
 
 

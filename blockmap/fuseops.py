@@ -1,0 +1,472 @@
+"""The FUSE operations of `blockmap mount`: inode-based requests from the kernel, answered by the
+volume engine (blockmap.engine) in worker threads, errors out as errno.
+
+The layer keeps no metadata of its own beyond open files and directory listings: every answer
+comes from the metadata database (hydrated locally by ltxvfs) and the block store. An inode's
+open handles share one `File`, so writes through any of them are read back through all;
+its buffered writes are recorded (one transaction) at flush, fsync, release, a read, a
+truncate, or when a chunk's slice is full.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import logging
+import os
+import stat as statmod
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import apsw
+import pyfuse3
+import trio
+
+from blockmap import namespace as ns
+from blockmap.engine import DirEntry, Engine
+from blockmap.errors import BlockError, BlockmapError
+from blockmap.fileio import File
+from blockmap.meta import as_bytes
+from blockmap.node import MAX_SYMLINK, TYPE_DIRECTORY, TYPE_FILE, TYPE_SYMLINK, Attr, Node, get_node, type_from_mode
+from blockmap.paths import lookup
+from blockmap.xattrs import check_set, get_xattr, list_xattrs, remove_xattr, set_xattr, xattr_key
+from ltx.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long the kernel may keep a name's lookup and an inode's attributes (JuiceFS's defaults).
+DEFAULT_ENTRY_TIMEOUT = 1.0
+DEFAULT_ATTR_TIMEOUT = 1.0
+#: Bytes read ahead once reads of an open file are sequential.
+DEFAULT_READAHEAD = 8 << 20
+#: Worker threads answering requests at once.
+DEFAULT_WORKERS = 16
+#: `st_blksize` reported (JuiceFS's).
+BLKSIZE = 1 << 16
+#: statfs when the volume has no capacity / inode limit (JuiceFS reports 1 PiB and 10^10 inodes).
+UNLIMITED_SPACE = 1 << 50
+UNLIMITED_INODES = 10_000_000_000
+#: Longest entry name.
+NAME_MAX = 255
+
+
+@dataclass
+class OpenFile:
+    """One inode's open handles: a shared `File` (its write buffer), and read-ahead state."""
+
+    inode: int
+    file: File
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    handles: int = 0
+    #: Where the last read ended (a read starting there is sequential).
+    read_end: int = -1
+    #: Read-ahead has been started up to here.
+    ahead_to: int = 0
+    #: Attributes seen last: fstat of a file unlinked while open answers from them (nlink 0).
+    attr: Attr | None = None
+
+
+class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
+    """pyfuse3's operations over one volume engine."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        entry_timeout: float = DEFAULT_ENTRY_TIMEOUT,
+        attr_timeout: float = DEFAULT_ATTR_TIMEOUT,
+        readahead: int = DEFAULT_READAHEAD,
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+        self.readahead = readahead
+        self._limiter = trio.CapacityLimiter(workers)
+        self._lock = threading.Lock()
+        self._files: dict[int, OpenFile] = {}
+        self._handles: dict[int, OpenFile] = {}
+        self._dirs: dict[int, tuple[int, list[DirEntry] | None]] = {}
+        self._next_fh = 1
+        #: Requests answered with EIO because the store or the metadata failed (for tests, logs).
+        self.io_errors = 0
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in a worker thread; its errors become FUSEError."""
+        return await trio.to_thread.run_sync(functools.partial(self._call, fn, *args), limiter=self._limiter)
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            if exc.errno is None:
+                raise self._eio(fn, exc) from exc
+            raise pyfuse3.FUSEError(exc.errno) from exc
+        except (BlockError, BlockmapError, StoreError, apsw.Error) as exc:
+            raise self._eio(fn, exc) from exc
+
+    def _eio(self, fn: Callable[..., Any], exc: BaseException) -> pyfuse3.FUSEError:
+        self.io_errors += 1
+        name = getattr(fn, "__name__", "operation").lstrip("_")
+        log.error("%s failed: %s", name, exc)
+        return pyfuse3.FUSEError(errno.EIO)
+
+    def _ctx(self, ctx: pyfuse3.RequestContext | None) -> ns.OpContext:
+        """The engine's context acting as the request's caller."""
+        if ctx is None:
+            return self.engine.ctx
+        return dataclasses.replace(self.engine.ctx, uid=ctx.uid, gid=ctx.gid)
+
+    def entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = attr.st_ino
+        e.generation = 0
+        e.entry_timeout = self.entry_timeout
+        e.attr_timeout = self.attr_timeout
+        e.st_mode = attr.st_mode
+        e.st_nlink = attr.st_nlink
+        e.st_uid = attr.st_uid
+        e.st_gid = attr.st_gid
+        e.st_rdev = attr.st_rdev
+        e.st_size = attr.st_size
+        e.st_blksize = BLKSIZE
+        e.st_blocks = (attr.st_size + 511) // 512 if attr.type in (TYPE_FILE, TYPE_DIRECTORY) else 0
+        e.st_atime_ns = attr.st_atime_ns
+        e.st_mtime_ns = attr.st_mtime_ns
+        e.st_ctime_ns = attr.st_ctime_ns
+        return e
+
+    def _attr(self, inode: int) -> Attr:
+        """An inode's attributes, with buffered writes counted in its size; an open file unlinked
+        meanwhile answers from what was seen last, with nlink 0."""
+        with self._lock:
+            of = self._files.get(inode)
+        try:
+            attr = self.engine.stat_inode(inode)
+        except FileNotFoundError:
+            if of is None or of.attr is None:
+                raise
+            return dataclasses.replace(of.attr, st_nlink=0)
+        if of is not None:
+            pending = of.file.pending_end
+            if pending > attr.st_size:
+                attr = dataclasses.replace(attr, st_size=pending)
+            of.attr = attr
+        return attr
+
+    def _commit_pending(self, inode: int) -> None:
+        """Record the inode's buffered writes (before a truncate or a read that must see them)."""
+        with self._lock:
+            of = self._files.get(inode)
+        if of is not None:
+            with of.lock:
+                of.file.flush()
+
+    def _create(self, parent: int, name: bytes, type_: int, mode: int, ctx: pyfuse3.RequestContext,
+                target: bytes = b"", rdev: int = 0) -> Attr:
+        octx = self._ctx(ctx)
+        self.engine.check_writable()
+        inode = self.engine.ids.next_inode()
+
+        def body(c: apsw.Cursor) -> Node:
+            return ns.mknod(c, octx, parent, name, type_, mode, inode, name, target=target, rdev=rdev)
+
+        return Attr.of(self.engine.write_new(inode, body))
+
+    # -- names ---------------------------------------------------------------------------------
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.entry(await self._run(self._lookup, parent_inode, name))
+
+    def _lookup(self, parent: int, name: bytes) -> Attr:
+        if len(name) > NAME_MAX:
+            raise OSError(errno.ENAMETOOLONG, "name too long")
+
+        def body(c: apsw.Cursor) -> Node:
+            if name == b".":
+                node = ns.get_dir(c, parent, name)
+            elif name == b"..":
+                node = ns.get_dir(c, ns.get_dir(c, parent, name).parent, name)
+            else:
+                found = lookup(c, parent, name)
+                if found is None:
+                    raise OSError(errno.ENOENT, "no such entry")
+                got = get_node(c, found[0])
+                if got is None:
+                    raise OSError(errno.ENOENT, "no such inode")
+                node = got
+            return node
+
+        return Attr.of(self.engine.read(body))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        return None  # nothing is cached per inode beyond open files
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.entry(await self._run(self._attr, inode))
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.entry(await self._run(self._setattr, inode, attr, fields))
+
+    def _setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> Attr:
+        self.engine.check_writable()
+        if fields.update_size:
+            self._commit_pending(inode)
+            self.engine.truncate_inode(inode, attr.st_size)
+        mode = attr.st_mode & 0o7777 if fields.update_mode else None
+        uid = attr.st_uid if fields.update_uid else None
+        gid = attr.st_gid if fields.update_gid else None
+        atime = attr.st_atime_ns if fields.update_atime else None
+        mtime = attr.st_mtime_ns if fields.update_mtime else None
+        if any(v is not None for v in (mode, uid, gid, atime, mtime)):
+            self.engine.write(lambda c: ns.set_attr(c, inode, "", mode=mode, uid=uid, gid=gid, atime_ns=atime,
+                                                    mtime_ns=mtime))
+        return self._attr(inode)
+
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self._run(self._readlink, inode)
+
+    def _readlink(self, inode: int) -> bytes:
+        def body(c: apsw.Cursor) -> bytes:
+            row = c.execute("SELECT target FROM jfs_symlink WHERE inode = ?", (inode,)).fetchone()
+            if row is None:
+                raise OSError(errno.EINVAL, "not a symlink")
+            return as_bytes(row[0])
+
+        return self.engine.read(body)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        try:
+            type_ = type_from_mode(mode)
+        except ValueError:
+            raise pyfuse3.FUSEError(errno.EINVAL) from None
+        rdev = rdev if statmod.S_ISCHR(mode) or statmod.S_ISBLK(mode) else 0
+        return self.entry(await self._run(self._create, parent_inode, name, type_, mode & 0o7777, ctx, b"", rdev))
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.entry(await self._run(self._create, parent_inode, name, TYPE_DIRECTORY, mode & 0o7777, ctx))
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if len(target) > MAX_SYMLINK:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+        return self.entry(await self._run(self._create, parent_inode, name, TYPE_SYMLINK, 0o777, ctx, target))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._run(self._unlink, parent_inode, name, ctx)
+
+    def _unlink(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        octx = self._ctx(ctx)
+        self.engine.finish(self.engine.write(lambda c: ns.unlink(c, octx, parent, name, name)))
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        octx = self._ctx(ctx)
+        await self._run(self.engine.write, lambda c: ns.rmdir(c, octx, parent_inode, name, name))
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        await self._run(self._rename, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx)
+
+    def _rename(self, pold: int, nold: bytes, pnew: int, nnew: bytes, flags: int,
+                ctx: pyfuse3.RequestContext) -> None:
+        octx = self._ctx(ctx)
+        exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
+        no_replace = bool(flags & pyfuse3.RENAME_NOREPLACE)
+        if flags & ~(pyfuse3.RENAME_EXCHANGE | pyfuse3.RENAME_NOREPLACE) or (exchange and no_replace):
+            raise OSError(errno.EINVAL, "rename flags")
+
+        def body(c: apsw.Cursor) -> ns.Released:
+            if exchange:
+                ns.exchange(c, octx, pold, nold, pnew, nnew, nold, nnew)
+                return ns.Released()
+            return ns.rename(c, octx, pold, nold, pnew, nnew, nold, nnew, no_replace=no_replace)
+
+        self.engine.finish(self.engine.write(body))
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        octx = self._ctx(ctx)
+        node = await self._run(self.engine.write,
+                               lambda c: ns.link(c, octx, inode, new_parent_inode, new_name, new_name))
+        return self.entry(Attr.of(node))
+
+    # -- directories -------------------------------------------------------------------------
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = await self._run(self.engine.node, inode)
+        if node.type != TYPE_DIRECTORY:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        with self._lock:
+            fh = self._next_fh
+            self._next_fh += 1
+            self._dirs[fh] = (inode, None)
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        inode, entries = self._dirs[fh]
+        if entries is None or start_id == 0:  # a listing is taken once per pass (rewinddir starts anew)
+            entries = await self._run(lambda: list(self.engine.iter_dir(inode, with_attrs=True)))
+            self._dirs[fh] = (inode, entries)
+        for i in range(start_id, len(entries)):
+            e = entries[i]
+            if e.attr is None:
+                continue
+            if not pyfuse3.readdir_reply(token, os.fsencode(e.name), self.entry(e.attr), i + 1):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        await self._run(self.engine.flush)
+
+    # -- files -------------------------------------------------------------------------------
+    def _open_handle(self, inode: int, path: str) -> int:
+        with self._lock:
+            of = self._files.get(inode)
+            if of is None:
+                file = File(self.engine, inode, path, readable=True, writable=not self.engine.read_only,
+                            append=False)
+                of = self._files[inode] = OpenFile(inode, file)
+            of.handles += 1
+            fh = self._next_fh
+            self._next_fh += 1
+            self._handles[fh] = of
+        return fh
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & (os.O_WRONLY | os.O_RDWR) and self.engine.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = await self._run(self.engine.node, inode)
+        if node.type == TYPE_DIRECTORY:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if node.type != TYPE_FILE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        fh = self._open_handle(inode, f"inode {inode}")
+        self._handles[fh].attr = Attr.of(node)
+        return pyfuse3.FileInfo(fh=fh)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        attr = await self._run(self._create, parent_inode, name, TYPE_FILE, mode & 0o7777, ctx)
+        fh = self._open_handle(attr.st_ino, os.fsdecode(name))
+        self._handles[fh].attr = attr
+        return pyfuse3.FileInfo(fh=fh), self.entry(attr)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._run(self._read, self._handles[fh], off, size)
+
+    def _read(self, of: OpenFile, off: int, size: int) -> bytes:
+        with of.lock:
+            of.file.flush()  # reads see this mount's buffered writes
+            sequential = off == of.read_end or off == 0
+            of.read_end = off + size
+        if sequential and self.readahead:
+            start = max(off + size, of.ahead_to)
+            end = off + size + self.readahead
+            if start < end:
+                of.ahead_to = end
+                self.engine.prefetch(of.inode, start, end - start)
+        else:
+            of.ahead_to = 0
+        return self.engine.read_data(of.inode, off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self._run(self._write, self._handles[fh], off, buf)
+
+    def _write(self, of: OpenFile, off: int, buf: bytes) -> int:
+        with of.lock:
+            return of.file.pwrite(buf, off)
+
+    async def flush(self, fh: int) -> None:
+        of = self._handles[fh]
+        await self._run(self._flush_file, of)
+
+    def _flush_file(self, of: OpenFile) -> None:
+        with of.lock:
+            of.file.flush()
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._run(self._fsync, self._handles[fh])
+
+    def _fsync(self, of: OpenFile) -> None:
+        """The file's blocks and the metadata naming them are in the store when this returns."""
+        self._flush_file(of)
+        self.engine.flush()
+
+    async def release(self, fh: int) -> None:
+        with self._lock:
+            of = self._handles.pop(fh)
+            of.handles -= 1
+            last = of.handles == 0
+            if last:
+                del self._files[of.inode]
+        if last:
+            await self._run(self._close_file, of)
+
+    def _close_file(self, of: OpenFile) -> None:
+        with of.lock:
+            of.file.close()
+
+    # -- extended attributes -----------------------------------------------------------------
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        key = xattr_key(name)
+        return await self._run(self.engine.read, lambda c: get_xattr(c, inode, key))
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        key = self._call(xattr_key, name)
+        self._call(check_set, value, 0)
+        await self._run(self.engine.write, lambda c: set_xattr(c, inode, key, value))
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        names = await self._run(self.engine.read, lambda c: list_xattrs(c, inode))
+        return [os.fsencode(n) for n in names]
+
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        key = self._call(xattr_key, name)
+        await self._run(self.engine.write, lambda c: remove_xattr(c, inode, key))
+
+    # -- the volume ------------------------------------------------------------------------
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        return True  # the kernel checks permissions (default_permissions)
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        used_space, used_inodes = await self._run(self.engine.usage)
+        settings = self.engine.settings
+        capacity = settings.capacity or max(UNLIMITED_SPACE, used_space)
+        inodes = settings.inodes or max(UNLIMITED_INODES, used_inodes)
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = BLKSIZE
+        st.f_frsize = BLKSIZE
+        st.f_blocks = capacity // BLKSIZE
+        st.f_bfree = st.f_bavail = max(0, capacity - used_space) // BLKSIZE
+        st.f_files = inodes
+        st.f_ffree = st.f_favail = max(0, inodes - used_inodes)
+        st.f_namemax = NAME_MAX
+        return st
+
+    def close_all(self) -> None:
+        """Record every open file's buffered writes and close it (at unmount)."""
+        with self._lock:
+            files = list(self._files.values())
+            self._files.clear()
+            self._handles.clear()
+        for of in files:
+            try:
+                self._close_file(of)
+            except Exception as exc:  # noqa: BLE001 - reported, the others still close
+                log.error("closing inode %d at unmount failed: %s", of.inode, exc)

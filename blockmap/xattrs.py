@@ -1,0 +1,68 @@
+"""Extended attributes (`jfs_xattr` rows) of one inode, each function the body of (or a step in)
+one transaction; the limits are Linux's, as JuiceFS's VFS checks them."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import apsw
+
+from blockmap.errors import ENOATTR, fs_error
+from blockmap.meta import as_bytes
+from blockmap.paths import PathLike
+
+#: Longest name and value.
+XATTR_MAX_NAME = 255
+XATTR_MAX_VALUE = 65536
+XATTR_CREATE = os.XATTR_CREATE if hasattr(os, "XATTR_CREATE") else 1
+XATTR_REPLACE = os.XATTR_REPLACE if hasattr(os, "XATTR_REPLACE") else 2
+
+
+def xattr_key(name: str | bytes, path: PathLike = "") -> str:
+    """The stored name of attribute `name`: EINVAL when empty, ERANGE when too long."""
+    n = os.fsdecode(name)
+    if not n:
+        raise fs_error(errno.EINVAL, path)
+    if len(os.fsencode(n)) > XATTR_MAX_NAME:
+        raise fs_error(errno.ERANGE, path)
+    return n
+
+
+def check_set(value: bytes, flags: int, path: PathLike = "") -> None:
+    """What `setxattr` refuses before any transaction: unknown flags, a value too large."""
+    if flags not in (0, XATTR_CREATE, XATTR_REPLACE):
+        raise fs_error(errno.EINVAL, path)
+    if len(value) > XATTR_MAX_VALUE:
+        raise fs_error(errno.E2BIG, path)
+
+
+def get_xattr(cur: apsw.Cursor, inode: int, key: str, path: PathLike = "") -> bytes:
+    row = cur.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (inode, key)).fetchone()
+    if row is None:
+        raise fs_error(ENOATTR, path)
+    return as_bytes(row[0])
+
+
+def set_xattr(cur: apsw.Cursor, inode: int, key: str, value: bytes, flags: int = 0, path: PathLike = "") -> None:
+    """Set (XATTR_CREATE: EEXIST if present; XATTR_REPLACE: ENODATA if absent); an unchanged
+    value writes nothing."""
+    row = cur.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (inode, key)).fetchone()
+    if row is not None and flags == XATTR_CREATE:
+        raise fs_error(errno.EEXIST, path)
+    if row is None and flags == XATTR_REPLACE:
+        raise fs_error(ENOATTR, path)
+    if row is None:
+        cur.execute("INSERT INTO jfs_xattr (inode, name, value) VALUES (?, ?, ?)", (inode, key, bytes(value)))
+    elif as_bytes(row[0]) != bytes(value):
+        cur.execute("UPDATE jfs_xattr SET value = ? WHERE inode = ? AND name = ?", (bytes(value), inode, key))
+
+
+def list_xattrs(cur: apsw.Cursor, inode: int) -> list[str]:
+    return [str(r[0]) for r in cur.execute("SELECT name FROM jfs_xattr WHERE inode = ? ORDER BY id", (inode,))]
+
+
+def remove_xattr(cur: apsw.Cursor, inode: int, key: str, path: PathLike = "") -> None:
+    cur.execute("DELETE FROM jfs_xattr WHERE inode = ? AND name = ?", (inode, key))
+    if cur.getconnection().changes() == 0:
+        raise fs_error(ENOATTR, path)
