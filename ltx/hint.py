@@ -1,8 +1,13 @@
-"""The hint file: page 1 and every interior b-tree page of one state of the database, in one object.
+"""The hint file: page 1 and the top of every b-tree of one state of the database, in one object
+of at most HINT_BUDGET bytes.
 
 A cold reader fetches it in one GET beside its first LIST (its name is fixed, so it needs no
-listing) and then holds every page a b-tree descent visits except the last, so a point query on
-a database of any size waits for the LIST, the page indexes and the leaf: three round trips.
+listing) and then holds the pages a b-tree descent visits first: page 1, each b-tree's root, and
+the levels below the roots, level by level, as many as fit the budget. Where the interior pages
+all fit (up to a few hundred MB of database at 256 KiB) a point query waits for the LIST, the page
+indexes and the leaf: three round trips; each level that does not fit costs one more. The budget
+keeps the hint from growing with the database (at 5 GB its interior pages are ~30 MB, more than
+the round trips they save are worth).
 
 Where: the key `ltxvfs-hint.ltx` at the replica's root, beside the level directories
 (`ROOT/ltxvfs-hint.ltx` for file://, `PATH/ltxvfs-hint.ltx` for s3://). Litestream lists only
@@ -30,6 +35,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ltx.btree import INTERIOR_PAGE_TYPES, interior_children, schema_roots
 from ltx.checksum import crc64_update, file_checksum
 from ltx.decoder import Decoder
 from ltx.errors import LTXError, LTXHeaderError, LTXMagicError, LTXPageOrderError, LTXTruncatedError
@@ -46,13 +52,10 @@ HINT_MAGIC = b"LTXH"
 HINT_VERSION = 1
 HINT_HEADER_SIZE = 48
 HINT_TRAILER_SIZE = 8
-#: A hint holding more pages than this is not written (readers then go without one): at 4 KiB
-#: pages that is 32 MiB, the interior pages of a database of roughly 10 GB.
+#: Bytes of a hint object at most (header, frames, trailer): the pages nearest the roots that fit.
+HINT_BUDGET = 256 * 1024
+#: A hint holding more pages than this is refused by readers (a budget this large is a mistake).
 MAX_HINT_PAGES = 8192
-#: B-tree page types whose pages go into a hint: interior index (0x02) and interior table (0x05).
-INTERIOR_PAGE_TYPES = (0x02, 0x05)
-#: Page 1 starts with the 100-byte database header; its b-tree header follows.
-DB_HEADER_SIZE = 100
 
 _HEADER = struct.Struct(">4sIIIQqI12x")
 _U64 = struct.Struct(">Q")
@@ -64,10 +67,52 @@ class HintError(LTXError):
 
 
 def is_hint_page(pgno: int, page: bytes | memoryview) -> bool:
-    """Whether a page belongs in a hint: page 1, or an interior b-tree page."""
+    """Whether a page may go into a hint: page 1, or an interior b-tree page."""
     if pgno == 1:
         return True
     return len(page) > 0 and page[0] in INTERIOR_PAGE_TYPES
+
+
+def hint_roots(pages: Mapping[int, bytes]) -> set[int]:
+    """The b-tree roots among `pages` (hint pages, page 1 included): those no page of `pages` names
+    as a child, and those the schema on page 1 names. Right for a complete set of hint pages, and
+    for a hint chosen by `select_hint_pages` (every page in it but the roots has its parent in it)."""
+    named: set[int] = set()
+    for pgno, page in pages.items():
+        children = interior_children(pgno, page)
+        if children is not None:
+            named.update(children)
+    page1 = pages.get(1)
+    return {p for p in pages if p not in named} | set(schema_roots(page1) if page1 is not None else ())
+
+
+def select_hint_pages(pages: Mapping[int, bytes], budget: int | None = None,
+                      roots: set[int] | None = None) -> dict[int, bytes]:
+    """The pages of `pages` a hint of at most `budget` bytes holds: page 1, then the b-trees from
+    their roots down (`roots`, by default `hint_roots(pages)`), a level of every tree at a time, in
+    page order within a level, until the next page does not fit. Pages no root leads to are left
+    out (an interior page whose parent did not fit an earlier hint, say)."""
+    budget = HINT_BUDGET if budget is None else budget
+    tops = hint_roots(pages) if roots is None else roots
+    chosen: dict[int, bytes] = {}
+    used = HINT_HEADER_SIZE + HINT_TRAILER_SIZE
+    level = sorted({1} | {p for p in tops if p in pages})
+    seen = set(level)
+    while level:
+        below: set[int] = set()
+        for pgno in level:
+            page = pages.get(pgno)
+            if page is None:
+                continue
+            size = len(encode_frame(pgno, page))
+            if used + size > budget and chosen:
+                return chosen
+            chosen[pgno] = page
+            used += size
+            below.update(c for c in interior_children(pgno, page) or () if c in pages and c not in seen)
+        seen |= below
+        level = sorted(below)
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -272,7 +317,7 @@ class HintRefresh:
 
     header: HintHeader | None
     #: "current" (already right), "incremental" (old hint advanced), "full" (rebuilt from the plan),
-    #: "too-large" (no hint: too many interior pages).
+    #: "too-large" (no hint: more pages than MAX_HINT_PAGES, which the budget keeps from happening).
     how: str
     files_read: int = 0
 
@@ -294,6 +339,7 @@ def refresh_hint(replica: Replica) -> HintRefresh:
         old = None
     hint: dict[int, bytes] | None = None
     files: list[LTXFileInfo] | None = None
+    roots: set[int] | None = None
     if old is not None and old.header.txid <= target:
         state = _state_header(store, levels, old.header.txid)
         if state is not None and old.header.matches(old.header.txid, state.timestamp, state.commit, state.page_size):
@@ -302,10 +348,14 @@ def refresh_hint(replica: Replica) -> HintRefresh:
             files = chain_after(levels, old.header.txid, target)
             if files is not None:
                 hint = dict(old.pages)
+                roots = hint_roots(old.pages)  # the old hint is a budgeted subset: its trees, not its orphans
     how = "incremental"
     if hint is None or files is None:
         hint, files, how = {}, plan, "full"
     last = _apply_files(store, hint, files)
+    if roots is not None and 1 in hint:
+        roots |= set(schema_roots(hint[1]))
+    hint = select_hint_pages(hint, roots=roots)
     header = HintHeader(last.page_size, last.commit, last.max_txid, last.timestamp, len(hint))
     if not write_hint(store, header, hint):
         return HintRefresh(None, "too-large", len(files))

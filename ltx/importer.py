@@ -18,7 +18,7 @@ import apsw
 
 from ltx.encoder import Encoder
 from ltx.header import FLAG_NO_CHECKSUM, Header, is_valid_page_size, lock_pgno
-from ltx.hint import HintHeader, hint_pages_of_image, write_hint
+from ltx.hint import HintHeader, hint_pages_of_image, select_hint_pages, write_hint
 from ltx.pagesums import PageSums, needs_sums
 from ltx.plan import SNAPSHOT_LEVEL
 from ltx.replica import LEVELS, Replica
@@ -149,7 +149,7 @@ def import_database(source: str | os.PathLike[str], replica: Replica, *, force: 
             raise SourceDatabaseError(str(source), "the database is empty (no pages)")
         snapshot = Path(work) / "snapshot.ltx"
         header, sums = encode_snapshot(image, snapshot, ts)
-        hint_pages = hint_pages_of_image(image, header.page_size)
+        hint_pages = select_hint_pages(hint_pages_of_image(image, header.page_size))
         image.unlink()
         for f in existing:
             replica.delete_file(f)
@@ -160,7 +160,7 @@ def import_database(source: str | os.PathLike[str], replica: Replica, *, force: 
                 replica.put_sums(replica.key(level, IMPORT_TXID, IMPORT_TXID), sums, ts)
             with open(snapshot, "rb") as data:
                 keys.append(replica.put_file(level, IMPORT_TXID, IMPORT_TXID, data, timestamp_ms=ts, if_absent=True))
-    # The hint (page 1 and interior b-tree pages) lets a cold reader descend any b-tree at once.
+    # The hint (page 1 and the top levels of every b-tree) lets a cold reader start any descent at once.
     write_hint(replica.store, HintHeader(header.page_size, header.commit, IMPORT_TXID, ts, len(hint_pages)),
                hint_pages)
     return ImportResult(tuple(keys), header.page_size, header.commit, size, len(existing))

@@ -14,10 +14,10 @@ queries cost few bytes.
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 from collections.abc import Container, Sequence
 
+from ltx.btree import interior_children
 from vfs.fetch import Run
 from vfs.pagemap import PageMap, SourceFile
 
@@ -31,29 +31,6 @@ SMALL_FILE_BYTES = 64 * 1024
 MAX_GAP_BYTES = 32 * 1024
 #: Interior b-tree pages remembered for spotting sibling scans.
 RECENT_PARENTS = 32
-
-_TABLE_INTERIOR = 0x05
-_INDEX_INTERIOR = 0x02
-_U32 = struct.Struct(">I")
-
-
-def interior_children(pgno: int, page: bytes) -> list[int] | None:
-    """Child page numbers of a b-tree interior page in key order, or None for any other page."""
-    hdr = 100 if pgno == 1 else 0
-    if len(page) < hdr + 12 or page[hdr] not in (_TABLE_INTERIOR, _INDEX_INTERIOR):
-        return None
-    count = int.from_bytes(page[hdr + 3:hdr + 5], "big")
-    if hdr + 12 + 2 * count > len(page):
-        return None
-    limit = len(page) - 4
-    children = []
-    for off in struct.unpack_from(f">{count}H", page, hdr + 12):
-        if off > limit:
-            return None
-        children.append(_U32.unpack_from(page, off)[0])
-    children.append(_U32.unpack_from(page, hdr + 8)[0])
-    return children
-
 
 class ReadAhead:
     """The read-ahead policy of one connection (touched only by SQLite's thread)."""

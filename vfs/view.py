@@ -1,12 +1,13 @@
 """A view: the database as of one TXID, built from a restore plan in two round trips.
 
 Round trip 1 lists the whole replica in one LIST and, beside it, GETs the hint file (page 1 and
-every interior b-tree page of one state, ltx/hint.py); round trip 2 fetches every planned file's
+the top levels of every b-tree of one state within 256 KiB, ltx/hint.py); round trip 2 fetches every planned file's
 page index at once (one suffix GET each, sized from the listed file size) and, for a large first or newest
 file, its head (header and first frames: page 1 and the low pages). Only an index longer than
 the guess costs a third, exactly sized, GET. The frames that came along (small files whole, the
 heads) are decoded into the connection's cache when it adopts the view, and so are the hint's
-pages when the hint is of exactly the view's state: a point query then waits only for its leaf.
+pages when the hint is of exactly the view's state: a point query then waits only for the levels
+of its b-tree that the hint did not hold, and its leaf.
 """
 
 from __future__ import annotations

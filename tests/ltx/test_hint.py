@@ -10,19 +10,25 @@ from pathlib import Path
 import apsw
 import pytest
 
+from ltx import hint as hint_module
+from ltx.btree import interior_children, schema_roots
 from ltx.cli import main as ltxctl
 from ltx.encoder import Encoder
 from ltx.errors import LTXError
 from ltx.header import Header
 from ltx.hint import (
+    HINT_HEADER_SIZE,
     HINT_KEY,
+    HINT_TRAILER_SIZE,
     HintHeader,
     decode_hint,
     encode_hint,
     hint_pages_of_image,
+    hint_roots,
     is_hint_page,
     read_hint,
     refresh_hint,
+    select_hint_pages,
     write_hint,
 )
 from ltx.importer import import_database
@@ -139,6 +145,89 @@ def test_refresh_advances_through_level_zero(source: Path, tmp_path: Path) -> No
     result = refresh_hint(replica)
     assert (result.how, result.files_read) == ("incremental", 1)
     assert read_hint(replica.store).pages == hint_pages_of_image(local, PAGE)  # type: ignore[union-attr]
+
+
+def _levels(pages: dict[int, bytes], roots: set[int]) -> dict[int, int]:
+    """Depth of every page reachable from `roots` (and page 1) through `pages`."""
+    depth = {p: 0 for p in roots | {1} if p in pages}
+    level = list(depth)
+    while level:
+        below = [c for p in level for c in interior_children(p, pages[p]) or () if c in pages and c not in depth]
+        depth.update((c, depth[p] + 1) for p in level for c in interior_children(p, pages[p]) or ()
+                     if c in below and c not in depth)
+        level = below
+    return depth
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of long keys: a few dozen interior pages, three levels of them below its root."""
+    path = tmp_path_factory.mktemp("deep") / "deep.db"
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA page_size = {PAGE}")
+    conn.execute("PRAGMA journal_mode = delete")
+    with conn:
+        conn.execute("CREATE TABLE u(id INTEGER PRIMARY KEY, k TEXT)")
+        conn.executemany("INSERT INTO u VALUES (?, ?)", ((i, f"{(i * 7919) % 100003:06d}" + "k" * 150)
+                                                         for i in range(20000)))
+        conn.execute("CREATE INDEX u_k ON u(k)")
+    conn.close()
+    return path
+
+
+def test_schema_roots_are_sqlites(source: Path) -> None:
+    conn = apsw.Connection(str(source), flags=apsw.SQLITE_OPEN_READONLY)
+    want = sorted(r for (r,) in conn.execute("SELECT rootpage FROM sqlite_schema WHERE rootpage > 1"))
+    conn.close()
+    assert sorted(schema_roots(source.read_bytes()[:PAGE])) == want and len(want) == 2
+
+
+def test_a_hint_within_its_budget_holds_the_top_levels(deep: Path) -> None:
+    source = deep
+    everything = hint_pages_of_image(source, PAGE)
+    depth = _levels(everything, set(schema_roots(everything[1])))
+    assert max(depth.values()) >= 2 and depth.keys() == everything.keys()
+    full = select_hint_pages(everything, budget=1 << 30)
+    assert full == everything, "a budget that fits everything keeps everything"
+    small = select_hint_pages(everything, budget=24 * 1024)
+    size = len(encode_hint(HintHeader(PAGE, len(source.read_bytes()) // PAGE, 1, 1, len(small)), small))
+    assert size <= 24 * 1024 and HINT_HEADER_SIZE + HINT_TRAILER_SIZE < size
+    assert 1 in small and 2 < len(small) < len(everything)
+    deepest = max(depth[p] for p in small)
+    assert all(p in small for p, d in depth.items() if d < deepest), "whole levels from the roots down"
+    assert all(small[p] == everything[p] for p in small)
+    # A page whose parent is not in the hint (changed deep down, say) joins only through a root.
+    tiny = select_hint_pages(everything, budget=8 * 1024)
+    parent = {c: p for p, page in everything.items() for c in interior_children(p, page) or ()}
+    orphan = next(p for p in everything if p not in tiny and parent.get(p, 1) not in tiny)
+    grown = {**tiny, orphan: everything[orphan]}
+    assert orphan in select_hint_pages(grown, budget=1 << 30), "inferred, it would pass for a root"
+    assert orphan not in select_hint_pages(grown, budget=1 << 30, roots=hint_roots(tiny))
+
+
+def test_a_budgeted_hint_advances_without_orphans(deep: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Advancing a hint that holds only the top levels keeps to the trees it holds: a changed
+    page deeper down (whose parent is not in the hint) does not join it as if it were a root."""
+    monkeypatch.setattr(hint_module, "HINT_BUDGET", 24 * 1024)
+    replica = Replica.open(f"file://{tmp_path / 'replica'}")
+    import_database(deep, replica)
+    first = read_hint(replica.store)
+    assert first is not None
+    local = tmp_path / "local.db"
+    shutil.copyfile(deep, local)
+    ship_change(replica, local, 2, "UPDATE u SET k = 'a' || k WHERE id % 5 = 0")
+    assert refresh_hint(replica).how == "incremental"
+    advanced = read_hint(replica.store)
+    assert advanced is not None and advanced.header.txid == 2
+    now = hint_pages_of_image(local, PAGE)
+    assert all(now[p] == page for p, page in advanced.pages.items() if p != 1), "every page is the new state's"
+    roots = set(schema_roots(now[1]))
+    depth = _levels(now, roots)
+    named = {c for p, page in advanced.pages.items() for c in interior_children(p, page) or ()}
+    assert all(p == 1 or p in roots or p in named for p in advanced.pages), "every page's parent is in the hint"
+    assert {p for p in roots if p in now} <= advanced.pages.keys()
+    assert len(roots) < len(advanced.pages) < len(depth), "the budget left part of the lowest level out"
 
 
 def test_litestream_restores_a_replica_with_a_hint(source: Path, tmp_path: Path) -> None:

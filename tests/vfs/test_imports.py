@@ -26,8 +26,8 @@ IMPORT_VFS = {"apsw", "vfs", "vfs.journal", "vfs.resolve", "vfs.vfs"}
 
 #: The project's modules a read-only connection to a file:// replica loads by its first row.
 READ_PATH = {
-    "ltx", "ltx._frames", "ltx.checksum", "ltx.decoder", "ltx.errors", "ltx.frame", "ltx.fsutil", "ltx.header",
-    "ltx.hint", "ltx.index", "ltx.names", "ltx.native", "ltx.pageslots", "ltx.pagesums", "ltx.pagewrite",
+    "ltx", "ltx._frames", "ltx.btree", "ltx.checksum", "ltx.decoder", "ltx.errors", "ltx.frame", "ltx.fsutil",
+    "ltx.header", "ltx.hint", "ltx.index", "ltx.names", "ltx.native", "ltx.pageslots", "ltx.pagesums", "ltx.pagewrite",
     "ltx.plan", "ltx.reader", "ltx.replica", "ltx.store", "ltx.store.base", "ltx.store.file", "ltx.store.keys",
     "ltx.store.url", "ltx.trailer",
     "vfs", "vfs.errors", "vfs.fetch", "vfs.file", "vfs.follower", "vfs.hint", "vfs.journal", "vfs.lazyindex",

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import apsw
 
+from ltx.btree import interior_children
 from ltx.index import PageIndex
 from ltx.plan import LTXFileInfo
 from vfs.pagemap import PageMap, SourceFile
-from vfs.readahead import MAX_WINDOW_PAGES, RECENT_PARENTS, ReadAhead, interior_children
+from vfs.readahead import MAX_WINDOW_PAGES, RECENT_PARENTS, ReadAhead
 
 
 def _database(tmp_path: Path) -> tuple[list[bytes], int]:
