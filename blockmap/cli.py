@@ -20,7 +20,6 @@ import posixpath
 import re
 import stat as statmod
 import sys
-import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -31,6 +30,8 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError
 from typer.core import TyperGroup
 
+from blockmap.clitree import CopyStats, get_file, get_tree, put_file, put_stream, put_tree, walk
+from blockmap.engine import DirEntry
 from blockmap.errors import BlockmapError, InvalidMetaURLError, fs_error
 from blockmap.meta import as_int, is_replica_url
 from blockmap.node import (
@@ -62,8 +63,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 #: The name standing for stdin (put) or stdout (get).
 STDIO = "-"
-#: `get` writes into a temporary file beside the local target with this suffix, then renames it.
-GET_TEMP_SUFFIX = ".blockmap-get"
 #: Settings fields shown as "removed" by `status` (JuiceFS's `status` hides the secret the same way).
 SECRET_SETTINGS = ("SecretKey", "SessionToken", "EncryptKey")
 
@@ -330,41 +329,6 @@ def parse_block_size(text: str) -> int:
     return number * _UNITS[unit]
 
 
-def _local_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def put_stream(vol: Volume, src: BinaryIO, dst: str, mode: int) -> Attr:
-    """Copy `src` into the volume as a new file at `dst` (`Volume.replace_file`): the blocks go up
-    first, then one transaction creates the file and replaces `dst` as a rename over it would.
-    Readers see the old file or the whole new one, and a failed copy leaves `dst` as it was."""
-    return vol.replace_file(dst, src, mode)
-
-
-def get_to_local(copy: Callable[[BinaryIO], int], dest: str, mode: int) -> int:
-    """Write a local file through a temporary file beside it, fsync, rename: a failed copy never
-    leaves a partial `dest` behind (nor replaces an existing one)."""
-    directory = os.path.dirname(os.path.abspath(dest))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(dest) + ".", suffix=GET_TEMP_SUFFIX)
-    except OSError as exc:  # name the user's path, not the temporary one
-        raise fs_error(exc.errno or errno.EIO, dest) from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            n = copy(out)
-            out.flush()
-            os.fchmod(out.fileno(), mode & 0o7777 & ~_local_umask())
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return n
-
-
 def attr_record(path: str, attr: Attr, target: str | None, xattrs: list[str]) -> dict[str, Any]:
     """`stat --json`: the attributes under stable names."""
     record: dict[str, Any] = {
@@ -452,6 +416,8 @@ def ls_cmd(
     meta: MetaOpt,
     path: Annotated[str, typer.Argument(help="Directory (or file) inside the volume.")] = "/",
     long: Annotated[bool, typer.Option("-l", "--long", help="Mode, links, owner, size and mtime too.")] = False,
+    recursive: Annotated[bool, typer.Option("-R", "--recursive", help="List subdirectories too, each under a "
+                                                                      "'DIR:' line, as ls -R does.")] = False,
     txid: TxidOpt = None,
     at: AtOpt = None,
 ) -> None:
@@ -467,13 +433,23 @@ def ls_cmd(
             target = vol.readlink(path) if attr.is_symlink() else None
             emit(long_line(path, attr, target) if long else path)
             return
-        for entry in vol.readdir(path, with_attrs=long):
-            if not long:
-                emit(entry.name)
-                continue
-            child = posixpath.join(path, entry.name)
-            attr = entry.attr if entry.attr is not None else vol.lstat(child)
-            emit(long_line(entry.name, attr, vol.readlink(child) if attr.is_symlink() else None))
+        if not recursive:
+            for entry in vol.readdir(path, with_attrs=long):
+                _emit_entry(vol, path, entry, long)
+            return
+        for n, (directory, entries) in enumerate(walk(vol, path, with_attrs=long)):
+            emit(("\n" if n else "") + f"{directory}:")
+            for entry in entries:
+                _emit_entry(vol, directory, entry, long)
+
+
+def _emit_entry(vol: Volume, directory: str, entry: DirEntry, long: bool) -> None:
+    if not long:
+        emit(entry.name)
+        return
+    child = posixpath.join(directory, entry.name)
+    attr = entry.attr if entry.attr is not None else vol.lstat(child)
+    emit(long_line(entry.name, attr, vol.readlink(child) if attr.is_symlink() else None))
 
 
 @app.command("stat")
@@ -510,22 +486,58 @@ def stat_cmd(
 @app.command("put")
 def put_cmd(
     meta: MetaOpt,
-    local: Annotated[str, typer.Argument(help="Local file to copy in ('-' for stdin).")],
-    path: Annotated[str, typer.Argument(help="Destination in the volume (a directory: keep the name).")],
+    paths: Annotated[list[str], typer.Argument(help="Local files ('-' for stdin; directories with -r), then the "
+                                                    "destination in the volume (an existing directory: keep the "
+                                                    "names; it must be one for several sources).",
+                                               metavar="SRC... DST")],
+    recursive: Annotated[bool, typer.Option("-r", "-R", "--recursive", help="Copy directories and their contents "
+                                                                           "(symbolic links stay links).")] = False,
     no_target_dir: NoTargetOpt = False,
 ) -> None:
-    """Copy a local file into the volume, streaming (the target is replaced atomically)."""
+    """Copy local files (with -r, trees) into the volume, streaming; each file is replaced atomically.
+    One process for the whole copy: a tree goes in at the Python API's speed."""
+    if len(paths) < 2:
+        raise typer.BadParameter("give at least one source and a destination", param_hint="SRC... DST")
+    *sources, path = paths
+    if STDIO in sources and len(sources) > 1:
+        raise typer.BadParameter("'-' (stdin) must be the only source", param_hint="SRC... DST")
+    stats = CopyStats()
     with open_volume(meta) as vol:
-        name = None if local == STDIO else os.path.basename(local.rstrip("/"))
-        dst = into_directory(vol, name, path, no_target_dir)
-        if local == STDIO:
-            put_stream(vol, sys.stdin.buffer, dst, 0o666)
-            return
-        with open(local, "rb") as src:
-            st = os.fstat(src.fileno())
-            if statmod.S_ISDIR(st.st_mode):
-                raise fs_error(errno.EISDIR, local)
-            put_stream(vol, src, dst, statmod.S_IMODE(st.st_mode))
+        if len(sources) > 1:
+            target_dir = vpath(path)
+            if no_target_dir or not _is_dir(vol, target_dir):
+                raise CLIError(f"{target_dir}: not a directory (several sources go into one)")
+        for local in sources:
+            name = None if local == STDIO else os.path.basename(local.rstrip("/"))
+            dst = into_directory(vol, name, path, no_target_dir)
+            if local == STDIO:
+                put_stream(vol, sys.stdin.buffer, dst, 0o666)
+            elif os.path.isdir(local) and not os.path.islink(local):
+                if not recursive:
+                    raise fs_error(errno.EISDIR, local)
+                put_tree(vol, local, dst, stats)
+            else:
+                put_file(vol, local, dst, stats)
+    if recursive or len(sources) > 1:
+        emit(f"put {copy_summary(stats)}")
+
+
+def _is_dir(vol: Volume, path: str) -> bool:
+    try:
+        return vol.stat(path).is_dir()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def copy_summary(stats: CopyStats) -> str:
+    """'3 files (1.2 MiB), 1 directory, 0 symbolic links'."""
+    dirs = plural(stats.dirs, "directory", "directories")
+    return f"{plural(stats.files, 'file')} ({human_size(stats.bytes)}), {dirs}, {plural(stats.links, 'symbolic link')}"
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """'1 file', '2 files'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {many or noun + 's'}"
 
 
 @app.command("get")
@@ -533,17 +545,31 @@ def get_cmd(
     meta: MetaOpt,
     path: PathArg,
     local: Annotated[str, typer.Argument(help="Local destination ('-' for stdout; a directory: keep the name).")],
+    recursive: Annotated[bool, typer.Option("-r", "-R", "--recursive", help="Copy a directory and its "
+                                                                           "contents.")] = False,
     txid: TxidOpt = None,
     at: AtOpt = None,
 ) -> None:
-    """Copy a file out of the volume, streaming (the local file appears whole or not at all)."""
+    """Copy a file (with -r, a tree) out of the volume, streaming (each local file appears whole
+    or not at all)."""
     path = vpath(path)
-    with open_volume(meta, read_only=True, txid=txid, at=at) as vol, vol.open_file(path) as f, reading(path):
+    stats = CopyStats()
+    with open_volume(meta, read_only=True, txid=txid, at=at) as vol, reading(path):
+        is_dir = _is_dir(vol, path)
+        if is_dir and not recursive:
+            raise fs_error(errno.EISDIR, path)
         if local == STDIO:
-            f.copy_to(_stdout())
+            if is_dir:
+                raise CLIError(f"{path}: a directory cannot go to stdout")
+            with vol.open_file(path) as f:
+                f.copy_to(_stdout())
             return
-        dest = os.path.join(local, _basename(path)) if os.path.isdir(local) else local
-        get_to_local(f.copy_to, dest, statmod.S_IMODE(f.stat().st_mode))
+        dest = os.path.join(local, _basename(path) or "root") if os.path.isdir(local) else local
+        if is_dir:
+            get_tree(vol, path, dest, stats)
+            emit(f"got {copy_summary(stats)}")
+        else:
+            get_file(vol, path, dest, stats)
 
 
 @app.command("cat")

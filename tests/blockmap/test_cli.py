@@ -493,3 +493,98 @@ def test_juicefs_reads_what_the_cli_wrote(tmp_path: Path, meta: str) -> None:
     assert (out / "docs2" / "deep" / "er" / "small.txt").read_bytes() == b"small\n"
     assert (out / "moved.txt").read_bytes() == b"small\n"
     assert not (out / "docs" / "deep").exists()
+
+
+# --- trees: put -r, get -r, ls -R, several sources -----------------------------------------------
+
+
+def _local_tree(root: Path, rng: random.Random, files: int = 12) -> dict[str, bytes]:
+    """A local tree: nested directories, files of a few sizes, a symlink, an empty directory."""
+    made: dict[str, bytes] = {}
+    for i in range(files):
+        rel = f"d{i % 3}/sub{i % 2}/f{i}.bin" if i % 4 else f"top{i}.txt"
+        data = rng.randbytes(rng.choice((0, 10, TEST_BLOCK_SIZE + 7)))
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        made[rel] = data
+    (root / "empty").mkdir()
+    (root / "d0" / "link").symlink_to("sub0/f4.bin")
+    os.chmod(root / "d1", 0o750)
+    return made
+
+
+def _latest_txid(meta: str) -> int:
+    replica = Replica.open(meta)
+    try:
+        return max(f.max_txid for files in replica.list_levels().values() for f in files)
+    finally:
+        replica.close()
+
+
+def test_put_and_get_a_tree(tmp_path: Path, meta: str) -> None:
+    src = tmp_path / "src"
+    made = _local_tree(src, random.Random(81))
+    out = ok(bm(meta, "put", "-r", str(src), "/")).stdout
+    dirs = 1 + sum(1 for p in src.rglob("*") if p.is_dir() and not p.is_symlink())
+    size = f"{sum(map(len, made.values())) / 1024:.1f} KiB"
+    assert out.strip() == f"put {len(made)} files ({size}), {dirs} directories, 1 symbolic link"
+    with Volume.open(meta, read_only=True) as vol:
+        for rel, data in made.items():
+            assert vol.read_file(f"/src/{rel}") == data
+        assert vol.readlink("/src/d0/link") == "sub0/f4.bin"
+        assert vol.listdir("/src/empty") == []
+        assert vol.stat("/src/d1").st_mode & 0o777 == 0o750
+    # Again into an existing tree: files replaced, nothing doubled.
+    (src / "top0.txt").write_bytes(b"changed")
+    ok(bm(meta, "put", "--recursive", str(src), "/"))
+    out_dir = tmp_path / "out"
+    got = ok(bm(meta, "get", "-r", "/src", str(out_dir))).stdout
+    assert got.strip().startswith(f"got {len(made)} files")
+    made["top0.txt"] = b"changed"
+    for rel, data in made.items():
+        assert (out_dir / rel).read_bytes() == data
+    assert os.readlink(out_dir / "d0" / "link") == "sub0/f4.bin"
+    assert (out_dir / "empty").is_dir() and list((out_dir / "empty").iterdir()) == []
+    listing = ok(bm(meta, "ls", "-R", "/src")).stdout.split("\n\n")
+    assert listing[0].splitlines() == ["/src:", "d0", "d1", "d2", "empty", "top0.txt", "top4.txt", "top8.txt"]
+    assert listing[1].splitlines() == ["/src/d0:", "link", "sub0", "sub1"]
+    long = ok(bm(meta, "ls", "-lR", "/src/d0")).stdout
+    assert "/src/d0/sub0:" in long and "link -> sub0/f4.bin" in long
+
+
+def test_put_several_sources_into_a_directory(tmp_path: Path, meta: str) -> None:
+    files = {f"f{i}": random.Random(i).randbytes(100 + i) for i in range(3)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "inner").write_bytes(b"inner")
+    ok(bm(meta, "mkdir", "/in"))
+    ok(bm(meta, "put", "-r", *(str(tmp_path / n) for n in files), str(tmp_path / "dir"), "/in"))
+    with Volume.open(meta, read_only=True) as vol:
+        assert sorted(vol.listdir("/in")) == ["dir", "f0", "f1", "f2"]
+        assert all(vol.read_file(f"/in/{n}") == d for n, d in files.items())
+        assert vol.read_file("/in/dir/inner") == b"inner"
+    error(bm(meta, "put", str(tmp_path / "f0"), str(tmp_path / "f1"), "/nowhere"), "/nowhere", "not a directory")
+    error(bm(meta, "put", str(tmp_path / "dir"), "/in2"), str(tmp_path / "dir"), "Is a directory")
+    error(bm(meta, "get", "/in", str(tmp_path / "o")), "/in", "Is a directory")
+    assert bm(meta, "put", "/only-one").exit_code == 2
+
+
+def test_a_300_file_tree_goes_in_as_one_process(tmp_path: Path, meta: str) -> None:
+    # One process and a few group commits, where a shell loop of `put` pays a process and at
+    # least one commit per file.
+    src = tmp_path / "tree"
+    rng = random.Random(82)
+    for i in range(300):
+        path = src / f"d{i % 10}" / f"f{i:03d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(rng.randrange(1, 3000)))
+    before = _latest_txid(meta)
+    proc = run_blockmap("put", "-r", "--meta", meta, str(src), "/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().startswith("put 300 files")
+    assert _latest_txid(meta) - before < 30, "the files shipped in group-commit batches"
+    with Volume.open(meta, read_only=True) as vol:
+        for i in (0, 151, 299):
+            assert vol.read_file(f"/tree/d{i % 10}/f{i:03d}") == (src / f"d{i % 10}" / f"f{i:03d}").read_bytes()
+        assert sum(len(vol.listdir(f"/tree/d{k}")) for k in range(10)) == 300
