@@ -40,7 +40,7 @@ BUSY_POLL = 0.0005
 TXN_RETRIES = 10
 #: First retry back-off (s); it doubles each time, with jitter.
 TXN_BACKOFF = 0.005
-#: The metadata database's name inside its replica (issue 7: `apsw.Connection("blockmap.db", vfs="ltxvfs")`).
+#: The metadata database's name inside its replica (`apsw.Connection("blockmap.db", vfs="ltxvfs")`).
 META_DB_NAME = "blockmap.db"
 #: Meta URL schemes that name an ltxvfs replica, and those that name a local SQLite file.
 REPLICA_SCHEMES = ("file", "s3")
@@ -115,7 +115,7 @@ def replica_uri(meta_url: str, *, txid: int = 0, timestamp: datetime | str | Non
 def _format_time(when: datetime | str) -> str:
     if isinstance(when, str):
         return when
-    from vfs.timefmt import format_time
+    from ltx.timefmt import format_time
 
     return format_time(when if when.tzinfo else when.astimezone())
 

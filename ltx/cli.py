@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ltx import timefmt
 from ltx.compactor import LTXCompactionError
 from ltx.errors import LTXError
 from ltx.names import format_txid, parse_txid
@@ -44,38 +44,20 @@ class CLIError(Exception):
 
 # --- parsing ------------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str) -> timedelta:
-    """A Go duration as Litestream's config takes it: `30s`, `5m`, `24h`, `1h30m`, `0`."""
-    s = text.strip()
-    if s in ("0", "+0", "-0"):
-        return timedelta(0)
-    sign = -1.0 if s.startswith("-") else 1.0
-    s = s.lstrip("+-")
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise CLIError(f"invalid duration {text!r} (use Go's form, e.g. 30s, 5m, 24h, 1h30m)")
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if not s:
-        raise CLIError(f"invalid duration {text!r}")
-    return timedelta(seconds=sign * total)
+    """A duration option (ltx.timefmt: Go's form as Litestream's config takes it, e.g. 30s, 1h30m)."""
+    try:
+        return timefmt.parse_duration(text, negative=True)
+    except timefmt.TimeFormatError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def parse_timestamp(text: str) -> datetime:
-    """An RFC 3339 time with a zone (`2024-05-01T12:00:00Z`)."""
+    """A time option (ltx.timefmt: RFC 3339 with a zone, or a relative time such as '5 minutes ago')."""
     try:
-        t = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise CLIError(f"invalid timestamp {text!r} (use RFC 3339, e.g. 2024-05-01T12:00:00Z)") from exc
-    if t.tzinfo is None:
-        raise CLIError(f"timestamp {text!r} has no time zone (add Z or an offset such as +02:00)")
-    return t
+        return timefmt.parse_time(text)
+    except timefmt.TimeFormatError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def parse_txid_option(text: str) -> int:
@@ -252,8 +234,8 @@ def restore_cmd(
     url: UrlArg,
     output: Annotated[str, typer.Option("--output", "-o", help="Path of the restored database.")],
     txid: Annotated[str | None, typer.Option("--txid", help="Restore to this TXID (hex).")] = None,
-    timestamp: Annotated[str | None, typer.Option("--timestamp", help="Restore the state as of this RFC 3339 "
-                                                                      "time.")] = None,
+    timestamp: Annotated[str | None, typer.Option("--timestamp", help="Restore the state as of this time: "
+                                                                      "RFC 3339, or e.g. '5 minutes ago'.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output; restore even when the "
                                                         "last file's commit disagrees with page 1's size.")] = False,
     parallelism: Annotated[int, typer.Option(min=1, max=256, help="Range GETs in flight.")]

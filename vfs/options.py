@@ -11,9 +11,9 @@ from datetime import datetime
 import apsw
 
 from ltx.names import parse_txid
+from ltx.timefmt import TimeFormatError, parse_duration, parse_time
 from vfs.pagecache import DEFAULT_CACHE_SIZE
 from vfs.resolve import resolve_replica
-from vfs.timefmt import TimeFormatError, parse_duration, parse_time
 
 #: Environment variable naming the hydrated file of every connection without `hydrate=`.
 ENV_HYDRATE_PATH = "LTXVFS_HYDRATE_PATH"
@@ -151,7 +151,7 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
     for key in ("poll", "wait"):
         if (text := param(key)) is not None:
             try:
-                seconds = parse_duration(text)
+                seconds = parse_duration(text).total_seconds()
             except TimeFormatError as exc:
                 raise OptionError(key, text, str(exc)) from exc
             if key == "poll":
@@ -191,7 +191,7 @@ def parse_sync(text: str) -> float:
     if value.startswith(SYNC_INTERVAL_PREFIX):
         duration = value[len(SYNC_INTERVAL_PREFIX):]
         try:
-            seconds = parse_duration(duration)
+            seconds = parse_duration(duration).total_seconds()
         except TimeFormatError as exc:
             raise OptionError("sync", text, str(exc)) from exc
         if seconds > 0:

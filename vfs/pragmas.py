@@ -17,8 +17,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from ltx.timefmt import TimeFormatError, format_time, parse_time
 from vfs.errors import TimeTravelError
-from vfs.timefmt import TimeFormatError, format_time, parse_time
 
 if TYPE_CHECKING:
     from vfs.file import LTXFile

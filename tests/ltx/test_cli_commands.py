@@ -1,15 +1,14 @@
 """ltxctl commands through `main()`: ls and info (text and --json), verify's exit status,
-restore options (--txid, --timestamp, progress), compact's report, durations."""
+restore options (--txid, --timestamp, progress), compact's report."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from ltx.cli import main, parse_duration
+from ltx.cli import main
 from ltx.compaction import compact_level, snapshot
 from ltx.importer import import_database
 from ltx.replica import Replica
@@ -151,14 +150,6 @@ def test_compact_report(replica_url: str, history: History, tmp_path: Path,
     code, out, err = run(capsys, "restore", replica_url, "-o", str(tmp_path / "after.db"))
     assert code == 0, err
     assert (tmp_path / "after.db").read_bytes() == history.images[-1]
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("5m", timedelta(minutes=5)), ("24h", timedelta(hours=24)), ("1h30m", timedelta(minutes=90)),
-    ("1.5s", timedelta(seconds=1.5)), ("0", timedelta(0)), ("250ms", timedelta(milliseconds=250)),
-])
-def test_durations(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
 
 
 def test_plugins_add_commands_and_a_broken_one_is_skipped(monkeypatch: pytest.MonkeyPatch,

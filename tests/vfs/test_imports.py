@@ -29,10 +29,10 @@ READ_PATH = {
     "ltx", "ltx._frames", "ltx.btree", "ltx.checksum", "ltx.decoder", "ltx.errors", "ltx.frame", "ltx.fsutil",
     "ltx.header", "ltx.hint", "ltx.index", "ltx.names", "ltx.native", "ltx.pageslots", "ltx.pagesums", "ltx.pagewrite",
     "ltx.plan", "ltx.reader", "ltx.replica", "ltx.store", "ltx.store.base", "ltx.store.file", "ltx.store.keys",
-    "ltx.store.url", "ltx.trailer",
+    "ltx.store.url", "ltx.timefmt", "ltx.trailer",
     "vfs", "vfs.errors", "vfs.fetch", "vfs.file", "vfs.follower", "vfs.hint", "vfs.journal", "vfs.lazyindex",
     "vfs.opening", "vfs.options", "vfs.pagecache", "vfs.pagemap", "vfs.parallel", "vfs.pragmas",
-    "vfs.readahead", "vfs.resolve", "vfs.stats", "vfs.timefmt", "vfs.vfs", "vfs.view",
+    "vfs.readahead", "vfs.resolve", "vfs.stats", "vfs.vfs", "vfs.view",
 }
 #: The third-party packages it loads.
 READ_PATH_THIRD_PARTY = {"apsw", "cachetools", "fastcrc", "lz4"}

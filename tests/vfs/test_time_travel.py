@@ -9,8 +9,8 @@ import apsw
 import pytest
 
 from ltx.replica import Replica
+from ltx.timefmt import format_time
 from tests.vfs.replicas import History, connect, plain, pragma, run_queries
-from vfs.timefmt import format_time
 
 
 def expected(history: History, txid: int, workdir: Path) -> list[list[tuple[object, ...]]]:

@@ -27,7 +27,7 @@ def test_parse_accepts_offsets_and_nanoseconds() -> None:
     assert parse_timestamp("2023-11-14T17:13:20-05:00") == 1_700_000_000_000
 
 
-@pytest.mark.parametrize("bad", ["", "yesterday", "2023-11-14 22:13:20Z", "2023-11-14T22:13:20",
+@pytest.mark.parametrize("bad", ["", "yesterday", "5 minutes ago", "2023-11-14T22:13:20",
                                  "2023-11-14T22:13:20.Z", "2023-13-14T22:13:20Z"])
 def test_parse_rejects_other_text(bad: str) -> None:
     with pytest.raises(ValueError):
