@@ -10,6 +10,7 @@ page never written again), exactly as a real file behaves.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,12 @@ from collections.abc import Iterator
 #: Bytes of pages a buffer keeps in memory before moving them to a local temporary file.
 DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
 
+
+
+@functools.lru_cache(maxsize=8)
+def zero_page(page_size: int) -> bytes:
+    """A page of zeros (what a page past a cut reads as), one shared object per page size."""
+    return bytes(page_size)
 
 class DirtyPages:
     """Pages by page number, the size they leave the database at, and the lowest cut."""

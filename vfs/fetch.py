@@ -11,7 +11,7 @@ from ltx.frame import decode_frame
 from ltx.store.base import ObjectNotFoundError, ObjectStore, StoreError
 from vfs.errors import PageCorruptError, PageReadError
 from vfs.pagemap import SourceFile
-from vfs.parallel import DEFAULT_ATTEMPTS, run_all, with_retries
+from vfs.parallel import run_all
 
 
 @dataclass
@@ -41,11 +41,8 @@ class FileGoneError(PageReadError):
 class PageFetcher:
     """Fetch runs of frames for SQLite's thread: one run inline, several in parallel."""
 
-    def __init__(self, store: ObjectStore, on_retry: Callable[[BaseException], None] | None = None,
-                 attempts: int = DEFAULT_ATTEMPTS) -> None:
+    def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._on_retry = on_retry
-        self._attempts = attempts
 
     def fetch(self, runs: Sequence[Run], page_size: int) -> list[tuple[int, bytes]]:
         """Return (pgno, page) for every wanted frame of `runs`."""
@@ -63,8 +60,7 @@ class PageFetcher:
         key = run.source.key
         offset, length = run.offset, run.length
         try:
-            data = with_retries(lambda: store.get_range(key, offset, length), attempts=self._attempts,
-                                on_retry=self._on_retry)
+            data = store.get_range(key, offset, length)
         except ObjectNotFoundError as exc:
             raise FileGoneError(store.url, key, f"file is gone from the replica ({exc.reason})") from exc
         except StoreError as exc:

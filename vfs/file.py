@@ -96,7 +96,7 @@ class LTXFile:
         #: what SQLite wrote: vfs/writefile.py).
         self.counter_bias = 0
         self._readahead = ReadAhead()
-        self._fetcher = PageFetcher(replica.store, on_retry=self._count_retry)
+        self._fetcher = PageFetcher(replica.store)
         self._stale = False
         #: The time asked for with timestamp= or PRAGMA litestream_time (None: latest or txid=).
         self.target_time: datetime | None = options.timestamp
@@ -163,9 +163,6 @@ class LTXFile:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def _count_retry(self, exc: BaseException) -> None:
-        self.stats.vfs_retries += 1
 
     def load_latest(self) -> View:
         """The replica's latest view (a stale view is replaced by it); a writer also takes an empty

@@ -24,7 +24,6 @@ class ReadStats:
     files_applied: int = 0
     pages_evicted: int = 0
     replans: int = 0
-    vfs_retries: int = 0
     #: Pages read from the hydrated local file instead of the store.
     local_reads: int = 0
 

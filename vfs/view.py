@@ -32,7 +32,7 @@ from vfs.errors import PageCorruptError, ReplicaOpenError
 from vfs.hint import HintOutcome, fetch_hint, hint_pages
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
-from vfs.parallel import run_all, with_retries
+from vfs.parallel import run_all
 from vfs.stats import ReadStats
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,11 @@ class View:
 
 
 class ReplicaReader:
-    """The VFS's requests to one replica: parallel level listings and index fetches, with retries."""
+    """The VFS's requests to one replica: parallel level listings and index fetches."""
 
-    def __init__(self, replica: Replica, on_retry: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.store = replica.store
-        self._on_retry = on_retry
         #: Sidecars found damaged or stale (their files are read without per-page checksums).
         self.sums_ignored = 0
 
@@ -97,15 +96,14 @@ class ReplicaReader:
 
     def list_all(self) -> dict[int, list[LTXFileInfo]]:
         """Every level from one listing of the whole replica (one round trip up to 1000 files)."""
-        return with_retries(self.replica.list_all, on_retry=self._on_retry)
+        return self.replica.list_all()
 
     def list_levels(self, levels: Sequence[int], seeks: dict[int, int] | None = None) -> dict[int, list[LTXFileInfo]]:
         """List levels in parallel (one round trip), each from its seek TXID."""
         seeks = seeks or {}
 
         def lister(level: int) -> Callable[[], list[LTXFileInfo]]:
-            return lambda: with_retries(lambda: self.replica.list_level(level, seeks.get(level, 0)),
-                                        on_retry=self._on_retry)
+            return lambda: self.replica.list_level(level, seeks.get(level, 0))
 
         return dict(zip(levels, run_all([lister(lvl) for lvl in levels]), strict=True))
 
@@ -116,11 +114,10 @@ class ReplicaReader:
         store = self.store
         key = info.key
         guess = index_fetch_size(info.size)
-        tail, size = with_retries(lambda: store.get_suffix(key, guess), on_retry=self._on_retry)
+        tail, size = store.get_suffix(key, guess)
         need = tail_length_needed(tail, size, key)
         if need > len(tail):
-            tail = with_retries(lambda: store.get_range(key, size - need, need - len(tail)),
-                                on_retry=self._on_retry) + tail
+            tail = store.get_range(key, size - need, need - len(tail)) + tail
         if len(tail) < size and need >= LAZY_INDEX_BYTES:
             lazy = decode_tail_lazy(tail, size, key)
             assert lazy.trailer is not None
@@ -134,7 +131,7 @@ class ReplicaReader:
         key = info.sums_key
         assert key is not None
         try:
-            data = with_retries(lambda: self.store.get(key), on_retry=self._on_retry)
+            data = self.store.get(key)
         except ObjectNotFoundError:
             return None
         try:
@@ -147,7 +144,7 @@ class ReplicaReader:
     def read_head(self, info: LTXFileInfo) -> bytes:
         """The first bytes of a file: its header and the frames after it (one GET)."""
         length = min(HEAD_FETCH_SIZE, info.size)
-        return with_retries(lambda: self.store.get_range(info.key, 0, length), on_retry=self._on_retry)
+        return self.store.get_range(info.key, 0, length)
 
     def load_files(self, infos: Sequence[LTXFileInfo], heads: bool = True) -> list[SourceFile]:
         """Fetch the indexes of `infos` in parallel and return them as source files.

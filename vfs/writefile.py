@@ -56,7 +56,7 @@ from vfs.peers import PEERS
 from vfs.stats import ReadStats
 from vfs.view import ALL_LEVELS, ReplicaReader, View, load_view, open_reader
 from vfs.writeerrors import CommitConflictError, CommitRefusedError, CommitStoreError, WriterBusyError
-from vfs.writer import ZERO, Group, Writer, WriteStats
+from vfs.writer import Group, Writer, WriteStats
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,6 @@ class LTXWriteFile(LTXFile):
         #: Change counters SQLite wrote into page 1 during the current write transaction.
         self._txn_counters: set[int] = set()
         self._has_page_size = view.txid > 0
-        self._zero = bytes(self.page_size)
         PEERS.join(self.url, self)
         if options.sync_interval > 0:
             _GROUP_WRITERS.add(self)
@@ -176,7 +175,6 @@ class LTXWriteFile(LTXFile):
     def on_view_changed(self, replaced: bool) -> None:
         view = self.view
         if replaced:
-            self._zero = bytes(self.page_size)
             self._has_page_size = self._has_page_size or view.txid > 0
         self.writer.rebase(view.txid)
         if replaced and self._avoid_counters:
@@ -193,25 +191,24 @@ class LTXWriteFile(LTXFile):
         return max((f.max_txid for files in levels.values() for f in files), default=0)
 
     def _logical_page(self, pgno: int) -> bytes:
-        page = self.writer.lookup(pgno)
-        if page is None:
-            if pgno > self.view.commit:
-                return self._zero
-            return self.view_page(pgno)
-        return page if page is not ZERO else self._zero
+        """A page as the open transaction and the unshipped commits leave it."""
+        return self._over_view(pgno, self.writer.lookup(pgno))
+
+    def _committed_page(self, pgno: int) -> bytes:
+        """A page as of the last commit (the open transaction left out)."""
+        return self._over_view(pgno, self.writer.lookup_below(pgno))
+
+    def _over_view(self, pgno: int, layered: bytes | None) -> bytes:
+        """`layered` (a page the writer's layers hold), else the view's page (zeros past its end)."""
+        if layered is not None:
+            return layered
+        if pgno > self.view.commit:
+            return dirty.zero_page(self.page_size)
+        return self.view_page(pgno)
 
     def _logical_size(self) -> int:
         size = self.writer.size()
         return self.view.commit if size is None else size
-
-    def _committed_page(self, pgno: int) -> bytes:
-        """A page as of the last commit (the open transaction left out)."""
-        page = self.writer.lookup_below(pgno)
-        if page is None:
-            if pgno > self.view.commit:
-                return self._zero
-            return self.view_page(pgno)
-        return page if page is not ZERO else self._zero
 
     def _txn_is_noop(self) -> bool:
         """Whether the open transaction leaves every page as the last commit had it. SQLite syncs

@@ -34,7 +34,7 @@ from ltx.plan import LTXFileInfo
 from ltx.replica import Replica
 from ltx.store.base import ObjectExistsError, StoreError
 from vfs.commitfile import EncodedCommit, encode_commit
-from vfs.dirty import DEFAULT_MEMORY_BYTES, DirtyPages
+from vfs.dirty import DEFAULT_MEMORY_BYTES, DirtyPages, zero_page
 from vfs.pagemap import SourceFile
 from vfs.writeerrors import CommitConflictError, CommitStoreError
 
@@ -52,10 +52,6 @@ MAX_SEALED_GROUPS = 4
 SHIP_RETRY_DELAY = 1.0
 #: Group commit: how long closing a connection waits for its last groups to ship.
 CLOSE_FLUSH_TIMEOUT = 60.0
-
-#: What a layer holds for a page it cut and never wrote again.
-ZERO = b""
-
 
 @dataclass
 class WriteStats:
@@ -146,14 +142,14 @@ class Writer:
         return self.txn is not None or bool(self.groups)
 
     def lookup(self, pgno: int) -> bytes | None:
-        """The page from the layers, ZERO for a page cut and not rewritten, None: read the view."""
+        """The page from the layers (zeros for a page cut and not written again), or None: read the view."""
         txn = self.txn
         if txn is not None:
             page = txn.get(pgno)
             if page is not None:
                 return page
             if pgno > txn.cut:
-                return ZERO
+                return zero_page(txn.page_size)
         return self.lookup_below(pgno)
 
     def lookup_below(self, pgno: int) -> bytes | None:
@@ -163,7 +159,7 @@ class Writer:
             if page is not None:
                 return page
             if pgno > group.pages.cut:
-                return ZERO
+                return zero_page(group.pages.page_size)
         return None
 
     def size(self) -> int | None:
