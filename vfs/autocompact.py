@@ -26,6 +26,7 @@ from ltx import compaction
 from ltx.hint import refresh_hint
 from ltx.plan import SNAPSHOT_LEVEL, EmptyReplicaError
 from ltx.replica import Replica
+from vfs.process import COMPACTORS
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,9 @@ class AutoCompactor:
             replica.close()
 
 
-_lock = threading.Lock()
-_running: dict[str, tuple[AutoCompactor, int]] = {}
+#: Compactors by replica URL with their users: the process's registry (vfs/process.py).
+_lock = COMPACTORS.lock
+_running = COMPACTORS.entries
 
 
 def attach(url: str) -> AutoCompactor:

@@ -38,6 +38,7 @@ from hydrator.state import state_path
 from ltx.names import format_txid
 from ltx.plan import RestorePlanError
 from ltx.store.base import StoreError
+from vfs.process import HYDRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,9 @@ class SharedHydration:
                 commit.source.close()
 
 
-_shared: dict[str, SharedHydration] = {}
-_shared_lock = threading.Condition()
+#: Hydrations by local path: the process's registry (vfs/process.py).
+_shared = HYDRATIONS.entries
+_shared_lock = HYDRATIONS.lock
 
 
 def lock_path(path: str) -> str:

@@ -5,6 +5,7 @@ Within a process, connections to one replica take turns writing, as SQLite's fil
 them do on a local file: one holds the write lock from RESERVED until it drops back to SHARED.
 Readers never wait (each reads its own snapshot of the replica). Across processes and machines
 nothing is locked: the create-if-absent of each TXID's file decides who commits.
+The process's one instance is `vfs.process.peers()`.
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ class ReplicaPeers:
             if self._writers.get(url) is owner:
                 del self._writers[url]
 
+    def count(self) -> int:
+        """Open connections, over all replicas."""
+        with self._lock:
+            return sum(len(files) for files in self._files.values())
+
     def locked_by_other(self, url: str, owner: object) -> bool:
         with self._lock:
             holder = self._writers.get(url)
             return holder is not None and holder is not owner
 
-
-#: The process-wide registry.
-PEERS = ReplicaPeers()

@@ -4,16 +4,13 @@ then the embedded default (a `file://` replica in `<name>-ltx/` beside the name)
 from __future__ import annotations
 
 import os
-import threading
+
+from vfs.process import REPLICA_NAMES
 
 #: Environment variable naming the replica of every database without a more specific setting.
 ENV_REPLICA_URL = "LTXVFS_REPLICA_URL"
 #: The embedded default replica directory is the database path plus this suffix.
 DEFAULT_REPLICA_SUFFIX = "-ltx"
-
-_registry: dict[str, str] = {}
-_registry_lock = threading.Lock()
-
 
 def _normal(name: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(name))
@@ -21,14 +18,14 @@ def _normal(name: str | os.PathLike[str]) -> str:
 
 def register_replica(name: str | os.PathLike[str], url: str) -> None:
     """Make the database `name` (a path, relative to the current directory) read replica `url`."""
-    with _registry_lock:
-        _registry[_normal(name)] = url
+    with REPLICA_NAMES.lock:
+        REPLICA_NAMES.entries[_normal(name)] = url
 
 
 def unregister_replica(name: str | os.PathLike[str]) -> None:
     """Forget a registration made with `register_replica`."""
-    with _registry_lock:
-        _registry.pop(_normal(name), None)
+    with REPLICA_NAMES.lock:
+        REPLICA_NAMES.entries.pop(_normal(name), None)
 
 
 def default_replica_url(path: str) -> str:
@@ -40,8 +37,8 @@ def resolve_replica(path: str, uri_replica: str | None) -> str:
     """The replica URL for the database at `path` (absolute, as SQLite hands it to xOpen)."""
     if uri_replica:
         return uri_replica
-    with _registry_lock:
-        url = _registry.get(_normal(path))
+    with REPLICA_NAMES.lock:
+        url = REPLICA_NAMES.entries.get(_normal(path))
     if url:
         return url
     env = os.environ.get(ENV_REPLICA_URL)

@@ -35,7 +35,6 @@ import json
 import logging
 import struct
 import time
-import weakref
 from datetime import UTC, datetime
 
 import apsw
@@ -52,7 +51,7 @@ from vfs.file import LTXFile, read_pages
 from vfs.follower import Update
 from vfs.options import OpenOptions
 from vfs.pagemap import PageMap, SourceFile
-from vfs.peers import PEERS
+from vfs.process import GROUP_WRITERS, peers
 from vfs.stats import ReadStats
 from vfs.view import ALL_LEVELS, ReplicaReader, View, load_view, open_reader
 from vfs.writeerrors import CommitConflictError, CommitRefusedError, CommitStoreError, WriterBusyError
@@ -77,8 +76,6 @@ _U32 = struct.Struct(">I")
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _MASK32 = 0xFFFFFFFF
 
-#: Writers with group commit: their last groups are shipped when the interpreter exits.
-_GROUP_WRITERS: weakref.WeakSet[LTXWriteFile] = weakref.WeakSet()
 
 
 def empty_view(page_size: int) -> View:
@@ -147,9 +144,9 @@ class LTXWriteFile(LTXFile):
         #: Change counters SQLite wrote into page 1 during the current write transaction.
         self._txn_counters: set[int] = set()
         self._has_page_size = view.txid > 0
-        PEERS.join(self.url, self)
+        peers().join(self.url, self)
         if options.sync_interval > 0:
-            _GROUP_WRITERS.add(self)
+            GROUP_WRITERS.add(self)
         #: The process's compactor of this replica (compact=auto, the default), or None (compact=off).
         self.compactor = autocompact.attach(options.replica_url) if options.compact else None
 
@@ -313,9 +310,9 @@ class LTXWriteFile(LTXFile):
         if self.pinned:
             raise ReadOnlyVFSError(f"ltxvfs: {self.options.path} reads a past state (txid=, timestamp= or "
                                    f"litestream_time): writing is refused")
-        if not PEERS.try_lock(self.url, self):
+        if not peers().try_lock(self.url, self):
             raise WriterBusyError(self.url, "another connection of this process is writing")
-        for peer in PEERS.others(self.url, self):  # their group commits come first
+        for peer in peers().others(self.url, self):  # their group commits come first
             if isinstance(peer, LTXWriteFile) and peer.writer.unshipped:
                 try:
                     peer.writer.flush(FLUSH_TIMEOUT)
@@ -323,14 +320,14 @@ class LTXWriteFile(LTXFile):
                     log.info("%s: another connection's group commit failed: %s", self.url, exc)
         writer = self.writer
         if not writer.groups and (self.stale or self.follower.tip > self.view.txid):
-            PEERS.unlock(self.url, self)
+            peers().unlock(self.url, self)
             raise WriterBusyError(self.url, "the replica has newer commits: the transaction must start "
                                             "again to read them")
         self._reload_after_txn = False
         self._txn_counters = set()
 
     def xCheckReservedLock(self) -> bool:
-        return self.lock_level >= apsw.SQLITE_LOCK_RESERVED or PEERS.locked_by_other(self.url, self)
+        return self.lock_level >= apsw.SQLITE_LOCK_RESERVED or peers().locked_by_other(self.url, self)
 
     def end_write(self) -> None:
         """The write transaction is over: drop what it did not commit, release the write lock."""
@@ -339,7 +336,7 @@ class LTXWriteFile(LTXFile):
             self._discard_local()
         elif self.writer.discard_txn():
             self.write_stats.rollbacks += 1
-        PEERS.unlock(self.url, self)
+        peers().unlock(self.url, self)
 
     def _commit(self) -> None:
         """SQLITE_FCNTL_SYNC: the commit point of the open transaction."""
@@ -411,7 +408,7 @@ class LTXWriteFile(LTXFile):
         if self.compactor is not None:
             self.compactor.note_shipped()
         update = Update(base_txid=txid - 1, txid=txid, files=[source], seeks={0: txid})
-        for peer in PEERS.others(self.url, self):
+        for peer in peers().others(self.url, self):
             if not peer.pinned:
                 peer.follower.offer(update)
 
@@ -482,8 +479,8 @@ class LTXWriteFile(LTXFile):
         except (CommitConflictError, CommitStoreError) as exc:
             error = exc
             log.error("%s: commits lost at close: %s", self.url, exc)
-        PEERS.leave(self.url, self)
-        _GROUP_WRITERS.discard(self)
+        peers().leave(self.url, self)
+        GROUP_WRITERS.discard(self)
         if self.compactor is not None:
             autocompact.detach(self.options.replica_url)
         super().xClose()
@@ -511,7 +508,7 @@ def _lost_error(failure: CommitConflictError | CommitStoreError, lost: int) -> C
 @atexit.register
 def _ship_at_exit() -> None:
     """Group commit: ship what is left when the interpreter exits without closing."""
-    for file in list(_GROUP_WRITERS):
+    for file in list(GROUP_WRITERS):
         try:
             file.writer.flush(FLUSH_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - reported, nothing else to do at exit

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("ltx", "vfs", "hydrator", "blockmap")
 
 #: Every module `import vfs` adds (project and third-party; the standard library's are not pinned).
-IMPORT_VFS = {"apsw", "vfs", "vfs.journal", "vfs.resolve", "vfs.vfs"}
+IMPORT_VFS = {"apsw", "vfs", "vfs.journal", "vfs.process", "vfs.resolve", "vfs.vfs"}
 
 #: The project's modules a read-only connection to a file:// replica loads by its first row.
 READ_PATH = {
@@ -31,7 +31,7 @@ READ_PATH = {
     "ltx.plan", "ltx.reader", "ltx.replica", "ltx.store", "ltx.store.base", "ltx.store.file", "ltx.store.keys",
     "ltx.store.url", "ltx.timefmt", "ltx.trailer",
     "vfs", "vfs.errors", "vfs.fetch", "vfs.file", "vfs.follower", "vfs.hint", "vfs.journal", "vfs.lazyindex",
-    "vfs.opening", "vfs.options", "vfs.pagecache", "vfs.pagemap", "vfs.parallel", "vfs.pragmas",
+    "vfs.opening", "vfs.options", "vfs.pagecache", "vfs.pagemap", "vfs.parallel", "vfs.pragmas", "vfs.process",
     "vfs.readahead", "vfs.resolve", "vfs.stats", "vfs.vfs", "vfs.view",
 }
 #: The third-party packages it loads.

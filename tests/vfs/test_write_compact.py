@@ -17,7 +17,7 @@ from ltx.replica import Replica
 from tests.vfs.replicas import connect
 from tests.vfs.replicas import stats as reader_stats
 from tests.vfs.writing import dump_file, level_files, ltxctl, open_reader, open_writer, stats
-from vfs import autocompact
+from vfs import autocompact, process
 
 FAST = autocompact.Schedule(
     intervals={1: timedelta(seconds=0.5), 2: timedelta(seconds=1), SNAPSHOT_LEVEL: timedelta(seconds=2)},
@@ -54,11 +54,11 @@ def test_compact_auto_compacts_while_writing(store_url: str, tmp_path: Path, mon
 def test_writers_of_one_replica_share_one_compactor(file_url: str, tmp_path: Path) -> None:
     one = open_writer(tmp_path / "one.db", file_url, compact="auto")
     two = open_writer(tmp_path / "two.db", file_url, compact="auto")
-    assert len(autocompact._running) == 1
+    assert process.sizes()["compactors"] == 1
     one.close()
-    assert len(autocompact._running) == 1
+    assert process.sizes()["compactors"] == 1
     two.close()
-    assert autocompact._running == {}
+    assert process.sizes()["compactors"] == 0
 
 
 def test_writers_compact_by_default_and_bound_the_plan(file_url: str, tmp_path: Path) -> None:

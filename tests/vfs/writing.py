@@ -21,7 +21,7 @@ from ltx.plan import LTXFileInfo
 from ltx.replica import Replica
 from tests.ltx.sqlgen import TABLES, Step, dump_rows
 from tests.vfs.replicas import uri
-from vfs.peers import PEERS
+from vfs.process import peers
 from vfs.writefile import LTXWriteFile
 
 LTXCTL = Path(sys.executable).parent / "ltxctl"
@@ -51,7 +51,7 @@ def write_file(url: str) -> LTXWriteFile:
     replica = Replica.open(url)
     key = replica.url
     replica.close()
-    files = [f for f in PEERS.others(key, None) if isinstance(f, LTXWriteFile)]
+    files = [f for f in peers().others(key, None) if isinstance(f, LTXWriteFile)]
     assert len(files) == 1, f"expected one open writer of {url}, found {len(files)}"
     return files[0]
 
