@@ -1,15 +1,19 @@
 """Cold boot: ltxvfs against litestream-vfs, sqlite-s3vfs and `litestream restore` + SQLite, on a
 real S3 server behind a proxy that imposes a round trip (default 20 ms) and a bandwidth cap.
 
-For each replica (a snapshot of ~50 and ~500 MB; the 50 MB snapshot plus 1,000 level-0 files; a
-multi-level replica written by the real `litestream replicate`), each scenario (a new process to
-the first row of a point query; a 100-row range query; a secondary-index query; 20 point
-queries at random keys; the warm repeat of the point query) and each peer: wall time, requests,
-bytes and round trips waited in sequence, every answer checked against a local reference.
-Results go to bench/results/cold_boot.{md,json,png}.
+For each replica (at ~50 and ~500 MB: `ltxctl import`'s snapshot with its hint; one
+`litestream replicate -once`; a multi-level replica written by the real `litestream replicate`
+while the database took writes; at the smallest size also: the database committed through the
+ltxvfs writer with its defaults and then 3,000 one-row commits; the snapshot plus 1,000 level-0
+files), each scenario (a new process to the first row of a point query; a 100-row range query; a
+secondary-index query; 20 point queries at random keys; the warm repeat of the point query) and
+each peer: time from the process start and from the open to the last row, requests, bytes and
+round trips waited in sequence, every answer checked against a local reference. Results go to
+bench/results/cold_boot.{md,json,png}.
 
     .venv/bin/python -m pytest bench/bench_cold_boot.py --benchmark-only
     BENCH_SIZES=50 BENCH_ROUNDS=1 BENCH_RTT_MS=20 BENCH_BANDWIDTH_MBPS=100 (environment knobs)
+    BENCH_SHAPES=snapshot,litestream-once,litestream,commits,l0  BENCH_SCENARIOS=point,warm  (subsets)
 """
 
 from __future__ import annotations
@@ -33,11 +37,16 @@ from bench.harness.network import Network  # noqa: E402
 from bench.harness.peers import LITESTREAM_VFS, LTXVFS, RESTORE, S3VFS  # noqa: E402
 from bench.harness.replicas import (  # noqa: E402
     S3VFS_BLOCK_SIZE,
+    SHAPE_COMMITS,
     SHAPE_L0,
     SHAPE_LITESTREAM,
+    SHAPE_LITESTREAM_ONCE,
     SHAPE_SNAPSHOT,
+    WRITER_COMMITS,
     Shape,
+    upload_commits,
     upload_litestream,
+    upload_litestream_once,
     upload_s3vfs,
     upload_snapshot,
     upload_snapshot_l0,
@@ -54,15 +63,30 @@ SIZES_MB = tuple(int(s) for s in os.environ.get("BENCH_SIZES", "50,500").split("
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WARM_REPEATS = int(os.environ.get("BENCH_WARM_REPEATS", "20"))
 SMALL = min(SIZES_MB)
-#: (replica id, shape, size): snapshots of every size; the other shapes on the smallest.
-REPLICAS = ([(f"snapshot-{mb}mb", SHAPE_SNAPSHOT, mb) for mb in SIZES_MB]
-            + [(f"l0-{SMALL}mb", SHAPE_L0, SMALL), (f"litestream-{SMALL}mb", SHAPE_LITESTREAM, SMALL)])
+#: Shapes measured (BENCH_SHAPES, by these ids) and scenarios (BENCH_SCENARIOS).
+SHAPE_IDS = {"snapshot": SHAPE_SNAPSHOT, "litestream-once": SHAPE_LITESTREAM_ONCE, "litestream": SHAPE_LITESTREAM,
+             "commits": SHAPE_COMMITS, "l0": SHAPE_L0}
+SHAPES = tuple(SHAPE_IDS[s] for s in os.environ.get("BENCH_SHAPES", ",".join(SHAPE_IDS)).split(",") if s)
+RUN_SCENARIOS = tuple(s for s in os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s)
+#: (replica id, shape, size): the shapes a new user meets at every size; the writer's and the
+#: 1,000 level-0 files on the smallest.
+REPLICAS = [r for r in
+            [(f"snapshot-{mb}mb", SHAPE_SNAPSHOT, mb) for mb in SIZES_MB]
+            + [(f"litestream-once-{mb}mb", SHAPE_LITESTREAM_ONCE, mb) for mb in SIZES_MB]
+            + [(f"litestream-{mb}mb", SHAPE_LITESTREAM, mb) for mb in SIZES_MB]
+            + [(f"commits-{SMALL}mb", SHAPE_COMMITS, SMALL), (f"l0-{SMALL}mb", SHAPE_L0, SMALL)]
+            if r[1] in SHAPES]
 REPLICA_NOTES = {
     SHAPE_SNAPSHOT: "`ltxctl import`: one snapshot (TXID 1 at levels 0 and 9) and the hint file; sqlite-s3vfs reads "
                     f"the same database in its own layout ({S3VFS_BLOCK_SIZE // 1024} KiB blocks)",
     SHAPE_L0: "the snapshot, then 1,000 level-0 files of one-row transactions (the hint stays at TXID 1: stale)",
     SHAPE_LITESTREAM: "written by the real `litestream replicate` while the database took 300 transactions; "
                       "levels 0-3 and 9, no hint",
+    SHAPE_LITESTREAM_ONCE: "one `litestream replicate -once` of the database: one level-0 file holding all of it "
+                           "(TXID 1), no hint, no page checksum sidecar",
+    SHAPE_COMMITS: f"the database committed through the ltxvfs writer with its defaults (sync=commit, "
+                   f"compaction on), then {WRITER_COMMITS:,} one-row UPDATEs, each a commit; the writer's own "
+                   "compaction (levels 1-3 by file count, snapshot) and hint",
 }
 
 
@@ -77,7 +101,7 @@ def _rounds(replica_id: str, peer: str) -> int:
 def _cases() -> list[tuple[str, str, str]]:
     cases = []
     for replica_id, shape, _ in REPLICAS:
-        for scenario in SCENARIOS:
+        for scenario in RUN_SCENARIOS:
             for peer in (LTXVFS, LITESTREAM_VFS, S3VFS, RESTORE):
                 if peer == S3VFS and shape != SHAPE_SNAPSHOT:
                     continue  # sqlite-s3vfs has one layout of its own, measured beside the snapshots
@@ -103,6 +127,8 @@ class Replicas:
                 SHAPE_SNAPSHOT: lambda: upload_snapshot(db, url, self.workdir),
                 SHAPE_L0: lambda: upload_snapshot_l0(db, url, self.workdir),
                 SHAPE_LITESTREAM: lambda: upload_litestream(db, url, self.workdir, self.server.env()),
+                SHAPE_LITESTREAM_ONCE: lambda: upload_litestream_once(db, url, self.workdir, self.server.env()),
+                SHAPE_COMMITS: lambda: upload_commits(db, url, self.workdir),
             }
             self.shapes[replica_id] = builders[shape]()
         return self.shapes[replica_id]

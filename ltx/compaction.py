@@ -278,6 +278,14 @@ def backlog(replica: Replica, level: int) -> int:
     return len(replica.list_level(level - 1, seek=done + 1))
 
 
+def rewhole(replica: Replica) -> bool:
+    """Whether the restore plan applies, after its snapshot, a file that starts at TXID 1 (the first
+    chunk of a level, holding the whole database again): a new snapshot then halves what a cold
+    reader fetches (two whole-database indexes and sidecars become one)."""
+    plan = restore_plan(replica.list_levels(), url=replica.url)
+    return any(f.min_txid == 1 for f in plan[1:])
+
+
 def run(replica: Replica, levels: Sequence[int], *, l0_retention: timedelta = DEFAULT_L0_RETENTION,
         snapshot_retention: timedelta = DEFAULT_SNAPSHOT_RETENTION, retention: bool = True,
         intervals: dict[int, timedelta] | None = None, file_count: int | None = None,
@@ -287,7 +295,7 @@ def run(replica: Replica, levels: Sequence[int], *, l0_retention: timedelta = DE
     With `intervals`, a level whose interval has not passed since its newest file is skipped, as
     Litestream's scheduler would. With `file_count`, levels 1..8 are compacted by file count
     instead (`compact_chunks`), and the snapshot is also due once `file_count` files wait for it
-    (`backlog`)."""
+    (`backlog`) or the plan holds a second whole-database file (`rewhole`)."""
     clock = now or (lambda: datetime.now(UTC))
     report = CompactionReport()
     for level in levels:
@@ -297,7 +305,7 @@ def run(replica: Replica, levels: Sequence[int], *, l0_retention: timedelta = DE
         if intervals is not None and level in intervals:
             due = is_due(replica.list_level(level), intervals[level], clock())
             if not due and file_count is not None:
-                due = backlog(replica, level) >= file_count
+                due = backlog(replica, level) >= file_count or (level == SNAPSHOT_LEVEL and rewhole(replica))
             if not due:
                 report.steps.append(StepResult(level, reason="not due yet"))
                 continue

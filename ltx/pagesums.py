@@ -53,6 +53,13 @@ class PageChecksumError(LTXError):
                                        f"{name}{SUMS_SUFFIX} says {expected:08x}")
 
 
+def pages_of_sums_size(size: int) -> int | None:
+    """The page count a sidecar of `size` bytes describes (so the listing tells a file's page
+    count without a GET), or None when no sidecar is that long."""
+    body = size - _HEADER.size - _CRC.size
+    return body // 4 if body >= 0 and body % 4 == 0 else None
+
+
 def needs_sums(file_size: int) -> bool:
     """Whether a file this large gets a sidecar (readers fetch smaller ones whole)."""
     return file_size > SUMS_MIN_FILE_SIZE

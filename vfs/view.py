@@ -22,14 +22,15 @@ from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
 from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
 from ltx.hint import Hint
-from ltx.pagesums import PageSums
+from ltx.index import INDEX_SIZE_FIELD
+from ltx.pagesums import PageSums, pages_of_sums_size
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
 from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, decode_tail, tail_length_needed
 from ltx.replica import Replica
-from ltx.store.base import InvalidURLError, ObjectNotFoundError
-from ltx.trailer import Trailer
+from ltx.store.base import InvalidURLError, ObjectNotFoundError, StoreError
+from ltx.trailer import TRAILER_SIZE, Trailer
 from vfs.errors import PageCorruptError, ReplicaOpenError
-from vfs.hint import HintOutcome, fetch_hint, hint_pages
+from vfs.hint import HintOutcome, fetch_hint, hint_pages, hint_probe, older_hint_pages
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all
@@ -48,8 +49,28 @@ MAX_INDEX_FETCH_SIZE = 4 * 1024 * 1024
 HEAD_FETCH_SIZE = HEADER_SIZE + FRAME_PREFIX_SIZE + lz4_bound(MAX_PAGE_SIZE)
 
 
-def index_fetch_size(file_size: int) -> int:
-    """Bytes of a file's tail to fetch in one GET to hold its index (the whole file if small)."""
+#: Files up to this size are fetched whole at open: one GET, checked by the file checksum, where a
+#: suffix GET of the index would need a second one for the page checksum sidecar (a writer's
+#: level-1 chunks of small commits are just above the sidecar threshold, 32 KiB).
+WHOLE_FETCH_SIZE = 64 * 1024
+
+
+#: Most bytes of one index entry: page number (5), offset (5: files up to 32 GiB), size (3).
+MAX_INDEX_ENTRY_BYTES = 13
+#: The index's terminator, length field and the trailer after the entries.
+INDEX_TAIL_BYTES = 1 + INDEX_SIZE_FIELD + TRAILER_SIZE
+
+
+def index_fetch_size(file_size: int, sums_size: int = 0) -> int:
+    """Bytes of a file's tail to fetch in one GET to hold its index (the whole file if small).
+    A file listed with a page checksum sidecar (one we wrote) tells its page count by the
+    sidecar's size, so the GET is sized to the longest index of that many pages; otherwise it
+    is guessed from the file's size."""
+    if file_size <= WHOLE_FETCH_SIZE:
+        return file_size
+    pages = pages_of_sums_size(sums_size) if sums_size else None
+    if pages is not None:
+        return min(file_size, pages * MAX_INDEX_ENTRY_BYTES + INDEX_TAIL_BYTES)
     return max(DEFAULT_INDEX_FETCH_SIZE, min(file_size // INDEX_GUESS_DIVISOR, MAX_INDEX_FETCH_SIZE))
 
 
@@ -113,7 +134,7 @@ class ReplicaReader:
         the file's bytes when the suffix was the whole file, and the trailer."""
         store = self.store
         key = info.key
-        guess = index_fetch_size(info.size)
+        guess = index_fetch_size(info.size, info.sums_size)
         tail, size = store.get_suffix(key, guess)
         need = tail_length_needed(tail, size, key)
         if need > len(tail):
@@ -147,7 +168,13 @@ class ReplicaReader:
         return self.store.get_range(info.key, 0, length)
 
     def load_files(self, infos: Sequence[LTXFileInfo], heads: bool = True) -> list[SourceFile]:
-        """Fetch the indexes of `infos` in parallel and return them as source files.
+        """`load_files_probing` without a probe."""
+        return self.load_files_probing(infos, heads)[0]
+
+    def load_files_probing(self, infos: Sequence[LTXFileInfo], heads: bool = True,
+                           probe: LTXFileInfo | None = None) -> tuple[list[SourceFile], Header | None]:
+        """Fetch the indexes of `infos` in parallel and return them as source files, and the header
+        of `probe` (a file not in `infos`, fetched in the same round trip) when one is asked for.
 
         The newest file's header is needed (page size, commit); a small file's suffix GET holds
         the whole file, header included. For a large newest file, and a large first file (the
@@ -158,16 +185,20 @@ class ReplicaReader:
         head_of: list[int] = []
         if infos:
             for i in sorted({0, len(infos) - 1}):
-                if index_fetch_size(infos[i].size) < infos[i].size and (heads or i == len(infos) - 1):
+                big = index_fetch_size(infos[i].size, infos[i].sums_size) < infos[i].size
+                if big and (heads or i == len(infos) - 1):
                     head_of.append(i)
                     calls.append(self._head_call(infos[i]))
         sums_of = [i for i, info in enumerate(infos)
-                   if info.sums_key is not None and index_fetch_size(info.size) < info.size]
+                   if info.sums_key is not None and index_fetch_size(info.size, info.sums_size) < info.size]
         calls.extend(self._sums_call(infos[i]) for i in sums_of)
+        if probe is not None:
+            calls.append(self._probe_call(probe))
         try:
             results = run_all(calls)
         except LTXError as exc:
             raise PageCorruptError(self.url, exc.name, exc.reason) from exc
+        probed = cast(Header | None, results.pop()) if probe is not None else None
         files: list[SourceFile] = []
         trailers: list[Trailer] = []
         for info, result in zip(infos, results, strict=False):
@@ -198,7 +229,7 @@ class ReplicaReader:
             f.head = head
         for f in files:
             _check_file(self.url, f)
-        return files
+        return files, probed
 
     def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FrameIndex, Header | None, bytes | None,
                                                                    Trailer]]:
@@ -209,6 +240,16 @@ class ReplicaReader:
 
     def _sums_call(self, info: LTXFileInfo) -> Callable[[], PageSums | None]:
         return lambda: self.read_sums(info)
+
+    def _probe_call(self, info: LTXFileInfo) -> Callable[[], Header | None]:
+        def probe() -> Header | None:
+            try:
+                header = Header.decode(self.store.get_range(info.key, 0, HEADER_SIZE), info.key)
+                header.validate(info.key)
+            except (LTXError, StoreError):
+                return None  # only a hint's check: without it the hint is not used
+            return header if (header.min_txid, header.max_txid) == (info.min_txid, info.max_txid) else None
+        return probe
 
 
 def open_reader(url: str) -> ReplicaReader:
@@ -287,7 +328,8 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
     levels = cast(dict[int, list[LTXFileInfo]], run_all(calls)[0])
     hint, outcome = found[0] if found else (None, HintOutcome.ABSENT)
     plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
-    files = reader.load_files(plan)
+    probe = hint_probe(hint, plan, levels)
+    files, probed = reader.load_files_probing(plan, probe=probe)
     if waited is not None:
         waited.round_trips += 2
     view = view_from_files(reader.url, files, level_seeks(levels))
@@ -295,6 +337,8 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
         newest = files[-1].header
         assert newest is not None
         view.hint_pages = hint_pages(hint, view.txid, newest, view.commit, view.page_size)
+        if not view.hint_pages and probed is not None:
+            view.hint_pages = older_hint_pages(hint, probed, files, view.commit, view.page_size)
         outcome = HintOutcome.USED if view.hint_pages else HintOutcome.STALE
     view.hint_outcome = outcome
     return view

@@ -2,8 +2,9 @@
 
     python -m bench.harness.peers '<json config>'
 
-Prints one JSON line when the scenario's rows are in (`opened` and `done` are time.monotonic()
-values, comparable with the parent's on Linux), then, for the warm scenario, answers each "q"
+Prints one JSON line when the scenario's rows are in (`connect`, just before the database is
+opened (`apsw.Connection`, or `litestream restore` for the restore peer), `opened` and `done` are
+time.monotonic() values, comparable with the parent's on Linux), then, for the warm scenario, answers each "q"
 line on stdin with one timed repeat; "x" (or the end of stdin) exits. The parent reads the
 proxy's counters before it lets the child go, so nothing after the scenario is counted.
 
@@ -32,6 +33,12 @@ S3VFS = "sqlite-s3vfs"
 RESTORE = "restore"
 PEERS = (LTXVFS, LITESTREAM_VFS, S3VFS, RESTORE)
 READ_ONLY = 0x00000001 | 0x00000040  # SQLITE_OPEN_READONLY | SQLITE_OPEN_URI
+#: When the peer began opening the database (set by each opener, after its imports and setup).
+CONNECT = [0.0]
+
+
+def _connecting() -> None:
+    CONNECT[0] = time.monotonic()
 
 
 def open_ltxvfs(config: dict[str, Any]) -> Any:
@@ -41,6 +48,7 @@ def open_ltxvfs(config: dict[str, Any]) -> Any:
 
     import vfs  # noqa: F401 - registers ltxvfs
 
+    _connecting()
     return apsw.Connection(f"file:bench.db?replica={quote(config['url'], safe='')}", vfs="ltxvfs", flags=READ_ONLY)
 
 
@@ -51,6 +59,7 @@ def open_litestream_vfs(config: dict[str, Any]) -> Any:
     loader = apsw.Connection(":memory:")
     loader.enable_load_extension(True)
     loader.load_extension(litestream_vfs.loadable_path(), "sqlite3_litestreamvfs_init")
+    _connecting()
     return apsw.Connection("file:bench.db", vfs="litestream", flags=READ_ONLY)
 
 
@@ -65,6 +74,7 @@ def open_s3vfs(config: dict[str, Any]) -> Any:
                             config=botocore.config.Config(s3={"addressing_style": "path"})).Bucket(s3["bucket"])
     fs = sqlite_s3vfs.S3VFS(bucket=bucket, block_size=s3["block_size"])
     open_s3vfs.keep = fs  # type: ignore[attr-defined]  # the VFS must outlive the connection
+    _connecting()
     return apsw.Connection(s3["prefix"], vfs=fs.name, flags=apsw.SQLITE_OPEN_READONLY)
 
 
@@ -73,6 +83,7 @@ def open_restored(config: dict[str, Any]) -> Any:
 
     out = os.path.join(config["workdir"], f"restored-{os.getpid()}.db")
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    _connecting()
     done = subprocess.run([config["litestream"], "restore", "-o", out, config["url"]], env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -92,7 +103,8 @@ def main(raw: str) -> None:
     opened = time.monotonic()
     rows = run(conn, work)
     done = time.monotonic()
-    print(json.dumps({"started": STARTED, "opened": opened, "done": done, "rows": rows}), flush=True)
+    print(json.dumps({"started": STARTED, "connect": CONNECT[0], "opened": opened, "done": done, "rows": rows}),
+          flush=True)
     for line in sys.stdin:
         if line.strip() != "q" or config["scenario"] != WARM:
             break

@@ -5,6 +5,11 @@
   captured page by page; the hint stays at TXID 1 (stale), as it would until the next compaction.
 - `litestream`: the real `litestream replicate` on the database while it takes writes, with short
   compaction intervals so levels 1-3 and a level-9 snapshot exist; no hint (Litestream writes none).
+- `litestream -once`: one `litestream replicate -once` of the database (a level-0 file holding the
+  whole database, TXID 1): what a new user's replica looks like after Litestream's first sync.
+- `3000 commits`: the database committed through the ltxvfs writer with default settings (its
+  compaction on), then 3,000 one-row transactions, each a commit: a writer's replica after hours
+  of small commits.
 - sqlite-s3vfs's own layout (`upload_s3vfs`): the database cut into blocks, one object each.
 """
 
@@ -14,12 +19,14 @@ import io
 import os
 import random
 import shutil
+import subprocess
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import apsw
 
@@ -29,11 +36,15 @@ from ltx.header import Header
 from ltx.importer import import_database
 from ltx.plan import SNAPSHOT_LEVEL
 from ltx.replica import Replica
-from tests.litestream import Replicator, restore, write_config
+from tests.litestream import LITESTREAM, Replicator, litestream_env, restore, write_config
 
 SHAPE_SNAPSHOT = "snapshot"
 SHAPE_L0 = "snapshot+1000 L0"
 SHAPE_LITESTREAM = "litestream multi-level"
+SHAPE_LITESTREAM_ONCE = "litestream -once"
+SHAPE_COMMITS = "3000 commits"
+#: One-row transactions the writer commits in the `3000 commits` shape.
+WRITER_COMMITS = 3000
 #: Level-0 files after the snapshot in the `snapshot+l0` shape.
 L0_FILES = 1000
 #: Transactions written while `litestream replicate` runs, and the pause between them.
@@ -170,6 +181,48 @@ def upload_litestream(db: Database, url: str, tmpdir: Path, env: Mapping[str, st
     reference.unlink(missing_ok=True)
     restore(url, reference, env=env, timeout=600)
     return Shape(SHAPE_LITESTREAM, url, db, reference)
+
+
+def upload_litestream_once(db: Database, url: str, tmpdir: Path, env: Mapping[str, str]) -> Shape:
+    """`litestream replicate -once` of a WAL copy of `db`; the reference is `litestream restore`'s output."""
+    work = tmpdir / f"once-{db.name}.db"
+    shutil.copyfile(db.path, work)
+    conn = apsw.Connection(str(work))
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.close()
+    done = subprocess.run([str(LITESTREAM), "replicate", "-once", str(work), url], env=litestream_env(env),
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"litestream replicate -once failed: {done.stderr.strip()}")
+    reference = tmpdir / f"once-{db.name}-restored.db"
+    reference.unlink(missing_ok=True)
+    restore(url, reference, env=env, timeout=600)
+    return Shape(SHAPE_LITESTREAM_ONCE, url, db, reference)
+
+
+def upload_commits(db: Database, url: str, tmpdir: Path, commits: int = WRITER_COMMITS) -> Shape:
+    """Through the ltxvfs writer with its defaults (sync=commit, compact=auto): the database in one
+    commit, then `commits` one-row UPDATEs, each a commit; a local copy takes the same updates."""
+    import vfs
+
+    work = tmpdir / f"commits-{db.name}.db"
+    shutil.copyfile(db.path, work)
+    local = apsw.Connection(str(work))
+    writer = apsw.Connection(f"file:commits-{db.name}.db?replica={quote(url, safe='')}", vfs=vfs.VFS_NAME,
+                             flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
+    try:
+        source = apsw.Connection(str(db.path), flags=apsw.SQLITE_OPEN_READONLY)
+        with writer.backup("main", source, "main") as copy:
+            copy.step()
+        source.close()
+        rng_writer, rng_local = random.Random(SEED), random.Random(SEED)
+        for _ in range(commits):
+            _update_row(writer, db, rng_writer)
+            _update_row(local, db, rng_local)
+    finally:
+        writer.close()  # ships, and finishes the compaction round its last commits asked for
+        local.close()
+    return Shape(SHAPE_COMMITS, url, db, work)
 
 
 def upload_s3vfs(db: Database, client: Any, bucket: str, prefix: str, block_size: int = S3VFS_BLOCK_SIZE) -> str:

@@ -42,13 +42,18 @@ class Measurement:
     bytes: int
     rounds: int
     kinds: dict[str, int] = field(default_factory=dict)
+    #: From the peer's open (`apsw.Connection(...)`) to the last row: the time without the process
+    #: start and imports (what peers such as turbolite publish); for a warm repeat, its wall time.
+    from_connect_s: float = 0.0
 
 
-def measure(log: list[Request], start: float, end: float, wall: float) -> Measurement:
+def measure(log: list[Request], start: float, end: float, wall: float,
+            from_connect: float | None = None) -> Measurement:
     """The requests that began inside [start, end]."""
     inside = [r for r in log if start <= r.started <= end]
     kinds = Counter(r.kind for r in inside)
-    return Measurement(wall, len(inside), sum(r.bytes_out for r in inside), sequential_rounds(inside), dict(kinds))
+    return Measurement(wall, len(inside), sum(r.bytes_out for r in inside), sequential_rounds(inside), dict(kinds),
+                       wall if from_connect is None else from_connect)
 
 
 class Child:
@@ -76,7 +81,8 @@ class Child:
         """Wait for the scenario's rows; measure from the spawn."""
         self.result = self._line()
         end = time.monotonic()
-        return measure(self.proxy.seen, self.spawned, self.result["done"], end - self.spawned)
+        return measure(self.proxy.seen, self.spawned, self.result["done"], end - self.spawned,
+                       self.result["done"] - self.result["connect"])
 
     def warm(self) -> Measurement:
         """One warm repeat inside the child, timed there."""

@@ -99,7 +99,7 @@ def lz4_payloads(data: bytes, key: str) -> list[tuple[int, int]]:
 def vfs_checks_flip(info: LTXFileInfo, data: bytes, pos: int) -> bool:
     """Whether reads through the VFS can catch a flip at `pos`: anywhere in a file it reads whole
     or that has a page checksum sidecar, and outside the LZ4 blocks of any other."""
-    if info.size <= index_fetch_size(info.size) or info.sums_key is not None:
+    if info.size <= index_fetch_size(info.size, info.sums_size) or info.sums_key is not None:
         return True
     return not any(start <= pos < end for start, end in lz4_payloads(data, info.key))
 

@@ -13,6 +13,8 @@ from tests.ltx.test_hint import build_db, ship_change
 from tests.s3proxy import S3Proxy
 from tests.s3server import S3Server
 from tests.vfs.replicas import connect, plain, stats
+from vfs.hint import HintOutcome
+from vfs.view import load_view, open_reader
 
 QUERY = "SELECT id, k, v FROM t WHERE id = ?"
 KEY = 23456
@@ -57,7 +59,7 @@ def test_cold_open_uses_the_hint(tmp_path: Path) -> None:
     assert without[0] >= 2, "without the hint the descent misses an interior page too"
 
 
-def test_stale_hint_is_ignored(tmp_path: Path) -> None:
+def test_an_older_hint_serves_the_pages_no_later_file_touched(tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'replica'}"
     replica, source = imported(tmp_path, url)
     local = tmp_path / "local.db"
@@ -65,11 +67,26 @@ def test_stale_hint_is_ignored(tmp_path: Path) -> None:
     # Moves rows, so interior pages of TXID 2 differ from the hint's (TXID 1).
     ship_change(replica, local, 2, "DELETE FROM t WHERE id < 20000 OR id = 23456; "
                                    "INSERT INTO t VALUES (23456, 'new', 'moved')")
-    assert read_hint(replica.store).header.txid == 1  # type: ignore[union-attr]
-    stale = cold_misses(tmp_path, url)
-    assert stale[2] == answer(plain(local)) == [(KEY, "new", "moved")]
-    replica.store.delete(HINT_KEY)
-    assert cold_misses(tmp_path, url) == stale, "the stale hint changed nothing: none of its pages were used"
+    hint = read_hint(replica.store)
+    assert hint is not None and hint.header.txid == 1
+    reader = open_reader(url)
+    view = load_view(reader)
+    assert view.txid == 2 and view.hint_outcome == HintOutcome.USED
+    touched = {e.pgno for e in replica.read_index(replica.list_level(0)[-1]).index}
+    served = dict(view.hint_pages)
+    assert served.keys() == {p for p in hint.pages if p not in touched and p <= view.commit}
+    assert served and touched & hint.pages.keys(), "some hint pages were changed by TXID 2, some not"
+    now = local.read_bytes()
+    assert all(page == now[(p - 1) * 4096:p * 4096] for p, page in served.items() if p != 1)
+    reader.replica.close()
+    assert cold_misses(tmp_path, url)[2] == answer(plain(local)) == [(KEY, "new", "moved")]
+    # The same hint claiming another history (its timestamp): the probe's header disagrees.
+    h = hint.header
+    write_hint(replica.store, HintHeader(h.page_size, h.commit, h.txid, h.timestamp + 1, len(hint.pages)), hint.pages)
+    reader = open_reader(url)
+    other = load_view(reader)
+    reader.replica.close()
+    assert other.hint_pages == [] and other.hint_outcome == HintOutcome.STALE
 
 
 def test_hint_of_another_history_or_damaged_is_ignored(tmp_path: Path) -> None:

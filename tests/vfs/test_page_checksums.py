@@ -40,7 +40,7 @@ def everything(conn: apsw.Connection) -> list[list[tuple[object, ...]]]:
 def ranged_file(replica: Replica) -> LTXFileInfo:
     """The planned file the VFS reads by ranges (the import's snapshot)."""
     plan = restore_plan(replica.list_all(), url=replica.url)
-    ranged = [f for f in plan if index_fetch_size(f.size) < f.size]
+    ranged = [f for f in plan if index_fetch_size(f.size, f.sums_size) < f.size]
     assert len(ranged) == 1 and ranged[0].sums_key is not None and needs_sums(ranged[0].size), plan
     return ranged[0]
 
