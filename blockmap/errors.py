@@ -58,3 +58,8 @@ class CommitOutcomeUnknownError(BlockmapError):
     """A metadata COMMIT failed in a way that leaves open whether it reached the store (the store
     failed after its retries). Blocks it refers to are kept: if the commit is not in the store,
     `gc` finds them leaked; if it is, nothing refers to a missing object."""
+
+
+class WriterFencedError(BlockmapError):
+    """Another writer committed to the metadata while this exclusive writer (a mount) held state
+    derived from the older one: it stops writing rather than build on a view it did not see."""

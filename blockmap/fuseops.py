@@ -53,6 +53,8 @@ UNLIMITED_SPACE = 1 << 50
 UNLIMITED_INODES = 10_000_000_000
 #: Longest entry name.
 NAME_MAX = 255
+#: POSIX ACLs travel as these extended attributes; the mount does not store ACLs.
+ACL_XATTR_PREFIX = b"system.posix_acl_"
 
 
 @dataclass
@@ -428,6 +430,8 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         return await self._run(self.engine.read, lambda c: get_xattr(c, inode, key))
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if name.startswith(ACL_XATTR_PREFIX):  # no ACLs (as JuiceFS without --enable-acl): cp -a then chmods
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         key = self._call(xattr_key, name)
         self._call(check_set, value, 0)
         await self._run(self.engine.write, lambda c: set_xattr(c, inode, key, value))

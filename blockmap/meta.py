@@ -28,7 +28,13 @@ from typing import Any, TypeVar
 
 import apsw
 
-from blockmap.errors import CommitOutcomeUnknownError, CommitsLostError, InvalidMetaURLError, VolumeFormatError
+from blockmap.errors import (
+    CommitOutcomeUnknownError,
+    CommitsLostError,
+    InvalidMetaURLError,
+    VolumeFormatError,
+    WriterFencedError,
+)
 
 #: How long SQLite waits for another connection's lock before answering BUSY (ms).
 BUSY_TIMEOUT_MS = 5000
@@ -229,8 +235,15 @@ class MetaDB:
     (after `on_lost` ran), never as a silent retry."""
 
     def __init__(self, conn: apsw.Connection, *, url: str = "", group_commit: bool = False,
-                 on_lost: Callable[[], None] | None = None) -> None:
+                 on_lost: Callable[[], None] | None = None, exclusive: bool = False) -> None:
         self.conn = conn
+        #: The only writer this process expects (a mount): a commit by anyone else fences it.
+        self.exclusive = exclusive
+        #: Why this writer was fenced (WriterFencedError for every later write), or None.
+        self.fenced: str | None = None
+        #: The replica's TXID less the LTX files this connection shipped: constant while nobody
+        #: else commits (set at the first write transaction).
+        self._own_offset: int | None = None
         self.url = url
         self.group_commit = group_commit
         #: Called when group-committed transactions were lost (the caller drops what it derived from them).
@@ -263,6 +276,8 @@ class MetaDB:
         """Group commit: ship every committed transaction now and wait for the store (no-op otherwise)."""
         if not self.group_commit:
             return
+        if self.fenced is not None:
+            self._fence(self.fenced)
         with self._lock:
             try:
                 self.conn.execute("PRAGMA ltxvfs_flush").fetchall()
@@ -278,18 +293,50 @@ class MetaDB:
 
     def _check_lost(self, exc: apsw.BusyError) -> None:
         """Raise CommitsLostError when `exc` says group-committed transactions were lost (ltxvfs
-        reports that as SQLITE_BUSY_SNAPSHOT under group commit)."""
-        if not self.group_commit or getattr(exc, "extendedresult", 0) != apsw.SQLITE_BUSY_SNAPSHOT:
+        reports that as SQLITE_BUSY_SNAPSHOT under group commit); an exclusive writer is fenced
+        by any conflict."""
+        conflict = getattr(exc, "extendedresult", 0) == apsw.SQLITE_BUSY_SNAPSHOT
+        if conflict and self.exclusive:
+            self._fence(f"another writer committed first ({exc})", exc)
+        if not self.group_commit or not conflict:
             return
         if self.on_lost is not None:
             self.on_lost()
         raise CommitsLostError(self.url or "metadata", f"group-committed metadata transactions were lost to "
                                                        f"another writer ({exc})") from exc
 
+    def _fence(self, reason: str, cause: BaseException | None = None) -> None:
+        """Stop writing for good: this and every later write raise WriterFencedError."""
+        if self.fenced is None:
+            self.fenced = reason
+            if self.on_lost is not None:
+                self.on_lost()
+        raise WriterFencedError(self.url or "metadata", f"{self.fenced}; this writer no longer writes "
+                                                        "(open the volume again to go on)") from cause
+
+    def _own_position(self) -> int:
+        """The replica's TXID less the LTX files this connection shipped (see `_own_offset`)."""
+        import json
+
+        stats = json.loads(self.pragma("ltxvfs_stats") or "{}")
+        return int(stats.get("txid", "0"), 16) - int(stats.get("write_ltx_files", 0))
+
+    def _check_exclusive(self) -> None:
+        """Inside a write transaction (the lock just showed the latest state): fence when the
+        replica moved by commits that are not this connection's."""
+        position = self._own_position()
+        if self._own_offset is None:
+            self._own_offset = position
+        elif position != self._own_offset:
+            self._fence(f"another writer committed to the replica (TXID moved {position - self._own_offset} "
+                        f"past this writer's own commits)")
+
     def write(self, fn: Callable[[apsw.Cursor], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole function when another
         writer holds or took the lock first. Any exception from `fn` rolls back and propagates; a
         COMMIT that failed otherwise is CommitOutcomeUnknownError."""
+        if self.fenced is not None:
+            self._fence(self.fenced)
         delay = TXN_BACKOFF
         for attempt in range(TXN_RETRIES + 1):
             with self._lock:
@@ -307,6 +354,8 @@ class MetaDB:
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            if self.exclusive and self.on_replica:
+                self._check_exclusive()
             result = fn(cur)
         except BaseException:
             self._rollback(cur)

@@ -201,7 +201,7 @@ class Mount:
         return Volume.open(
             cfg.meta_url, read_only=read_only, txid=cfg.txid, timestamp=cfg.at,
             sync=None if read_only or not is_replica_url(cfg.meta_url) else cfg.sync,
-            meta_params=params or None, block_cache=cache,
+            meta_params=params or None, block_cache=cache, exclusive=True,
         )  # fmt: skip
 
     def options(self, name: str, read_only: bool) -> set[str]:

@@ -201,6 +201,7 @@ class Volume:
         timestamp: datetime | str | None = None,
         sync: str | None = None,
         meta_params: Mapping[str, str] | None = None,
+        exclusive: bool = False,
         **kwargs: object,
     ) -> Volume:
         """Open an existing volume (made by blockmap or by the juicefs binary). `read_only` opens the
@@ -215,7 +216,8 @@ class Volume:
         sync = effective_sync(meta_url, sync)
         options = _meta_options(txid=txid, timestamp=timestamp, sync=None if read_only else sync, params=meta_params)
         conn = connect(meta_url, read_only=True, **options) if read_only else connect(meta_url, **options)
-        db = MetaDB(conn, url=redact_url(meta_url), group_commit=not read_only and is_group_commit(sync))
+        db = MetaDB(conn, url=redact_url(meta_url), group_commit=not read_only and is_group_commit(sync),
+                    exclusive=exclusive and not read_only)
         try:
 
             def load(cur: apsw.Cursor) -> tuple[str | None, str | None]:
