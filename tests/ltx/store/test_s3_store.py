@@ -316,6 +316,14 @@ def _drop_content_range(response: Response) -> Response:
     return status, [(k, v) for k, v in headers if k.lower() != "content-range"], body
 
 
+def _overlong_range(response: Response) -> Response:
+    """A 206 answer naming and carrying more bytes than asked for (0-99 asked, 0-199 sent)."""
+    status, headers, body = response
+    moved = [(k, "bytes 0-199/10000" if k.lower() == "content-range" else v) for k, v in headers
+             if k.lower() != "content-length"]
+    return status, [*moved, ("Content-Length", "200")], body + bytes(100)
+
+
 def test_short_range_answers_are_never_returned(proxied: tuple[S3Store, list[Fault], FaultProxy]) -> None:
     store, queue, _ = proxied
     data = blob(4, 10_000)
@@ -329,6 +337,10 @@ def test_short_range_answers_are_never_returned(proxied: tuple[S3Store, list[Fau
     queue.clear()
     queue.append(Fault.rewrite(_shift_content_range))
     with pytest.raises(StoreError, match="asked for bytes 0-99, server sent .bytes 1-100"):
+        store.get_range("k", 0, 100)
+    queue.clear()
+    queue.append(Fault.rewrite(_overlong_range))  # more than asked for is refused too, never cut to fit
+    with pytest.raises(StoreError, match="asked for bytes 0-99, server sent .bytes 0-199"):
         store.get_range("k", 0, 100)
     queue.clear()
     queue.append(Fault.rewrite(_drop_content_range))
