@@ -286,6 +286,24 @@ def test_create_whose_answer_was_lost_is_recognised_as_ours(
     assert [s.method for s in proxy.seen[:3]] == ["PUT", "PUT", "HEAD"]
 
 
+def _as_precondition_failed(response: Response) -> Response:
+    body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code>'
+            b"<Message>rewritten by the test proxy</Message></Error>")
+    return 412, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], body
+
+
+def test_a_first_attempt_answered_with_a_conflict_is_checked_too(
+        proxied: tuple[S3Store, list[Fault], FaultProxy]) -> None:
+    """The create reached the server and succeeded, but the answer says 412 (a proxy, or a server
+    that retried internally): even without a retry of ours, the put id tells it is our object."""
+    store, queue, proxy = proxied
+    queue.append(Fault.rewrite(_as_precondition_failed))
+    store.put("0000/y.ltx", b"mine", if_absent=True)
+    assert store.get("0000/y.ltx") == b"mine"
+    assert store.stats.retries == 0
+    assert [s.method for s in proxy.seen[:2]] == ["PUT", "HEAD"]
+
+
 def test_a_foreign_object_met_on_retry_is_a_conflict(
         s3_server: S3Server, prefix: str, proxied: tuple[S3Store, list[Fault], FaultProxy]) -> None:
     """The first attempt fails before reaching the server (so, to the server, the rival's object
