@@ -130,7 +130,7 @@ class S3Store(ObjectStore):
         self._skip_verify = skip_verify
         self._timeouts = (connect_timeout, read_timeout)
 
-        self.region = resolve_region(region)
+        self.region = resolve_region(region, self.url)
         self._credentials, self._env_credentials = resolve_credentials(self.url)
         self._signer = Signer(self._credentials, self.region)
         base = endpoint or f"https://s3.{self.region}.amazonaws.com"

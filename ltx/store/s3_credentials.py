@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ltx.store.base import StoreAuthError
 from ltx.store.sigv4 import Credentials
@@ -30,6 +30,7 @@ NO_CREDENTIALS = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRE
                   "(or LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY) or configure an AWS profile")
 
 CredentialSource = Callable[[], Credentials]
+T = TypeVar("T")
 
 
 def _first(names: tuple[str, ...]) -> str | None:
@@ -62,13 +63,13 @@ def _aws_config_exists() -> bool:
     return Path(path).expanduser().is_file()
 
 
-def resolve_region(region: str | None) -> str:
-    """The region to sign for (see the module docstring)."""
+def resolve_region(region: str | None, url: str = "") -> str:
+    """The region to sign for (see the module docstring); StoreAuthError for a broken profile."""
     region = region or env_region()
     if region is None and _aws_config_exists():
         from ltx.store import s3_session  # botocore: only when a profile may name the region
 
-        region = s3_session.config_region()
+        region = _from_botocore(url, s3_session.config_region)
     return region or DEFAULT_REGION
 
 
@@ -82,15 +83,26 @@ def resolve_credentials(url: str) -> tuple[CredentialSource, bool]:
         return (lambda: fixed), True
     from ltx.store import s3_session  # the chain: profiles, SSO, roles
 
-    chain: Any = s3_session.credentials()
+    chain: Any = _from_botocore(url, s3_session.credentials)
     if chain is None:
         raise StoreAuthError(url, "", NO_CREDENTIALS)
 
     def current() -> Credentials:
-        frozen = chain.get_frozen_credentials()
+        frozen = _from_botocore(url, chain.get_frozen_credentials)
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
 
     return current, False
+
+
+def _from_botocore(url: str, call: Callable[[], T]) -> T:
+    """`call()`, with botocore's configuration and credential errors (a missing profile, an
+    expired SSO session, a role that cannot be assumed) as StoreAuthError."""
+    import botocore.exceptions
+
+    try:
+        return call()
+    except botocore.exceptions.BotoCoreError as exc:
+        raise StoreAuthError(url, "", f"AWS configuration: {type(exc).__name__}: {exc}") from exc
 
 
 __all__ = ["DEFAULT_REGION", "CredentialSource", "ca_bundle", "env_credentials", "env_region",

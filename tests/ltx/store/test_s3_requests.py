@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,28 @@ def test_one_half_of_a_pair_in_each_family(monkeypatch: pytest.MonkeyPatch) -> N
 def test_canonical_forms() -> None:
     assert encode_path("/b/odd key/with space+plus~.bin") == "/b/odd%20key/with%20space%2Bplus~.bin"
     assert canonical_query({"prefix": "a/b c", "list-type": "2"}) == "list-type=2&prefix=a%2Fb%20c"
+
+
+def test_credentials_from_a_profile_through_botocores_chain(s3_server: S3Server, s3_url: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keys in the environment: the credential chain (here a shared credentials file and a
+    named profile) supplies them, loaded only then."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[ltxvfs-test]\naws_access_key_id = {s3_server.access_key}\n"
+                           f"aws_secret_access_key = {s3_server.secret_key}\n")
+    env = s3_server.env()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LITESTREAM_ACCESS_KEY_ID",
+                 "LITESTREAM_SECRET_ACCESS_KEY"):
+        env.pop(name, None)
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="ltxvfs-test",
+               AWS_CONFIG_FILE=str(tmp_path / "no-config"))
+    program = ("import sys; from ltx.store import open_store; s = open_store(sys.argv[1]); "
+               "s.put('p.bin', b'from a profile', if_absent=True); print(s.get('p.bin').decode()); "
+               "print('botocore' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", program, s3_url], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split("\n")[:2] == ["from a profile", "True"]
+    env["AWS_PROFILE"] = "no-such-profile"
+    failed = subprocess.run([sys.executable, "-c", program, s3_url], env=env, capture_output=True, text=True)
+    assert failed.returncode != 0 and s3_server.secret_key not in failed.stderr
+    assert "StoreAuthError" in failed.stderr and "ProfileNotFound" in failed.stderr
