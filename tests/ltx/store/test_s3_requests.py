@@ -13,7 +13,7 @@ import pytest
 
 from ltx.store import open_store
 from ltx.store.base import ObjectNotFoundError, StoreAuthError
-from ltx.store.s3 import METADATA_KEY_PUT_ID, S3Store
+from ltx.store.s3 import METADATA_KEY_PUT_ID, MIN_PART_SIZE, S3Store
 from ltx.store.s3_credentials import env_credentials
 from ltx.store.sigv4 import canonical_query, encode_path
 from tests.s3server import S3Server
@@ -99,6 +99,13 @@ def test_litestream_credential_variables(s3_server: S3Server, s3_url: str, monke
     store = _s3(s3_url)
     store.put("k.bin", b"v", if_absent=True)
     assert store.get("k.bin") == b"v"
+    # A multipart upload (boto3's client) gets the same credentials.
+    bucket, _, prefix = s3_url.split("?")[0].removeprefix("s3://").partition("/")
+    parts = S3Store(bucket, prefix, endpoint=s3_server.endpoint, region=s3_server.region, force_path_style=True,
+                    multipart_threshold=MIN_PART_SIZE, part_size=MIN_PART_SIZE)
+    parts.put("big.bin", bytes(MIN_PART_SIZE + 1), if_absent=True)
+    assert store.head("big.bin").size == MIN_PART_SIZE + 1
+    parts.close()
     program = ("import sys; from ltx.store import open_store; s = open_store(sys.argv[1]); "
                "print(s.get('k.bin').decode())")
     env = s3_server.env()
