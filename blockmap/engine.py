@@ -39,7 +39,8 @@ from blockmap.files import (
     iter_pieces,
     iter_range,
     plan_read,
-    truncate,
+    truncate_open,
+    unlinked_length,
 )
 from blockmap.meta import MetaDB, as_bytes, as_int
 from blockmap.node import TYPE_DIRECTORY, TYPE_FILE, TYPE_SYMLINK, Attr, Node, get_node
@@ -300,20 +301,28 @@ class Engine:
             if sid:
                 self.blocks.prefetch(sid, ssize, soff, n)
 
-    def truncate_inode(self, inode: int, length: int, path: str = "") -> Node:
-        node, released = self.write(lambda c: truncate(c, self.ctx, inode, length, path))
+    def truncate_inode(self, inode: int, length: int, path: str = "") -> Node | None:
+        """Set file `inode`'s length; a file unlinked while open here is cut too (None: no node)."""
+        node, released = self.write(lambda c: truncate_open(c, self.ctx, inode, length, path))
         self.finish(released)
         return node
+
+    def unlinked_length(self, inode: int) -> int | None:
+        """The length of file `inode` if it was unlinked while open here (its data lives on until
+        the last close), else None."""
+        return self.read(lambda c: unlinked_length(c, inode))
 
     def writer(self) -> SliceWriter:
         """A new slice (fresh ID) whose blocks upload as they fill."""
         return self.blocks.writer(self.ids.next_slice_id())
 
-    def commit_write(self, inode: int, pieces: list[WritePiece], path: str = "") -> None:
-        """Record uploaded `pieces` in file `inode` (one transaction); on failure their blocks go
-        back, unless the commit's outcome is unknown. Busy chunks are compacted afterwards."""
+    def commit_write(self, inode: int, pieces: list[WritePiece], path: str = "", *,
+                     mtime_ns: int | None = None) -> None:
+        """Record uploaded `pieces` in file `inode` (one transaction; mtime `mtime_ns`, the time of
+        the last write, or now); on failure their blocks go back, unless the commit's outcome is
+        unknown. Busy chunks are compacted afterwards."""
         try:
-            counts = self.write(lambda c: commit_write(c, self.ctx, inode, pieces, path))
+            counts = self.write(lambda c: commit_write(c, self.ctx, inode, pieces, path, mtime_ns))
         except CommitOutcomeUnknownError:
             raise  # the commit may be in the store: its blocks stay (gc finds them if it is not)
         except BaseException:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
@@ -34,6 +35,8 @@ class _OpenSlice:
     pos: int
     writer: SliceWriter
     length: int = 0
+    #: When the last write into it happened: the file's mtime once it is recorded (as JuiceFS).
+    mtime_ns: int = 0
 
     @property
     def file_end(self) -> int:
@@ -96,6 +99,7 @@ class File:
                 self._abandon()
                 raise
             cur.length += n
+            cur.mtime_ns = time.time_ns()
             view = view[n:]
             off += n
             if coff + n == CHUNK_SIZE:
@@ -134,7 +138,7 @@ class File:
         if size == 0:
             return
         piece = WritePiece(cur.indx, SliceRecord(cur.pos, cur.writer.slice_id, size, 0, size))
-        self.engine.commit_write(self.inode, [piece], self.path)
+        self.engine.commit_write(self.inode, [piece], self.path, mtime_ns=cur.mtime_ns)
 
     def _abandon(self) -> None:
         cur, self._open = self._open, None
@@ -146,6 +150,11 @@ class File:
     def pending_end(self) -> int:
         """The file offset where buffered (not yet recorded) writes end; 0 with none."""
         return self._open.file_end if self._open is not None else 0
+
+    @property
+    def pending_mtime_ns(self) -> int:
+        """When the last buffered (not yet recorded) write happened; 0 with none."""
+        return self._open.mtime_ns if self._open is not None else 0
 
     def flush(self) -> None:
         """Record buffered writes in the metadata (one transaction)."""

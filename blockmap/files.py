@@ -48,11 +48,38 @@ def _file_node(cursor: apsw.Cursor, inode: int, path: PathLike) -> Node:
     node = get_node(cursor, inode)
     if node is None:
         raise fs_error(errno.ENOENT, path)
+    return _check_file(node, path)
+
+
+def _check_file(node: Node, path: PathLike) -> Node:
     if node.type == TYPE_DIRECTORY:
         raise fs_error(errno.EISDIR, path)
     if node.type != TYPE_FILE:
         raise fs_error(errno.EINVAL, path)
     return node
+
+
+def unlinked_length(cursor: apsw.Cursor, inode: int) -> int | None:
+    """The length of a file unlinked while open (no node; its data pending in `jfs_delfile` until
+    the last close), or None when `inode` is not such a file."""
+    row = cursor.execute("SELECT length FROM jfs_delfile WHERE inode = ?", (inode,)).fetchone()
+    return None if row is None else as_int(row[0])
+
+
+def _open_file(cursor: apsw.Cursor, inode: int, path: PathLike) -> tuple[Node | None, int]:
+    """(node, length) of a file that handles write to; (None, length) for one unlinked while open,
+    whose writes and truncates go on against its `jfs_delfile` row, as POSIX wants."""
+    node = get_node(cursor, inode)
+    if node is not None:
+        return _check_file(node, path), node.length
+    length = unlinked_length(cursor, inode)
+    if length is None:
+        raise fs_error(errno.ENOENT, path)
+    return None, length
+
+
+def _set_unlinked_length(cursor: apsw.Cursor, inode: int, length: int) -> None:
+    cursor.execute("UPDATE jfs_delfile SET length = ? WHERE inode = ?", (length, inode))
 
 
 @dataclass(frozen=True)
@@ -78,21 +105,24 @@ def commit_write(
     """Record uploaded slices in a file (JuiceFS doWrite, for one or more slices at once).
 
     Returns the number of records now in each chunk written (to decide on compaction)."""
-    node = _file_node(cursor, inode, path)
-    old_length = node.length
+    node, old_length = _open_file(cursor, inode, path)
     new_length = max([old_length] + [p.file_end for p in pieces])
-    ns = now_ns()
-    node.length = new_length
-    node.set_mtime(ns if mtime_ns is None else mtime_ns)
-    node.set_ctime(ns)
     for p in pieces:
         append_records(cursor, inode, p.indx, p.record.encode())
         cursor.execute(
             "INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, ?, 1)", (p.record.id, p.record.size)
         )
+    counts = {p.indx: chunk_record_count(cursor, inode, p.indx) for p in pieces}
+    if node is None:  # unlinked while open: no longer counted in the volume's usage
+        _set_unlinked_length(cursor, inode, new_length)
+        return counts
+    ns = now_ns()
+    node.length = new_length
+    node.set_mtime(ns if mtime_ns is None else mtime_ns)
+    node.set_ctime(ns)
     update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
     ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, new_length, path)
-    return {p.indx: chunk_record_count(cursor, inode, p.indx) for p in pieces}
+    return counts
 
 
 def truncate(
@@ -108,12 +138,42 @@ def truncate(
     released = Released()
     if length == node.length:
         return node, released
-    left, right = sorted((node.length, length))
+    old_length = node.length
+    _cut(cursor, inode, old_length, length, released)
+    ns = now_ns()
+    node.length = length
+    node.set_mtime(ns)
+    node.set_ctime(ns)
+    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
+    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length, path)
+    return node, released
+
+
+def truncate_open(
+    cursor: apsw.Cursor, ctx: OpContext, inode: int, length: int, path: PathLike
+) -> tuple[Node | None, Released]:
+    """`truncate` of a file some handle has open: one unlinked meanwhile (no node) is cut too, its
+    `jfs_delfile` row taking the new length."""
+    if length < 0:
+        raise fs_error(errno.EINVAL, path)
+    node, old_length = _open_file(cursor, inode, path)
+    if node is not None:
+        return truncate(cursor, ctx, inode, length, path)
+    released = Released()
+    if length != old_length:
+        _cut(cursor, inode, old_length, length, released)
+        _set_unlinked_length(cursor, inode, length)
+    return None, released
+
+
+def _cut(cursor: apsw.Cursor, inode: int, old_length: int, length: int, released: Released) -> None:
+    """The chunk rows of a length change from `old_length` to `length`."""
+    left, right = sorted((old_length, length))
     first = left // CHUNK_SIZE
     coff = left % CHUNK_SIZE
     last = right // CHUNK_SIZE
     dropped: set[int] = set()
-    if length < node.length:
+    if length < old_length:
         rows = cursor.execute(
             "SELECT indx, CAST(slices AS BLOB) FROM jfs_chunk WHERE inode = ? AND indx >= ? ORDER BY indx LIMIT ?",
             (inode, -(-length // CHUNK_SIZE), TRUNCATE_DROP_CHUNKS),
@@ -136,14 +196,6 @@ def truncate(
             append_records(cursor, inode, last, hole(0, right % CHUNK_SIZE).encode())
     elif first not in dropped:
         append_records(cursor, inode, first, hole(coff, right - left).encode())
-    old_length = node.length
-    ns = now_ns()
-    node.length = length
-    node.set_mtime(ns)
-    node.set_ctime(ns)
-    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
-    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length, path)
-    return node, released
 
 
 @dataclass
@@ -157,11 +209,7 @@ class ReadPlan:
 def _length_for_read(cursor: apsw.Cursor, inode: int, path: PathLike) -> int:
     """A file's length; an unlinked file whose data is still pending (open somewhere) keeps its
     last length from `jfs_delfile`, so open handles read on, as POSIX wants."""
-    if get_node(cursor, inode) is None:
-        row = cursor.execute("SELECT length FROM jfs_delfile WHERE inode = ?", (inode,)).fetchone()
-        if row is not None:
-            return as_int(row[0])
-    return _file_node(cursor, inode, path).length
+    return _open_file(cursor, inode, path)[1]
 
 
 def plan_read(cursor: apsw.Cursor, inode: int, offset: int, size: int, path: PathLike) -> ReadPlan:

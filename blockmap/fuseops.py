@@ -29,8 +29,19 @@ from blockmap import namespace as ns
 from blockmap.engine import DirEntry, Engine
 from blockmap.errors import BlockError, BlockmapError
 from blockmap.fileio import File
+from blockmap.files import truncate
 from blockmap.meta import as_bytes
-from blockmap.node import MAX_SYMLINK, TYPE_DIRECTORY, TYPE_FILE, TYPE_SYMLINK, Attr, Node, get_node, type_from_mode
+from blockmap.node import (
+    MAX_SYMLINK,
+    ROOT_INODE,
+    TYPE_DIRECTORY,
+    TYPE_FILE,
+    TYPE_SYMLINK,
+    Attr,
+    Node,
+    get_node,
+    type_from_mode,
+)
 from blockmap.paths import lookup
 from blockmap.xattrs import check_set, get_xattr, list_xattrs, remove_xattr, set_xattr, xattr_key
 from ltx.store.base import StoreError
@@ -161,11 +172,18 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         except FileNotFoundError:
             if of is None or of.attr is None:
                 raise
-            return dataclasses.replace(of.attr, st_nlink=0)
+            length = self.engine.unlinked_length(inode)
+            if length is None:
+                raise
+            of.attr = dataclasses.replace(of.attr, st_nlink=0, st_size=max(length, of.file.pending_end))
+            return of.attr
         if of is not None:
             pending = of.file.pending_end
             if pending > attr.st_size:
                 attr = dataclasses.replace(attr, st_size=pending)
+            written = of.file.pending_mtime_ns  # a write marks mtime and ctime when it returns
+            if written > attr.st_mtime_ns:
+                attr = dataclasses.replace(attr, st_mtime_ns=written, st_ctime_ns=max(written, attr.st_ctime_ns))
             of.attr = attr
         return attr
 
@@ -225,8 +243,9 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     def _setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> Attr:
         self.engine.check_writable()
-        if fields.update_size:
+        if fields.update_size or fields.update_mtime:  # buffered writes must not outlive these
             self._commit_pending(inode)
+        if fields.update_size:
             self.engine.truncate_inode(inode, attr.st_size)
         mode = attr.st_mode & 0o7777 if fields.update_mode else None
         uid = attr.st_uid if fields.update_uid else None
@@ -234,9 +253,33 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         atime = attr.st_atime_ns if fields.update_atime else None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
         if any(v is not None for v in (mode, uid, gid, atime, mtime)):
-            self.engine.write(lambda c: ns.set_attr(c, inode, "", mode=mode, uid=uid, gid=gid, atime_ns=atime,
-                                                    mtime_ns=mtime))
+            try:
+                self.engine.write(lambda c: ns.set_attr(c, inode, "", mode=mode, uid=uid, gid=gid,
+                                                        atime_ns=atime, mtime_ns=mtime))
+            except FileNotFoundError:
+                self._set_unlinked_attr(inode, mode, uid, gid, atime, mtime)
         return self._attr(inode)
+
+    def _set_unlinked_attr(self, inode: int, mode: int | None, uid: int | None, gid: int | None,
+                           atime: int | None, mtime: int | None) -> None:
+        """fchmod, fchown and futimens of a file unlinked while open: it has no node any more (its
+        data waits in `jfs_delfile` for the last close), so its attributes live in the open
+        handles, which are the only way left to see them."""
+        with self._lock:
+            of = self._files.get(inode)
+        if of is None or of.attr is None or self.engine.unlinked_length(inode) is None:
+            raise OSError(errno.ENOENT, "no such inode")
+        a = of.attr
+        perm = a.st_mode & 0o7777 if mode is None else mode
+        if ((uid is not None and uid != a.st_uid) or (gid is not None and gid != a.st_gid)) and perm & 0o6000:
+            perm &= ~0o4000 & ~(0o2000 if perm & 0o010 else 0)  # as ns.set_attr: chown clears set-ID bits
+        now = ns.now_ns()
+        of.attr = dataclasses.replace(
+            a, st_mode=statmod.S_IFMT(a.st_mode) | perm,
+            st_uid=a.st_uid if uid is None else uid, st_gid=a.st_gid if gid is None else gid,
+            st_atime_ns=a.st_atime_ns if atime is None else atime,
+            st_mtime_ns=a.st_mtime_ns if mtime is None else mtime, st_ctime_ns=now,
+        )  # fmt: skip
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         return await self._run(self._readlink, inode)
@@ -321,7 +364,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         inode, entries = self._dirs[fh]
         if entries is None or start_id == 0:  # a listing is taken once per pass (rewinddir starts anew)
-            entries = await self._run(lambda: list(self.engine.iter_dir(inode, with_attrs=True)))
+            entries = await self._run(self._listing, inode)
             self._dirs[fh] = (inode, entries)
         for i in range(start_id, len(entries)):
             e = entries[i]
@@ -329,6 +372,17 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
                 continue
             if not pyfuse3.readdir_reply(token, os.fsencode(e.name), self.entry(e.attr), i + 1):
                 return
+
+    def _listing(self, inode: int) -> list[DirEntry]:
+        """A directory's entries with attributes, '.' and '..' first (as JuiceFS and local file
+        systems list them; the kernel answers their lookups itself)."""
+        me = self.engine.stat_inode(inode)
+        try:
+            up = self.engine.stat_inode(me.parent) if me.parent > 0 and inode != ROOT_INODE else me
+        except FileNotFoundError:  # a directory removed while listed: '..' is itself
+            up = me
+        dots = [DirEntry(".", inode, TYPE_DIRECTORY, me), DirEntry("..", up.st_ino, TYPE_DIRECTORY, up)]
+        return dots + list(self.engine.iter_dir(inode, with_attrs=True))
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -351,16 +405,32 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         return fh
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if flags & (os.O_WRONLY | os.O_RDWR) and self.engine.read_only:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC) and self.engine.read_only:
             raise pyfuse3.FUSEError(errno.EROFS)
         node = await self._run(self.engine.node, inode)
         if node.type == TYPE_DIRECTORY:
             raise pyfuse3.FUSEError(errno.EISDIR)
         if node.type != TYPE_FILE:
             raise pyfuse3.FUSEError(errno.EINVAL)
+        if flags & os.O_TRUNC:  # libfuse asks for atomic O_TRUNC: the kernel leaves it to open
+            node = await self._run(self._truncate_at_open, inode)
         fh = self._open_handle(inode, f"inode {inode}")
         self._handles[fh].attr = Attr.of(node)
         return pyfuse3.FileInfo(fh=fh)
+
+    def _truncate_at_open(self, inode: int) -> Node:
+        """open(O_TRUNC): length 0, and mtime and ctime now even when the file was empty (POSIX);
+        other handles' buffered writes are recorded first, so they do not outlive the cut."""
+        self._commit_pending(inode)
+        octx = self.engine.ctx
+
+        def body(c: apsw.Cursor) -> tuple[Node, ns.Released]:
+            _, released = truncate(c, octx, inode, 0, "")
+            return ns.set_attr(c, inode, "", mtime_ns=ns.now_ns()), released
+
+        node, released = self.engine.write(body)
+        self.engine.finish(released)
+        return node
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:

@@ -1,0 +1,444 @@
+"""POSIX semantics of `blockmap mount`, through real system calls on a real FUSE mount.
+
+One mount serves the module (it starts in about a second); each test works in a directory of
+its own. The metadata is checked with `blockmap fsck` once the mount is gone. pjdfstest itself
+runs only when PJDFSTEST names a build of it (a slow test).
+
+What the mount cannot offer is stated here rather than faked: pyfuse3 has no fallocate operation
+(the kernel answers EOPNOTSUPP; glibc's posix_fallocate falls back to writing), and setxattr's
+XATTR_CREATE / XATTR_REPLACE flags never reach the file system (pyfuse3 checks them with a
+getxattr first, so they hold for one caller but are not atomic against another).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from blockmap.meta import connect_meta
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCKMAP = [sys.executable, "-m", "blockmap.cli"]
+TIMEOUT = 120
+#: Why the FUSE tests cannot run (the only reason they are skipped).
+NO_FUSE = "no /dev/fuse on this machine: blockmap mount cannot be tested here"
+#: renameat2 flags (linux/fs.h).
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+#: A uid and gid that own nothing on the mount (nobody).
+OTHER_ID = 65534
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason=NO_FUSE)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def blockmap(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*BLOCKMAP, *args], capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT)
+    if check and done.returncode != 0:
+        raise AssertionError(f"blockmap {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return done
+
+
+@dataclass
+class Mounted:
+    """A volume formatted under `home` and mounted with `blockmap mount -d`."""
+
+    home: Path
+
+    @property
+    def meta(self) -> str:
+        return f"file://{self.home}/meta"
+
+    @property
+    def mnt(self) -> Path:
+        return self.home / "mnt"
+
+    def start(self) -> None:
+        self.mnt.mkdir(parents=True)
+        blockmap("format", "--meta", self.meta, "--data", f"file://{self.home}/data", "posixvol")
+        blockmap("mount", "--meta", self.meta, str(self.mnt), "-d", "--cache-dir", str(self.home / "cache"))
+
+    def stop(self) -> None:
+        """`blockmap umount`, and `fusermount3 -u -z` if that fails (then the failure is raised)."""
+        done = blockmap("umount", str(self.mnt), check=False)
+        if done.returncode != 0:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, timeout=TIMEOUT)
+            raise AssertionError(f"blockmap umount failed: {done.stderr.strip()}")
+
+    def fsck(self) -> None:
+        blockmap("fsck", "--meta", self.meta)
+
+
+@pytest.fixture(scope="module")
+def mounted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mounted]:
+    m = Mounted(tmp_path_factory.mktemp("posix"))
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+    m.fsck()  # everything the module did left metadata that agrees with itself and its blocks
+
+
+@pytest.fixture
+def d(mounted: Mounted, request: pytest.FixtureRequest) -> Path:
+    """A fresh directory on the mount for one test."""
+    path = mounted.mnt / re.sub(r"\W", "_", request.node.name)
+    path.mkdir()
+    return path
+
+
+def errno_of(fn: object, *args: object, **kwargs: object) -> int:
+    """The errno `fn(*args)` fails with (AssertionError when it succeeds)."""
+    try:
+        fn(*args, **kwargs)  # type: ignore[operator]
+    except OSError as exc:
+        assert exc.errno is not None
+        return exc.errno
+    raise AssertionError(f"{fn} succeeded")
+
+
+def renameat2(src: Path, dst: Path, flags: int) -> None:
+    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def old_times(path: Path) -> int:
+    """Set a path's atime and mtime to 2001 (so any change is later, with no sleeping); returns it."""
+    past = 1_000_000_000 * 10**9
+    os.utime(path, ns=(past, past), follow_symlinks=False)
+    return past
+
+
+# -- open(O_TRUNC) -------------------------------------------------------------------------------
+def test_open_trunc_empties_the_file_and_marks_its_times(d: Path) -> None:
+    f = d / "f"
+    f.write_bytes(b"hello")
+    dir_mtime = (d).stat().st_mtime_ns
+    past = old_times(f)
+    ctime = f.stat().st_ctime_ns
+    os.close(os.open(f, os.O_WRONLY | os.O_TRUNC))
+    st = f.stat()
+    assert st.st_size == 0 and f.read_bytes() == b""
+    assert st.st_mtime_ns > past and st.st_ctime_ns > ctime
+    assert d.stat().st_mtime_ns == dir_mtime  # the entry did not change
+    past = old_times(f)  # an empty file's times move too (POSIX: the file existed)
+    os.close(os.open(f, os.O_RDWR | os.O_TRUNC))
+    assert f.stat().st_mtime_ns > past
+
+
+def test_shell_redirection_replaces_contents(d: Path) -> None:
+    f = d / "f"
+    subprocess.run(["sh", "-c", f"echo a-long-first-line > {f}; echo b > {f}"], check=True, timeout=TIMEOUT)
+    assert f.read_bytes() == b"b\n"
+
+
+def test_open_trunc_drops_another_handles_buffered_writes(d: Path) -> None:
+    f = d / "f"
+    fd = os.open(f, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.pwrite(fd, b"buffered", 0)
+        os.close(os.open(f, os.O_WRONLY | os.O_TRUNC))
+        assert os.fstat(fd).st_size == 0 and os.pread(fd, 100, 0) == b""
+        os.pwrite(fd, b"new", 0)
+    finally:
+        os.close(fd)
+    assert f.read_bytes() == b"new"
+
+
+# -- unlinked while open -------------------------------------------------------------------------
+def test_unlinked_open_file_keeps_working(d: Path) -> None:
+    f = d / "f"
+    fd = os.open(f, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, b"Hello, World!")  # buffered when the name goes
+        os.unlink(f)
+        assert not f.exists()
+        st = os.fstat(fd)
+        assert (st.st_nlink, st.st_size) == (0, 13)
+        assert os.pread(fd, 100, 0) == b"Hello, World!"
+        os.pwrite(fd, b"; more", 13)
+        assert os.fstat(fd).st_size == 19 and os.pread(fd, 100, 0) == b"Hello, World!; more"
+        os.ftruncate(fd, 5)
+        assert os.fstat(fd).st_size == 5 and os.pread(fd, 100, 0) == b"Hello"
+        os.ftruncate(fd, 8)
+        assert os.pread(fd, 100, 0) == b"Hello\0\0\0"
+        os.fchmod(fd, 0o600)
+        os.fsync(fd)
+        st = os.fstat(fd)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and stat.S_ISREG(st.st_mode) and st.st_nlink == 0
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(d)) == []
+
+
+def test_replaced_by_rename_while_open_reads_the_old_contents(d: Path) -> None:
+    (d / "old").write_bytes(b"old contents")
+    (d / "new").write_bytes(b"new")
+    with open(d / "old", "rb") as held:
+        os.rename(d / "new", d / "old")
+        assert held.read() == b"old contents"
+        assert os.fstat(held.fileno()).st_nlink == 0
+    assert (d / "old").read_bytes() == b"new"
+
+
+def test_unlinked_open_data_is_released_at_last_close(tmp_path: Path) -> None:
+    m = Mounted(tmp_path)
+    m.start()
+    try:
+        f = m.mnt / "f"
+        f.write_bytes(b"x" * 200_000)
+        inode = f.stat().st_ino
+        fd = os.open(f, os.O_RDWR)
+        try:
+            os.unlink(f)
+            os.pwrite(fd, b"y" * 100_000, 200_000)
+            assert os.pread(fd, 10, 299_990) == b"y" * 10
+        finally:
+            os.close(fd)
+    finally:
+        m.stop()
+    db = connect_meta(m.meta, read_only=True)
+    try:
+        for table in ("jfs_delfile", "jfs_node", "jfs_chunk"):
+            assert db.execute(f"SELECT COUNT(*) FROM {table} WHERE inode = ?", (inode,)).fetchall() == [(0,)]
+        assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref WHERE refs > 0").fetchall() == [(0,)]
+    finally:
+        db.close()
+    m.fsck()
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "/chunks/" in str(p)]
+
+
+# -- times -----------------------------------------------------------------------------------------
+def test_write_marks_mtime_before_close_and_utimens_after_it_wins(d: Path) -> None:
+    f = d / "f"
+    fd = os.open(f, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        past = old_times(f)
+        os.write(fd, b"data")
+        assert os.stat(f).st_mtime_ns > past and os.fstat(fd).st_ctime_ns > past
+        os.utime(fd, ns=(past, past))  # as cp -p does before closing: the buffered write is older
+    finally:
+        os.close(fd)
+    assert f.stat().st_mtime_ns == past and f.read_bytes() == b"data"
+
+
+def test_link_unlink_rename_mark_ctime_and_nlink(d: Path) -> None:
+    a, b, c = d / "a", d / "b", d / "c"
+    a.write_bytes(b"a")
+    c.write_bytes(b"c")
+    ctime = a.stat().st_ctime_ns
+    os.link(a, b)
+    assert a.stat().st_nlink == 2 and a.stat().st_ctime_ns > ctime
+    ctime = b.stat().st_ctime_ns
+    os.rename(c, a)  # over one link of a multiply-linked file (pjdfstest rename/23)
+    assert b.stat().st_nlink == 1 and b.stat().st_ctime_ns > ctime
+    ctime = b.stat().st_ctime_ns
+    os.link(b, d / "b2")
+    os.unlink(d / "b2")
+    assert b.stat().st_nlink == 1 and b.stat().st_ctime_ns > ctime
+
+
+# -- directories -----------------------------------------------------------------------------------
+def test_readdir_lists_dot_entries_and_every_name(d: Path) -> None:
+    sub = d / "sub"
+    sub.mkdir()
+    names = {f"{i:04d}-" + "n" * 60 for i in range(300)}  # several of the kernel's readdir buffers
+    for n in names:
+        (sub / n).touch()
+    listed = subprocess.run(["ls", "-a", str(sub)], capture_output=True, text=True, check=True).stdout.split()
+    assert listed[:2] == [".", ".."] and set(listed[2:]) == names
+    with os.scandir(sub) as it:
+        entries = {e.name: e for e in it}
+    assert set(entries) == names and all(e.is_file() for e in entries.values())
+    assert sub.stat().st_nlink == 2 and d.stat().st_nlink == 3
+
+
+def test_directory_errors(d: Path) -> None:
+    (d / "dir" / "sub").mkdir(parents=True)
+    (d / "file").write_bytes(b"")
+    assert errno_of(os.unlink, d / "dir") == errno.EISDIR
+    assert errno_of(os.rmdir, d / "dir") == errno.ENOTEMPTY
+    assert errno_of(os.rmdir, d / "file") == errno.ENOTDIR
+    assert errno_of(os.rename, d / "dir", d / "dir" / "sub" / "x") == errno.EINVAL
+    assert errno_of(os.rename, d / "dir", d / "file") == errno.ENOTDIR
+    assert errno_of(os.rename, d / "file", d / "dir") == errno.EISDIR
+    (d / "other" / "x").mkdir(parents=True)
+    assert errno_of(os.rename, d / "dir", d / "other") == errno.ENOTEMPTY
+    assert errno_of(os.link, d / "dir", d / "dirlink") == errno.EPERM
+    assert errno_of(os.mkdir, d / "file") == errno.EEXIST
+    assert errno_of(os.open, d / "file", os.O_CREAT | os.O_EXCL | os.O_WRONLY) == errno.EEXIST
+    assert errno_of(os.open, d / "dir", os.O_WRONLY) == errno.EISDIR
+    assert errno_of(os.open, d / "file", os.O_RDONLY | os.O_DIRECTORY) == errno.ENOTDIR
+    assert errno_of(os.stat, d / "missing") == errno.ENOENT
+    assert errno_of(open, d / ("x" * 256), "w") == errno.ENAMETOOLONG
+    (d / ("y" * 255)).write_bytes(b"max")
+    assert (d / ("y" * 255)).read_bytes() == b"max"
+
+
+def test_rename_flags(d: Path) -> None:
+    a, b, c = d / "a", d / "b", d / "c"
+    a.write_bytes(b"A")
+    b.write_bytes(b"B")
+    (d / "sub").mkdir()
+    renameat2(a, b, RENAME_EXCHANGE)
+    assert (a.read_bytes(), b.read_bytes()) == (b"B", b"A")
+    renameat2(a, d / "sub", RENAME_EXCHANGE)  # a file and a directory trade places
+    assert a.is_dir() and (d / "sub").read_bytes() == b"B"
+    assert errno_of(renameat2, b, d / "sub", RENAME_NOREPLACE) == errno.EEXIST
+    assert b.read_bytes() == b"A"
+    renameat2(b, c, RENAME_NOREPLACE)
+    assert c.read_bytes() == b"A" and not b.exists()
+    assert errno_of(renameat2, c, d / "missing", RENAME_EXCHANGE) == errno.ENOENT
+    assert errno_of(renameat2, c, a, RENAME_EXCHANGE | RENAME_NOREPLACE) == errno.EINVAL
+
+
+# -- special files -----------------------------------------------------------------------------------
+def test_special_files_and_symlinks(d: Path) -> None:
+    os.mkfifo(d / "fifo", 0o640)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(d / "sock"))
+    assert stat.S_ISFIFO(os.lstat(d / "fifo").st_mode) and stat.S_IMODE(os.lstat(d / "fifo").st_mode) == 0o640
+    assert stat.S_ISSOCK(os.lstat(d / "sock").st_mode)
+    if os.geteuid() == 0:  # device nodes need CAP_MKNOD
+        os.mknod(d / "chr", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        os.mknod(d / "blk", stat.S_IFBLK | 0o600, os.makedev(8, 1))
+        assert stat.S_ISCHR(os.lstat(d / "chr").st_mode) and os.lstat(d / "chr").st_rdev == os.makedev(1, 3)
+        assert stat.S_ISBLK(os.lstat(d / "blk").st_mode) and os.lstat(d / "blk").st_rdev == os.makedev(8, 1)
+    target = "t" * 4095
+    os.symlink(target, d / "long")
+    assert os.readlink(d / "long") == target and os.lstat(d / "long").st_size == 4095
+    assert errno_of(os.symlink, "t" * 4097, d / "toolong") == errno.ENAMETOOLONG
+    assert errno_of(os.readlink, d / "fifo") == errno.EINVAL
+    os.symlink("loop", d / "loop")
+    assert errno_of(os.stat, d / "loop") == errno.ELOOP
+
+
+# -- extended attributes -------------------------------------------------------------------------------
+def test_xattrs(d: Path) -> None:
+    f = d / "f"
+    f.write_bytes(b"")
+    assert os.listxattr(f) == []
+    os.setxattr(f, "user.a", b"1")
+    os.setxattr(f, "user.empty", b"")
+    assert os.getxattr(f, "user.a") == b"1" and os.getxattr(f, "user.empty") == b""
+    assert sorted(os.listxattr(f)) == ["user.a", "user.empty"]
+    assert errno_of(os.setxattr, f, "user.a", b"x", os.XATTR_CREATE) == errno.EEXIST
+    assert errno_of(os.setxattr, f, "user.b", b"x", os.XATTR_REPLACE) == errno.ENODATA
+    os.setxattr(f, "user.a", b"3", os.XATTR_REPLACE)
+    assert os.getxattr(f, "user.a") == b"3"
+    assert errno_of(os.getxattr, f, "user.missing") == errno.ENODATA
+    assert errno_of(os.removexattr, f, "user.missing") == errno.ENODATA
+    os.setxattr(f, "user.big", b"v" * 65536)
+    assert len(os.getxattr(f, "user.big")) == 65536
+    assert errno_of(os.setxattr, f, "user.huge", b"v" * 65537) == errno.E2BIG
+    assert errno_of(os.setxattr, f, "user." + "n" * 251, b"") == errno.ERANGE
+    os.removexattr(f, "user.a")
+    assert "user.a" not in os.listxattr(f)
+
+
+# -- what pyfuse3 does not carry -------------------------------------------------------------------------
+def test_fallocate_is_not_supported_and_posix_fallocate_falls_back(d: Path) -> None:
+    fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        assert errno_of(fallocate, fd, 0, 0, 4096) == errno.EOPNOTSUPP
+        os.posix_fallocate(fd, 0, 10_000)  # glibc writes instead
+        assert os.fstat(fd).st_size == 10_000 and os.pread(fd, 10_000, 0) == bytes(10_000)
+    finally:
+        os.close(fd)
+
+
+# -- the volume and permissions ------------------------------------------------------------------
+def test_statfs(mounted: Mounted, d: Path) -> None:
+    before = os.statvfs(mounted.mnt)
+    for i in range(5):
+        (d / str(i)).touch()
+    after = os.statvfs(mounted.mnt)
+    assert after.f_namemax == 255 and after.f_bsize > 0 and after.f_blocks >= after.f_bfree
+    assert before.f_ffree - after.f_ffree == 5
+
+
+def as_other_user(fn: Callable[[], list[str]]) -> list[str]:
+    """`fn()` in a forked child running as another user when root (as ourselves otherwise); the
+    child only makes system calls and writes its answer to a pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(r)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(OTHER_ID, OTHER_ID, OTHER_ID)
+                os.setresuid(OTHER_ID, OTHER_ID, OTHER_ID)
+            os.write(w, " ".join(fn()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        out = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return out.split()
+
+
+def test_the_kernel_checks_permissions(d: Path) -> None:
+    """default_permissions: the kernel refuses from the modes and owners the mount reports."""
+    secret = d / "secret"
+    secret.write_bytes(b"s")
+    secret.chmod(0o000 if os.geteuid() else 0o600)
+    (d / "closed").mkdir()
+    (d / "closed").chmod(0o555)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)  # the temporary directories above are private
+
+    def code(fn: Callable[..., object], *args: object, **kwargs: object) -> str:
+        try:
+            fn(*args, **kwargs)
+        except OSError as exc:
+            return errno.errorcode[exc.errno or 0]
+        return "ok"
+
+    try:
+        got = as_other_user(lambda: [
+            code(os.open, "secret", os.O_RDONLY, dir_fd=dfd),
+            code(os.mkdir, "closed/x", dir_fd=dfd),
+            code(os.chown, "secret", 12345, -1, dir_fd=dfd),
+        ])  # fmt: skip
+    finally:
+        os.close(dfd)
+    assert got == ["EACCES", "EACCES", "EPERM"]
+
+
+# -- pjdfstest (slow; PJDFSTEST names a build of github.com/pjd/pjdfstest) -------------------------
+@pytest.mark.slow
+def test_pjdfstest(d: Path) -> None:
+    build = os.environ.get("PJDFSTEST")
+    if not build:
+        pytest.skip("PJDFSTEST is not set to a pjdfstest build directory")
+    tests = Path(build) / "tests"
+    prove = shutil.which("prove")
+    assert tests.is_dir() and prove, f"{tests} or prove missing"
+    done = subprocess.run([prove, "-r", str(tests)], cwd=d, capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stdout[-4000:]
