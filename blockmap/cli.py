@@ -47,6 +47,16 @@ from blockmap.node import (
 from blockmap.paths import split_path
 from blockmap.settings import DEFAULT_BLOCK_SIZE
 from blockmap.volume import Volume
+from ltx.clifmt import (
+    EXIT_INTERRUPTED,
+    LOG_LEVELS,
+    VERBOSE_LEVEL,
+    InterruptGuard,
+    configure_logging,
+    human_size,
+    plural,
+    version,
+)
 from ltx.names import parse_txid
 from ltx.store import InvalidURLError, StoreError, redact_url
 
@@ -60,7 +70,6 @@ DEBUG_ENV = "BLOCKMAP_DEBUG"
 #: Exit codes: a failure, a usage error (click's), an interrupt.
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 #: The name standing for stdin (put) or stdout (get).
 STDIO = "-"
 #: Settings fields shown as "removed" by `status` (JuiceFS's `status` hides the secret the same way).
@@ -78,7 +87,11 @@ TYPE_NAMES = {
 
 
 class CLIError(Exception):
-    """A bad option value or another condition the CLI reports as is."""
+    """A condition the CLI reports as is (exit 1)."""
+
+
+class UsageError(CLIError):
+    """A bad option value or combination (exit 2, as the parser's own usage errors)."""
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -128,21 +141,13 @@ def show_url(url: str) -> str:
     return redact_url(url)
 
 
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
-
-
 def _time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="microseconds")
 
 
 # --- errors -------------------------------------------------------------------------------------
 
-_context: dict[str, str] = {"meta": ""}
+_context: dict[str, object] = {"meta": "", "verbose": False, "guard": None}
 
 
 def note_meta(meta_url: str) -> None:
@@ -193,14 +198,32 @@ def run_guarded(fn: Callable[[], Any]) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
+        guard = _context.get("guard")
+        if isinstance(guard, InterruptGuard):
+            guard.report()
+            return EXIT_INTERRUPTED
         return fail("interrupted", EXIT_INTERRUPTED)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes a line
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        return fail(describe_error(exc, _context["meta"]))
+        code = fail(describe_error(exc, str(_context["meta"])), EXIT_USAGE if isinstance(exc, UsageError)
+                    else EXIT_FAILURE)
+        if _context.get("verbose"):
+            _write_causes(exc)
+        return code
     return rv if isinstance(rv, int) else 0
+
+
+def _write_causes(exc: BaseException) -> None:
+    """With -v: the chain of causes under the error line, one line each."""
+    seen = {id(exc)}
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        sys.stderr.write(f"  caused by: {type(current).__name__}: {' '.join(str(current).split())}\n")
+        current = current.__cause__ or current.__context__
 
 
 class BlockmapGroup(TyperGroup):
@@ -238,6 +261,32 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        emit(f"{PROG} {version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                               help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log what happens (debug level) and show an "
+                                                                 "error's causes (BLOCKMAP_DEBUG=1 also shows "
+                                                                 "a traceback).")] = False,
+    log_level: Annotated[str | None, typer.Option("--log-level", help=f"Log to stderr at this level: "
+                                                                      f"{', '.join(LOG_LEVELS)}.")] = None,
+) -> None:
+    """Options before the command: `blockmap -v ls …`."""
+    level = log_level or (VERBOSE_LEVEL if verbose else None)
+    if level is not None:
+        try:
+            configure_logging(level)
+        except ValueError as exc:
+            raise UsageError(f"--log-level: {exc}") from exc
+    _context["verbose"] = verbose
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -270,9 +319,9 @@ def parse_txid_option(text: str) -> int:
     try:
         txid = parse_txid(text)
     except ValueError as exc:
-        raise CLIError(f"--txid {text!r}: expected a hexadecimal TXID (as `ltxctl ls` prints it)") from exc
+        raise UsageError(f"--txid {text!r}: expected a hexadecimal TXID (as `ltxctl ls` prints it)") from exc
     if txid <= 0:
-        raise CLIError(f"--txid {text!r}: TXIDs start at 1")
+        raise UsageError(f"--txid {text!r}: TXIDs start at 1")
     return txid
 
 
@@ -322,7 +371,7 @@ def parse_block_size(text: str) -> int:
     """A block size as `juicefs format --block-size` takes it: `4M`, `64K`, `1MiB`; a plain number is KiB."""
     m = _SIZE.match(text)
     if m is None:
-        raise CLIError(f"invalid block size {text!r} (use e.g. 64K, 1M, 4M; a plain number is KiB)")
+        raise UsageError(f"invalid block size {text!r} (use e.g. 64K, 1M, 4M; a plain number is KiB)")
     number, unit, byte_suffix = int(m.group(1)), m.group(2).lower(), m.group(3)
     if not unit and byte_suffix and byte_suffix.lower() == "b":
         return number  # "65536B": bytes
@@ -383,6 +432,11 @@ NoTargetOpt = Annotated[
     bool, typer.Option("--no-target-directory", "-T", help="Treat DST as a name even if it is a directory.")
 ]
 PathArg = Annotated[str, typer.Argument(help="Path inside the volume.")]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option("--progress/--no-progress", help="Progress bars for files of 8 MiB and more (default: on a "
+                                                  "terminal)."),
+]
 
 
 @app.command("format")
@@ -418,6 +472,7 @@ def ls_cmd(
     long: Annotated[bool, typer.Option("-l", "--long", help="Mode, links, owner, size and mtime too.")] = False,
     recursive: Annotated[bool, typer.Option("-R", "--recursive", help="List subdirectories too, each under a "
                                                                       "'DIR:' line, as ls -R does.")] = False,
+    as_json: JsonOpt = False,
     txid: TxidOpt = None,
     at: AtOpt = None,
 ) -> None:
@@ -428,6 +483,9 @@ def ls_cmd(
             is_dir = vol.stat(path).is_dir()
         except FileNotFoundError:  # a dangling symlink is still listed
             is_dir = False
+        if as_json:
+            emit(json.dumps(_ls_records(vol, path, is_dir, recursive), indent=2))
+            return
         if not is_dir:
             attr = vol.lstat(path)
             target = vol.readlink(path) if attr.is_symlink() else None
@@ -441,6 +499,24 @@ def ls_cmd(
             emit(("\n" if n else "") + f"{directory}:")
             for entry in entries:
                 _emit_entry(vol, directory, entry, long)
+
+
+def _ls_records(vol: Volume, path: str, is_dir: bool, recursive: bool) -> list[dict[str, Any]]:
+    """`ls --json`: one record per entry (every entry below `path` with -R), each with its path."""
+    def record(child: str, attr: Attr) -> dict[str, Any]:
+        out = attr_record(child, attr, vol.readlink(child) if attr.is_symlink() else None, [])
+        del out["xattrs"]
+        return {"name": posixpath.basename(child) or "/", **out}
+
+    if not is_dir:
+        return [record(path, vol.lstat(path))]
+    listing = walk(vol, path, with_attrs=True) if recursive else [(path, list(vol.readdir(path, with_attrs=True)))]
+    out = []
+    for directory, entries in listing:
+        for entry in entries:
+            child = posixpath.join(directory, entry.name)
+            out.append(record(child, entry.attr if entry.attr is not None else vol.lstat(child)))
+    return out
 
 
 def _emit_entry(vol: Volume, directory: str, entry: DirEntry, long: bool) -> None:
@@ -493,6 +569,7 @@ def put_cmd(
     recursive: Annotated[bool, typer.Option("-r", "-R", "--recursive", help="Copy directories and their contents "
                                                                            "(symbolic links stay links).")] = False,
     no_target_dir: NoTargetOpt = False,
+    progress: ProgressOpt = None,
 ) -> None:
     """Copy local files (with -r, trees) into the volume, streaming; each file is replaced atomically.
     One process for the whole copy: a tree goes in at the Python API's speed."""
@@ -501,7 +578,7 @@ def put_cmd(
     *sources, path = paths
     if STDIO in sources and len(sources) > 1:
         raise typer.BadParameter("'-' (stdin) must be the only source", param_hint="SRC... DST")
-    stats = CopyStats()
+    stats = CopyStats(progress=sys.stderr.isatty() if progress is None else progress)
     with open_volume(meta) as vol:
         if len(sources) > 1:
             target_dir = vpath(path)
@@ -535,11 +612,6 @@ def copy_summary(stats: CopyStats) -> str:
     return f"{plural(stats.files, 'file')} ({human_size(stats.bytes)}), {dirs}, {plural(stats.links, 'symbolic link')}"
 
 
-def plural(n: int, noun: str, many: str | None = None) -> str:
-    """'1 file', '2 files'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {many or noun + 's'}"
-
-
 @app.command("get")
 def get_cmd(
     meta: MetaOpt,
@@ -547,13 +619,14 @@ def get_cmd(
     local: Annotated[str, typer.Argument(help="Local destination ('-' for stdout; a directory: keep the name).")],
     recursive: Annotated[bool, typer.Option("-r", "-R", "--recursive", help="Copy a directory and its "
                                                                            "contents.")] = False,
+    progress: ProgressOpt = None,
     txid: TxidOpt = None,
     at: AtOpt = None,
 ) -> None:
     """Copy a file (with -r, a tree) out of the volume, streaming (each local file appears whole
     or not at all)."""
     path = vpath(path)
-    stats = CopyStats()
+    stats = CopyStats(progress=sys.stderr.isatty() if progress is None else progress)
     with open_volume(meta, read_only=True, txid=txid, at=at) as vol, reading(path):
         is_dir = _is_dir(vol, path)
         if is_dir and not recursive:
@@ -680,20 +753,32 @@ def gc_cmd(
         float | None,
         typer.Option("--skip-age", min=0, help="Leave objects younger than this many seconds alone (default 3600)."),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Find block objects no metadata refers to (and with --delete, remove them)."""
     with open_volume(meta, read_only=not delete) as vol:
         report = vol.gc(delete=delete, skip_age=skip_age)
-    emit(f"scanned {report.scanned} objects: {report.valid} valid ({human_size(report.valid_bytes)}), "
+    if as_json:
+        emit(json.dumps({
+            "scanned": report.scanned, "valid": report.valid, "valid_bytes": report.valid_bytes,
+            "pending": report.pending, "delayed": report.delayed, "skipped": report.skipped,
+            "leaked": list(report.leaked), "leaked_bytes": report.leaked_bytes, "foreign": list(report.foreign),
+            "deleted_objects": report.deleted_objects if delete else 0,
+            "released_files": report.released_files if delete else 0,
+            "released_slices": report.released_slices if delete else 0,
+            "removed_detached": report.removed_detached if delete else 0}, indent=2))
+        return
+    emit(f"scanned {plural(report.scanned, 'object')}: {report.valid} valid ({human_size(report.valid_bytes)}), "
          f"{report.pending} pending, {report.delayed} delayed, {report.skipped} skipped as too young")  # fmt: skip
-    emit(f"leaked: {len(report.leaked)} objects ({human_size(report.leaked_bytes)})")
+    emit(f"leaked: {plural(len(report.leaked), 'object')} ({human_size(report.leaked_bytes)})")
     for key in report.leaked:
         emit(f"  {key}")
     for key in report.foreign:
         emit(f"not a block (left alone): {key}")
     if delete:
-        emit(f"deleted {report.deleted_objects} objects; released {report.released_files} files and "
-             f"{report.released_slices} slices; removed {report.removed_detached} stale clones")  # fmt: skip
+        emit(f"deleted {plural(report.deleted_objects, 'object')}; released {plural(report.released_files, 'file')} "
+             f"and {plural(report.released_slices, 'slice')}; removed "
+             f"{plural(report.removed_detached, 'stale clone')}")  # fmt: skip
 
 
 @app.command("fsck")
@@ -702,12 +787,24 @@ def fsck_cmd(
     repair: Annotated[
         bool, typer.Option("--repair", help="Rewrite nlink, dir stats and counters that are wrong.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check that every referenced block exists with the right size and that the metadata agrees
     with itself. Prints each problem; exits 1 when any is found."""
     with open_volume(meta, read_only=not repair) as vol:
         report = vol.fsck(repair=repair)
         after = vol.fsck() if repair and not report.ok else report
+    if as_json:
+        emit(json.dumps({
+            "ok": after.ok, "files": report.files, "slices": report.slices, "blocks": report.blocks,
+            "problems": list(report.problems), "missing_blocks": list(report.missing_blocks),
+            "broken_files": [{"inode": inode, "path": where} for inode, where in sorted(report.broken_files.items())],
+            "repaired": list(report.repaired),
+            "left_after_repair": len(after.problems) + len(after.missing_blocks) if after is not report else None},
+            indent=2))
+        if not after.ok:
+            raise typer.Exit(EXIT_FAILURE)
+        return
     for problem in report.problems:
         emit(problem)
     for block in report.missing_blocks:
@@ -716,11 +813,12 @@ def fsck_cmd(
         emit(f"broken file {where} (inode {inode})")
     for fixed in report.repaired:
         emit(f"repaired: {fixed}")
-    summary = f"{report.files} files, {report.slices} slices, {report.blocks} blocks checked"
+    summary = (f"{plural(report.files, 'file')}, {plural(report.slices, 'slice')}, "
+               f"{plural(report.blocks, 'block')} checked")
     if not after.ok:
         found = len(after.problems) + len(after.missing_blocks)
         left = " left after repair" if after is not report else ""
-        raise CLIError(f"fsck found {found} problem{'s' if found != 1 else ''}{left} ({summary})")
+        raise CLIError(f"fsck found {plural(found, 'problem')}{left} ({summary})")
     emit(f"ok after repair: {summary}" if after is not report else f"ok: {summary}")
 
 
@@ -791,10 +889,16 @@ def quiet_library_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code. Every failure becomes one line on stderr."""
+    """Run the CLI; return the exit code. Every failure becomes one line on stderr (usage errors
+    exit 2, Ctrl-C prints 'interrupted' and exits 130)."""
     quiet_library_logs()
-    rv = run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False))
-    return rv
+    _context.update(meta="", verbose=False)
+    with InterruptGuard(f"{PROG}: interrupted") as guard:
+        _context["guard"] = guard
+        try:
+            return run_guarded(lambda: app(args=argv, prog_name=PROG, standalone_mode=False))
+        finally:
+            _context["guard"] = None
 
 
 from blockmap import mountcli  # noqa: E402, F401 - registers `mount` and `umount` on app

@@ -24,19 +24,24 @@ from blockmap.engine import DirEntry
 from blockmap.errors import fs_error
 from blockmap.node import TYPE_SYMLINK, Attr
 from blockmap.volume import Volume
+from ltx.clifmt import ProgressReader, ProgressWriter, progress_bar
 
 #: `get` writes into a temporary file beside the local target with this suffix, then renames it.
 GET_TEMP_SUFFIX = ".blockmap-get"
+#: Files from this size on get a progress bar (when bars are shown: on a terminal, or --progress).
+PROGRESS_MIN_BYTES = 8 << 20
 
 
 @dataclass
 class CopyStats:
-    """What a copy did: regular files (and their bytes), directories, symbolic links."""
+    """What a copy did: regular files (and their bytes), directories, symbolic links; and whether
+    large files show a progress bar on stderr."""
 
     files: int = 0
     bytes: int = 0
     dirs: int = 0
     links: int = 0
+    progress: bool = False
 
 
 def put_stream(vol: Volume, src: BinaryIO, dst: str, mode: int) -> Attr:
@@ -80,7 +85,12 @@ def put_file(vol: Volume, local: str, dst: str, stats: CopyStats) -> None:
         st = os.fstat(src.fileno())
         if statmod.S_ISDIR(st.st_mode):
             raise fs_error(errno.EISDIR, local)
-        put_stream(vol, src, dst, statmod.S_IMODE(st.st_mode))
+        show = stats.progress and st.st_size >= PROGRESS_MIN_BYTES
+        with progress_bar(f"put {os.path.basename(local)}", show) as on_progress:
+            body: BinaryIO = src
+            if on_progress is not None:
+                body = ProgressReader(src, on_progress, st.st_size)  # type: ignore[assignment]
+            put_stream(vol, body, dst, statmod.S_IMODE(st.st_mode))
     stats.files += 1
     stats.bytes += st.st_size
 
@@ -127,7 +137,18 @@ def put_tree(vol: Volume, local: str, dst: str, stats: CopyStats) -> None:
 def get_file(vol: Volume, path: str, dest: str, stats: CopyStats) -> None:
     """One volume file to the local path `dest`."""
     with vol.open_file(path) as f:
-        n = get_to_local(f.copy_to, dest, statmod.S_IMODE(f.stat().st_mode))
+        attr = f.stat()
+        show = stats.progress and attr.st_size >= PROGRESS_MIN_BYTES
+        with progress_bar(f"get {posixpath.basename(path)}", show) as on_progress:
+            copy: Callable[[BinaryIO], int] = f.copy_to
+            if on_progress is not None:
+                bar = on_progress
+
+                def counted(out: BinaryIO) -> int:
+                    return f.copy_to(ProgressWriter(out, bar, attr.st_size))  # type: ignore[arg-type]
+
+                copy = counted
+            n = get_to_local(copy, dest, statmod.S_IMODE(attr.st_mode))
     stats.files += 1
     stats.bytes += n
 

@@ -9,14 +9,26 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError
 
 from ltx import timefmt
+from ltx.clifmt import (
+    EXIT_INTERRUPTED,
+    LOG_LEVELS,
+    VERBOSE_LEVEL,
+    InterruptGuard,
+    configure_logging,
+    human_size,
+    plural,
+    progress_bar,
+    version,
+)
 from ltx.compactor import LTXCompactionError
 from ltx.errors import LTXError
 from ltx.names import format_txid, parse_txid
@@ -28,18 +40,49 @@ from ltx.verify import DEFAULT_VERIFY_PARALLELISM
 #: Exit codes: a failure, a usage error (click's), an interrupt.
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 #: Set to 1 to get a traceback for an unexpected error (for developers).
 DEBUG_ENV = "LTXCTL_DEBUG"
 PROG = "ltxctl"
 
 app = typer.Typer(name=PROG, help="Inspect, verify, import, restore and compact LTX replicas "
                                   "(Litestream 0.5 layout, file:// and s3:// URLs).",
-                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  no_args_is_help=True)
 
 
 class CLIError(Exception):
-    """A bad option value or another condition the CLI reports as is."""
+    """A condition the CLI reports as is (exit 1)."""
+
+
+class UsageError(CLIError):
+    """A bad option value or combination (exit 2, as the parser's own usage errors)."""
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                               help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log what happens (debug level) and show an "
+                                                                 "error's full detail, causes included (as "
+                                                                 f"{DEBUG_ENV}=1 does, which also shows a "
+                                                                 "traceback).")] = False,
+    log_level: Annotated[str | None, typer.Option("--log-level", help=f"Log to stderr at this level: "
+                                                                      f"{', '.join(LOG_LEVELS)}.")] = None,
+) -> None:
+    """Options before the command: `ltxctl -v restore …`."""
+    level = log_level or (VERBOSE_LEVEL if verbose else None)
+    if level is not None:
+        try:
+            configure_logging(level)
+        except ValueError as exc:
+            raise UsageError(f"--log-level: {exc}") from exc
+    _context["verbose"] = "1" if verbose else ""
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -49,7 +92,7 @@ def parse_duration(text: str) -> timedelta:
     try:
         return timefmt.parse_duration(text, negative=True)
     except timefmt.TimeFormatError as exc:
-        raise CLIError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -57,30 +100,22 @@ def parse_timestamp(text: str) -> datetime:
     try:
         return timefmt.parse_time(text)
     except timefmt.TimeFormatError as exc:
-        raise CLIError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
 
 
 def parse_txid_option(text: str) -> int:
     try:
         txid = parse_txid(text.strip().removeprefix("0x"))
     except ValueError as exc:
-        raise CLIError(f"invalid TXID {text!r} (give it in hex, as Litestream prints it)") from exc
+        raise UsageError(f"invalid TXID {text!r} (give it in hex, as Litestream prints it)") from exc
     if txid == 0:
-        raise CLIError("TXID 0 does not exist (the first transaction is 0000000000000001)")
+        raise UsageError("TXID 0 does not exist (the first transaction is 0000000000000001)")
     return txid
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 # --- errors -------------------------------------------------------------------------------------
 
-_context: dict[str, str] = {"url": ""}
+_context: dict[str, str] = {"url": "", "verbose": ""}
 
 
 def describe_error(exc: BaseException, url: str = "") -> str:
@@ -152,9 +187,9 @@ def ls_cmd(url: UrlArg, level: Annotated[int | None, typer.Option("--level", "-l
     if as_json:
         _echo_json([file_record(f) for f in files])
         return
-    typer.echo(f"{'level':>5}  {'min_txid':16}  {'max_txid':16}  {'size':>12}  {'created':24}  sums")
+    typer.echo(f"{'level':>5}  {'min_txid':16}  {'max_txid':16}  {'size':>10}  {'created':24}  sums")
     for f in files:
-        typer.echo(f"{f.level:>5}  {format_txid(f.min_txid)}  {format_txid(f.max_txid)}  {f.size:>12}  "
+        typer.echo(f"{f.level:>5}  {format_txid(f.min_txid)}  {format_txid(f.max_txid)}  {human_size(f.size):>10}  "
                    f"{format_time(f.created_at):24}  {'yes' if f.sums_key else '-'}")
 
 
@@ -179,9 +214,9 @@ def info_cmd(url: UrlArg, as_json: JsonOpt = False) -> None:
     lines.append(f"newest snapshot: {snap.key} ({format_time(snap.created_at)})" if snap else "newest snapshot: none")
     lines.append("levels:")
     for lvl in info.levels:
-        lines.append(f"  {lvl.level}: {lvl.files:>6} files {human_size(lvl.bytes):>11}  TXIDs "
+        lines.append(f"  {lvl.level}: {plural(lvl.files, 'file'):>11} {human_size(lvl.bytes):>11}  TXIDs "
                      f"{format_txid(lvl.min_txid)}-{format_txid(lvl.max_txid)}")
-    lines.append(f"restore plan:    {len(info.plan)} files, {human_size(sum(f.size for f in info.plan))}")
+    lines.append(f"restore plan:    {plural(len(info.plan), 'file')}, {human_size(sum(f.size for f in info.plan))}")
     for f in info.plan:
         lines.append(f"  {f.key}")
     typer.echo("\n".join(lines))
@@ -189,21 +224,28 @@ def info_cmd(url: UrlArg, as_json: JsonOpt = False) -> None:
 
 @app.command("verify")
 def verify_cmd(url: UrlArg, parallelism: Annotated[int, typer.Option(min=1, help="Files decoded at once.")]
-               = DEFAULT_VERIFY_PARALLELISM) -> None:
+               = DEFAULT_VERIFY_PARALLELISM, as_json: JsonOpt = False) -> None:
     """Decode every file, check checksums, each level's contiguity and the restore plan.
     Prints one line per problem; exits 1 when anything is wrong."""
     from ltx.verify import Verifier
 
-    found = 0
+    problems = []
     with _replica(url) as replica:
         verifier = Verifier(replica, parallelism)
         for problem in verifier.problems():
-            found += 1
-            typer.echo(str(problem))
+            problems.append(problem)
+            if not as_json:
+                typer.echo(str(problem))
     stats = verifier.stats
-    summary = f"{stats.files} files, {human_size(stats.bytes)} checked"
-    if found:
-        typer.echo(f"{found} problem{'s' if found != 1 else ''} found ({summary})", err=True)
+    if as_json:
+        _echo_json({"ok": not problems, "files": stats.files, "bytes": stats.bytes,
+                    "problems": [{"key": p.key, "object": p.object, "message": p.message} for p in problems]})
+        if problems:
+            raise typer.Exit(EXIT_FAILURE)
+        return
+    summary = f"{plural(stats.files, 'file')}, {human_size(stats.bytes)} checked"
+    if problems:
+        typer.echo(f"{plural(len(problems), 'problem')} found ({summary})", err=True)
         raise typer.Exit(EXIT_FAILURE)
     typer.echo(f"ok: {summary}", err=True)
 
@@ -215,14 +257,22 @@ def import_cmd(db: Annotated[str, typer.Argument(help="The SQLite database to se
                = False,
                tmpdir: Annotated[str | None, typer.Option("--tmpdir", help="Where the database image and the "
                                                                          "snapshot are staged (about twice "
-                                                                         "the database's size).")] = None
+                                                                         "the database's size).")] = None,
+               as_json: JsonOpt = False,
+               progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar of "
+                                                             "the upload (default: on a terminal).")] = None,
                ) -> None:
     """Seed a replica from a SQLite database: a TXID-1 snapshot at level 0 and level 9."""
     from ltx.importer import import_database
 
-    with _replica(url) as replica:
-        result = import_database(db, replica, force=force, tmpdir=tmpdir)
-    note = f", replacing {result.deleted} files" if result.deleted else ""
+    show = (sys.stderr.isatty() and not as_json) if progress is None else progress
+    with _replica(url) as replica, progress_bar("uploading", show) as on_progress:
+        result = import_database(db, replica, force=force, tmpdir=tmpdir, progress=on_progress)
+    if as_json:
+        _echo_json({"database": db, "txid": format_txid(1), "page_size": result.page_size, "pages": result.commit,
+                    "ltx_bytes": result.file_size, "replaced": result.deleted, "keys": list(result.keys)})
+        return
+    note = f", replacing {plural(result.deleted, 'file')}" if result.deleted else ""
     typer.echo(f"imported {db} as TXID {format_txid(1)}: {result.commit} pages of {result.page_size} bytes"
                f" ({human_size(result.file_size)} LTX){note}")
     for key in result.keys:
@@ -256,16 +306,16 @@ def restore_cmd(
     from ltx.restore import INTEGRITY_CHECKS, restore
 
     if txid is not None and timestamp is not None:
-        raise CLIError("give --txid or --timestamp, not both")
+        raise UsageError("give --txid or --timestamp, not both")
     if integrity_check not in INTEGRITY_CHECKS:
-        raise CLIError(f"--integrity-check must be one of {', '.join(INTEGRITY_CHECKS)}")
+        raise UsageError(f"--integrity-check must be one of {', '.join(INTEGRITY_CHECKS)}")
     target_txid = parse_txid_option(txid) if txid is not None else 0
     target_time = parse_timestamp(timestamp) if timestamp is not None else None
     if if_db_not_exists and os.path.lexists(output):
         _restore_skipped(as_json, output, "database already exists", f"{output} already exists: nothing restored")
         return
     show = (sys.stderr.isatty() and not as_json) if progress is None else progress
-    with _replica(url) as replica, _progress_bar(show) as on_progress:
+    with _replica(url) as replica, progress_bar("restoring", show) as on_progress:
         try:
             result = restore(replica, output, txid=target_txid, timestamp=target_time, force=force,
                              parallelism=parallelism, progress=on_progress, integrity=integrity_check)
@@ -294,29 +344,6 @@ def _restore_skipped(as_json: bool, output: str, reason: str, line: str) -> None
         typer.echo(line)
 
 
-def plural(n: int, noun: str) -> str:
-    """'1 file', '2 files'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-@contextmanager
-def _progress_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
-    if not show:
-        yield None
-        return
-    with ExitStack() as stack:
-        bar: Any = None
-        shown = 0
-
-        def update(done: int, total: int) -> None:
-            nonlocal bar, shown
-            if bar is None:
-                bar = stack.enter_context(typer.progressbar(length=total, label="restoring", file=sys.stderr))
-            bar.update(done - shown)
-            shown = done
-
-        yield update
-
 
 @app.command("compact")
 def compact_cmd(
@@ -338,6 +365,7 @@ def compact_cmd(
                                                                "b-tree pages for cold readers) to the latest "
                                                                "state; without a current one this reads the "
                                                                "whole database once.")] = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """One compaction step per level by Litestream's rules, a level-9 snapshot, and retention."""
     from ltx.compaction import (
@@ -349,9 +377,9 @@ def compact_cmd(
     from ltx.hint import refresh_hint
 
     if level is not None and all_levels:
-        raise CLIError("give --level or --all, not both")
+        raise UsageError("give --level or --all, not both")
     if level is not None and level > MAX_COMPACTION_LEVEL and level != SNAPSHOT_LEVEL:
-        raise CLIError(f"--level must be 1-{MAX_COMPACTION_LEVEL} or {SNAPSHOT_LEVEL}")
+        raise UsageError(f"--level must be 1-{MAX_COMPACTION_LEVEL} or {SNAPSHOT_LEVEL}")
     l0_keep = parse_duration(l0_retention)
     snap_keep = parse_duration(snapshot_retention)
     intervals = {**DEFAULT_COMPACTION_INTERVALS, SNAPSHOT_LEVEL: DEFAULT_SNAPSHOT_INTERVAL} if scheduled else None
@@ -360,9 +388,20 @@ def compact_cmd(
         report = run(replica, levels, l0_retention=l0_keep, snapshot_retention=snap_keep, retention=retention,
                      intervals=intervals)
         refreshed = refresh_hint(replica) if hint else None
+    if as_json:
+        hint_record: dict[str, Any] | None = None
+        if refreshed is not None:
+            hint_record = ({"txid": format_txid(refreshed.header.txid), "pages": refreshed.header.page_count,
+                            "how": refreshed.how} if refreshed.header is not None else {"txid": None})
+        _echo_json({
+            "steps": [{"level": st.level, "wrote": st.file.key if st.file is not None else None,
+                       "bytes": st.file.size if st.file is not None else 0, "inputs": len(st.inputs),
+                       "reason": None if st.file is not None else st.reason} for st in report.steps],
+            "hint": hint_record, "deleted": [f.key for f in report.deleted]})
+        return
     for step in report.steps:
         if step.file is not None:
-            typer.echo(f"level {step.level}: wrote {step.file.key} from {len(step.inputs)} files "
+            typer.echo(f"level {step.level}: wrote {step.file.key} from {plural(len(step.inputs), 'file')} "
                        f"({human_size(step.file.size)})")
         else:
             typer.echo(f"level {step.level}: nothing to do ({step.reason})")
@@ -376,7 +415,7 @@ def compact_cmd(
     for f in report.deleted:
         typer.echo(f"deleted {f.key}")
     if retention:
-        typer.echo(f"retention: {len(report.deleted)} files deleted")
+        typer.echo(f"retention: {plural(len(report.deleted), 'file')} deleted")
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -403,19 +442,46 @@ def load_plugins() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code. Every failure becomes one line on stderr."""
+    """Run the CLI; return the exit code. Every failure becomes one line on stderr (with -v, the
+    causes follow on their own lines); usage errors exit 2, an interrupt 130."""
     load_plugins()
+    _context.update(url="", verbose="")
+    with InterruptGuard(f"{PROG}: error: interrupted") as guard:
+        return _run(argv, guard)
+
+
+def _run(argv: list[str] | None, guard: InterruptGuard) -> int:
     try:
         rv = app(args=argv, prog_name=PROG, standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `ltxctl` alone: the help, and a usage exit
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+        return EXIT_USAGE
     except typer.TyperException as exc:  # usage errors (exit code 2) and the like
         return fail(" ".join(exc.format_message().split()), getattr(exc, "exit_code", EXIT_USAGE))
+    except typer.Exit as exc:
+        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        return fail("interrupted", EXIT_INTERRUPTED)
+        guard.report()
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes a line
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        return fail(describe_error(exc, _context["url"]))
+        code = EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
+        code = fail(describe_error(exc, _context["url"]), code)
+        if _context["verbose"]:
+            for cause in _causes(exc):
+                sys.stderr.write(f"  caused by: {type(cause).__name__}: {' '.join(str(cause).split())}\n")
+        return code
     return rv if isinstance(rv, int) else 0
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen = {id(exc)}
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 if __name__ == "__main__":

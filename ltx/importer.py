@@ -13,9 +13,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import apsw
 
+from ltx.clifmt import Progress, ProgressReader
 from ltx.encoder import Encoder
 from ltx.header import FLAG_NO_CHECKSUM, Header, is_valid_page_size, lock_pgno
 from ltx.hint import HintHeader, hint_pages_of_image, select_hint_pages, write_hint
@@ -134,10 +136,17 @@ def encode_snapshot(image: str | os.PathLike[str], out: str | os.PathLike[str],
     return header, enc.page_sums
 
 
+def _offset_progress(progress: Progress, before: int, total: int) -> Progress:
+    """`progress` for one of several uploads: its bytes counted after `before`, out of `total`."""
+    return lambda done, _size: progress(before + done, total)
+
+
 def import_database(source: str | os.PathLike[str], replica: Replica, *, force: bool = False,
-                    tmpdir: str | None = None, timestamp_ms: int | None = None) -> ImportResult:
+                    tmpdir: str | None = None, timestamp_ms: int | None = None,
+                    progress: Progress | None = None) -> ImportResult:
     """Write a snapshot of `source` as TXID 1 to levels 0 and 9 of an empty `replica` (with
-    `force`, every file already there is deleted first)."""
+    `force`, every file already there is deleted first). `progress` is called with the bytes
+    uploaded so far and in all."""
     existing = [f for files in replica.list_levels(LEVELS).values() for f in files]
     if existing and not force:
         raise ReplicaNotEmptyError(replica.url, len(existing))
@@ -155,11 +164,15 @@ def import_database(source: str | os.PathLike[str], replica: Replica, *, force: 
             replica.delete_file(f)
         keys = []
         size = os.path.getsize(snapshot)
-        for level in IMPORT_LEVELS:
+        total = size * len(IMPORT_LEVELS)
+        for n, level in enumerate(IMPORT_LEVELS):
             if needs_sums(size):
                 replica.put_sums(replica.key(level, IMPORT_TXID, IMPORT_TXID), sums, ts)
             with open(snapshot, "rb") as data:
-                keys.append(replica.put_file(level, IMPORT_TXID, IMPORT_TXID, data, timestamp_ms=ts, if_absent=True))
+                body: BinaryIO = data
+                if progress is not None:
+                    body = ProgressReader(data, _offset_progress(progress, n * size, total), size)  # type: ignore[assignment]
+                keys.append(replica.put_file(level, IMPORT_TXID, IMPORT_TXID, body, timestamp_ms=ts, if_absent=True))
     # The hint (page 1 and the top levels of every b-tree) lets a cold reader start any descent at once.
     write_hint(replica.store, HintHeader(header.page_size, header.commit, IMPORT_TXID, ts, len(hint_pages)),
                hint_pages)

@@ -308,11 +308,11 @@ def test_gc_finds_and_deletes_a_leak(tmp_path: Path, meta: str) -> None:
     young = ok(bm(meta, "gc")).stdout  # the default skips objects younger than an hour
     assert "leaked: 0 objects" in young and "2 skipped" in young
     report = ok(bm(meta, "gc", "--skip-age", "0")).stdout
-    assert "leaked: 1 objects" in report and f"{NAME}/chunks/0/999/999999_0_10" in report
+    assert "leaked: 1 object (" in report and f"{NAME}/chunks/0/999/999999_0_10" in report
     assert "1 valid" in report
     assert leak.exists()
     deleted = ok(bm(meta, "gc", "--skip-age", "0", "--delete")).stdout
-    assert "deleted 1 objects" in deleted
+    assert "deleted 1 object;" in deleted
     assert not leak.exists()
     assert ok(bm(meta, "cat", "/f")).stdout_bytes == b"z" * 100
     assert "leaked: 0 objects" in ok(bm(meta, "gc", "--skip-age", "0")).stdout
@@ -321,7 +321,7 @@ def test_gc_finds_and_deletes_a_leak(tmp_path: Path, meta: str) -> None:
 def test_fsck_ok_and_repair(meta: str, tmp_path: Path) -> None:
     ok(bm(meta, "mkdir", "-p", "/a/b"))
     ok(bm(meta, "put", "-", "/a/b/f", stdin=b"f" * 70000))
-    assert ok(bm(meta, "fsck")).stdout.startswith("ok: 1 files, 1 slices, 2 blocks")
+    assert ok(bm(meta, "fsck")).stdout.startswith("ok: 1 file, 1 slice, 2 blocks")
     conn = connect_meta(meta)  # a wrong counter, as a crashed foreign writer might leave it
     conn.execute("UPDATE jfs_counter SET value = value + 4096 WHERE name = 'usedSpace'")
     conn.close()
@@ -588,3 +588,80 @@ def test_a_300_file_tree_goes_in_as_one_process(tmp_path: Path, meta: str) -> No
         for i in (0, 151, 299):
             assert vol.read_file(f"/tree/d{i % 10}/f{i:03d}") == (src / f"d{i % 10}" / f"f{i:03d}").read_bytes()
         assert sum(len(vol.listdir(f"/tree/d{k}")) for k in range(10)) == 300
+
+
+# --- reporting: --json, --version, -v, usage exits, progress, Ctrl-C -----------------------------
+
+
+def test_json_reports_of_ls_fsck_and_gc(tmp_path: Path, meta: str) -> None:
+    ok(bm(meta, "mkdir", "/d"))
+    ok(bm(meta, "put", "-", "/d/f", stdin=b"x" * 1000))
+    ok(bm(meta, "ln", "-s", "f", "/d/l"))
+    entries = json.loads(ok(bm(meta, "ls", "--json", "/d")).stdout)
+    assert [(e["name"], e["path"], e["type"], e["size"]) for e in entries] == [
+        ("f", "/d/f", "regular file", 1000), ("l", "/d/l", "symbolic link", 1)]
+    assert entries[1]["target"] == "f"
+    assert [e["path"] for e in json.loads(ok(bm(meta, "ls", "--json", "-R", "/")).stdout)] == ["/d", "/d/f", "/d/l"]
+    fsck = json.loads(ok(bm(meta, "fsck", "--json")).stdout)
+    assert fsck["ok"] is True and (fsck["files"], fsck["problems"]) == (1, [])
+    gc = json.loads(ok(bm(meta, "gc", "--json", "--skip-age", "0")).stdout)
+    assert (gc["valid"], gc["leaked"]) == (1, [])
+    for block in block_files(tmp_path):
+        block.unlink()
+    result = bm(meta, "fsck", "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False
+
+
+def test_version_verbose_and_usage_exits(tmp_path: Path, meta: str) -> None:
+    from ltx.clifmt import version
+
+    assert ok(runner.invoke(app, ["--version"])).stdout.strip() == f"blockmap {version()}"
+    assert runner.invoke(app, ["--log-level", "loud", "ls", "--meta", meta]).exit_code == 2
+    assert bm(meta, "ls", "--txid", "zz").exit_code == 2, "a bad option value is a usage error"
+    assert bm(f"sqlite3://{tmp_path}/n.db", "format", "--data", f"file://{tmp_path}/d", "--block-size", "3X",
+              NAME).exit_code == 2
+    assert bm(meta, "cat", "/missing").exit_code == 1, "a failure is not a usage error"
+    proc = run_blockmap("-v", "ls", "--meta", f"file://{tmp_path}/nothing-here")
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 1 and lines[0].startswith("blockmap: ") and "no volume here" in lines[0]
+
+
+def test_progress_bars_for_large_files(tmp_path: Path, meta: str) -> None:
+    from blockmap.clitree import PROGRESS_MIN_BYTES
+
+    big = tmp_path / "big"
+    big.write_bytes(random.Random(9).randbytes(PROGRESS_MIN_BYTES + 5))
+    small = tmp_path / "small"
+    small.write_bytes(b"tiny")
+    put = ok(bm(meta, "put", "--progress", str(big), str(small), "/"))
+    assert "put big" in put.stderr and "put small" not in put.stderr
+    got = ok(bm(meta, "get", "--progress", "/big", str(tmp_path / "back")))
+    assert "get big" in got.stderr
+    assert (tmp_path / "back").read_bytes() == big.read_bytes()
+    quiet = ok(bm(meta, "get", "--no-progress", "/big", str(tmp_path / "back2")))
+    assert quiet.stderr == ""
+
+
+def test_interrupt_prints_one_line_and_exits_130(tmp_path: Path) -> None:
+    # A command waiting on an S3 endpoint that accepts and never answers, interrupted (Ctrl-C).
+    import signal
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 30}
+        meta = f"s3://bucket/meta?endpoint=http://127.0.0.1:{port}&region=us-east-1"
+        proc = subprocess.Popen([*BLOCKMAP, "ls", "--meta", meta], cwd=ROOT, stderr=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=env)
+        try:
+            server.settimeout(TIMEOUT)
+            conn, _ = server.accept()  # the command's first request is under way
+            with conn:
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines() == ["blockmap: interrupted"]

@@ -4,6 +4,7 @@ restore options (--txid, --timestamp, progress), compact's report."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,8 @@ def test_restore_like_a_container_entrypoint(replica_url: str, history: History,
     assert (code, err) == (0, "") and "already exists" in stdout
     assert out.read_bytes() == b"the application's own database"
     code, stdout, _ = run(capsys, "restore", replica_url, "-o", str(out), "-if-db-not-exists", "--json")
-    assert code == 0 and json.loads(stdout) == {"restored": False, "path": str(out), "reason": "database already exists"}
+    assert code == 0
+    assert json.loads(stdout) == {"restored": False, "path": str(out), "reason": "database already exists"}
     code, stdout, _ = run(capsys, "restore", empty, "-o", str(tmp_path / "x"), "-if-replica-exists", "--json")
     assert code == 0 and json.loads(stdout)["reason"] == "no replica"
 
@@ -211,3 +213,35 @@ def test_a_relative_path_is_the_replica_it_names(tmp_path: Path, monkeypatch: py
     code, _, err = run(capsys, "import", "out.db", "copy-ltx")
     assert code == 0, err
     assert Replica.open(str(tmp_path / "copy-ltx")).list_level(9), "import wrote a snapshot where the name says"
+
+
+def test_json_reports_of_verify_import_and_compact(history: History, file_url: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    db = build_db(tmp_path / "source.db", rows=3000)
+    code, out, err = run(capsys, "import", str(db), file_url, "--json", "--progress")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["txid"] == f"{1:016x}" and len(record["keys"]) == 2 and record["replaced"] == 0
+    assert "uploading" in err, "the upload's progress bar goes to stderr"
+    code, out, _ = run(capsys, "verify", file_url, "--json")
+    verified = json.loads(out)
+    assert code == 0 and verified["ok"] is True and verified["files"] == 2 and verified["problems"] == []
+    code, out, _ = run(capsys, "compact", file_url, "--json", "--no-retention")
+    steps = json.loads(out)["steps"]
+    assert code == 0 and {s["level"] for s in steps} >= {9}
+    path = Path(file_url.removeprefix("file://")) / record["keys"][0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    code, out, _ = run(capsys, "verify", file_url, "--json")
+    verified = json.loads(out)
+    assert code == 1 and verified["ok"] is False and verified["problems"][0]["key"] == record["keys"][0]
+
+
+def test_counts_and_sizes_read_naturally(file_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "import", str(build_db(tmp_path / "s.db", rows=10)), file_url)[0] == 0
+    code, out, _ = run(capsys, "info", file_url)
+    assert code == 0 and "restore plan:    1 file, " in out and "1 files" not in out
+    assert re.search(r"^  0: +1 file +\d+ B  TXIDs", out, re.MULTILINE), out
+    code, out, _ = run(capsys, "ls", file_url)
+    assert re.search(r"0000000000000001 +\d+ B  ", out), "sizes in binary units, as everywhere"

@@ -6,9 +6,11 @@ file, unknown scheme) run `ltxctl` as a real process; option errors go through `
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,67 @@ def test_option_errors(args: list[str], needle: str, capsys: pytest.CaptureFixtu
     code = main(args)
     captured = capsys.readouterr()
     assert_one_line_error((code, captured.err), needle)
+    assert code == 2, "a usage error exits 2, whether the parser or the command finds it"
+
+
+def test_no_arguments_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "Usage: ltxctl" in err and "restore" in err and "verify" in err
+
+
+@pytest.fixture
+def saved_logging() -> Iterator[None]:
+    """The root logger as it was before the test (-v and --log-level configure it in-process)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_version_and_verbose(history: History, file_url: str, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str], saved_logging: None) -> None:
+    from ltx.clifmt import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"ltxctl {version()}"
+    assert main(["--log-level", "loud", "ls", file_url]) == 2
+    assert "--log-level" in capsys.readouterr().err
+    history.ship(Replica.open(file_url), 1, 2)
+    out = tmp_path / "o.db"
+    out.write_bytes(b"keep")
+    assert main(["-v", "restore", file_url, "-o", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("ltxctl: error: ") and "--force" in err[0]
+    assert main(["--log-level", "info", "restore", file_url, "-o", str(tmp_path / "new.db")]) == 0
+    root = logging.getLogger()
+    assert root.level == logging.INFO and any(getattr(h, "stream", None) is sys.stderr for h in root.handlers)
+    logging.getLogger("ltx.test").info("a record")
+    assert "INFO ltx.test: a record" in capsys.readouterr().err
+
+
+def test_interrupt_prints_one_line_and_exits_130(tmp_path: Path) -> None:
+    # A restore waiting on an S3 endpoint that accepts and never answers, interrupted (Ctrl-C).
+    import signal
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 30}
+        url = f"s3://bucket/db?endpoint=http://127.0.0.1:{port}&region=us-east-1"
+        proc = subprocess.Popen([*LTXCTL, "restore", url, "-o", str(tmp_path / "o.db"), "--no-progress"],
+                                cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            server.settimeout(TIMEOUT)
+            conn, _ = server.accept()  # the restore's first request is under way
+            with conn:
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["ltxctl: error: interrupted"]
+    assert not (tmp_path / "o.db").exists()
