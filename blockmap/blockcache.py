@@ -165,7 +165,13 @@ class BlockCache:
             self.hits += 1
         return data
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, disk: bool = True) -> None:
+        """Keep `data` in memory and, unless `disk` is False, in the cache directory."""
         self.memory.put(key, data)
+        if disk:
+            self.put_disk(key, data)
+
+    def put_disk(self, key: str, data: bytes) -> None:
+        """Keep `data` in the cache directory only (nothing without one)."""
         if self.disk is not None:
             self.disk.put(key, data)

@@ -70,6 +70,9 @@ class BlockStore:
         self.block_size = block_size
         self.hash_prefix = hash_prefix
         self.concurrency = max(1, concurrency)
+        #: Put blocks with `put_unsynced`: the owner syncs the store before any commit naming
+        #: them ships (blockmap.engine wires that to the metadata writer).
+        self.defer_sync = False
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -96,9 +99,16 @@ class BlockStore:
     def put_block(self, slice_id: int, index: int, data: bytes) -> None:
         """Store one block (the caller cuts blocks at `block_size`)."""
         key = self.key(slice_id, index, len(data))
-        self.store.put(key, data)
+        if self.defer_sync:
+            self.store.put_unsynced(key, data)
+        else:
+            self.store.put(key, data)
         if self.cache is not None:
-            self.cache.put(key, data)
+            self.cache.put(key, data, disk=False)
+            if len(data) < self.block_size and self.cache.disk is not None:
+                # A partial block goes to the disk cache too, in the background; full blocks only
+                # when read (JuiceFS's defaults: a large write is not written twice locally).
+                self._executor().submit(self.cache.put_disk, key, data)
 
     def writer(self, slice_id: int) -> SliceWriter:
         """A writer that uploads a new slice's blocks as they fill."""
@@ -234,6 +244,11 @@ class SliceWriter:
         self._pending: list[Future[None]] = []
         self._finished = False
 
+    @property
+    def room(self) -> int:
+        """Bytes `write` takes before the current block is full and starts uploading."""
+        return self.blocks.block_size - len(self._buf)
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._finished:
             raise ValueError(f"slice {self.slice_id} is already finished")
@@ -262,7 +277,12 @@ class SliceWriter:
         """Upload what is left and wait for every block; returns the slice size."""
         if not self._finished:
             self._finished = True
-            if self._buf:
+            if self._buf and not self._pending:  # the only block: put here, no hop to a transfer thread
+                block = bytes(self._buf)
+                self._buf.clear()
+                self._index += 1
+                self.blocks.put_block(self.slice_id, self._index - 1, block)
+            elif self._buf:
                 self._ship(bytes(self._buf))
                 self._buf.clear()
             pending, self._pending = self._pending, []

@@ -113,6 +113,11 @@ class IdAllocator:
         with self._lock:
             self._returned.append(inode)
 
+    def slice_ids_left(self) -> int:
+        """Slice IDs `next_slice_id` hands out before it must reserve a batch."""
+        with self._lock:
+            return max(0, self._slices.limit - self._slices.next)
+
     def next_inode(self) -> int:
         """A fresh inode number (never 0 or 1)."""
         with self._lock:

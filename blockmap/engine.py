@@ -106,6 +106,16 @@ class Engine:
         self.read_only = read_only
         self.owns_store = owns_store
         self.blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix, cache=block_cache)
+        #: Blocks are put without a sync of their own when the metadata is on an ltxvfs replica:
+        #: the store's `sync_unsynced` runs before every commit the writer ships (vfs.shipbarrier),
+        #: so a block is durable before any shipped commit names it, in one batch per ship.
+        self._barrier: Callable[[], None] | None = None
+        if not read_only and db.on_replica:
+            from vfs import shipbarrier
+
+            self._barrier = store.sync_unsynced
+            shipbarrier.add(self._barrier)
+            self.blocks.defer_sync = True
         self.ids = IdAllocator(self.reserve)
         db.on_lost = self.ids.reset
         #: Reads hold it shared while they fetch blocks; deleting a slice's blocks takes it
@@ -141,6 +151,10 @@ class Engine:
             finally:
                 self.db.close()
         finally:
+            if self._barrier is not None:
+                from vfs import shipbarrier
+
+                shipbarrier.remove(self._barrier)
             self.blocks.close()
             if self.owns_store:
                 self.store.close()

@@ -106,6 +106,20 @@ class File:
                 self._commit()
         return total
 
+    def buffers(self, offset: int, size: int) -> bool:
+        """Whether `pwrite` of `size` bytes at `offset` would only copy them into the write buffer:
+        no block fills (no upload starts or is waited for), no slice is recorded, no slice ID is
+        reserved. A caller that must not block (the mount's event loop) writes itself then."""
+        if self.closed or not self.writable or offset < 0 or size <= 0:
+            return False
+        indx, coff = divmod(offset, CHUNK_SIZE)
+        if coff + size >= CHUNK_SIZE:
+            return False
+        cur = self._open
+        if cur is None:
+            return size < self.engine.blocks.block_size and self.engine.ids.slice_ids_left() > 0
+        return cur.indx == indx and cur.pos + cur.length == coff and size < cur.writer.room
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Write at the current position (at the end in append mode) and advance."""
         self._check(want_write=True)

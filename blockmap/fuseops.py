@@ -27,7 +27,7 @@ import trio
 
 from blockmap import namespace as ns
 from blockmap.engine import DirEntry, Engine
-from blockmap.errors import BlockError, BlockmapError
+from blockmap.errors import ENOATTR, BlockError, BlockmapError
 from blockmap.fileio import File
 from blockmap.files import truncate
 from blockmap.meta import as_bytes
@@ -66,6 +66,8 @@ UNLIMITED_INODES = 10_000_000_000
 NAME_MAX = 255
 #: POSIX ACLs travel as these extended attributes; the mount does not store ACLs.
 ACL_XATTR_PREFIX = b"system.posix_acl_"
+#: The attribute the kernel reads before each write (to drop file capabilities).
+CAPS_XATTR = "security.capability"
 
 
 @dataclass
@@ -113,11 +115,29 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._next_fh = 1
         #: Requests answered with EIO because the store or the metadata failed (for tests, logs).
         self.io_errors = 0
+        #: Requests answered in the event loop without a worker thread (see `_fast`).
+        self.inline = 0
+        #: No inode of a writable mount has `security.capability`, which the kernel asks for before
+        #: every write: the answer needs no lookup (this mount is the volume's only writer; set
+        #: False before such an attribute is set).
+        self._no_caps = not engine.read_only and not engine.read(
+            lambda c: c.execute("SELECT 1 FROM jfs_xattr WHERE name = ? LIMIT 1", (CAPS_XATTR,)).fetchone())
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in a worker thread; its errors become FUSEError."""
         return await trio.to_thread.run_sync(functools.partial(self._call, fn, *args), limiter=self._limiter)
+
+    async def _fast(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)`, which only reads or writes the local metadata (no store request, no
+        wait on another thread), in the event loop itself when the metadata connection is free:
+        a hop to a worker thread and back costs several times the local SQLite work. When another
+        thread holds the connection, a worker waits for it instead of the loop."""
+        with self.engine.db.held_if_free() as free:
+            if free:
+                self.inline += 1
+                return self._call(fn, *args)
+        return await self._run(fn, *args)
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -195,6 +215,12 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
             with of.lock:
                 of.file.flush()
 
+    async def _new(self, parent: int, name: bytes, type_: int, mode: int, ctx: pyfuse3.RequestContext,
+                   target: bytes = b"", rdev: int = 0) -> Attr:
+        """`_create` in a worker: a write transaction stays off the event loop, so the loop never
+        delays the follower's look at the replica that fences a stalled writer."""
+        return await self._run(self._create, parent, name, type_, mode, ctx, target, rdev)
+
     def _create(self, parent: int, name: bytes, type_: int, mode: int, ctx: pyfuse3.RequestContext,
                 target: bytes = b"", rdev: int = 0) -> Attr:
         octx = self._ctx(ctx)
@@ -208,7 +234,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     # -- names ---------------------------------------------------------------------------------
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self.entry(await self._run(self._lookup, parent_inode, name))
+        return self.entry(await self._fast(self._lookup, parent_inode, name))
 
     def _lookup(self, parent: int, name: bytes) -> Attr:
         if len(name) > NAME_MAX:
@@ -235,7 +261,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         return None  # nothing is cached per inode beyond open files
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self.entry(await self._run(self._attr, inode))
+        return self.entry(await self._fast(self._attr, inode))
 
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -282,7 +308,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         )  # fmt: skip
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self._run(self._readlink, inode)
+        return await self._fast(self._readlink, inode)
 
     def _readlink(self, inode: int) -> bytes:
         def body(c: apsw.Cursor) -> bytes:
@@ -300,17 +326,17 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         except ValueError:
             raise pyfuse3.FUSEError(errno.EINVAL) from None
         rdev = rdev if statmod.S_ISCHR(mode) or statmod.S_ISBLK(mode) else 0
-        return self.entry(await self._run(self._create, parent_inode, name, type_, mode & 0o7777, ctx, b"", rdev))
+        return self.entry(await self._new(parent_inode, name, type_, mode & 0o7777, ctx, b"", rdev))
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self.entry(await self._run(self._create, parent_inode, name, TYPE_DIRECTORY, mode & 0o7777, ctx))
+        return self.entry(await self._new(parent_inode, name, TYPE_DIRECTORY, mode & 0o7777, ctx))
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if len(target) > MAX_SYMLINK:
             raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
-        return self.entry(await self._run(self._create, parent_inode, name, TYPE_SYMLINK, 0o777, ctx, target))
+        return self.entry(await self._new(parent_inode, name, TYPE_SYMLINK, 0o777, ctx, target))
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self._run(self._unlink, parent_inode, name, ctx)
@@ -352,7 +378,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     # -- directories -------------------------------------------------------------------------
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        node = await self._run(self.engine.node, inode)
+        node = await self._fast(self.engine.node, inode)
         if node.type != TYPE_DIRECTORY:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         with self._lock:
@@ -364,7 +390,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         inode, entries = self._dirs[fh]
         if entries is None or start_id == 0:  # a listing is taken once per pass (rewinddir starts anew)
-            entries = await self._run(self._listing, inode)
+            entries = await self._fast(self._listing, inode)
             self._dirs[fh] = (inode, entries)
         for i in range(start_id, len(entries)):
             e = entries[i]
@@ -407,7 +433,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC) and self.engine.read_only:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = await self._run(self.engine.node, inode)
+        node = await self._fast(self.engine.node, inode)
         if node.type == TYPE_DIRECTORY:
             raise pyfuse3.FUSEError(errno.EISDIR)
         if node.type != TYPE_FILE:
@@ -434,7 +460,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        attr = await self._run(self._create, parent_inode, name, TYPE_FILE, mode & 0o7777, ctx)
+        attr = await self._new(parent_inode, name, TYPE_FILE, mode & 0o7777, ctx)
         fh = self._open_handle(attr.st_ino, os.fsdecode(name))
         self._handles[fh].attr = attr
         return pyfuse3.FileInfo(fh=fh), self.entry(attr)
@@ -458,7 +484,15 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         return self.engine.read_data(of.inode, off, size)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self._run(self._write, self._handles[fh], off, buf)
+        of = self._handles[fh]
+        if of.lock.acquire(blocking=False):  # a write that only fills the buffer: in the loop
+            try:
+                if of.file.buffers(off, len(buf)):
+                    self.inline += 1
+                    return self._call(of.file.pwrite, buf, off)
+            finally:
+                of.lock.release()
+        return await self._run(self._write, of, off, buf)
 
     def _write(self, of: OpenFile, off: int, buf: bytes) -> int:
         with of.lock:
@@ -497,17 +531,21 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
     # -- extended attributes -----------------------------------------------------------------
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         key = xattr_key(name)
-        return await self._run(self.engine.read, lambda c: get_xattr(c, inode, key))
+        if self._no_caps and key == CAPS_XATTR:
+            raise pyfuse3.FUSEError(ENOATTR)
+        return await self._fast(self.engine.read, lambda c: get_xattr(c, inode, key))
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
         if name.startswith(ACL_XATTR_PREFIX):  # no ACLs (as JuiceFS without --enable-acl): cp -a then chmods
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         key = self._call(xattr_key, name)
         self._call(check_set, value, 0)
+        if key == CAPS_XATTR:
+            self._no_caps = False
         await self._run(self.engine.write, lambda c: set_xattr(c, inode, key, value))
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        names = await self._run(self.engine.read, lambda c: list_xattrs(c, inode))
+        names = await self._fast(self.engine.read, lambda c: list_xattrs(c, inode))
         return [os.fsencode(n) for n in names]
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -519,7 +557,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         return True  # the kernel checks permissions (default_permissions)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        used_space, used_inodes = await self._run(self.engine.usage)
+        used_space, used_inodes = await self._fast(self.engine.usage)
         settings = self.engine.settings
         capacity = settings.capacity or max(UNLIMITED_SPACE, used_space)
         inodes = settings.inodes or max(UNLIMITED_INODES, used_inodes)

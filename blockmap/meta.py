@@ -386,6 +386,19 @@ class MetaDB:
                 self._rollback(cur)
 
     @contextmanager
+    def held_if_free(self) -> Iterator[bool]:
+        """Hold the connection for a block of calls if no other thread holds it (True), else
+        nothing (False): a caller that must not wait (the mount's event loop) runs its work
+        itself when the answer is True and hands it to a thread otherwise. `read` and `write`
+        inside the block re-enter the hold."""
+        got = self._lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._lock.release()
+
+    @contextmanager
     def reading(self) -> Iterator[apsw.Cursor]:
         """A read transaction held open by a `with` block (for iterators that fetch in batches)."""
         with self._lock:

@@ -33,6 +33,7 @@ from ltx.errors import LTXError
 from ltx.plan import LTXFileInfo
 from ltx.replica import Replica
 from ltx.store.base import ObjectExistsError, StoreError
+from vfs import shipbarrier
 from vfs.commitfile import EncodedCommit, encode_commit
 from vfs.dirty import DEFAULT_MEMORY_BYTES, DirtyPages, zero_page
 from vfs.pagemap import SourceFile
@@ -337,6 +338,13 @@ class Writer:
             self.stats.commit_errors += 1
             raise CommitStoreError(self.url, key, f"cannot encode the commit: {exc}") from exc
         started = time.monotonic()
+        try:
+            shipbarrier.run()  # what the commit names elsewhere is durable before it ships
+        except (OSError, StoreError) as exc:
+            encoded.close()
+            self.stats.commit_errors += 1
+            reason = exc.reason if isinstance(exc, StoreError) else str(exc)
+            raise CommitStoreError(self.url, key, f"cannot make what the commit names durable: {reason}") from exc
         try:
             if encoded.sums is not None:
                 self.replica.put_sums(key, encoded.sums, encoded.header.timestamp)

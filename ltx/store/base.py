@@ -145,6 +145,15 @@ class ObjectStore(abc.ABC):
         point of a writer). `timestamp_ms` is the LTX header timestamp: file stores set the mtime to
         it, S3 stores the `litestream-timestamp` metadata."""
 
+    def put_unsynced(self, key: str, data: bytes) -> None:
+        """`put` an object that is readable when this returns but may be durable only once
+        `sync_unsynced` has returned (a file store skips its two fsyncs per object and does them
+        in one batch there). Stores whose puts are durable when they return just put."""
+        self.put(key, data)
+
+    def sync_unsynced(self) -> None:  # noqa: B027 - optional hook
+        """Make every object `put_unsynced` so far durable (nothing to do where puts are)."""
+
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete an object; deleting a missing key is not an error."""

@@ -75,6 +75,9 @@ class FileStore(ObjectStore):
         self.url = url if url is not None else f"file://{self.root}"
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
+        #: Objects written by `put_unsynced` and not yet fsynced (paths).
+        self._unsynced: list[str] = []
+        self._unsynced_lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -265,6 +268,35 @@ class FileStore(ObjectStore):
         if_absent: bool = False,
         timestamp_ms: int | None = None,
     ) -> None:
+        self._put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms, sync=True)
+
+    def put_unsynced(self, key: str, data: bytes) -> None:
+        """Write and rename into place without fsync; `sync_unsynced` fsyncs the file and its
+        directory later, with every other object put this way since."""
+        self._put(key, data, if_absent=False, timestamp_ms=None, sync=False)
+
+    def sync_unsynced(self) -> None:
+        with self._unsynced_lock:
+            paths, self._unsynced = self._unsynced, []
+        try:
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:  # deleted since: nothing to keep
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for directory in sorted({os.path.dirname(p) for p in paths}):
+                fsync_dir(directory, best_effort=False)
+        except OSError as exc:
+            with self._unsynced_lock:  # still owed: the next sync tries them again
+                self._unsynced[:0] = paths
+            raise self._os_error(os.path.relpath(paths[0], self.root), "sync", exc) from exc
+
+    def _put(self, key: str, data: bytes | BinaryIO, *, if_absent: bool, timestamp_ms: int | None,
+             sync: bool) -> None:
         path = self._path(key)
         directory = os.path.dirname(path)
         self._count("puts")
@@ -281,7 +313,8 @@ class FileStore(ObjectStore):
                 written = self._write_all(out, data)
                 out.flush()
                 os.fchmod(out.fileno(), OBJECT_MODE)
-                os.fsync(out.fileno())
+                if sync:
+                    os.fsync(out.fileno())
             if timestamp_ms is not None:
                 ns = timestamp_ms * 1_000_000
                 os.utime(tmp, ns=(ns, ns))
@@ -293,7 +326,11 @@ class FileStore(ObjectStore):
             else:
                 os.replace(tmp, path)
                 tmp_left = None
-            fsync_dir(directory, best_effort=False)
+            if sync:
+                fsync_dir(directory, best_effort=False)
+            else:
+                with self._unsynced_lock:
+                    self._unsynced.append(path)
         except OSError as exc:
             raise self._os_error(key, "write", exc) from exc
         finally:

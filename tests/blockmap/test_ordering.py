@@ -144,3 +144,41 @@ def test_a_failed_upload_changes_no_metadata_and_leaves_no_blocks(tmp_path: Path
         assert v.gc(skip_age=0).leaked == []
         assert v.fsck().ok
     assert store.violations == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to name fsynced files")
+@pytest.mark.parametrize("sync", ["commit", "interval:1h"])
+def test_blocks_are_synced_in_one_batch_before_the_commit_naming_them_ships(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: str) -> None:
+    """With the metadata on a replica, a block is put without its own fsync (readable at once)
+    and made durable by the barrier the metadata writer runs before it ships the commit."""
+    import os
+
+    (tmp_path / "data").mkdir()
+    vol = Volume.format(f"file://{tmp_path}/meta", f"file://{tmp_path}/data", "testvol",
+                       block_size=TEST_BLOCK_SIZE, sync=sync)
+    events: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        events.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    data = random.Random(7).randbytes(3 * TEST_BLOCK_SIZE + 100)
+    try:
+        with vol.open_file("/f", "w") as f:
+            f.write(data)
+        vol.flush()
+        blocks = sorted(str(p) for p in (tmp_path / "data").rglob("*_*_*"))
+        assert len(blocks) == 4
+        level0 = str(tmp_path / "meta" / "ltx" / "0")
+        shipped = max(i for i, e in enumerate(events) if e == level0)  # the commit's file went in
+        # A put fsyncs its temporary name; a block's own name is fsynced only by the batch.
+        assert [e for e in events if e in blocks] == [e for e in events[:shipped] if e in blocks], \
+            "every block synced before the commit naming it shipped"
+        assert sorted(e for e in events if e in blocks) == blocks, "each block synced once, by the batch"
+    finally:
+        vol.close()
+    with Volume.open(f"file://{tmp_path}/meta") as again:
+        assert again.read_file("/f") == data

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ltx.store import InvalidKeyError, ObjectExistsError, ObjectNotFoundError, open_store
+from ltx.store import InvalidKeyError, ObjectExistsError, ObjectNotFoundError, StoreError, open_store
 from ltx.store.file import TEMP_PREFIX, FileStore
 
 
@@ -121,3 +121,49 @@ def test_open_counts_bytes_read(tmp_path: Path) -> None:
 def test_relative_root_is_refused() -> None:
     with pytest.raises(ValueError, match="absolute"):
         FileStore("relative/root")
+
+
+def _fsync_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every fsync (the real fsync still runs)."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to name fsynced files")
+def test_put_unsynced_is_readable_at_once_and_synced_in_one_batch(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(tmp_path)
+    store.put("d/seed", b"0")  # the directory exists: the unsynced puts create none
+    synced = _fsync_spy(monkeypatch)
+    for i in range(3):
+        store.put_unsynced(f"d/b{i}", b"x" * (i + 1))
+    assert [store.get(f"d/b{i}") for i in range(3)] == [b"x", b"xx", b"xxx"], "readable before any sync"
+    assert synced == [], "no fsync on the put path"
+    store.delete("d/b1")  # deleted before the sync: nothing to keep
+    store.sync_unsynced()
+    assert synced == [str(tmp_path / "d" / "b0"), str(tmp_path / "d" / "b2"), str(tmp_path / "d")]
+    synced.clear()
+    store.sync_unsynced()
+    assert synced == [], "each object is synced once"
+    store.put("d/c", b"y")
+    assert len(synced) == 2 and synced[1] == str(tmp_path / "d"), "put still syncs (its file, its directory)"
+
+
+def test_a_failed_sync_is_owed_to_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(tmp_path)
+    store.put_unsynced("a", b"1")
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    with pytest.raises(StoreError, match="sync"):
+        store.sync_unsynced()
+    monkeypatch.setattr(os, "fsync", real)
+    synced = _fsync_spy(monkeypatch)
+    store.sync_unsynced()
+    assert synced == [str(tmp_path / "a"), str(tmp_path)], "the failed sync is retried, not forgotten"

@@ -1,0 +1,107 @@
+"""The mount's event-loop fast path (blockmap.fuseops): local metadata work runs in the loop when
+the metadata connection is free and in a worker thread when it is not; writes that only fill the
+buffer stay in the loop; the kernel's `security.capability` question before every write is
+answered without a lookup until such an attribute exists. Called directly (no kernel needed)."""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pyfuse3 = pytest.importorskip("pyfuse3")
+trio = pytest.importorskip("trio")
+
+from blockmap.fuseops import FuseOperations  # noqa: E402
+from blockmap.volume import Volume  # noqa: E402
+from tests.blockmap.conftest import TEST_BLOCK_SIZE  # noqa: E402
+
+ROOT_INODE = 1
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Iterator[FuseOperations]:
+    (tmp_path / "data").mkdir()
+    vol = Volume.format(f"file://{tmp_path}/meta", f"file://{tmp_path}/data", "testvol",
+                        block_size=TEST_BLOCK_SIZE, sync="interval:1s")
+    try:
+        yield FuseOperations(vol.engine)
+    finally:
+        vol.close()
+
+
+def test_lookups_run_in_the_loop_unless_the_connection_is_busy(ops: FuseOperations) -> None:
+    async def lookup() -> int:
+        with pytest.raises(pyfuse3.FUSEError) as err:
+            await ops.lookup(ROOT_INODE, b"missing", None)
+        assert err.value.errno == errno.ENOENT
+        return ops.inline
+
+    assert trio.run(lookup) == 1, "answered in the loop"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ops.engine.db.held_if_free() as free:
+            assert free
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+
+    async def busy_lookup() -> int:
+        async with trio.open_nursery() as nursery:
+            # Starts only once the lookup below has found the connection busy and awaits a worker.
+            nursery.start_soon(trio.to_thread.run_sync, release.set)
+            with pytest.raises(pyfuse3.FUSEError):
+                await ops.lookup(ROOT_INODE, b"missing", None)
+        return ops.inline
+
+    try:
+        assert trio.run(busy_lookup) == 1, "a busy connection sends the lookup to a worker, not the loop"
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_capability_question_needs_no_lookup_until_one_is_set(ops: FuseOperations) -> None:
+    async def scenario() -> tuple[int, int, bytes]:
+        attr = await ops.mknod(ROOT_INODE, b"f", 0o100644, 0, None)
+        before = ops.inline
+        with pytest.raises(pyfuse3.FUSEError) as err:
+            await ops.getxattr(attr.st_ino, b"security.capability", None)
+        assert err.value.errno == errno.ENODATA
+        asked = ops.inline - before  # 0: answered without touching the metadata
+        await ops.setxattr(attr.st_ino, b"security.capability", b"\x01\x00\x00\x02", None)
+        before = ops.inline
+        value = await ops.getxattr(attr.st_ino, b"security.capability", None)
+        return asked, ops.inline - before, value
+
+    asked, looked, value = trio.run(scenario)
+    assert asked == 0
+    assert looked == 1 and value == b"\x01\x00\x00\x02", "once set, the attribute is read from the metadata"
+
+
+def test_a_write_that_fills_only_the_buffer_stays_in_the_loop(ops: FuseOperations) -> None:
+    async def scenario() -> tuple[int, int, bytes]:
+        info, attr = await ops.create(ROOT_INODE, b"g", 0o644, 0, None)
+        ops.engine.ids.next_slice_id()  # a batch of slice IDs is at hand
+        before = ops.inline
+        assert await ops.write(info.fh, 0, b"a" * 100) == 100
+        small = ops.inline - before
+        before = ops.inline
+        assert await ops.write(info.fh, 100, b"b" * TEST_BLOCK_SIZE) == TEST_BLOCK_SIZE  # fills a block
+        filling = ops.inline - before
+        await ops.flush(info.fh)
+        data = await ops.read(info.fh, 0, 200)
+        await ops.release(info.fh)
+        return small, filling, data
+
+    small, filling, data = trio.run(scenario)
+    assert small == 1, "a write into the buffer is answered in the loop"
+    assert filling == 0, "a write that starts an upload goes to a worker"
+    assert data == b"a" * 100 + b"b" * 100
