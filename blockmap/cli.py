@@ -206,6 +206,8 @@ def run_guarded(fn: Callable[[], Any]) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes a line
+        if _interrupted():  # an error raised while unwinding from Ctrl-C
+            return EXIT_INTERRUPTED
         if os.environ.get(DEBUG_ENV) == "1":
             raise
         code = fail(describe_error(exc, str(_context["meta"])), EXIT_USAGE if isinstance(exc, UsageError)
@@ -213,7 +215,18 @@ def run_guarded(fn: Callable[[], Any]) -> int:
         if _context.get("verbose"):
             _write_causes(exc)
         return code
+    if _interrupted():  # typer turned the KeyboardInterrupt into a silent 130
+        return EXIT_INTERRUPTED
     return rv if isinstance(rv, int) else 0
+
+
+def _interrupted() -> bool:
+    """Whether Ctrl-C arrived under `main` (then 'interrupted' is written, once)."""
+    guard = _context.get("guard")
+    if isinstance(guard, InterruptGuard) and guard.fired:
+        guard.report()
+        return True
+    return False
 
 
 def _write_causes(exc: BaseException) -> None:

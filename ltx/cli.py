@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +24,7 @@ from ltx.clifmt import (
     VERBOSE_LEVEL,
     InterruptGuard,
     configure_logging,
+    format_age,
     human_size,
     plural,
     progress_bar,
@@ -194,19 +195,35 @@ def ls_cmd(url: UrlArg, level: Annotated[int | None, typer.Option("--level", "-l
 
 
 @app.command("info")
-def info_cmd(url: UrlArg, as_json: JsonOpt = False) -> None:
-    """Current TXID, page size, database size, files per level, newest snapshot, restore plan."""
+def info_cmd(
+    url: UrlArg,
+    as_json: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the newest TXID: one line (with --json, one "
+                                                        "JSON object) per --interval, until Ctrl-C.")] = False,
+    interval: Annotated[str, typer.Option("--interval", help="Time between looks with --watch.")] = "1s",
+    count: Annotated[int | None, typer.Option("--count", min=1, help="With --watch, stop after this many "
+                                                                    "lines.")] = None,
+) -> None:
+    """Current TXID, its commit time and age, page size, database size, files per level, newest
+    snapshot, restore plan; with --watch, the TXID and its age as they move (the replica's lag)."""
     from ltx.info import format_time, replica_info
 
+    if watch:
+        seconds = parse_duration(interval).total_seconds()
+        if seconds <= 0:
+            raise UsageError(f"--interval {interval!r}: must be above 0")
+        _watch_info(url, seconds, count, as_json)
+        return
     with _replica(url) as replica:
         info = replica_info(replica)
+    now = datetime.now(UTC)
     if as_json:
-        _echo_json(info.record())
+        _echo_json({**info.record(), "age_seconds": round(info.age(now), 3)})
         return
     lines = [
         f"url:             {info.url}",
         f"txid:            {format_txid(info.txid)}",
-        f"updated:         {format_time(info.updated)}",
+        f"updated:         {format_time(info.updated)} ({format_age(info.age(now))} ago)",
         f"page size:       {info.page_size}",
         f"database size:   {info.commit} pages, {info.database_size} bytes ({human_size(info.database_size)})",
     ]
@@ -222,6 +239,27 @@ def info_cmd(url: UrlArg, as_json: JsonOpt = False) -> None:
     typer.echo("\n".join(lines))
 
 
+def _watch_info(url: str, interval: float, count: int | None, as_json: bool) -> None:
+    """`info --watch`: look every `interval` seconds; print the newest TXID, its time and age."""
+    import time
+
+    from ltx.info import format_time, replica_info
+
+    shown = 0
+    with _replica(url) as replica:
+        while count is None or shown < count:
+            if shown:
+                time.sleep(interval)
+            info = replica_info(replica)
+            now = datetime.now(UTC)
+            age = info.age(now)
+            if as_json:
+                typer.echo(json.dumps({"time": format_time(now), "txid": format_txid(info.txid),
+                                       "updated": format_time(info.updated), "age_seconds": round(age, 3)}))
+            else:
+                typer.echo(f"{format_time(now)}  txid {format_txid(info.txid)}  updated {format_time(info.updated)}"
+                           f"  age {format_age(age)}")
+            shown += 1
 @app.command("verify")
 def verify_cmd(url: UrlArg, parallelism: Annotated[int, typer.Option(min=1, help="Files decoded at once.")]
                = DEFAULT_VERIFY_PARALLELISM, as_json: JsonOpt = False) -> None:
@@ -464,6 +502,9 @@ def _run(argv: list[str] | None, guard: InterruptGuard) -> int:
         guard.report()
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes a line
+        if guard.fired:  # an error raised while unwinding from Ctrl-C
+            guard.report()
+            return EXIT_INTERRUPTED
         if os.environ.get(DEBUG_ENV) == "1":
             raise
         code = EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
@@ -472,6 +513,9 @@ def _run(argv: list[str] | None, guard: InterruptGuard) -> int:
             for cause in _causes(exc):
                 sys.stderr.write(f"  caused by: {type(cause).__name__}: {' '.join(str(cause).split())}\n")
         return code
+    if guard.fired:  # typer turned the KeyboardInterrupt into a silent 130
+        guard.report()
+        return EXIT_INTERRUPTED
     return rv if isinstance(rv, int) else 0
 
 

@@ -31,6 +31,20 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def format_age(seconds: float) -> str:
+    """`0.4s`, `12s`, `5m03s`, `2h04m`, `3d05h`."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
 def plural(n: int, noun: str, many: str | None = None) -> str:
     """`1 file`, `2 files` (`many` for irregular plurals: `directories`)."""
     return f"{n} {noun}" if n == 1 else f"{n} {many or noun + 's'}"
@@ -148,6 +162,8 @@ class InterruptGuard:
 
     def __init__(self, line: str) -> None:
         self.line = line
+        #: A SIGINT arrived (typer turns the KeyboardInterrupt into a silent exit status 130).
+        self.fired = False
         self._reported = False
         self._lock = threading.Lock()
 
@@ -172,6 +188,7 @@ class InterruptGuard:
         sys.stderr.flush()
 
     def _on_sigint(self, signum: int, frame: object) -> None:
+        self.fired = True
         timer = threading.Timer(INTERRUPT_GRACE_S, self._force_exit)
         timer.daemon = True
         timer.start()

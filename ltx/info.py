@@ -56,6 +56,10 @@ class ReplicaInfo:
     def database_size(self) -> int:
         return self.page_size * self.commit
 
+    def age(self, now: datetime) -> float:
+        """Seconds from the newest commit to `now` (the replica's lag behind a writer still writing)."""
+        return max(0.0, (now - self.updated).total_seconds())
+
     def record(self) -> dict[str, Any]:
         return {
             "url": self.url,

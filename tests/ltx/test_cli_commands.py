@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,17 @@ def test_restore_options(replica_url: str, history: History, tmp_path: Path,
                        "--no-progress", "--parallelism", "2")
     assert code == 0 and err == ""
     assert out.read_bytes() == history.images[10]
+
+
+def test_restore_takes_a_relative_time(replica_url: str, history: History, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # The forms the VFS's timestamp= and blockmap --at take (the history is years old).
+    out = tmp_path / "db"
+    code, stdout, err = run(capsys, "restore", replica_url, "-o", str(out), "--timestamp", "5 minutes ago")
+    assert code == 0, err
+    assert out.read_bytes() == history.images[-1]
+    code, _, err = run(capsys, "restore", replica_url, "-o", str(out), "--timestamp", "yesterday", "--force")
+    assert code == 2 and "yesterday" in err
 
 
 def test_restore_like_a_container_entrypoint(replica_url: str, history: History, tmp_path: Path,
@@ -245,3 +257,42 @@ def test_counts_and_sizes_read_naturally(file_url: str, tmp_path: Path, capsys: 
     assert re.search(r"^  0: +1 file +\d+ B  TXIDs", out, re.MULTILINE), out
     code, out, _ = run(capsys, "ls", file_url)
     assert re.search(r"0000000000000001 +\d+ B  ", out), "sizes in binary units, as everywhere"
+
+
+def test_info_shows_the_newest_commits_age(replica_url: str, history: History,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "info", replica_url, "--json")
+    record = json.loads(out)
+    expected = (datetime.now(UTC) - history.time(history.last_txid)).total_seconds()
+    assert code == 0 and abs(record["age_seconds"] - expected) < 60
+    code, out, _ = run(capsys, "info", replica_url)
+    assert re.search(r"^updated: +\S+Z \(\d+d\d\dh ago\)$", out, re.MULTILINE), out
+    code, out, _ = run(capsys, "info", replica_url, "--watch", "--interval", "10ms", "--count", "2", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["txid"] for r in lines] == [f"{history.last_txid:016x}"] * 2
+
+
+def test_info_watch_follows_new_commits(history: History, file_url: str) -> None:
+    # A running `ltxctl info --watch` sees a TXID shipped while it runs, then stops on Ctrl-C.
+    import signal
+    import subprocess
+    import sys
+
+    replica = Replica.open(file_url)
+    history.ship(replica, 1, 3)
+    proc = subprocess.Popen([sys.executable, "-m", "ltx.cli", "info", file_url, "--watch", "--interval", "50ms"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert f"txid {3:016x}" in first, first
+        history.ship(replica, 4, 4)
+        seen = [proc.stdout.readline() for _ in range(200)]  # 10 s of lines at most
+        assert any(f"txid {4:016x}" in line for line in seen)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and err.strip() == "ltxctl: error: interrupted"
