@@ -55,10 +55,14 @@ from ltx.clifmt import (
     configure_logging,
     human_size,
     plural,
+    root_cause,
+    store_error_line,
     version,
 )
 from ltx.names import parse_txid
+from ltx.plan import RestorePlanError
 from ltx.store import InvalidURLError, StoreError, redact_url
+from vfs.errors import ReplicaOpenError
 
 PROG = "blockmap"
 #: Environment variable that stands in for `--meta`.
@@ -168,9 +172,17 @@ def describe_error(exc: BaseException, meta_url: str = "") -> str:
         return f"{show_url(exc.what)}: {exc.reason}"
     if isinstance(exc, InvalidURLError):
         return f"{show_url(exc.url)}: {exc.reason}"
-    if isinstance(exc, BlockmapError | StoreError | CLIError):
+    if isinstance(exc, StoreError):
+        return store_error_line(exc)
+    if isinstance(exc, BlockmapError | CLIError | RestorePlanError):
         return str(exc)
     if isinstance(exc, apsw.Error):
+        # Name what the user typed once: the replica's own error, not the layers it crossed.
+        inner = root_cause(exc, (RestorePlanError, StoreError, InvalidURLError))
+        if inner is not None:
+            return describe_error(inner, meta_url)
+        if isinstance(exc, ReplicaOpenError):
+            return f"{exc.url}: {exc.reason.removeprefix(exc.url + ': ')}"
         where = f"metadata {show_url(meta_url)}" if meta_url else "metadata"
         return f"{where}: {exc}"
     if isinstance(exc, ValueError):
@@ -320,12 +332,23 @@ def open_volume(meta: str, *, read_only: bool = False, txid: str | None = None, 
     """The volume at `meta` (as of `txid` / `at` when given), closed when the command ends."""
     _context["meta"] = meta
     past = parse_txid_option(txid) if txid else 0
-    vol = Volume.open(meta, read_only=read_only, txid=past, timestamp=at,
-                      sync=None if read_only or past or at else command_sync(meta))
+    when = parse_at_option(at) if at is not None else None
+    vol = Volume.open(meta, read_only=read_only, txid=past, timestamp=when,
+                      sync=None if read_only or past or when else command_sync(meta))
     try:
         yield vol
     finally:
         vol.close()
+
+
+def parse_at_option(text: str) -> datetime:
+    """`--at`: RFC 3339 or a relative time such as '5 minutes ago' (ltx.timefmt)."""
+    from ltx import timefmt
+
+    try:
+        return timefmt.parse_time(text)
+    except timefmt.TimeFormatError as exc:
+        raise UsageError(f"--at {text!r}: {exc.reason}") from exc
 
 
 def parse_txid_option(text: str) -> int:

@@ -16,6 +16,7 @@ import typer
 
 from hydrator.errors import HydrationError
 from hydrator.hydrator import DEFAULT_HYDRATION_PARALLELISM, DEFAULT_POLL_INTERVAL, Hydrator
+from ltx.clifmt import store_error_line
 from ltx.errors import LTXError
 from ltx.names import format_txid
 from ltx.plan import RestorePlanError
@@ -29,7 +30,9 @@ PROGRESS_REFRESH = 0.2
 
 def describe(exc: BaseException) -> str:
     """The one line an error becomes on stderr."""
-    if isinstance(exc, HydrationError | StoreError | InvalidURLError | RestorePlanError):
+    if isinstance(exc, StoreError):
+        text = store_error_line(exc)
+    elif isinstance(exc, HydrationError | InvalidURLError | RestorePlanError):
         text = str(exc)
     elif isinstance(exc, LTXError):
         text = f"corrupt LTX file {exc.name} at offset {exc.offset}: {exc.reason}"

@@ -28,6 +28,7 @@ from ltx.clifmt import (
     human_size,
     plural,
     progress_bar,
+    store_error_line,
     version,
 )
 from ltx.compactor import LTXCompactionError
@@ -126,8 +127,10 @@ def describe_error(exc: BaseException, url: str = "") -> str:
     from ltx.restore import RestoreError
 
     where = url.rstrip("/")
-    if isinstance(exc, RestorePlanError | StoreError | InvalidURLError | RestoreError | DatabaseImportError
-                  | CompactionError | CLIError):
+    if isinstance(exc, StoreError):
+        text = store_error_line(exc)
+    elif isinstance(exc, RestorePlanError | InvalidURLError | RestoreError | DatabaseImportError
+                    | CompactionError | CLIError):
         text = str(exc)
     elif isinstance(exc, LTXCompactionError):
         text = f"cannot merge {where + '/' if where else ''}{exc.name}: {exc.reason}"

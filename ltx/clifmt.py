@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any, BinaryIO
 
+from ltx.store.base import StoreError
+
 #: Binary units, as every size is printed.
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 #: `--log-level` values, and what `-v` means.
@@ -197,3 +199,24 @@ class InterruptGuard:
     def _force_exit(self) -> None:
         self.report()
         os._exit(EXIT_INTERRUPTED)
+
+
+def store_error_line(exc: StoreError) -> str:
+    """A store error as a command prints it: naming the object it concerns, but for a LIST (whose
+    key is a level's prefix, which nobody typed) the replica's URL alone."""
+    if exc.key.endswith("/"):
+        return f"{exc.url}: {exc.reason}"
+    return str(exc)
+
+
+def root_cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The innermost exception of one of `kinds` in `exc`'s chain of causes (`exc` included)."""
+    found = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, kinds):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found

@@ -9,7 +9,8 @@ renamed over `OUT`. Memory is bounded by the prefetch window, never by the datab
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -80,7 +81,17 @@ class RestoreResult:
         return self.page_size * self.commit
 
 
+class OutputIsDirectoryError(RestoreError):
+    """The output names a directory: -o takes the path of the database file to write."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is a directory (give the path of the database file to write)")
+
+
 def _check_output(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise OutputIsDirectoryError(str(out))
     if force:
         return
     for candidate in (str(out), *(f"{out}{s}" for s in SIDE_FILE_SUFFIXES)):
@@ -193,7 +204,26 @@ def restore_file(replica: Replica, plan: Sequence[LTXFileInfo], out: str | os.Pa
     if integrity not in INTEGRITY_CHECKS:
         raise ValueError(f"unknown integrity check {integrity!r}")
     tmp = Path(f"{out_path}.tmp")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with _naming(out_path, tmp):
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        return _restore_via(tmp, replica, plan, out_path, force=force, parallelism=parallelism,
+                            chunk_size=chunk_size, progress=progress, integrity=integrity)
+
+
+@contextmanager
+def _naming(out_path: Path, tmp: Path) -> Iterator[None]:
+    """An OSError about the temporary file names the output the user gave instead."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None and os.fspath(exc.filename) == str(tmp):
+            raise OSError(exc.errno, exc.strerror, str(out_path)) from exc
+        raise
+
+
+def _restore_via(tmp: Path, replica: Replica, plan: Sequence[LTXFileInfo], out_path: Path, *, force: bool,
+                 parallelism: int, chunk_size: int, progress: ProgressCallback | None,
+                 integrity: str) -> RestoreResult:
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:

@@ -393,6 +393,8 @@ def test_s3_volume_wrong_credentials_and_missing_bucket(tmp_path: Path, s3_serve
         line = one_line_error(proc.returncode, proc.stderr.decode())
         assert "wrong-secret" not in line
         assert re.search(r"credential|access|denied|signature|forbidden", line, re.IGNORECASE), line
+        typed = meta.split("?")[0]
+        assert line.count(typed) == 1 and "ltxvfs:" not in line and "/0000/" not in line, line
     missing = s3_server.url("", bucket="no-such-bucket-blockmap-cli")
     proc = run_blockmap("format", "--meta", f"sqlite3://{tmp_path}/m2.db", "--data", missing, NAME, env=env)
     assert "no-such-bucket-blockmap-cli" in one_line_error(proc.returncode, proc.stderr.decode())
@@ -452,7 +454,7 @@ def test_reading_commands_read_the_past(tmp_path: Path, meta: str) -> None:
     assert out.read_bytes() == b"first"
     assert json.loads(ok(bm(meta, "stat", "--json", "--txid", t1, "/f")).stdout)["size"] == 5
     error(bm(meta, "ls", "--txid", "zz"), "--txid", "hexadecimal")
-    error(bm(meta, "ls", "--at", "yesterday-ish"), "invalid time")
+    error(bm(meta, "ls", "--at", "yesterday-ish"), "--at 'yesterday-ish'", "RFC 3339")
     error(bm(f"sqlite3://{tmp_path}/m.db", "ls", "--txid", "1"), "replica URL")
 
 
@@ -665,3 +667,12 @@ def test_interrupt_prints_one_line_and_exits_130(tmp_path: Path) -> None:
                 proc.wait()
     assert proc.returncode == 130, err
     assert err.decode().strip().splitlines() == ["blockmap: interrupted"]
+
+
+def test_error_lines_name_what_was_typed_once(tmp_path: Path, meta: str) -> None:
+    line = error(bm(meta, "ls", "--at", "yesterday"), "--at 'yesterday'", "5 minutes ago")
+    assert "URI parameter" not in line and "ltxvfs:" not in line
+    assert bm(meta, "ls", "--at", "yesterday").exit_code == 2
+    line = error(bm(meta, "ls", "--txid", "ff"), "cannot restore to 00000000000000ff")
+    assert line.count(meta) == 1 and "ltxvfs:" not in line and "metadata" not in line
+    ok(bm(meta, "ls", "--at", "0 seconds ago"))

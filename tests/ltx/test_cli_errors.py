@@ -65,6 +65,23 @@ def test_wrong_credentials(s3_url: str, s3_env: dict[str, str], tmp_path: Path) 
     line = assert_one_line_error(run_ltxctl("ls", s3_url, env=env))
     assert "wrong-secret" not in line, "a secret leaked into the message"
     assert any(word in line.lower() for word in ("credential", "access", "denied", "signature", "forbidden"))
+    # It names the replica as typed (without the query), not the level prefix its LIST used.
+    typed = s3_url.split("?")[0]
+    assert line.startswith(f"ltxctl: error: {typed}: "), line
+    assert "/0000/" not in line and line.count(typed) == 1
+
+
+def test_restore_into_a_directory_names_it(history: History, file_url: str, tmp_path: Path) -> None:
+    history.ship(Replica.open(file_url), 1, 2)
+    out = tmp_path / "outdir"
+    out.mkdir()
+    line = assert_one_line_error(run_ltxctl("restore", file_url, "-o", str(out), "--force"), str(out))
+    assert ".tmp" not in line and "is a directory" in line
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere: the unwritable case needs another user
+        line = assert_one_line_error(run_ltxctl("restore", file_url, "-o", str(tmp_path / "ro" / "db")),
+                                     str(tmp_path / "ro" / "db"))
+        assert ".tmp" not in line
 
 
 def test_gap_names_missing_range(history: History, file_url: str, tmp_path: Path) -> None:
