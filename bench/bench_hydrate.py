@@ -4,11 +4,12 @@ A replica is built on the SeaweedFS S3 server: a level-9 snapshot of a database 
 (half noise, half runs, about 2:1 under LZ4) plus level-0 files each changing some pages. Then,
 alternately: the raw figure (every object fetched through the hydrator's store, in its order,
 with its chunking and parallelism, bytes discarded) and a full hydration into a fresh file
-(fetch, verify every checksum, apply, fsync). Three ratios: `ratio` is the hydration's
-throughput in MB of database per second over the raw GET throughput (MB/s of the objects), as
-the issue states the target (>= 80 %); the stricter `time_ratio` is raw GET time over hydration
-time for the very same objects; `ratio_vs_best_raw` takes as the peer the best raw GET throughput
-over RAW_GRID (other parallelism and range sizes) instead. `hydrate_cpu_s` (each round's CPU
+(fetch, verify every checksum, apply, fsync). The headline, `time_ratio`, is raw GET time over
+hydration time for the very same objects (target >= 0.7, issue 15): the share of raw GET
+throughput a hydration reaches on the same bytes. `db_ratio` (the old headline) divides MB of
+database per second by MB of objects per second, which flatters hydration by the compression
+factor (~1.9x here); `time_ratio_vs_best_raw` takes as the peer the best raw GET time over
+RAW_GRID (other parallelism and range sizes) instead. `hydrate_cpu_s` (each round's CPU
 seconds of the hydration, every thread of this process) is the figure to compare while other
 work shares the machine.
 
@@ -58,12 +59,13 @@ PAGES_PER_INCREMENT = 48
 POOL_PAGES = 1024
 SEED = 20260202
 MB = 1_000_000
-#: Hydration must reach this share of the raw GET throughput of the same bytes.
-TARGET_RATIO = 0.80
+#: Hydration must reach this share of the raw GET throughput of the same bytes (raw GET time over
+#: hydration time, same objects).
+TARGET_TIME_RATIO = 0.70
 #: Alternating raw/hydrate measurements per figure (the best of each is compared).
 ROUNDS = 3
 #: (parallelism, range size) of the extra raw GET runs: the server's best raw throughput over
-#: these is the stricter peer figure (`ratio_vs_best_raw`), whatever the hydrator's own settings.
+#: these is the stricter peer figure (`time_ratio_vs_best_raw`), whatever the hydrator's own settings.
 RAW_GRID = ((4, 2 << 20), (8, 2 << 20), (4, 8 << 20), (8, 8 << 20), (4, 16 << 20), (8, 16 << 20))
 
 
@@ -183,11 +185,12 @@ def figures(url: str, db_mb: int, workdir: Path, parallelism: int = DEFAULT_HYDR
         "hydrate_s": round(hyd, 3),
         "hydrate_db_MB_s": round(db_bytes / MB / hyd, 1),
         "hydrate_object_MB_s": round(object_bytes / MB / hyd, 1),
-        "ratio": round((db_bytes / hyd) / (object_bytes / raw), 3),
         "time_ratio": round(raw / hyd, 3),
+        "db_ratio": round((db_bytes / hyd) / (object_bytes / raw), 3),
+        "raw_best_s": round(best_raw, 3),
         "raw_best_MB_s": round(object_bytes / MB / best_raw, 1),
         "raw_best_config": f"{best_par} x {best_chunk >> 20} MiB" if best_raw < raw else "the hydrator's",
-        "ratio_vs_best_raw": round((db_bytes / hyd) / (object_bytes / best_raw), 3),
+        "time_ratio_vs_best_raw": round(best_raw / hyd, 3),
         "raw_times": [round(t, 3) for t in raw_times],
         "hydrate_times": [round(t, 3) for t in hyd_times],
         "hydrate_cpu_s": [round(t, 3) for t in hyd_cpu],
@@ -211,7 +214,7 @@ if "pytest" in sys.modules:
     def test_hydrate_throughput_vs_raw_get(benchmark: Any, bench_s3_url: str, tmp_path: Path) -> None:
         measured = benchmark.pedantic(figures, args=(bench_s3_url, DEFAULT_DB_MB, tmp_path), rounds=1,
                                       iterations=1)
-        measured["target_met"] = measured["ratio"] >= TARGET_RATIO
+        measured["target_met"] = measured["time_ratio"] >= TARGET_TIME_RATIO
         benchmark.extra_info.update(measured)
         print(json.dumps(measured))
         assert measured["hydrate_s"] > 0 and measured["raw_get_s"] > 0
@@ -242,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             with _s3_url() as url:
                 result = figures(url, args.mb, Path(work), args.parallelism, args.rounds)
     print(json.dumps(result, indent=2))
-    print(f"hydration: {result['hydrate_db_MB_s']} MB/s of database ({result['hydrate_object_MB_s']} MB/s of "
-          f"objects); raw GET of the same objects: {result['raw_get_MB_s']} MB/s; ratio {result['ratio']:.0%} "
-          f"(target >= {TARGET_RATIO:.0%}); same-bytes time ratio {result['time_ratio']:.0%}; against the best raw "
-          f"GET of the grid ({result['raw_best_MB_s']} MB/s, {result['raw_best_config']}): "
-          f"{result['ratio_vs_best_raw']:.0%}")
+    print(f"hydration {result['hydrate_s']} s, raw GET of the same objects {result['raw_get_s']} s: time ratio "
+          f"{result['time_ratio']:.2f} (target >= {TARGET_TIME_RATIO}); against the best raw GET of the grid "
+          f"({result['raw_best_s']} s, {result['raw_best_config']}): {result['time_ratio_vs_best_raw']:.2f}; "
+          f"{result['hydrate_db_MB_s']} MB/s of database, {result['hydrate_object_MB_s']} MB/s of objects "
+          f"(database MB/s over object MB/s: {result['db_ratio']:.2f})")
     return 0
 
 

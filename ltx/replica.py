@@ -77,11 +77,12 @@ class Replica:
             return None
         return level, parts[-1]
 
-    def list_all(self) -> dict[int, list[LTXFileInfo]]:
+    def list_all(self, start_after: str = "") -> dict[int, list[LTXFileInfo]]:
         """Every level from one listing of the whole replica (S3: ListObjectsV2 over the prefix
-        without a delimiter, one request per 1000 keys; file: one walk). Other keys are skipped."""
+        without a delimiter, one request per 1000 keys; file: one walk), or of the keys after
+        `start_after` (`ABOVE_LEVEL_0`: every level but 0). Other keys are skipped."""
         levels: dict[int, list[LTXFileInfo]] = {lvl: [] for lvl in LEVELS}
-        for obj, found in _with_sidecars(self.store.list(""), ""):
+        for obj, found in _with_sidecars(self.store.list("", start_after), ""):
             where = self.level_of_key(obj.key)
             if where is None:
                 continue
@@ -90,6 +91,11 @@ class Replica:
         for files in levels.values():
             files.sort(key=lambda f: (f.min_txid, f.max_txid))
         return levels
+
+    @property
+    def above_level_0(self) -> str:
+        """A key after every level-0 key and before every other level's (for `list_all`)."""
+        return level_prefix(self.scheme, 0) + "~"
 
     def list_levels(self, levels: tuple[int, ...] = LEVELS, seeks: dict[int, int] | None = None,
                     parallelism: int = DEFAULT_PARALLELISM) -> dict[int, list[LTXFileInfo]]:

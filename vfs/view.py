@@ -1,6 +1,8 @@
 """A view: the database as of one TXID, built from a restore plan in two round trips.
 
-Round trip 1 lists the whole replica in one LIST and, beside it, GETs the hint file (page 1 and
+Round trip 1 lists the replica (S3: one LIST of the levels above 0 and one of level 0's first
+page, so thousands of level-0 files awaiting retention cost one more round trip, not one per
+1000 keys; file://: one walk) and, beside it, GETs the hint file (page 1 and
 the top levels of every b-tree of one state within 256 KiB, ltx/hint.py); round trip 2 fetches every planned file's
 page index at once (one suffix GET each, sized from the listed file size) and, for a large first or newest
 file, its head (header and first frames: page 1 and the low pages). Only an index longer than
@@ -16,6 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import cast
 
 from ltx.errors import LTXError
@@ -24,7 +27,7 @@ from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
 from ltx.hint import Hint
 from ltx.index import INDEX_SIZE_FIELD
 from ltx.pagesums import PageSums, pages_of_sums_size
-from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
+from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, RestorePlanError, restore_plan
 from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, decode_tail, tail_length_needed
 from ltx.replica import Replica
 from ltx.store.base import InvalidURLError, ObjectNotFoundError, StoreError
@@ -39,6 +42,9 @@ from vfs.stats import ReadStats
 log = logging.getLogger(__name__)
 
 ALL_LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
+#: Level-0 files taken from the first page of a split listing (each may come with a sidecar key:
+#: two keys apiece stay within one 1000-key LIST page).
+LEVEL0_HEAD_FILES = 499
 #: Suffix fetched to find a large file's index: its size divided by this (an index entry is ~9
 #: bytes per 4 KiB page compressing to ~2 KiB), so one GET usually suffices.
 INDEX_GUESS_DIVISOR = 200
@@ -118,6 +124,27 @@ class ReplicaReader:
     def list_all(self) -> dict[int, list[LTXFileInfo]]:
         """Every level from one listing of the whole replica (one round trip up to 1000 files)."""
         return self.replica.list_all()
+
+    def list_split(self) -> list[Callable[[], object]]:
+        """The calls of a listing in one round trip however many level-0 files wait for retention
+        (a fast writer leaves thousands, and a whole-replica LIST pages through them one round
+        trip per 1000): every level above 0, and level 0's first LIST page. `finish_split` then
+        lists level 0 from where the levels above end, when that page did not hold all of it."""
+        return [lambda: self.replica.list_all(self.replica.above_level_0),
+                lambda: list(islice(self.replica.iter_level(0), LEVEL0_HEAD_FILES))]
+
+    def finish_split(self, above: dict[int, list[LTXFileInfo]],
+                     head: list[LTXFileInfo]) -> tuple[dict[int, list[LTXFileInfo]], bool]:
+        """The levels from `list_split`'s answers, listing the rest of level 0 (past the TXID the
+        levels above reach) when its first page was full; True when level 0 was cut short so."""
+        levels = dict(above)
+        levels[0] = head
+        if len(head) < LEVEL0_HEAD_FILES:
+            return levels, False
+        reach = max((f.max_txid for lvl, files in above.items() if lvl > 0 for f in files), default=0)
+        seek = max(reach + 1, head[-1].min_txid + 1)
+        levels[0] = head + self.replica.list_level(0, seek)
+        return levels, seek > head[-1].min_txid + 1
 
     def list_levels(self, levels: Sequence[int], seeks: dict[int, int] | None = None) -> dict[int, list[LTXFileInfo]]:
         """List levels in parallel (one round trip), each from its seek TXID."""
@@ -322,16 +349,31 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
     """List, plan and load: the latest view, or the one at `txid` / before `timestamp`. When
     SQLite's thread waits for it, `waited` counts its two round trips."""
     found: list[tuple[Hint | None, str]] = []
-    calls: list[Callable[[], object]] = [reader.list_all]
+    split = reader.replica.scheme != "file"  # a local walk has no pages to wait for
+    calls: list[Callable[[], object]] = reader.list_split() if split else [reader.list_all]
     if use_hint:
         calls.append(lambda: found.append(fetch_hint(reader.store)))
-    levels = cast(dict[int, list[LTXFileInfo]], run_all(calls)[0])
+    listed = run_all(calls)
+    rounds = 2
+    if split:
+        levels, skipped = reader.finish_split(cast(dict[int, list[LTXFileInfo]], listed[0]),
+                                              cast(list[LTXFileInfo], listed[1]))
+        rounds += int(len(cast(list[LTXFileInfo], listed[1])) >= LEVEL0_HEAD_FILES)
+    else:
+        levels, skipped = cast(dict[int, list[LTXFileInfo]], listed[0]), False
     hint, outcome = found[0] if found else (None, HintOutcome.ABSENT)
-    plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
+    try:
+        plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
+    except RestorePlanError:
+        if not skipped:
+            raise
+        levels = reader.list_all()  # the levels above had a gap the skipped level-0 files fill
+        rounds += 1
+        plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
     probe = hint_probe(hint, plan, levels)
     files, probed = reader.load_files_probing(plan, probe=probe)
     if waited is not None:
-        waited.round_trips += 2
+        waited.round_trips += rounds
     view = view_from_files(reader.url, files, level_seeks(levels))
     if hint is not None:
         newest = files[-1].header
