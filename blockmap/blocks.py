@@ -151,6 +151,18 @@ class BlockStore:
             pos += n
         return parts
 
+    def read_cached(self, slice_id: int, size: int, off: int, length: int) -> bytes | None:
+        """`read`, when every block it needs is in the memory cache (no request, no wait); else None."""
+        if self.cache is None or off < 0 or off + length > size:
+            return None
+        out = []
+        for key, inner, n, _ in self._parts(slice_id, size, off, length):
+            data = self.cache.memory.get(key)
+            if data is None:
+                return None
+            out.append(data[inner : inner + n])
+        return out[0] if len(out) == 1 else b"".join(out)
+
     def prefetch(self, slice_id: int, size: int, off: int, length: int) -> None:
         """Fetch the blocks of [off, off+length) into the cache in the background (read-ahead)."""
         if self.cache is None:

@@ -305,6 +305,23 @@ class Engine:
             plan = self.read(lambda c: plan_read(c, inode, offset, size, path))
             return b"".join(iter_range(self.blocks, plan, offset, size))
 
+    def read_cached(self, inode: int, offset: int, size: int) -> tuple[bytes, int] | None:
+        """`read_data` and the file's length, when every block it needs is in the memory cache and
+        no block is being deleted (nothing to wait for); else None."""
+        if self.blocks.cache is None or not self.block_gate.acquire_read(timeout=0):
+            return None
+        try:
+            plan = self.read(lambda c: plan_read(c, inode, offset, size, ""))
+            out = []
+            for sid, ssize, soff, n in iter_pieces(plan, offset, size):
+                got = self.blocks.read_cached(sid, ssize, soff, n) if sid else bytes(n)
+                if got is None:
+                    return None
+                out.append(got)
+            return b"".join(out), plan.length
+        finally:
+            self.block_gate.release_read()
+
     def prefetch(self, inode: int, offset: int, size: int) -> None:
         """Start fetching the blocks of [offset, offset+size) of file `inode` into the block
         cache (read-ahead); nothing without a cache."""

@@ -161,6 +161,11 @@ class File:
             self.engine.discard_slice(cur.writer.slice_id, cur.writer.size)
 
     @property
+    def buffered(self) -> bool:
+        """Whether writes wait in the buffer (a `flush` would record them)."""
+        return self._open is not None
+
+    @property
     def pending_end(self) -> int:
         """The file offset where buffered (not yet recorded) writes end; 0 with none."""
         return self._open.file_end if self._open is not None else 0

@@ -466,22 +466,40 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         return pyfuse3.FileInfo(fh=fh), self.entry(attr)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._run(self._read, self._handles[fh], off, size)
+        of = self._handles[fh]
+        with self.engine.db.held_if_free() as free:  # blocks in the memory cache: in the loop
+            if free and of.lock.acquire(blocking=False):
+                try:
+                    got = None if of.file.buffered else self._call(self.engine.read_cached, of.inode, off, size)
+                    if got is not None:
+                        self.inline += 1
+                        self._call(self._read_ahead, of, off, size, got[1])
+                        return got[0]
+                finally:
+                    of.lock.release()
+        return await self._run(self._read, of, off, size)
 
     def _read(self, of: OpenFile, off: int, size: int) -> bytes:
         with of.lock:
             of.file.flush()  # reads see this mount's buffered writes
-            sequential = off == of.read_end or off == 0
-            of.read_end = off + size
-        if sequential and self.readahead:
-            start = max(off + size, of.ahead_to)
-            end = off + size + self.readahead
-            if start < end:
-                of.ahead_to = end
-                self.engine.prefetch(of.inode, start, end - start)
-        else:
-            of.ahead_to = 0
+            self._read_ahead(of, off, size, None)
         return self.engine.read_data(of.inode, off, size)
+
+    def _read_ahead(self, of: OpenFile, off: int, size: int, length: int | None) -> None:
+        """After a read of [off, off+size): a sequential one fetches the next `readahead` bytes
+        (up to the file's `length` when known) into the block cache in the background."""
+        sequential = off == of.read_end or off == 0
+        of.read_end = off + size
+        if not sequential or not self.readahead:
+            of.ahead_to = 0
+            return
+        start = max(off + size, of.ahead_to)
+        end = off + size + self.readahead
+        if length is not None:
+            end = min(end, length)
+        if start < end:
+            of.ahead_to = end
+            self.engine.prefetch(of.inode, start, end - start)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         of = self._handles[fh]
@@ -500,6 +518,12 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     async def flush(self, fh: int) -> None:
         of = self._handles[fh]
+        if of.lock.acquire(blocking=False):  # nothing buffered (a reader's close): nothing to do
+            try:
+                if not of.file.buffered:
+                    return
+            finally:
+                of.lock.release()
         await self._run(self._flush_file, of)
 
     def _flush_file(self, of: OpenFile) -> None:

@@ -15,6 +15,7 @@ import pytest
 pyfuse3 = pytest.importorskip("pyfuse3")
 trio = pytest.importorskip("trio")
 
+from blockmap.blockcache import BlockCache  # noqa: E402
 from blockmap.fuseops import FuseOperations  # noqa: E402
 from blockmap.volume import Volume  # noqa: E402
 from tests.blockmap.conftest import TEST_BLOCK_SIZE  # noqa: E402
@@ -25,8 +26,9 @@ ROOT_INODE = 1
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[FuseOperations]:
     (tmp_path / "data").mkdir()
-    vol = Volume.format(f"file://{tmp_path}/meta", f"file://{tmp_path}/data", "testvol",
-                        block_size=TEST_BLOCK_SIZE, sync="interval:1s")
+    Volume.format(f"file://{tmp_path}/meta", f"file://{tmp_path}/data", "testvol",
+                  block_size=TEST_BLOCK_SIZE).close()
+    vol = Volume.open(f"file://{tmp_path}/meta", sync="interval:1s", block_cache=BlockCache())  # as a mount opens
     try:
         yield FuseOperations(vol.engine)
     finally:
@@ -105,3 +107,34 @@ def test_a_write_that_fills_only_the_buffer_stays_in_the_loop(ops: FuseOperation
     assert small == 1, "a write into the buffer is answered in the loop"
     assert filling == 0, "a write that starts an upload goes to a worker"
     assert data == b"a" * 100 + b"b" * 100
+
+
+def test_reads_of_cached_blocks_and_empty_flushes_stay_in_the_loop(ops: FuseOperations) -> None:
+    data = bytes(range(256)) * (3 * TEST_BLOCK_SIZE // 256)
+
+    async def scenario() -> list[tuple[str, int, bytes]]:
+        info, _ = await ops.create(ROOT_INODE, b"h", 0o644, 0, None)
+        await ops.write(info.fh, 0, data)
+        await ops.flush(info.fh)  # records the slice: its blocks are in the memory cache
+        seen = []
+        for off, size in ((0, 100), (TEST_BLOCK_SIZE - 50, 100), (len(data) - 10, 100)):
+            before = ops.inline
+            got = await ops.read(info.fh, off, size)
+            seen.append((f"read {off}", ops.inline - before, got))
+        before = ops.inline
+        await ops.write(info.fh, len(data), b"tail")  # buffered, not recorded
+        got = await ops.read(info.fh, len(data), 10)
+        seen.append(("read of buffered bytes", ops.inline - before - 1, got))  # the write was inline
+        before = ops.inline
+        await ops.flush(info.fh)
+        await ops.flush(info.fh)
+        seen.append(("flushes", ops.inline - before, b""))
+        await ops.release(info.fh)
+        return seen
+
+    seen = trio.run(scenario)
+    assert seen[:3] == [("read 0", 1, data[:100]),
+                        (f"read {TEST_BLOCK_SIZE - 50}", 1, data[TEST_BLOCK_SIZE - 50:TEST_BLOCK_SIZE + 50]),
+                        (f"read {len(data) - 10}", 1, data[-10:])], "cached blocks are read in the loop"
+    assert seen[3] == ("read of buffered bytes", 0, b"tail"), "buffered writes are recorded first, in a worker"
+    assert seen[4] == ("flushes", 0, b""), "an empty flush returns at once (no worker, nothing counted)"
