@@ -63,6 +63,8 @@ class MountConfig:
 
     meta_url: str
     mountpoint: str
+    #: Where the blocks are, when not where the volume says (another endpoint of the same bucket).
+    data_url: str | None = None
     cache_dir: str | None = None
     cache_size: int = DEFAULT_DISK_CACHE
     read_only: bool = False
@@ -199,7 +201,7 @@ class Mount:
             params["hydrate"] = str(home / "meta.db")
         cache = BlockCache(disk_dir=home / "blocks", disk=cfg.cache_size)
         return Volume.open(
-            cfg.meta_url, read_only=read_only, txid=cfg.txid, timestamp=cfg.at,
+            cfg.meta_url, data_url=cfg.data_url, read_only=read_only, txid=cfg.txid, timestamp=cfg.at,
             sync=None if read_only or not is_replica_url(cfg.meta_url) else cfg.sync,
             meta_params=params or None, block_cache=cache, exclusive=True,
         )  # fmt: skip

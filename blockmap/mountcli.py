@@ -28,6 +28,8 @@ def parse_cache_size(text: str) -> int:
 def mount_cmd(
     meta: MetaOpt,
     mountpoint: Annotated[str, typer.Argument(help="An empty directory to mount the volume on.")],
+    data: Annotated[str | None, typer.Option("--data", help="The data store's URL, when not the one the volume "
+                                             "was formatted with (another endpoint of the same bucket).")] = None,
     background: Annotated[bool, typer.Option("--background", "-d",
                                              help="Return once the mount answers; serve in the background.")] = False,
     cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Local cache of blocks and the hydrated "
@@ -52,7 +54,8 @@ def mount_cmd(
     if not _SYNC.match(sync.strip()):
         raise CLIError(f"--sync {sync!r}: expected commit or interval:DURATION (e.g. interval:1s)")
     cfg = MountConfig(
-        meta_url=meta, mountpoint=mountpoint, cache_dir=cache_dir, cache_size=parse_cache_size(cache_size),
+        meta_url=meta, mountpoint=mountpoint, data_url=data, cache_dir=cache_dir,
+        cache_size=parse_cache_size(cache_size),
         read_only=read_only, txid=parse_txid_option(txid) if txid else 0, at=at, sync=sync.strip(),
         log_file=log_file, debug=debug, hydrate=not no_hydrate,
     )  # fmt: skip

@@ -51,6 +51,10 @@ MAX_UNCONFIRMED_AGE = 30.0
 MAX_SEALED_GROUPS = 4
 #: Group commit: pause before shipping again after the store failed (its own retries came first).
 SHIP_RETRY_DELAY = 1.0
+#: Group commit: how long a COMMIT made while earlier commits could not ship waits for the
+#: shipper's next attempt (started at once) before it fails: a store that recovered takes the
+#: commit, one still down refuses it without holding the caller for long.
+COMMIT_RESHIP_WAIT = 10.0
 #: Group commit: how long closing a connection waits for its last groups to ship.
 CLOSE_FLUSH_TIMEOUT = 60.0
 
@@ -127,6 +131,8 @@ class Writer:
         self._failure: CommitConflictError | CommitStoreError | None = None
         self._ship_error: CommitStoreError | None = None
         self._retry_at = 0.0
+        #: Ship attempts finished (success or not): a commit waiting on a retry watches it.
+        self._ship_attempts = 0
         #: Callers of `flush` waiting now (any thread): groups then ship without waiting out the interval.
         self._flushing = 0
         self._closed = False
@@ -232,12 +238,23 @@ class Writer:
                 if self._failure is not None:
                     raise self._failure
                 if self._ship_error is not None:
-                    raise CommitStoreError(self.url, self._ship_error.key,
-                                           f"earlier commits are not shipped yet ({self._ship_error.reason})")
+                    self._reship_now()
+                    if self._ship_error is not None:
+                        raise CommitStoreError(self.url, self._ship_error.key,
+                                               f"earlier commits are not shipped yet ({self._ship_error.reason})")
+                    continue
                 sealed = sum(1 for g in self.groups if g.sealed and not g.shipped)
                 if sealed < MAX_SEALED_GROUPS:
                     return
                 self._cond.wait(1.0)
+
+    def _reship_now(self) -> None:
+        """(Holding the condition.) Ask the shipper to try the failed group again now and wait
+        for that attempt, at most COMMIT_RESHIP_WAIT seconds."""
+        seen = self._ship_attempts
+        self._retry_at = 0.0
+        self._cond.notify_all()
+        self._cond.wait_for(lambda: self._ship_attempts > seen or self._failure is not None, COMMIT_RESHIP_WAIT)
 
     # -- after shipping (SQLite's thread) --------------------------------------------------
 
@@ -426,19 +443,23 @@ class Writer:
                 log.warning("%s: group commit lost: %s", self.url, exc)
                 with self._cond:
                     self._failure = exc
+                    self._ship_attempts += 1
                     self._cond.notify_all()
             except CommitStoreError as exc:
                 log.warning("%s: group commit not shipped yet: %s", self.url, exc)
                 with self._cond:
                     self._ship_error = exc
                     self._retry_at = time.monotonic() + SHIP_RETRY_DELAY
+                    self._ship_attempts += 1
                     self._cond.notify_all()
             except BaseException as exc:  # never let the thread die silently
                 log.exception("%s: group commit failed", self.url)
                 with self._cond:
                     self._failure = CommitStoreError(self.url, "", f"group commit failed: {exc!r}")
+                    self._ship_attempts += 1
                     self._cond.notify_all()
             else:
                 with self._cond:
                     self._ship_error = None
+                    self._ship_attempts += 1
                     self._cond.notify_all()
