@@ -414,7 +414,16 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._dirs.pop(fh, None)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        await self._run(self.engine.flush)
+        await self._run(self._sync_all)
+
+    def _sync_all(self) -> None:
+        """Every open file's buffered writes recorded, then everything shipped: fsync of any
+        directory makes the whole mount durable (Linux does not pass syncfs(2) to FUSE)."""
+        with self._lock:
+            files = list(self._files.values())
+        for of in files:
+            self._flush_file(of)
+        self.engine.flush()
 
     # -- files -------------------------------------------------------------------------------
     def _open_handle(self, inode: int, path: str) -> int:

@@ -3,6 +3,7 @@ calls and programs; what it wrote read back through the Python API, a remount, a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -298,7 +299,18 @@ def test_fsync_survives_sigkill_and_the_volume_moves(vol_urls: tuple[str, str], 
             fsynced_write(first.mountpoint / "dir" / f"s{i}", data)
             durable[f"dir/s{i}"] = data
         (first.mountpoint / "unsynced").write_bytes(b"may be lost")  # an hour's interval: not shipped
+        # fsync of a directory syncs the whole mount (syncfs(2) never reaches a FUSE file system):
+        # even a file still open, its writes still buffered.
+        still_open = rng.randbytes(2 * BLOCK + 5)
+        fd = os.open(first.mountpoint / "still-open", os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, still_open)
+        root = os.open(first.mountpoint, os.O_RDONLY)
+        os.fsync(root)
+        os.close(root)
+        durable["still-open"] = still_open
         first.kill(signal.SIGKILL)
+        with contextlib.suppress(OSError):  # its flush meets a dead mount (ECONNABORTED)
+            os.close(fd)
     finally:
         cleanup(first)
         force_unmount(first.mountpoint)
