@@ -1,7 +1,8 @@
 """POSIX semantics of `blockmap mount`, through real system calls on a real FUSE mount.
 
-One mount serves the module (it starts in about a second); each test works in a directory of
-its own. The metadata is checked with `blockmap fsck` once the mount is gone. pjdfstest itself
+One mount serves the module (it starts in about a second; tests/blockmap/mounting.py runs it);
+each test works in a directory of its own. The metadata is checked with `blockmap fsck` once the
+mount is gone. pjdfstest itself
 runs only when PJDFSTEST names a build of it (a slow test).
 
 What the mount cannot offer is stated here rather than faked: pyfuse3 has no fallocate operation
@@ -19,85 +20,51 @@ import re
 import shutil
 import socket
 import stat
+import struct
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from blockmap.meta import connect_meta
+from tests.blockmap.mounting import blockmap, mounted, require_fuse
 
-ROOT = Path(__file__).resolve().parents[2]
-BLOCKMAP = [sys.executable, "-m", "blockmap.cli"]
 TIMEOUT = 120
-#: Why the FUSE tests cannot run (the only reason they are skipped).
-NO_FUSE = "no /dev/fuse on this machine: blockmap mount cannot be tested here"
 #: renameat2 flags (linux/fs.h).
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
+#: A file capability as setcap writes it (VFS_CAP_REVISION_2: cap_net_bind_service permitted).
+CAP_NET_BIND_SERVICE = struct.pack("<5I", 0x02000000, 1 << 10, 0, 0, 0)
 #: A uid and gid that own nothing on the mount (nobody).
 OTHER_ID = 65534
-
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason=NO_FUSE)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def blockmap(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*BLOCKMAP, *args], capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT)
-    if check and done.returncode != 0:
-        raise AssertionError(f"blockmap {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
-    return done
-
-
-@dataclass
-class Mounted:
-    """A volume formatted under `home` and mounted with `blockmap mount -d`."""
-
-    home: Path
-
-    @property
-    def meta(self) -> str:
-        return f"file://{self.home}/meta"
-
-    @property
-    def mnt(self) -> Path:
-        return self.home / "mnt"
-
-    def start(self) -> None:
-        self.mnt.mkdir(parents=True)
-        blockmap("format", "--meta", self.meta, "--data", f"file://{self.home}/data", "posixvol")
-        blockmap("mount", "--meta", self.meta, str(self.mnt), "-d", "--cache-dir", str(self.home / "cache"))
-
-    def stop(self) -> None:
-        """`blockmap umount`, and `fusermount3 -u -z` if that fails (then the failure is raised)."""
-        done = blockmap("umount", str(self.mnt), check=False)
-        if done.returncode != 0:
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, timeout=TIMEOUT)
-            raise AssertionError(f"blockmap umount failed: {done.stderr.strip()}")
-
-    def fsck(self) -> None:
-        blockmap("fsck", "--meta", self.meta)
+def new_volume(home: Path) -> str:
+    """Format a volume under `home`; returns its metadata URL."""
+    meta = f"file://{home}/meta"
+    blockmap("format", "--meta", meta, "--data", f"file://{home}/data", "posixvol")
+    return meta
 
 
 @pytest.fixture(scope="module")
-def mounted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mounted]:
-    m = Mounted(tmp_path_factory.mktemp("posix"))
-    m.start()
-    try:
-        yield m
-    finally:
-        m.stop()
-    m.fsck()  # everything the module did left metadata that agrees with itself and its blocks
+def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One mount for the module; once it is unmounted, fsck checks everything the tests did."""
+    require_fuse()
+    home = tmp_path_factory.mktemp("posix")
+    meta = new_volume(home)
+    with mounted(meta, home / "mnt", home / "cache"):
+        yield home / "mnt"
+    blockmap("fsck", "--meta", meta)
 
 
 @pytest.fixture
-def d(mounted: Mounted, request: pytest.FixtureRequest) -> Path:
+def d(mnt: Path, request: pytest.FixtureRequest) -> Path:
     """A fresh directory on the mount for one test."""
-    path = mounted.mnt / re.sub(r"\W", "_", request.node.name)
+    path = mnt / re.sub(r"\W", "_", request.node.name)
     path.mkdir()
     return path
 
@@ -204,29 +171,27 @@ def test_replaced_by_rename_while_open_reads_the_old_contents(d: Path) -> None:
 
 
 def test_unlinked_open_data_is_released_at_last_close(tmp_path: Path) -> None:
-    m = Mounted(tmp_path)
-    m.start()
-    try:
-        f = m.mnt / "f"
+    require_fuse()
+    meta = new_volume(tmp_path)
+    with mounted(meta, tmp_path / "mnt", tmp_path / "cache") as m:
+        f = m.mountpoint / "f"
         f.write_bytes(b"x" * 200_000)
         inode = f.stat().st_ino
         fd = os.open(f, os.O_RDWR)
         try:
             os.unlink(f)
-            os.pwrite(fd, b"y" * 100_000, 200_000)
+            os.pwrite(fd, b"y" * 100_000, 200_000)  # written after the unlink: released too
             assert os.pread(fd, 10, 299_990) == b"y" * 10
         finally:
             os.close(fd)
-    finally:
-        m.stop()
-    db = connect_meta(m.meta, read_only=True)
+    db = connect_meta(meta, read_only=True)
     try:
         for table in ("jfs_delfile", "jfs_node", "jfs_chunk"):
             assert db.execute(f"SELECT COUNT(*) FROM {table} WHERE inode = ?", (inode,)).fetchall() == [(0,)]
         assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref WHERE refs > 0").fetchall() == [(0,)]
     finally:
         db.close()
-    m.fsck()
+    blockmap("fsck", "--meta", meta)
     assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "/chunks/" in str(p)]
 
 
@@ -358,6 +323,26 @@ def test_xattrs(d: Path) -> None:
     assert "user.a" not in os.listxattr(f)
 
 
+def test_acls_are_refused_and_capabilities_kept(d: Path) -> None:
+    """As JuiceFS without --enable-acl: an ACL is refused (so cp -a and tar fall back to chmod)
+    rather than stored and never enforced. A file capability is kept as an attribute until the
+    next write drops it, as the kernel asks (the mount is nosuid: exec ignores it)."""
+    f = d / "f"
+    f.write_bytes(b"")
+    minimal_acl = bytes.fromhex("02000000" "0100" "0600" "ffffffff" "0400" "0400" "ffffffff" "2000" "0400" "ffffffff")
+    assert errno_of(os.setxattr, f, "system.posix_acl_access", minimal_acl) == errno.EOPNOTSUPP
+    assert errno_of(os.getxattr, f, "system.posix_acl_access") == errno.ENODATA
+    assert errno_of(os.getxattr, f, "security.capability") == errno.ENODATA
+    with open(f, "ab") as out:
+        out.write(b"writable")
+    os.setxattr(f, "security.capability", CAP_NET_BIND_SERVICE)
+    assert os.getxattr(f, "security.capability") == CAP_NET_BIND_SERVICE
+    with open(f, "ab") as out:  # any write drops it (the kernel removes it, as on a local disk)
+        out.write(b" still")
+    assert f.read_bytes() == b"writable still"
+    assert errno_of(os.getxattr, f, "security.capability") == errno.ENODATA
+
+
 # -- what pyfuse3 does not carry -------------------------------------------------------------------------
 def test_fallocate_is_not_supported_and_posix_fallocate_falls_back(d: Path) -> None:
     fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
@@ -370,11 +355,11 @@ def test_fallocate_is_not_supported_and_posix_fallocate_falls_back(d: Path) -> N
 
 
 # -- the volume and permissions ------------------------------------------------------------------
-def test_statfs(mounted: Mounted, d: Path) -> None:
-    before = os.statvfs(mounted.mnt)
+def test_statfs(mnt: Path, d: Path) -> None:
+    before = os.statvfs(mnt)
     for i in range(5):
         (d / str(i)).touch()
-    after = os.statvfs(mounted.mnt)
+    after = os.statvfs(mnt)
     assert after.f_namemax == 255 and after.f_bsize > 0 and after.f_blocks >= after.f_bfree
     assert before.f_ffree - after.f_ffree == 5
 
