@@ -495,6 +495,8 @@ def format_cmd(
     """Create a volume: JuiceFS 1.4 schema and settings in the metadata, <NAME>/juicefs_uuid in the data store."""
     size = parse_block_size(block_size)
     _context["meta"] = meta
+    if data and "://" not in data:  # a local directory, relative ones too: stored as an absolute file URL
+        data = "file://" + urllib.parse.quote(os.path.abspath(data))
     with Volume.format(meta, data, name, block_size=size, trash_days=trash_days, hash_prefix=hash_prefix) as vol:
         s = vol.settings
         emit(f"formatted volume {s.name} (UUID {s.uuid}): block size {human_size(s.block_size)}, "

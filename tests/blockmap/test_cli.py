@@ -676,3 +676,15 @@ def test_error_lines_name_what_was_typed_once(tmp_path: Path, meta: str) -> None
     line = error(bm(meta, "ls", "--txid", "ff"), "cannot restore to 00000000000000ff")
     assert line.count(meta) == 1 and "ltxvfs:" not in line and "metadata" not in line
     ok(bm(meta, "ls", "--at", "0 seconds ago"))
+
+
+def test_format_takes_a_relative_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stored absolute: the volume opens from any directory afterwards.
+    monkeypatch.chdir(tmp_path)
+    meta = f"file://{tmp_path}/m"
+    ok(bm(meta, "format", "--data", "vol-data", NAME))
+    assert (tmp_path / "vol-data" / NAME / "juicefs_uuid").is_file()
+    monkeypatch.chdir("/")
+    ok(bm(meta, "put", "-", "/f", stdin=b"bytes"))
+    assert ok(bm(meta, "cat", "/f")).stdout_bytes == b"bytes"
+    assert json.loads(ok(bm(meta, "status", "--json")).stdout)["Data"] == f"file://{tmp_path}/vol-data"

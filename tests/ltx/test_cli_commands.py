@@ -106,6 +106,11 @@ def test_restore_options(replica_url: str, history: History, tmp_path: Path,
                        "--no-progress", "--parallelism", "2")
     assert code == 0 and err == ""
     assert out.read_bytes() == history.images[10]
+    code, stdout, _ = run(capsys, "restore", replica_url, "-o", str(out), "--force", "--integrity-check", "full")
+    assert code == 0 and stdout.rstrip().endswith("integrity check (full): ok")
+    code, stdout, _ = run(capsys, "restore", replica_url, "-o", str(out), "--force", "--integrity-check", "quick",
+                          "--json")
+    assert code == 0 and json.loads(stdout)["integrity_check"] == "quick"
 
 
 def test_restore_takes_a_relative_time(replica_url: str, history: History, tmp_path: Path,
