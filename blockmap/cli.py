@@ -18,8 +18,10 @@ import logging
 import os
 import posixpath
 import re
+import signal
 import stat as statmod
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -230,6 +232,14 @@ def run_guarded(fn: Callable[[], Any]) -> int:
     if _interrupted():  # typer turned the KeyboardInterrupt into a silent 130
         return EXIT_INTERRUPTED
     return rv if isinstance(rv, int) else 0
+
+
+def handle_own_signals() -> None:
+    """For a command that handles SIGINT itself (the mount ships what is pending, then unmounts):
+    Python's own handler again, and no forced exit after the grace period."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    _context["guard"] = None
 
 
 def _interrupted() -> bool:

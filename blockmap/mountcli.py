@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from blockmap.cli import AtOpt, CLIError, MetaOpt, TxidOpt, app, note_meta, parse_txid_option
+from blockmap.cli import (
+    AtOpt,
+    CLIError,
+    MetaOpt,
+    TxidOpt,
+    app,
+    handle_own_signals,
+    note_meta,
+    parse_at_option,
+    parse_txid_option,
+)
 from blockmap.mount import DEFAULT_MOUNT_SYNC, MountConfig, run_background, run_foreground, umount
 
 #: `--cache-size` without a unit is MiB, as `juicefs mount --cache-size` takes it.
@@ -50,7 +60,10 @@ def mount_cmd(
                                              "range only; do not download it into --cache-dir.")] = False,
 ) -> None:
     """Mount the volume as a POSIX file system (FUSE); foreground until unmounted or interrupted."""
+    handle_own_signals()  # Ctrl-C ships and unmounts: never cut short by the CLI's forced exit
     note_meta(meta)
+    if at is not None:
+        parse_at_option(at)  # a bad --at is a usage error naming it (the volume parses it again)
     if not _SYNC.match(sync.strip()):
         raise CLIError(f"--sync {sync!r}: expected commit or interval:DURATION (e.g. interval:1s)")
     cfg = MountConfig(
