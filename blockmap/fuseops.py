@@ -67,7 +67,7 @@ NAME_MAX = 255
 #: POSIX ACLs travel as these extended attributes; the mount does not store ACLs.
 ACL_XATTR_PREFIX = b"system.posix_acl_"
 #: The attribute the kernel reads before each write (to drop file capabilities).
-CAPS_XATTR = "security.capability"
+CAPS_XATTR = b"security.capability"
 
 
 @dataclass
@@ -121,7 +121,8 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         #: every write: the answer needs no lookup (this mount is the volume's only writer; set
         #: False before such an attribute is set).
         self._no_caps = not engine.read_only and not engine.read(
-            lambda c: c.execute("SELECT 1 FROM jfs_xattr WHERE name = ? LIMIT 1", (CAPS_XATTR,)).fetchone())
+            lambda c: c.execute("SELECT 1 FROM jfs_xattr WHERE name = CAST(? AS TEXT) LIMIT 1",
+                                (CAPS_XATTR,)).fetchone())
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -150,6 +151,11 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
             raise pyfuse3.FUSEError(exc.errno) from exc
         except (BlockError, BlockmapError, StoreError, apsw.Error) as exc:
             raise self._eio(fn, exc) from exc
+        except Exception as exc:  # a bug: EIO and its traceback, not the end of the mount
+            # (pyfuse3 stops serving on any exception that is not a FUSEError)
+            self.io_errors += 1
+            log.error("%s failed unexpectedly", getattr(fn, "__name__", "operation").lstrip("_"), exc_info=exc)
+            raise pyfuse3.FUSEError(errno.EIO) from exc
 
     def _eio(self, fn: Callable[..., Any], exc: BaseException) -> pyfuse3.FUSEError:
         self.io_errors += 1
@@ -563,7 +569,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     # -- extended attributes -----------------------------------------------------------------
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        key = xattr_key(name)
+        key = self._call(xattr_key, name)
         if self._no_caps and key == CAPS_XATTR:
             raise pyfuse3.FUSEError(ENOATTR)
         return await self._fast(self.engine.read, lambda c: get_xattr(c, inode, key))

@@ -1,5 +1,10 @@
 """Extended attributes (`jfs_xattr` rows) of one inode, each function the body of (or a step in)
-one transaction; the limits are Linux's, as JuiceFS's VFS checks them."""
+one transaction; the limits are Linux's, as JuiceFS's VFS checks them.
+
+A name is any bytes, as Linux allows: the key is the name's bytes (`os.fsencode` of a str), stored
+as TEXT holding exactly those bytes (`CAST(? AS TEXT)`), which is what JuiceFS's Go strings store:
+a UTF-8 name is the same row either way, and a name that is not UTF-8 round-trips instead of
+failing to encode."""
 
 from __future__ import annotations
 
@@ -19,12 +24,12 @@ XATTR_CREATE = os.XATTR_CREATE if hasattr(os, "XATTR_CREATE") else 1
 XATTR_REPLACE = os.XATTR_REPLACE if hasattr(os, "XATTR_REPLACE") else 2
 
 
-def xattr_key(name: str | bytes, path: PathLike = "") -> str:
-    """The stored name of attribute `name`: EINVAL when empty, ERANGE when too long."""
-    n = os.fsdecode(name)
+def xattr_key(name: str | bytes, path: PathLike = "") -> bytes:
+    """The stored name of attribute `name`, as bytes: EINVAL when empty, ERANGE when too long."""
+    n = os.fsencode(name)
     if not n:
         raise fs_error(errno.EINVAL, path)
-    if len(os.fsencode(n)) > XATTR_MAX_NAME:
+    if len(n) > XATTR_MAX_NAME:
         raise fs_error(errno.ERANGE, path)
     return n
 
@@ -37,32 +42,38 @@ def check_set(value: bytes, flags: int, path: PathLike = "") -> None:
         raise fs_error(errno.E2BIG, path)
 
 
-def get_xattr(cur: apsw.Cursor, inode: int, key: str, path: PathLike = "") -> bytes:
-    row = cur.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (inode, key)).fetchone()
+_BY_NAME = "WHERE inode = ? AND name = CAST(? AS TEXT)"
+
+
+def get_xattr(cur: apsw.Cursor, inode: int, key: bytes, path: PathLike = "") -> bytes:
+    row = cur.execute(f"SELECT value FROM jfs_xattr {_BY_NAME}", (inode, key)).fetchone()
     if row is None:
         raise fs_error(ENOATTR, path)
     return as_bytes(row[0])
 
 
-def set_xattr(cur: apsw.Cursor, inode: int, key: str, value: bytes, flags: int = 0, path: PathLike = "") -> None:
+def set_xattr(cur: apsw.Cursor, inode: int, key: bytes, value: bytes, flags: int = 0, path: PathLike = "") -> None:
     """Set (XATTR_CREATE: EEXIST if present; XATTR_REPLACE: ENODATA if absent); an unchanged
     value writes nothing."""
-    row = cur.execute("SELECT value FROM jfs_xattr WHERE inode = ? AND name = ?", (inode, key)).fetchone()
+    row = cur.execute(f"SELECT value FROM jfs_xattr {_BY_NAME}", (inode, key)).fetchone()
     if row is not None and flags == XATTR_CREATE:
         raise fs_error(errno.EEXIST, path)
     if row is None and flags == XATTR_REPLACE:
         raise fs_error(ENOATTR, path)
     if row is None:
-        cur.execute("INSERT INTO jfs_xattr (inode, name, value) VALUES (?, ?, ?)", (inode, key, bytes(value)))
+        cur.execute("INSERT INTO jfs_xattr (inode, name, value) VALUES (?, CAST(? AS TEXT), ?)",
+                    (inode, key, bytes(value)))
     elif as_bytes(row[0]) != bytes(value):
-        cur.execute("UPDATE jfs_xattr SET value = ? WHERE inode = ? AND name = ?", (bytes(value), inode, key))
+        cur.execute(f"UPDATE jfs_xattr SET value = ? {_BY_NAME}", (bytes(value), inode, key))
 
 
 def list_xattrs(cur: apsw.Cursor, inode: int) -> list[str]:
-    return [str(r[0]) for r in cur.execute("SELECT name FROM jfs_xattr WHERE inode = ? ORDER BY id", (inode,))]
+    """The names, as `os.fsdecode` gives them (`os.fsencode` returns the stored bytes)."""
+    rows = cur.execute("SELECT CAST(name AS BLOB) FROM jfs_xattr WHERE inode = ? ORDER BY id", (inode,))
+    return [os.fsdecode(as_bytes(r[0])) for r in rows]
 
 
-def remove_xattr(cur: apsw.Cursor, inode: int, key: str, path: PathLike = "") -> None:
-    cur.execute("DELETE FROM jfs_xattr WHERE inode = ? AND name = ?", (inode, key))
+def remove_xattr(cur: apsw.Cursor, inode: int, key: bytes, path: PathLike = "") -> None:
+    cur.execute(f"DELETE FROM jfs_xattr {_BY_NAME}", (inode, key))
     if cur.getconnection().changes() == 0:
         raise fs_error(ENOATTR, path)

@@ -323,6 +323,40 @@ def test_xattrs(d: Path) -> None:
     assert "user.a" not in os.listxattr(f)
 
 
+def test_names_that_are_not_utf8(d: Path) -> None:
+    """Linux names are bytes: entries, symlink targets and attribute names that are not UTF-8
+    round-trip (an attribute name like this once ended the mount)."""
+    name, target, attr = b"\xff\xfe-file", b"\xff-target", b"user.\xff\x80"
+    base = os.fsencode(d)
+    with open(base + b"/" + name, "wb") as f:
+        f.write(b"z")
+    os.symlink(target, base + b"/link\xff")
+    os.setxattr(base + b"/" + name, attr, b"v")
+    assert sorted(os.listdir(base)) == [b"link\xff", name]
+    assert os.readlink(base + b"/link\xff") == target
+    assert os.getxattr(base + b"/" + name, attr) == b"v"
+    assert [os.fsencode(n) for n in os.listxattr(base + b"/" + name)] == [attr]
+    os.removexattr(base + b"/" + name, attr)
+    assert os.listxattr(base + b"/" + name) == []
+
+
+def test_offsets_up_to_the_largest_file(d: Path) -> None:
+    f = d / "f"
+    f.write_bytes(b"")
+    top = 2**63 - 1
+    fd = os.open(f, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"end", 2**62)
+        assert os.fstat(fd).st_size == 2**62 + 3
+        assert os.pread(fd, 8, 2**62 - 5) == b"\0" * 5 + b"end"
+        os.ftruncate(fd, top)
+        assert os.fstat(fd).st_size == top
+        os.ftruncate(fd, 2)
+        assert os.pread(fd, 10, 0) == b"\0\0"
+    finally:
+        os.close(fd)
+
+
 def test_acls_are_refused_and_capabilities_kept(d: Path) -> None:
     """As JuiceFS without --enable-acl: an ACL is refused (so cp -a and tar fall back to chmod)
     rather than stored and never enforced. A file capability is kept as an attribute until the
