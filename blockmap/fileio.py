@@ -18,7 +18,7 @@ from blockmap.blocks import SliceWriter
 from blockmap.errors import fs_error
 from blockmap.files import WritePiece
 from blockmap.node import Attr
-from blockmap.slices import CHUNK_SIZE, SliceRecord
+from blockmap.slices import CHUNK_SIZE, MAX_FILE_SIZE, SliceRecord
 
 if TYPE_CHECKING:
     from blockmap.engine import Engine
@@ -82,6 +82,8 @@ class File:
         if offset < 0:
             raise fs_error(errno.EINVAL, self.path)
         view = memoryview(data).cast("B")
+        if offset + len(view) >= MAX_FILE_SIZE:
+            raise fs_error(errno.EFBIG, self.path)
         total = len(view)
         off = offset
         while view:

@@ -19,7 +19,7 @@ from blockmap.meta import as_int
 from blockmap.namespace import OpContext, Released, drop_chunk_refs, now_ns
 from blockmap.node import TYPE_DIRECTORY, TYPE_FILE, Node, get_node, update_node
 from blockmap.paths import PathLike
-from blockmap.slices import CHUNK_SIZE, SLICE_RECORD_SIZE, SliceRecord, build_view, decode_records, hole
+from blockmap.slices import CHUNK_SIZE, MAX_FILE_SIZE, SLICE_RECORD_SIZE, SliceRecord, build_view, decode_records, hole
 
 #: Chunks a shrinking truncate drops inside its own transaction.
 TRUNCATE_DROP_CHUNKS = 1024
@@ -132,8 +132,7 @@ def truncate(
     hole, so a later extension reads zeros. When shrinking, chunks wholly past the new length are
     dropped at once (up to TRUNCATE_DROP_CHUNKS; beyond that they get hole records, as in JuiceFS),
     which readers cannot tell apart and which gives their slices back now."""
-    if length < 0:
-        raise fs_error(errno.EINVAL, path)
+    _check_length(length, path)
     node = _file_node(cursor, inode, path)
     released = Released()
     if length == node.length:
@@ -154,8 +153,7 @@ def truncate_open(
 ) -> tuple[Node | None, Released]:
     """`truncate` of a file some handle has open: one unlinked meanwhile (no node) is cut too, its
     `jfs_delfile` row taking the new length."""
-    if length < 0:
-        raise fs_error(errno.EINVAL, path)
+    _check_length(length, path)
     node, old_length = _open_file(cursor, inode, path)
     if node is not None:
         return truncate(cursor, ctx, inode, length, path)
@@ -164,6 +162,13 @@ def truncate_open(
         _cut(cursor, inode, old_length, length, released)
         _set_unlinked_length(cursor, inode, length)
     return None, released
+
+
+def _check_length(length: int, path: PathLike) -> None:
+    if length < 0:
+        raise fs_error(errno.EINVAL, path)
+    if length >= MAX_FILE_SIZE:
+        raise fs_error(errno.EFBIG, path)
 
 
 def _cut(cursor: apsw.Cursor, inode: int, old_length: int, length: int, released: Released) -> None:

@@ -21,6 +21,9 @@ SLICE_RECORD_SIZE = 24
 _RECORD = struct.Struct(">IQIII")
 #: Chunk size: 64 MiB (JuiceFS `ChunkSize`).
 CHUNK_SIZE = 64 << 20
+#: Files end before this many bytes (JuiceFS's maxFileSize, 128 PiB: chunk indexes stay within
+#: 31 bits); a write or truncate reaching it is EFBIG.
+MAX_FILE_SIZE = CHUNK_SIZE << 31
 #: Compaction: at most this many records are merged at once (JuiceFS `maxCompactSlices`).
 MAX_COMPACT_RECORDS = 1000
 #: A leading record at least this long may be left out of a compaction (JuiceFS skips them too).

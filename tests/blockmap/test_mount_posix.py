@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from blockmap.meta import connect_meta
+from blockmap.slices import MAX_FILE_SIZE
 from tests.blockmap.mounting import blockmap, mounted, require_fuse
 
 TIMEOUT = 120
@@ -341,20 +342,24 @@ def test_names_that_are_not_utf8(d: Path) -> None:
 
 
 def test_offsets_up_to_the_largest_file(d: Path) -> None:
+    """Files end before 128 PiB, JuiceFS's limit (beyond it: EFBIG, as JuiceFS answers; a
+    truncate to 2^63 - 1 once made the volume's usage counter overflow)."""
     f = d / "f"
     f.write_bytes(b"")
-    top = 2**63 - 1
     fd = os.open(f, os.O_RDWR)
     try:
-        os.pwrite(fd, b"end", 2**62)
-        assert os.fstat(fd).st_size == 2**62 + 3
-        assert os.pread(fd, 8, 2**62 - 5) == b"\0" * 5 + b"end"
-        os.ftruncate(fd, top)
-        assert os.fstat(fd).st_size == top
+        os.pwrite(fd, b"end", MAX_FILE_SIZE - 4)
+        assert os.fstat(fd).st_size == MAX_FILE_SIZE - 1
+        assert os.pread(fd, 8, MAX_FILE_SIZE - 9) == b"\0" * 5 + b"end"
+        assert errno_of(os.pwrite, fd, b"x", MAX_FILE_SIZE - 1) == errno.EFBIG
+        assert errno_of(os.ftruncate, fd, MAX_FILE_SIZE) == errno.EFBIG
+        assert errno_of(os.ftruncate, fd, 2**63 - 1) == errno.EFBIG
+        assert os.fstat(fd).st_size == MAX_FILE_SIZE - 1
         os.ftruncate(fd, 2)
         assert os.pread(fd, 10, 0) == b"\0\0"
     finally:
         os.close(fd)
+    assert f.stat().st_size == 2
 
 
 def test_acls_are_refused_and_capabilities_kept(d: Path) -> None:

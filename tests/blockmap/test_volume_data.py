@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import random
 
+import pytest
+
 from blockmap.meta import as_int
-from blockmap.slices import CHUNK_SIZE, SliceRecord, decode_records
+from blockmap.slices import CHUNK_SIZE, MAX_FILE_SIZE, SliceRecord, decode_records
 from blockmap.volume import Volume
 from tests.blockmap.conftest import TEST_BLOCK_SIZE, meta_conn
 from tests.blockmap.metacheck import metadata_problems
@@ -120,6 +123,22 @@ def test_truncate_to_zero_gives_whole_chunks_back(vol: Volume) -> None:
     vol.truncate("/f", 0)
     assert list(vol.store.list("testvol/chunks/")) == []
     assert vol.read_file("/f") == b""
+    assert metadata_problems(meta_conn(vol)) == []
+
+
+def test_files_end_before_max_file_size(vol: Volume) -> None:
+    """JuiceFS's 128 PiB limit: a truncate or write reaching it is EFBIG, and nothing changes."""
+    vol.write_file("/f", b"abc")
+    vol.truncate("/f", MAX_FILE_SIZE - 1)
+    assert vol.stat("/f").st_size == MAX_FILE_SIZE - 1
+    with pytest.raises(OSError) as err:
+        vol.truncate("/f", MAX_FILE_SIZE)
+    assert err.value.errno == errno.EFBIG
+    with vol.open_file("/f", "r+") as f, pytest.raises(OSError) as err:
+        f.pwrite(b"x", MAX_FILE_SIZE - 1)
+    assert err.value.errno == errno.EFBIG
+    vol.truncate("/f", 3)
+    assert vol.read_file("/f") == b"abc"
     assert metadata_problems(meta_conn(vol)) == []
 
 
