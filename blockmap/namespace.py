@@ -230,7 +230,8 @@ def drop_inode(cursor: apsw.Cursor, ctx: OpContext, node: Node) -> Released:
             cursor.execute("DELETE FROM jfs_symlink WHERE inode = ?", (node.inode,))
         ctx.acct.usage(cursor, -align4k(0), -1)
     cursor.execute("DELETE FROM jfs_node WHERE inode = ?", (node.inode,))
-    cursor.execute("DELETE FROM jfs_xattr WHERE inode = ?", (node.inode,))
+    if node.inode not in ctx.open_inodes:  # an open file keeps them until its data goes (release)
+        cursor.execute("DELETE FROM jfs_xattr WHERE inode = ?", (node.inode,))
     return released
 
 

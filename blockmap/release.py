@@ -38,7 +38,8 @@ def decode_delayed(blob: bytes) -> list[tuple[int, int]]:
 
 def release_file_data(db: MetaDB, inode: int) -> Released:
     """Drop a deleted file's chunk rows in batches, then its `jfs_delfile` row (JuiceFS
-    doDeleteFileData); returns the slices whose refs may have reached 0."""
+    doDeleteFileData) and the extended attributes a file unlinked while open kept; returns the
+    slices whose refs may have reached 0."""
     released = Released()
 
     def batch(cur: apsw.Cursor) -> bool:
@@ -51,6 +52,7 @@ def release_file_data(db: MetaDB, inode: int) -> Released:
             cur.execute("DELETE FROM jfs_chunk WHERE inode = ? AND indx = ?", (inode, indx))
         if len(rows) < RELEASE_CHUNK_BATCH:
             cur.execute("DELETE FROM jfs_delfile WHERE inode = ?", (inode,))
+            cur.execute("DELETE FROM jfs_xattr WHERE inode = ?", (inode,))  # kept while it was open
             return True
         return False
 

@@ -141,6 +141,7 @@ def test_unlinked_open_file_keeps_working(d: Path) -> None:
     fd = os.open(f, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         os.write(fd, b"Hello, World!")  # buffered when the name goes
+        os.setxattr(fd, "user.before", b"1")
         os.unlink(f)
         assert not f.exists()
         st = os.fstat(fd)
@@ -153,6 +154,8 @@ def test_unlinked_open_file_keeps_working(d: Path) -> None:
         os.ftruncate(fd, 8)
         assert os.pread(fd, 100, 0) == b"Hello\0\0\0"
         os.fchmod(fd, 0o600)
+        os.setxattr(fd, "user.after", b"2")
+        assert os.getxattr(fd, "user.before") == b"1" and sorted(os.listxattr(fd)) == ["user.after", "user.before"]
         os.fsync(fd)
         st = os.fstat(fd)
         assert stat.S_IMODE(st.st_mode) == 0o600 and stat.S_ISREG(st.st_mode) and st.st_nlink == 0
@@ -178,16 +181,18 @@ def test_unlinked_open_data_is_released_at_last_close(tmp_path: Path) -> None:
         f = m.mountpoint / "f"
         f.write_bytes(b"x" * 200_000)
         inode = f.stat().st_ino
+        os.setxattr(f, "user.a", b"1")
         fd = os.open(f, os.O_RDWR)
         try:
             os.unlink(f)
+            os.setxattr(fd, "user.b", b"2")
             os.pwrite(fd, b"y" * 100_000, 200_000)  # written after the unlink: released too
             assert os.pread(fd, 10, 299_990) == b"y" * 10
         finally:
             os.close(fd)
     db = connect_meta(meta, read_only=True)
     try:
-        for table in ("jfs_delfile", "jfs_node", "jfs_chunk"):
+        for table in ("jfs_delfile", "jfs_node", "jfs_chunk", "jfs_xattr"):
             assert db.execute(f"SELECT COUNT(*) FROM {table} WHERE inode = ?", (inode,)).fetchall() == [(0,)]
         assert db.execute("SELECT COUNT(*) FROM jfs_chunk_ref WHERE refs > 0").fetchall() == [(0,)]
     finally:
