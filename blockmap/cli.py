@@ -156,6 +156,14 @@ def _time(ns: int) -> str:
 _context: dict[str, object] = {"meta": "", "verbose": False, "guard": None}
 
 
+def resolve_meta(meta: str) -> str:
+    """`--meta` as given, except a plain path naming a directory (relative ones too), which is the
+    replica in it (as `ltxctl` takes it); any other plain path stays a local SQLite file."""
+    if "://" not in meta and os.path.isdir(meta):
+        return "file://" + urllib.parse.quote(os.path.abspath(meta))
+    return meta
+
+
 def note_meta(meta_url: str) -> None:
     """The metadata URL the running command works on (named in its error line)."""
     _context["meta"] = meta_url
@@ -340,6 +348,7 @@ def command_sync(meta: str) -> str | None:
 def open_volume(meta: str, *, read_only: bool = False, txid: str | None = None, at: str | None = None
                 ) -> Iterator[Volume]:  # fmt: skip
     """The volume at `meta` (as of `txid` / `at` when given), closed when the command ends."""
+    meta = resolve_meta(meta)
     _context["meta"] = meta
     past = parse_txid_option(txid) if txid else 0
     when = parse_at_option(at) if at is not None else None
@@ -504,6 +513,7 @@ def format_cmd(
 ) -> None:
     """Create a volume: JuiceFS 1.4 schema and settings in the metadata, <NAME>/juicefs_uuid in the data store."""
     size = parse_block_size(block_size)
+    meta = resolve_meta(meta)
     _context["meta"] = meta
     if data and "://" not in data:  # a local directory, relative ones too: stored as an absolute file URL
         data = "file://" + urllib.parse.quote(os.path.abspath(data))

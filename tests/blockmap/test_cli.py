@@ -688,3 +688,11 @@ def test_format_takes_a_relative_data_directory(tmp_path: Path, monkeypatch: pyt
     ok(bm(meta, "put", "-", "/f", stdin=b"bytes"))
     assert ok(bm(meta, "cat", "/f")).stdout_bytes == b"bytes"
     assert json.loads(ok(bm(meta, "status", "--json")).stdout)["Data"] == f"file://{tmp_path}/vol-data"
+
+
+def test_a_directory_path_is_the_replica_in_it(tmp_path: Path, meta: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As ltxctl takes it: `--meta meta` (relative) is the replica in ./meta, not a SQLite file.
+    ok(bm(meta, "put", "-", "/f", stdin=b"in the replica"))
+    monkeypatch.chdir(tmp_path)
+    assert ok(bm("meta", "cat", "/f")).stdout_bytes == b"in the replica"
+    assert ok(bm(str(tmp_path / "meta"), "cat", "/f")).stdout_bytes == b"in the replica"
