@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import functools
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -51,6 +52,8 @@ from ltx.rwlock import ReadWriteLock
 from ltx.store.base import ObjectStore
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: A chunk with this many records is compacted after a write (JuiceFS compacts near 100 too).
 AUTO_COMPACT_RECORDS = 100
@@ -134,6 +137,11 @@ class Engine:
         self._deferred: set[int] = set()
         #: Released slices whose blocks are gone and whose rows go in the next write transaction.
         self._forget: set[int] = set()
+        #: What `finish_later` queued, and the thread that frees it in batches (started on first use).
+        self._later: list[ns.Released] = []
+        self._later_cond = threading.Condition()
+        self._releaser: threading.Thread | None = None
+        self._releasing = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -141,6 +149,7 @@ class Engine:
         raised after everything is closed."""
         if self.closed:
             return
+        self.drain_releases()
         self.closed = True
         try:
             try:
@@ -263,6 +272,45 @@ class Engine:
             released.slices |= release_file_data(self.db, inode).slices
         if released.slices:
             self.release_slices(released.slices)
+
+    def finish_later(self, released: ns.Released) -> None:
+        """`finish` in the background (the mount's unlink and rename): the caller returns at once,
+        and what deletes free meanwhile is released in one batch: one metadata flush before the
+        batch's blocks go, not one per delete. Until then it is what a crash would leave anyway
+        (`jfs_delfile` rows, slices at refs <= 0), which the next release or `gc` finishes."""
+        if not released.pending_files and not released.slices:
+            return
+        with self._later_cond:
+            self._later.append(released)
+            if self._releaser is None:
+                self._releaser = threading.Thread(target=self._release_loop, name="blockmap-release", daemon=True)
+                self._releaser.start()
+            self._later_cond.notify_all()
+
+    def drain_releases(self) -> None:
+        """Wait until everything `finish_later` queued is released (errors were logged)."""
+        with self._later_cond:
+            while self._later or self._releasing:
+                self._later_cond.wait()
+
+    def _release_loop(self) -> None:
+        while True:
+            with self._later_cond:
+                while not self._later:
+                    self._later_cond.wait()
+                batch, self._later = self._later, []
+                self._releasing = True
+            merged = ns.Released()
+            for r in batch:
+                merged.merge(r)
+            try:
+                self.finish(merged)
+            except Exception as exc:  # noqa: BLE001 - a background step: gc finishes what is left
+                log.error("releasing deleted data failed (gc finishes it): %s", exc)
+            finally:
+                with self._later_cond:
+                    self._releasing = False
+                    self._later_cond.notify_all()
 
     def release_slices(self, slices: set[tuple[int, int]] | list[tuple[int, int]], *, defer: bool = True) -> int:
         """Delete the blocks of those `slices` whose refs are <= 0, then their rows (in the next

@@ -349,7 +349,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     def _unlink(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         octx = self._ctx(ctx)
-        self.engine.finish(self.engine.write(lambda c: ns.unlink(c, octx, parent, name, name)))
+        self.engine.finish_later(self.engine.write(lambda c: ns.unlink(c, octx, parent, name, name)))
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         octx = self._ctx(ctx)
@@ -373,7 +373,7 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
                 return ns.Released()
             return ns.rename(c, octx, pold, nold, pnew, nnew, nold, nnew, no_replace=no_replace)
 
-        self.engine.finish(self.engine.write(body))
+        self.engine.finish_later(self.engine.write(body))
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

@@ -138,3 +138,38 @@ def test_reads_of_cached_blocks_and_empty_flushes_stay_in_the_loop(ops: FuseOper
                         (f"read {len(data) - 10}", 1, data[-10:])], "cached blocks are read in the loop"
     assert seen[3] == ("read of buffered bytes", 0, b"tail"), "buffered writes are recorded first, in a worker"
     assert seen[4] == ("flushes", 0, b""), "an empty flush returns at once (no worker, nothing counted)"
+
+
+def test_unlinks_free_their_blocks_in_batches(tmp_path: Path) -> None:
+    """The mount's unlinks return without waiting for a metadata flush: their data is released in
+    the background, one flush per batch instead of one per unlink, and everything is released by
+    the time the volume closes."""
+    (tmp_path / "data").mkdir()
+    Volume.format(f"file://{tmp_path}/meta", f"file://{tmp_path}/data", "testvol",
+                  block_size=TEST_BLOCK_SIZE).close()
+    vol = Volume.open(f"file://{tmp_path}/meta", sync="interval:1h", block_cache=BlockCache())
+    files = 30
+    try:
+        for i in range(files):
+            vol.write_file(f"/f{i}", bytes([i]) * (TEST_BLOCK_SIZE + 10))  # two blocks each
+        vol.flush()
+        blocks = lambda: [p for p in (tmp_path / "data").rglob("*_*_*") if p.is_file()]  # noqa: E731
+        assert len(blocks()) == 2 * files
+        level0 = tmp_path / "meta" / "ltx" / "0"
+        shipped = len(list(level0.glob("*.ltx")))
+        ops = FuseOperations(vol.engine)
+
+        async def unlink_all() -> None:
+            for i in range(files):
+                await ops.unlink(ROOT_INODE, f"f{i}".encode(), None)
+
+        trio.run(unlink_all)
+        vol.engine.drain_releases()
+        assert blocks() == [], "every block released"
+        flushes = len(list(level0.glob("*.ltx"))) - shipped
+        assert 1 <= flushes < files // 2, f"{flushes} metadata flushes for {files} unlinks"
+        assert vol.listdir("/") == []
+    finally:
+        vol.close()
+    with Volume.open(f"file://{tmp_path}/meta") as again:
+        assert again.fsck().ok
