@@ -49,6 +49,30 @@ class BlockObject:
     info: ObjectInfo
 
 
+class ByteBudget:
+    """Bytes that may be held at once (blocks waiting for their upload, across every writer):
+    `acquire` waits while the budget is spent. One block larger than the whole budget still goes
+    through alone, so nothing waits forever."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        #: The most ever held at once (for tests and stats).
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+            self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
 class BlockStore:
     """Reads, writes, lists and deletes the block objects of one volume."""
 
@@ -60,8 +84,11 @@ class BlockStore:
         hash_prefix: bool = False,
         concurrency: int = DEFAULT_TRANSFER_CONCURRENCY,
         cache: BlockCache | None = None,
+        upload_budget: int | None = None,
     ) -> None:
         self.store = store
+        #: Bytes of blocks waiting for their upload, all writers together (None: per writer only).
+        self.budget = ByteBudget(upload_budget) if upload_budget else None
         #: Whole blocks kept after a read or an upload (the mount's); None: every read is a range GET.
         self.cache = cache
         self._inflight: dict[str, Future[bytes]] = {}
@@ -279,11 +306,21 @@ class SliceWriter:
     def _ship(self, block: bytes) -> None:
         index = self._index
         self._index += 1
+        budget = self.blocks.budget
+        if budget is not None:  # the program's write waits here while the uploads catch up
+            budget.acquire(len(block))
         pool = self.blocks._executor()
-        self._pending.append(pool.submit(self.blocks.put_block, self.slice_id, index, block))
+        self._pending.append(pool.submit(self._put, index, block))
         # Bound the memory held by queued uploads.
         while len(self._pending) > self.blocks.concurrency:
             self._pending.pop(0).result()
+
+    def _put(self, index: int, block: bytes) -> None:
+        try:
+            self.blocks.put_block(self.slice_id, index, block)
+        finally:
+            if self.blocks.budget is not None:
+                self.blocks.budget.release(len(block))
 
     def finish(self) -> int:
         """Upload what is left and wait for every block; returns the slice size."""

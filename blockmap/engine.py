@@ -100,6 +100,7 @@ class Engine:
         read_only: bool = False,
         owns_store: bool = True,
         block_cache: BlockCache | None = None,
+        upload_budget: int | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -108,7 +109,8 @@ class Engine:
         self.auto_compact = auto_compact
         self.read_only = read_only
         self.owns_store = owns_store
-        self.blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix, cache=block_cache)
+        self.blocks = BlockStore(store, settings.name, settings.block_size, settings.hash_prefix, cache=block_cache,
+                                 upload_budget=upload_budget)
         #: Blocks are put without a sync of their own when the metadata is on an ltxvfs replica:
         #: the store's `sync_unsynced` runs before every commit the writer ships (vfs.shipbarrier),
         #: so a block is durable before any shipped commit names it, in one batch per ship.

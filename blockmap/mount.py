@@ -29,13 +29,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from blockmap.blockcache import DEFAULT_DISK_CACHE, BlockCache
+from blockmap.blockcache import DEFAULT_DISK_CACHE, DEFAULT_MEMORY_CACHE, BlockCache
 from blockmap.errors import BlockmapError
 from blockmap.meta import is_replica_url
 from blockmap.volume import Volume
 
 log = logging.getLogger(__name__)
 
+#: Memory for blocks (`--buffer-size`, JuiceFS's default 300 MiB): uploads waiting, all files
+#: together, and the in-memory block cache (a quarter, at most DEFAULT_MEMORY_CACHE).
+DEFAULT_BUFFER_SIZE = 300 << 20
 #: Group commit interval of a mount's metadata (JuiceFS-like: at most this much is lost on a crash).
 DEFAULT_MOUNT_SYNC = "interval:1s"
 #: The FUSE file-system type shown in /proc/mounts is `fuse.<SUBTYPE>`.
@@ -67,6 +70,7 @@ class MountConfig:
     data_url: str | None = None
     cache_dir: str | None = None
     cache_size: int = DEFAULT_DISK_CACHE
+    buffer_size: int = DEFAULT_BUFFER_SIZE
     read_only: bool = False
     txid: int = 0
     at: str | None = None
@@ -199,11 +203,12 @@ class Mount:
         params: dict[str, str] = {}
         if cfg.hydrate and is_replica_url(cfg.meta_url) and not (cfg.txid or cfg.at):
             params["hydrate"] = str(home / "meta.db")
-        cache = BlockCache(disk_dir=home / "blocks", disk=cfg.cache_size)
+        memory = min(DEFAULT_MEMORY_CACHE, cfg.buffer_size // 4)
+        cache = BlockCache(memory=memory, disk_dir=home / "blocks", disk=cfg.cache_size)
         return Volume.open(
             cfg.meta_url, data_url=cfg.data_url, read_only=read_only, txid=cfg.txid, timestamp=cfg.at,
             sync=None if read_only or not is_replica_url(cfg.meta_url) else cfg.sync,
-            meta_params=params or None, block_cache=cache, exclusive=True,
+            meta_params=params or None, block_cache=cache, upload_budget=cfg.buffer_size - memory, exclusive=True,
         )  # fmt: skip
 
     def options(self, name: str, read_only: bool) -> set[str]:

@@ -20,17 +20,18 @@ from blockmap.cli import (
 )
 from blockmap.mount import DEFAULT_MOUNT_SYNC, MountConfig, run_background, run_foreground, umount
 
-#: `--cache-size` without a unit is MiB, as `juicefs mount --cache-size` takes it.
+#: `--cache-size` / `--buffer-size` without a unit are MiB, as `juicefs mount` takes them.
 DEFAULT_CACHE_SIZE_MIB = 1024
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SYNC = re.compile(r"^(commit|interval:\S+)$")
 
 
-def parse_cache_size(text: str) -> int:
+def parse_size(option: str, text: str) -> int:
+    """A size as `juicefs mount` takes it: MiB without a unit, or with K, M, G, T."""
     m = _SIZE.match(text)
-    if m is None:
-        raise CLIError(f"--cache-size {text!r}: expected a size such as 1024 (MiB), 512M or 10G")
+    if m is None or int(m.group(1)) == 0:
+        raise CLIError(f"{option} {text!r}: expected a size such as 1024 (MiB), 512M or 10G")
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
@@ -46,6 +47,8 @@ def mount_cmd(
                          "metadata (default /var/blockmapCache as root, else ~/.blockmap/cache).")] = None,
     cache_size: Annotated[str, typer.Option("--cache-size", help="Bytes of blocks kept in --cache-dir "
                                             "(MiB without a unit).")] = str(DEFAULT_CACHE_SIZE_MIB),
+    buffer_size: Annotated[str, typer.Option("--buffer-size", help="Memory for blocks: uploads waiting (all "
+                                             "files) and the memory cache (MiB without a unit).")] = "300",
     read_only: Annotated[bool, typer.Option("--read-only", help="Mount read-only (follows the writer's "
                                                                 "new commits).")] = False,
     txid: TxidOpt = None,
@@ -68,7 +71,7 @@ def mount_cmd(
         raise CLIError(f"--sync {sync!r}: expected commit or interval:DURATION (e.g. interval:1s)")
     cfg = MountConfig(
         meta_url=meta, mountpoint=mountpoint, data_url=data, cache_dir=cache_dir,
-        cache_size=parse_cache_size(cache_size),
+        cache_size=parse_size("--cache-size", cache_size), buffer_size=parse_size("--buffer-size", buffer_size),
         read_only=read_only, txid=parse_txid_option(txid) if txid else 0, at=at, sync=sync.strip(),
         log_file=log_file, debug=debug, hydrate=not no_hydrate,
     )  # fmt: skip

@@ -110,6 +110,7 @@ class Volume:
         read_only: bool = False,
         meta_url: str = "",
         block_cache: BlockCache | None = None,
+        upload_budget: int | None = None,
     ) -> None:
         self.settings = settings
         #: Where the metadata lives (a replica URL or a local SQLite URL), as given.
@@ -118,7 +119,8 @@ class Volume:
         self.store = store
         #: The machinery below paths (transactions, IDs, blocks, slices, open inodes).
         self.engine = Engine(db, settings, store, uid=uid, gid=gid, umask=umask, auto_compact=auto_compact,
-                             read_only=read_only, owns_store=owns_store, block_cache=block_cache)
+                             read_only=read_only, owns_store=owns_store, block_cache=block_cache,
+                             upload_budget=upload_budget)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod

@@ -417,3 +417,34 @@ def test_bad_mount_input_is_one_line(vol_urls: tuple[str, str], tmp_path: Path) 
                  "already mounted")
     one_line(blockmap("umount", str(tmp_path / "mnt"), check=False), "not mounted")
     assert not os.listdir(empty)
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_writing_a_big_file_stays_within_the_buffer_size(tmp_path: Path) -> None:
+    """--buffer-size bounds the blocks a mount holds (uploads waiting and the memory cache): a
+    file many times that size goes through without the mount's memory growing past it (24 MiB
+    measured with 32; 260 MiB with 1024, the memory cache filling with written blocks)."""
+    meta, data = f"file://{tmp_path}/meta", f"file://{tmp_path}/data"
+    blockmap("format", "--meta", meta, "--data", data, "bigvol")  # 4 MiB blocks
+    size, buffer_mib = 256 << 20, 32
+    chunk = random.Random(6).randbytes(1 << 20)
+    with mounted(meta, tmp_path / "mnt", tmp_path / "cache", "--buffer-size", str(buffer_mib)) as m:
+        (m.mountpoint / "warm").write_bytes(chunk)  # the first write's one-time costs, before the baseline
+        before = peak_rss(m.pid)
+        with open(m.mountpoint / "big", "wb") as f:
+            for _ in range(size // len(chunk)):
+                f.write(chunk)
+        grown = peak_rss(m.pid) - before
+        assert (m.mountpoint / "big").stat().st_size == size
+        with open(m.mountpoint / "big", "rb") as f:
+            f.seek(size - len(chunk) - 12345)
+            assert f.read(len(chunk)) == chunk[-12345:] + chunk[:-12345]
+    # The budget (32 MiB), a block being filled (4 MiB), and Python's own churn.
+    assert grown < (buffer_mib + 48) << 20, f"the mount grew by {grown >> 20} MiB"
