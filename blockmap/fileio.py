@@ -154,7 +154,7 @@ class File:
         if size == 0:
             return
         piece = WritePiece(cur.indx, SliceRecord(cur.pos, cur.writer.slice_id, size, 0, size))
-        self.engine.commit_write(self.inode, [piece], self.path, mtime_ns=cur.mtime_ns)
+        self.engine.commit_write(self.inode, [piece], self.path, mtime_ns=cur.mtime_ns or None)
 
     def _abandon(self) -> None:
         cur, self._open = self._open, None
