@@ -448,7 +448,12 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC) and self.engine.read_only:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = await self._fast(self.engine.node, inode)
+        try:
+            node = await self._fast(self.engine.node, inode)
+        except pyfuse3.FUSEError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return pyfuse3.FileInfo(fh=await self._run(self._reopen_unlinked, inode, flags))
         if node.type == TYPE_DIRECTORY:
             raise pyfuse3.FUSEError(errno.EISDIR)
         if node.type != TYPE_FILE:
@@ -458,6 +463,27 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         fh = self._open_handle(inode, f"inode {inode}")
         self._handles[fh].attr = Attr.of(node)
         return pyfuse3.FileInfo(fh=fh)
+
+    def _reopen_unlinked(self, inode: int, flags: int) -> int:
+        """open of a file unlinked while open here (through /proc/self/fd, say): one more handle
+        on the same data, as on a local disk; ENOENT once its last handle has gone."""
+        if self.engine.unlinked_length(inode) is None:
+            raise OSError(errno.ENOENT, "no such inode")
+        if flags & os.O_TRUNC:
+            self._commit_pending(inode)
+            self.engine.truncate_inode(inode, 0)
+        with self._lock:
+            of = self._files.get(inode)
+            if of is None or of.attr is None:
+                raise OSError(errno.ENOENT, "no such inode")
+            of.handles += 1
+            fh = self._next_fh
+            self._next_fh += 1
+            self._handles[fh] = of
+            if flags & os.O_TRUNC:
+                now = ns.now_ns()
+                of.attr = dataclasses.replace(of.attr, st_mtime_ns=now, st_ctime_ns=now)
+        return fh
 
     def _truncate_at_open(self, inode: int) -> Node:
         """open(O_TRUNC): length 0, and mtime and ctime now even when the file was empty (POSIX);

@@ -153,6 +153,13 @@ def test_unlinked_open_file_keeps_working(d: Path) -> None:
         assert os.fstat(fd).st_size == 5 and os.pread(fd, 100, 0) == b"Hello"
         os.ftruncate(fd, 8)
         assert os.pread(fd, 100, 0) == b"Hello\0\0\0"
+        again = os.open(f"/proc/self/fd/{fd}", os.O_RDWR)  # reopened through /proc, as locally
+        try:
+            assert os.pread(again, 100, 0) == b"Hello\0\0\0"
+            os.pwrite(again, b"!", 7)
+        finally:
+            os.close(again)
+        assert os.pread(fd, 100, 0) == b"Hello\0\0!"
         os.fchmod(fd, 0o600)
         os.setxattr(fd, "user.after", b"2")
         assert os.getxattr(fd, "user.before") == b"1" and sorted(os.listxattr(fd)) == ["user.after", "user.before"]
