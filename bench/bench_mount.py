@@ -1,32 +1,29 @@
-"""`blockmap mount` beside `juicefs mount` (SQLite metadata), same machine, same run, data on file://.
+"""`blockmap mount` beside `juicefs mount` (SQLite metadata), same machine, same run: data on
+file://, and (`--s3`, and under pytest) on the real S3 server behind the counting proxy that adds
+20 ms per request (BENCH_RTT_MS) and caps the link at 100 MB/s (BENCH_BANDWIDTH_MBPS).
 
 Figures (each side measured in alternating rounds; the median of each is kept and compared):
 - `juicefs bench MOUNTPOINT -p 1 --big-file-size 256 --small-file-count 200`, the binary's own
   benchmark, on both mounts: big-file write and read MiB/s, small-file (128 KiB) write and read
   files/s, stat files/s. It drops the kernel's caches between phases, as it does by default.
   Targets (issue 14), as ratios blockmap / juicefs: small-file write, small-file read and stat
-  >= 1.0; big-file write and read >= 0.5.
+  >= 1.0; big-file write and read >= 0.5. On S3, the store requests of each run too.
 - Metadata operations per second through the mount, mdtest style with real syscalls, one thread:
   creates (open O_CREAT|O_EXCL + close of an empty file), stats (after dropping the kernel's
   dentry and inode caches, so each stat reaches the file system), renames (within the
   directory) and unlinks of `--md-files` files in one fresh directory.
 
-What each side guarantees while being measured:
-- blockmap mount (`--sync interval:1s`, the default): metadata is group-committed to the
-  replica at least once a second; close uploads the file's blocks (each fsynced by the file://
-  store, with its directory) and records them; fsync waits until the blocks and the metadata
-  naming them are in the store. A crash loses at most the last interval, never a block a
-  shipped commit names.
-- juicefs mount, sqlite3 metadata: the metadata lives only in a local SQLite file (WAL,
-  synchronous=NORMAL); its file:// store writes blocks without fsync. Nothing leaves the machine.
+What each side guarantees is GUARANTEES below (it heads bench/results/mount.md); prose about the
+figures lives in bench/results/mount-notes.md and is appended to mount.md at each write.
 
-    .venv/bin/python -m pytest bench/bench_mount.py --benchmark-only     # pytest-benchmark
-    .venv/bin/python bench/bench_mount.py [--rounds 3] [--md-files 1000]  # print and write results
+    .venv/bin/python -m pytest bench/bench_mount.py --benchmark-only      # both stores
+    .venv/bin/python bench/bench_mount.py [--rounds 3] [--s3] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -38,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +90,46 @@ def fuse_available() -> bool:
     return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
 
 
-def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+@dataclass(frozen=True)
+class Store:
+    """Where both volumes keep their blocks: `file` (a local directory), or `s3` (the SeaweedFS
+    server behind the counting proxy that imposes the round trip); blockmap's metadata replica
+    lives there too, juicefs's metadata stays in its local SQLite file."""
+
+    kind: str
+    server: Any = None  # tests.s3server.S3Server
+    proxy: Any = None  # tests.s3proxy.S3Proxy
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ) if self.server is None else self.server.env()
+
+    def s3_url(self, prefix: str) -> str:
+        return (f"s3://{self.server.bucket}/{prefix}?endpoint={self.proxy.endpoint}&region={self.server.region}"
+                "&force-path-style=true")
+
+    def requests(self) -> int:
+        """Requests the proxy has seen so far (0 on file://)."""
+        return 0 if self.proxy is None else len(self.proxy.seen)
+
+    def kinds_since(self, start: int, names: tuple[str, ...]) -> dict[str, int]:
+        """Requests by kind (GET, PUT, LIST...; of blocks or of metadata) since the proxy had
+        seen `start`, among those whose path names one of `names` (one volume's keys)."""
+        if self.proxy is None:
+            return {}
+
+        def kind(r: Any) -> str:
+            where = " block" if "/chunks/" in r.path else " metadata" if "-meta" in r.path else ""
+            return f"{r.kind}{where}"
+
+        return dict(collections.Counter(kind(r) for r in self.proxy.seen[start:]
+                                        if any(n in r.path for n in names)))
+
+
+FILE_STORE = Store("file")
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env, **kwargs)
     if proc.returncode != 0:
@@ -113,47 +149,64 @@ def _mounted(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class Mounted:
-    """A mounted volume: which side, where, and its store directory (blocks)."""
+    """A mounted volume: which side, where, and the store its blocks go to."""
 
     side: str
     mountpoint: Path
-    data: Path
+    store: Store
+    #: What the volume's keys contain (its requests are told apart from the other mount's by them).
+    names: tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
-def blockmap_mount(work: Path) -> Iterator[Mounted]:
-    """A fresh volume (metadata and blocks on file://), mounted with the defaults and a cache dir."""
-    meta, data, mnt, cache = work / "meta", work / "data", work / "mnt", work / "cache"
+def blockmap_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
+    """A fresh volume (metadata replica and blocks in `store`), mounted with the defaults."""
+    mnt, cache = work / "mnt", work / "cache"
     mnt.mkdir(parents=True)
-    _run(blockmap_cmd("format", "--meta", f"file://{meta}", "--data", f"file://{data}", "benchvol"))
-    _run(blockmap_cmd("mount", "--meta", f"file://{meta}", str(mnt), "-d", "--cache-dir", str(cache),
-                      "--log", str(work / "mount.log")))
+    if store.kind == "file":
+        meta, data, name = f"file://{work}/meta", f"file://{work}/data", "benchvol"
+        meta_prefix = "-"
+    else:
+        unique = uuid.uuid4().hex[:8]
+        meta_prefix = f"bench-mount-{unique}-meta"
+        meta, data, name = store.s3_url(meta_prefix), store.s3_url(""), f"benchvol-{unique}"
+    env = store.env()
+    _run(blockmap_cmd("format", "--meta", meta, "--data", data, name), env)
+    _run(blockmap_cmd("mount", "--meta", meta, str(mnt), "-d", "--cache-dir", str(cache),
+                      "--log", str(work / "mount.log")), env)
     try:
-        yield Mounted(BLOCKMAP, mnt, data)
+        yield Mounted(BLOCKMAP, mnt, store, (f"{name}/", meta_prefix))
     finally:
-        _unmount(mnt, blockmap_cmd("umount", str(mnt)))
+        _unmount(mnt, blockmap_cmd("umount", str(mnt)), env)
 
 
 @contextlib.contextmanager
-def juicefs_mount(work: Path) -> Iterator[Mounted]:
-    """A fresh `juicefs format sqlite3://… --storage file` volume, `juicefs mount -d`."""
+def juicefs_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
+    """A fresh `juicefs format sqlite3://…` volume (blocks in `store`), `juicefs mount -d`."""
     jfs = juicefs_binary()
-    data, mnt = work / "data", work / "mnt"
+    mnt = work / "mnt"
     mnt.mkdir(parents=True)
     meta = f"sqlite3://{work}/meta.db"
-    _run([jfs, "format", "--no-agent", meta, "benchjfs", "--storage", "file", "--bucket", f"{data}/",
-          "--trash-days", "0"])
+    if store.kind == "file":
+        storage = ["--storage", "file", "--bucket", f"{work}/data/"]
+        name = "benchjfs"
+    else:
+        storage = ["--storage", "s3", "--bucket", f"{store.proxy.endpoint}/{store.server.bucket}",
+                   "--access-key", store.server.access_key, "--secret-key", store.server.secret_key]
+        name = f"benchjfs-{uuid.uuid4().hex[:8]}"
+    env = store.env()
+    _run([jfs, "format", "--no-agent", meta, name, *storage, "--trash-days", "0"], env)
     _run([jfs, "mount", "--no-agent", meta, str(mnt), "-d", "--cache-dir", str(work / "cache"),
-          "--log", str(work / "mount.log"), "--no-usage-report"])
+          "--log", str(work / "mount.log"), "--no-usage-report"], env)
     try:
-        yield Mounted(JUICEFS, mnt, data)
+        yield Mounted(JUICEFS, mnt, store, (f"{name}/",))
     finally:
-        _unmount(mnt, [jfs, "umount", str(mnt)])
+        _unmount(mnt, [jfs, "umount", str(mnt)], env)
 
 
-def _unmount(mnt: Path, cmd: list[str]) -> None:
+def _unmount(mnt: Path, cmd: list[str], env: dict[str, str]) -> None:
     try:
-        _run(cmd)
+        _run(cmd, env)
     finally:
         if _mounted(mnt):  # never leave a mount behind
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
@@ -176,9 +229,16 @@ def parse_bench(out: str) -> dict[str, float]:
 
 
 def run_juicefs_bench(mounted: Mounted, big_mb: int = BIG_FILE_MB, small: int = SMALL_FILES) -> dict[str, float]:
+    """The binary's figures, and the store requests made while it ran (S3 only)."""
+    before = mounted.store.requests()
     proc = _run([juicefs_binary(), "bench", str(mounted.mountpoint), "-p", "1", "--big-file-size", str(big_mb),
                  "--small-file-count", str(small)])
-    return parse_bench(proc.stdout + proc.stderr)
+    got = parse_bench(proc.stdout + proc.stderr)
+    if mounted.store.proxy is not None:
+        kinds = mounted.store.kinds_since(before, mounted.names)
+        got["requests"] = sum(kinds.values())
+        got["request_kinds"] = kinds  # type: ignore[assignment]
+    return got
 
 
 # --- metadata operations (real syscalls) ---------------------------------------------------------
@@ -208,6 +268,7 @@ def run_md(mounted: Mounted, files: int = MD_FILES, tag: str = "") -> dict[str, 
     def create(i: int) -> None:
         os.close(os.open(names[i], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
 
+    before = mounted.store.requests()
     out = {"create": _timed(files, create)}
     drop_dentries()  # otherwise the kernel answers every stat from the create's entry
     out.update({
@@ -216,6 +277,8 @@ def run_md(mounted: Mounted, files: int = MD_FILES, tag: str = "") -> dict[str, 
         "unlink": _timed(files, lambda i: os.unlink(moved[i])),
     })
     d.rmdir()
+    if mounted.store.proxy is not None:
+        out["requests"] = sum(mounted.store.kinds_since(before, mounted.names).values())
     return out
 
 
@@ -248,39 +311,69 @@ class Figures:
 
 
 def figures(workdir: Path, rounds: int = ROUNDS, big_mb: int = BIG_FILE_MB, small: int = SMALL_FILES,
-            md_files: int = MD_FILES, log: Callable[[str], None] = print) -> Figures:
+            md_files: int = MD_FILES, store: Store = FILE_STORE, log: Callable[[str], None] = print) -> Figures:
     """Both mounts up at once, `rounds` alternating rounds of juicefs bench and the metadata loop."""
     bench: dict[str, list[dict[str, float]]] = {s: [] for s in SIDES}
     md: dict[str, list[dict[str, float]]] = {s: [] for s in SIDES}
-    with blockmap_mount(workdir / BLOCKMAP) as bm, juicefs_mount(workdir / JUICEFS) as jf:
+    with blockmap_mount(workdir / BLOCKMAP, store) as bm, juicefs_mount(workdir / JUICEFS, store) as jf:
         for r in range(rounds):
             for m in (bm, jf) if r % 2 == 0 else (jf, bm):
                 got = run_juicefs_bench(m, big_mb, small)
                 bench[m.side].append(got)
-                log(f"round {r + 1} {m.side:8s} bench " + " ".join(f"{k}={v:g}" for k, v in got.items()))
+                log(f"{store.kind} round {r + 1} {m.side:8s} bench " + " ".join(f"{k}={v}" for k, v in got.items()))
             for m in (bm, jf) if r % 2 == 0 else (jf, bm):
                 ops = run_md(m, md_files, str(r))
                 md[m.side].append(ops)
-                log(f"round {r + 1} {m.side:8s} md    " + " ".join(f"{k}={v:.0f}/s" for k, v in ops.items()))
+                log(f"{store.kind} round {r + 1} {m.side:8s} md    " + " ".join(f"{k}={v:.0f}" for k, v in ops.items()))
     context = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} ({os.cpu_count()} cores), kernel {platform.release()}",
         "rounds": rounds, "big_file_mb": big_mb, "small_files": small, "md_files": md_files,
-        "juicefs": _run([juicefs_binary(), "version"]).stdout.strip(),
+        "juicefs": _run([juicefs_binary(), "version"]).stdout.strip(), "store": store.kind,
+        "network": None if store.proxy is None else
+        f"{store.proxy.delay * 1000:.0f} ms per request, {store.proxy.bandwidth / 1e6:.0f} MB/s",
     }
     return Figures(bench, md, context)
 
 
-def markdown(s: dict[str, Any]) -> str:
+def s3_figures(workdir: Path, rounds: int, big_mb: int, small: int, md_files: int,
+               log: Callable[[str], None] = print) -> Figures:
+    """`figures` with both stores' blocks (and blockmap's metadata replica) on the S3 server
+    behind the counting proxy (BENCH_RTT_MS, default 20 ms per request)."""
+    from bench.harness.network import Network, proxied
+    from tests.s3server import S3Server
+
+    with S3Server(workdir / "s3") as server, proxied(server.endpoint, Network.from_env()) as proxy:
+        return figures(workdir, rounds, big_mb, small, md_files, Store("s3", server, proxy), log)
+
+
+NAMES = {"big_write_mibs": "big-file write", "big_read_mibs": "big-file read", "small_write_fps": "small-file write",
+         "small_read_fps": "small-file read", "stat_fps": "stat"}
+
+GUARANTEES = """What each side guarantees while it is measured:
+
+- **blockmap mount** (`--sync interval:1s`, the default): the metadata is group-committed to its
+  replica in the store at least once a second; close uploads the file's blocks and records them;
+  `fsync` returns once the blocks and the metadata naming them are in the store. On file:// a
+  block is written without its own fsync and made durable, with every other block written since,
+  before the next metadata commit ships (`vfs.shipbarrier`), so no shipped commit ever names a
+  block a crash could lose. A crash loses at most the last interval; another machine can mount
+  the same `--meta` and sees everything shipped.
+- **juicefs mount** (sqlite3 metadata): the metadata lives only in a local SQLite file (WAL,
+  synchronous=NORMAL); its file:// storage writes blocks without any fsync. Nothing about the
+  metadata leaves the machine: losing the disk loses the volume.
+"""
+
+
+def _table(s: dict[str, Any]) -> list[str]:
     c = s["context"]
-    names = {"big_write_mibs": "big-file write", "big_read_mibs": "big-file read",
-             "small_write_fps": "small-file write", "small_read_fps": "small-file read", "stat_fps": "stat"}
+    where = "file:// (local directory)" if c["store"] == "file" else f"S3 (SeaweedFS behind the proxy: {c['network']})"
     lines = [
-        "# blockmap mount beside juicefs mount (file:// data, same machine, same run)", "",
-        f"Measured {c['date']} on {c['machine']}; {c['juicefs']} with sqlite3 metadata. "
-        f"{c['rounds']} alternating rounds, median of each side. `juicefs bench MOUNTPOINT -p 1 "
-        f"--big-file-size {c['big_file_mb']} --small-file-count {c['small_files']}` on each mount; then "
-        f"{c['md_files']} files created, stat'ed, renamed and unlinked with real syscalls (one thread).", "",
+        f"## Data on {where}", "",
+        f"Measured {c['date']} on {c['machine']}; {c['juicefs']} with sqlite3 metadata. {c['rounds']} "
+        f"alternating rounds, median of each side. `juicefs bench MOUNTPOINT -p 1 --big-file-size "
+        f"{c['big_file_mb']} --small-file-count {c['small_files']}` on each mount; then {c['md_files']} files "
+        "created, stat'ed, renamed and unlinked with real syscalls (one thread).", "",
         "| figure | blockmap mount | juicefs mount | blockmap / juicefs | target |",
         "|---|---|---|---|---|",
     ]
@@ -289,48 +382,69 @@ def markdown(s: dict[str, Any]) -> str:
         if item.startswith("md_"):
             label, unit = f"{item[3:-6]}s (mdtest style)", "/s"
         else:
-            label, unit = names[item], " " + UNITS[item]
+            label, unit = NAMES[item], " " + UNITS[item]
         target = "-" if row["target"] is None else f">= {row['target']:.1f}: {'met' if row['met'] else 'missed'}"
         lines.append(f"| {label} | {row['blockmap']:,.1f}{unit} | {row['juicefs']:,.1f}{unit} | "
-                     f"{row['ratio']:.2f} | {target} |")
+                     f"{row['ratio']:.3f} | {target} |")
     lines += ["", "Every round (blockmap / juicefs):", ""]
     for i, (b, j) in enumerate(zip(s["bench"][BLOCKMAP], s["bench"][JUICEFS], strict=True)):
-        lines.append(f"- round {i + 1}: " + ", ".join(f"{names[k]} {b[k]:,.1f} / {j[k]:,.1f}" for k in b))
+        figs = ", ".join(f"{NAMES[k]} {b[k]:,.1f} / {j[k]:,.1f}" for k in NAMES)
+        if "requests" in b:
+            figs += f"; store requests {b['requests']:,} / {j['requests']:,}"
+            kinds = sorted(set(b.get("request_kinds", {})) | set(j.get("request_kinds", {})))
+            figs += " (" + ", ".join(f"{k} {b.get('request_kinds', {}).get(k, 0):,} / "
+                                     f"{j.get('request_kinds', {}).get(k, 0):,}" for k in kinds) + ")"
+        lines.append(f"- round {i + 1}: {figs}")
     for i, (b, j) in enumerate(zip(s["md"][BLOCKMAP], s["md"][JUICEFS], strict=True)):
-        lines.append(f"- round {i + 1} metadata: " + ", ".join(f"{k} {b[k]:,.0f} / {j[k]:,.0f}" for k in b))
-    return "\n".join(lines) + "\n"
+        figs = ", ".join(f"{k} {b[k]:,.0f} / {j[k]:,.0f}" for k in MD_OPS)
+        if "requests" in b:
+            figs += f"; store requests {b['requests']:,} / {j['requests']:,}"
+        lines.append(f"- round {i + 1} metadata: {figs}")
+    return lines + [""]
 
 
-def plot(s: dict[str, Any], path: Path) -> None:
+def markdown(summaries: list[dict[str, Any]], notes: str = "") -> str:
+    lines = ["# blockmap mount beside juicefs mount (same machine, same run)", "",
+             "Produced by `bench/bench_mount.py` (`make bench`, or `python bench/bench_mount.py [--s3]`).", "",
+             GUARANTEES]
+    for s in summaries:
+        lines += _table(s)
+    return "\n".join(lines) + ("\n" + notes if notes else "")
+
+
+def plot(summaries: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = s["rows"]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    xs = range(len(rows))
-    ax.bar(xs, [r["ratio"] for r in rows], color=[COLORS[BLOCKMAP]] * len(rows))
-    for x, r in zip(xs, rows, strict=True):
-        if r["target"] is not None:
-            ax.hlines(r["target"], x - 0.4, x + 0.4, colors="black", linestyles="dashed")
-        ax.text(x, r["ratio"], f"{r['ratio']:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.axhline(1.0, color=COLORS[JUICEFS], linewidth=1)
-    ax.set_xticks(list(xs), [r["item"].replace("md_", "").replace("_per_s", "") for r in rows], rotation=30,
-                  ha="right", fontsize=8)
-    ax.set_ylabel("blockmap mount / juicefs mount (higher is better)")
-    ax.set_title("blockmap mount vs juicefs mount (sqlite3), file:// data; dashed: target")
+    fig, axes = plt.subplots(1, len(summaries), figsize=(6 * len(summaries), 4.5), squeeze=False)
+    for ax, s in zip(axes[0], summaries, strict=True):
+        rows = s["rows"]
+        xs = range(len(rows))
+        ax.bar(xs, [r["ratio"] for r in rows], color=COLORS[BLOCKMAP])
+        for x, r in zip(xs, rows, strict=True):
+            if r["target"] is not None:
+                ax.hlines(r["target"], x - 0.4, x + 0.4, colors="black", linestyles="dashed")
+            ax.text(x, r["ratio"], f"{r['ratio']:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.axhline(1.0, color=COLORS[JUICEFS], linewidth=1)
+        ax.set_xticks(list(xs), [NAMES.get(r["item"], r["item"][3:-6] + "s") for r in rows], rotation=30,
+                      ha="right", fontsize=8)
+        ax.set_ylabel("blockmap mount / juicefs mount (higher is better)")
+        ax.set_title(f"data on {s['context']['store']}; dashed: target", fontsize=10)
+    fig.suptitle("blockmap mount vs juicefs mount (sqlite3 metadata), same run")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def write_results(s: dict[str, Any], directory: Path = RESULTS_DIR) -> list[Path]:
+def write_results(summaries: list[dict[str, Any]], directory: Path = RESULTS_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{STEM}.json", directory / f"{STEM}.md", directory / f"{STEM}.png"]
-    paths[0].write_text(json.dumps(s, indent=1) + "\n")
-    paths[1].write_text(markdown(s))
-    plot(s, paths[2])
+    paths[0].write_text(json.dumps(summaries, indent=1) + "\n")
+    notes = directory / f"{STEM}-notes.md"
+    paths[1].write_text(markdown(summaries, notes.read_text() if notes.exists() else ""))
+    plot(summaries, paths[2])
     return paths
 
 
@@ -345,10 +459,14 @@ if pytest is not None:
 
     @pytest.mark.skipif(not fuse_available(), reason="no /dev/fuse or fusermount3 on this machine")
     def test_mount_beside_juicefs(benchmark: Any, tmp_path: Path) -> None:
-        measured = benchmark.pedantic(figures, args=(tmp_path,), rounds=1, iterations=1)
-        s = measured.summary()
-        benchmark.extra_info.update({r["item"]: r["ratio"] for r in s["rows"]})
-        write_results(s)
+        def both() -> list[dict[str, Any]]:
+            return [figures(tmp_path / "file").summary(),
+                    s3_figures(tmp_path / "s3", 1, BIG_FILE_MB, SMALL_FILES, MD_FILES).summary()]
+
+        summaries = benchmark.pedantic(both, rounds=1, iterations=1)
+        for s in summaries:
+            benchmark.extra_info.update({f"{s['context']['store']}_{r['item']}": r["ratio"] for r in s["rows"]})
+        write_results(summaries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,16 +475,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-mb", type=int, default=BIG_FILE_MB)
     ap.add_argument("--small-files", type=int, default=SMALL_FILES)
     ap.add_argument("--md-files", type=int, default=MD_FILES)
+    ap.add_argument("--s3", action="store_true", help="also with the data on S3 behind the 20 ms proxy")
+    ap.add_argument("--s3-rounds", type=int, default=1)
+    ap.add_argument("--no-file", action="store_true", help="skip the file:// run")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/results/ alone")
+    ap.add_argument("--rewrite", action="store_true", help="rewrite mount.md and mount.png from mount.json "
+                    "and mount-notes.md (no measurement)")
     args = ap.parse_args(argv)
+    if args.rewrite:
+        for p in write_results(json.loads((RESULTS_DIR / f"{STEM}.json").read_text())):
+            print("wrote", p)
+        return 0
     if not fuse_available():
         print("no /dev/fuse or fusermount3 on this machine", file=sys.stderr)
         return 1
+    summaries = []
     with tempfile.TemporaryDirectory(prefix="ltxvfs-bench-mount-") as work:
-        s = figures(Path(work), args.rounds, args.big_mb, args.small_files, args.md_files).summary()
-    print(markdown(s))
+        if not args.no_file:
+            summaries.append(figures(Path(work) / "file", args.rounds, args.big_mb, args.small_files,
+                                     args.md_files).summary())
+        if args.s3:
+            summaries.append(s3_figures(Path(work) / "s3", args.s3_rounds, args.big_mb, args.small_files,
+                                        args.md_files).summary())
+    print(markdown(summaries))
     if not args.no_write:
-        for p in write_results(s):
+        for p in write_results(summaries):
             print("wrote", p)
     return 0
 
