@@ -42,6 +42,11 @@ BUSY_TIMEOUT_MS = 5000
 WRITER_JOURNAL_MODE = "MEMORY"
 #: Pause between looks at a write lock another connection of this process holds (s).
 BUSY_POLL = 0.0005
+#: An exclusive writer's follower looked at the replica longer ago than this (s): it was stalled,
+#: and the next write waits up to FOLLOWER_FRESH_WAIT for a fresh look before it judges (ltxvfs
+#: polls every second by default).
+FOLLOWER_STALE = 1.5
+FOLLOWER_FRESH_WAIT = 10.0
 #: Whole-transaction retries after SQLITE_BUSY (a conflicting writer committed first).
 TXN_RETRIES = 10
 #: First retry back-off (s); it doubles each time, with jitter.
@@ -314,12 +319,28 @@ class MetaDB:
         raise WriterFencedError(self.url or "metadata", f"{self.fenced}; this writer no longer writes "
                                                         "(open the volume again to go on)") from cause
 
-    def _own_position(self) -> int:
-        """The replica's TXID less the LTX files this connection shipped (see `_own_offset`)."""
+    def _fresh_stats(self) -> dict[str, Any]:
+        """`ltxvfs_stats`, once the follower's last look at the replica is recent: after a stall
+        (SIGSTOP, a suspended machine) the first write waits, up to FOLLOWER_FRESH_WAIT, for the
+        look the follower takes as soon as it runs again, so it judges the replica as it is now."""
         import json
 
-        stats = json.loads(self.pragma("ltxvfs_stats") or "{}")
-        return int(stats.get("txid", "0"), 16) - int(stats.get("write_ltx_files", 0))
+        deadline = time.monotonic() + FOLLOWER_FRESH_WAIT
+        while True:
+            stats: dict[str, Any] = json.loads(self.pragma("ltxvfs_stats") or "{}")
+            age = stats.get("staged_age_ms")
+            if age is None or age / 1000 <= FOLLOWER_STALE or time.monotonic() >= deadline:
+                return stats
+            time.sleep(BUSY_POLL)
+
+    def _own_position(self) -> int:
+        """The replica's TXID as this connection's follower knows it (`staged_txid`: another
+        writer's commits count as soon as a poll saw them; this connection's own files as soon as
+        they are shipped, right after they are counted) less the LTX files this connection
+        shipped (see `_own_offset`)."""
+        stats = self._fresh_stats()
+        tip = stats.get("staged_txid") or stats.get("txid", "0")
+        return int(tip, 16) - int(stats.get("write_ltx_files", 0))
 
     def _check_exclusive(self) -> None:
         """Inside a write transaction (the lock just showed the latest state): fence when the
@@ -327,7 +348,11 @@ class MetaDB:
         position = self._own_position()
         if self._own_offset is None:
             self._own_offset = position
-        elif position != self._own_offset:
+        elif position > self._own_offset:
+            # Only another writer's commit moves the TXID past this writer's own files. Below the
+            # offset is this writer's own file caught between being counted and being staged by
+            # the group-commit thread: no fence (fencing there stopped a healthy mount for good,
+            # its unshipped commits lost: "TXID moved -1" under mdtest-style load).
             self._fence(f"another writer committed to the replica (TXID moved {position - self._own_offset} "
                         f"past this writer's own commits)")
 

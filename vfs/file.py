@@ -16,6 +16,7 @@ this class through its public surface: `refresh`, `advance`, `replace_view`, `vi
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -465,7 +466,8 @@ class LTXFile:
     def stats_json(self) -> str:
         view = self._view
         return stats_json(self.stats, self.replica.store.stats, txid=f"{view.txid:016x}",
-                          staged_txid=f"{self.follower.tip:016x}", commit=view.commit,
+                          staged_txid=f"{self.follower.tip:016x}",
+                          staged_age_ms=int((time.time() - self.follower.last_success) * 1000), commit=view.commit,
                           page_size=view.page_size, files=view.pages.file_count,
                           cache_bytes=self._cache.currsize, cache_pages=len(self._cache),
                           **(self.hydration.stats() if self.hydration is not None else {}))
