@@ -17,7 +17,7 @@ from blockmap.blocks import BlockStore
 from blockmap.errors import fs_error
 from blockmap.meta import as_int
 from blockmap.namespace import OpContext, Released, drop_chunk_refs, now_ns
-from blockmap.node import TYPE_DIRECTORY, TYPE_FILE, Node, get_node, update_node
+from blockmap.node import TYPE_DIRECTORY, TYPE_FILE, Node, check_changeable, get_node, update_node
 from blockmap.paths import PathLike
 from blockmap.slices import CHUNK_SIZE, MAX_FILE_SIZE, SLICE_RECORD_SIZE, SliceRecord, build_view, decode_records, hole
 
@@ -106,6 +106,8 @@ def commit_write(
 
     Returns the number of records now in each chunk written (to decide on compaction)."""
     node, old_length = _open_file(cursor, inode, path)
+    if node is not None:
+        check_changeable(node, path, append=True)  # append-only: open() allowed O_APPEND only
     new_length = max([old_length] + [p.file_end for p in pieces])
     for p in pieces:
         append_records(cursor, inode, p.indx, p.record.encode())
@@ -134,6 +136,7 @@ def truncate(
     which readers cannot tell apart and which gives their slices back now."""
     _check_length(length, path)
     node = _file_node(cursor, inode, path)
+    check_changeable(node, path)
     released = Released()
     if length == node.length:
         return node, released

@@ -32,6 +32,8 @@ from blockmap.fileio import File
 from blockmap.files import truncate
 from blockmap.meta import as_bytes
 from blockmap.node import (
+    FLAG_APPEND,
+    FLAG_IMMUTABLE,
     MAX_SYMLINK,
     ROOT_INODE,
     TYPE_DIRECTORY,
@@ -458,6 +460,10 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
             raise pyfuse3.FUSEError(errno.EISDIR)
         if node.type != TYPE_FILE:
             raise pyfuse3.FUSEError(errno.EINVAL)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):  # chattr +i / +a (JuiceFS's flags), as Linux
+            if node.flags & FLAG_IMMUTABLE or (node.flags & FLAG_APPEND and (flags & os.O_TRUNC or
+                                                                            not flags & os.O_APPEND)):
+                raise pyfuse3.FUSEError(errno.EPERM)
         if flags & os.O_TRUNC:  # libfuse asks for atomic O_TRUNC: the kernel leaves it to open
             node = await self._run(self._truncate_at_open, inode)
         fh = self._open_handle(inode, f"inode {inode}")

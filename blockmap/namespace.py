@@ -27,6 +27,7 @@ from blockmap.node import (
     TYPE_FILE,
     TYPE_SYMLINK,
     Node,
+    check_changeable,
     get_node,
     insert_node,
     update_node,
@@ -157,6 +158,7 @@ def mknod(
     pn = get_dir(cursor, parent, path)
     if pn.parent > TRASH_INODE:
         raise fs_error(errno.ENOENT, path)
+    check_changeable(pn, path, append=True)
     if not absent and lookup(cursor, parent, name) is not None:
         raise fs_error(errno.EEXIST, path)
     ctx.acct.check(cursor, align4k(0), 1, path)
@@ -246,9 +248,12 @@ def unlink(cursor: apsw.Cursor, ctx: OpContext, parent: int, name: bytes, path: 
     inode, type_ = found
     if type_ == TYPE_DIRECTORY:
         raise fs_error(errno.EISDIR, path)
+    node = get_node(cursor, inode)
+    check_changeable(pn, path)
+    if node is not None:
+        check_changeable(node, path)
     ns = now_ns()
     trash = 0 if parent >= TRASH_INODE else trash_dir(cursor, ctx, ns)
-    node = get_node(cursor, inode)
     released = Released()
     deltas = DirDeltas()
     _delete_edge(cursor, parent, name)
@@ -313,9 +318,12 @@ def rmdir(cursor: apsw.Cursor, ctx: OpContext, parent: int, name: bytes, path: P
         raise fs_error(errno.ENOTDIR, path)
     if cursor.execute("SELECT 1 FROM jfs_edge WHERE parent = ? LIMIT 1", (inode,)).fetchone():
         raise fs_error(errno.ENOTEMPTY, path)
+    node = get_node(cursor, inode)
+    check_changeable(pn, path)
+    if node is not None:
+        check_changeable(node, path)
     ns = now_ns()
     trash = 0 if parent >= TRASH_INODE else trash_dir(cursor, ctx, ns)
-    node = get_node(cursor, inode)
     if node is None:
         trash = 0
     _delete_edge(cursor, parent, name)
@@ -377,10 +385,15 @@ def rename(
     sn = get_node(cursor, sino)
     if sn is None:
         raise fs_error(errno.ENOENT, path)
+    dfound = lookup(cursor, pdst, ndst)
+    check_changeable(spn, path)
+    check_changeable(sn, path)
+    check_changeable(dpn, path2, append=dfound is None)
+    if dfound is not None and dfound[0] != sino and (dn0 := get_node(cursor, dfound[0])) is not None:
+        check_changeable(dn0, path2)
     ns = now_ns()
     released = Released()
     deltas = DirDeltas()
-    dfound = lookup(cursor, pdst, ndst)
     src_nlink = dst_nlink = 0
     if dfound is not None:
         if no_replace:
@@ -475,6 +488,8 @@ def exchange(
     sn, dn = get_node(cursor, sino), get_node(cursor, dino)
     if sn is None or dn is None:
         raise fs_error(errno.ENOENT, path if sn is None else path2)
+    for n, p in ((spn, path), (dpn, path2), (sn, path), (dn, path2)):
+        check_changeable(n, p)
     ns = now_ns()
     cursor.execute(
         "UPDATE jfs_edge SET inode = ?, type = ? WHERE parent = ? AND name = ?", (dino, dtype, psrc, nsrc)
@@ -524,6 +539,8 @@ def link(cursor: apsw.Cursor, ctx: OpContext, inode: int, parent: int, name: byt
         raise fs_error(errno.ENOENT, path)
     if node.type == TYPE_DIRECTORY:
         raise fs_error(errno.EPERM, path)
+    check_changeable(pn, path, append=True)
+    check_changeable(node, path)
     ns = now_ns()
     node.parent = 0
     node.nlink += 1
@@ -552,6 +569,7 @@ def set_attr(
     node = get_node(cursor, inode)
     if node is None:
         raise fs_error(errno.ENOENT, path)
+    check_changeable(node, path)
     ns = now_ns()
     if (uid is not None and uid != node.uid) or (gid is not None and gid != node.gid):
         if node.type != TYPE_DIRECTORY and node.mode & 0o6000:

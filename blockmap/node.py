@@ -6,11 +6,14 @@ holds only the permission bits (07777). Times are whole microseconds plus a 0-99
 
 from __future__ import annotations
 
+import errno
 import stat as statmod
 from dataclasses import dataclass, replace
 from typing import Any
 
 import apsw
+
+from blockmap.errors import fs_error
 
 TYPE_FILE = 1
 TYPE_DIRECTORY = 2
@@ -19,6 +22,12 @@ TYPE_FIFO = 4
 TYPE_BLOCKDEV = 5
 TYPE_CHARDEV = 6
 TYPE_SOCKET = 7
+
+#: `flags` bits JuiceFS sets with chattr +i and +a (its FlagImmutable and FlagAppend): nothing
+#: may change an immutable inode; an append-only one only grows, and an append-only directory only
+#: gains entries. blockmap sets neither (pyfuse3 has no ioctl) but honours them.
+FLAG_IMMUTABLE = 1
+FLAG_APPEND = 2
 
 ROOT_INODE = 1
 #: The trash directory (created when TrashDays > 0); inodes at or above it are trash entries.
@@ -123,6 +132,13 @@ class Node:
 
     def copy(self) -> Node:
         return replace(self)
+
+
+def check_changeable(node: Node, path: str | bytes, *, append: bool = False) -> None:
+    """EPERM for a change to an immutable inode, or to an append-only one unless the change only
+    adds (`append`: a write at the end, an entry added to a directory)."""
+    if node.flags & FLAG_IMMUTABLE or (node.flags & FLAG_APPEND and not append):
+        raise fs_error(errno.EPERM, path or None)
 
 
 def get_node(cursor: apsw.Cursor, inode: int) -> Node | None:

@@ -14,7 +14,8 @@ import os
 import apsw
 
 from blockmap.errors import ENOATTR, fs_error
-from blockmap.meta import as_bytes
+from blockmap.meta import as_bytes, as_int
+from blockmap.node import FLAG_APPEND, FLAG_IMMUTABLE
 from blockmap.paths import PathLike
 
 #: Longest name and value.
@@ -45,6 +46,13 @@ def check_set(value: bytes, flags: int, path: PathLike = "") -> None:
 _BY_NAME = "WHERE inode = ? AND name = CAST(? AS TEXT)"
 
 
+def _check_flags(cur: apsw.Cursor, inode: int, path: PathLike) -> None:
+    """EPERM on an immutable or append-only inode (JuiceFS's chattr +i / +a), as Linux refuses."""
+    row = cur.execute("SELECT flags FROM jfs_node WHERE inode = ?", (inode,)).fetchone()
+    if row is not None and as_int(row[0] or 0) & (FLAG_IMMUTABLE | FLAG_APPEND):
+        raise fs_error(errno.EPERM, path)
+
+
 def get_xattr(cur: apsw.Cursor, inode: int, key: bytes, path: PathLike = "") -> bytes:
     row = cur.execute(f"SELECT value FROM jfs_xattr {_BY_NAME}", (inode, key)).fetchone()
     if row is None:
@@ -55,6 +63,7 @@ def get_xattr(cur: apsw.Cursor, inode: int, key: bytes, path: PathLike = "") -> 
 def set_xattr(cur: apsw.Cursor, inode: int, key: bytes, value: bytes, flags: int = 0, path: PathLike = "") -> None:
     """Set (XATTR_CREATE: EEXIST if present; XATTR_REPLACE: ENODATA if absent); an unchanged
     value writes nothing."""
+    _check_flags(cur, inode, path)
     row = cur.execute(f"SELECT value FROM jfs_xattr {_BY_NAME}", (inode, key)).fetchone()
     if row is not None and flags == XATTR_CREATE:
         raise fs_error(errno.EEXIST, path)
@@ -74,6 +83,7 @@ def list_xattrs(cur: apsw.Cursor, inode: int) -> list[str]:
 
 
 def remove_xattr(cur: apsw.Cursor, inode: int, key: bytes, path: PathLike = "") -> None:
+    _check_flags(cur, inode, path)
     cur.execute(f"DELETE FROM jfs_xattr {_BY_NAME}", (inode, key))
     if cur.getconnection().changes() == 0:
         raise fs_error(ENOATTR, path)

@@ -28,7 +28,9 @@ from pathlib import Path
 import pytest
 
 from blockmap.meta import connect_meta
+from blockmap.node import FLAG_APPEND, FLAG_IMMUTABLE
 from blockmap.slices import MAX_FILE_SIZE
+from blockmap.volume import Volume
 from tests.blockmap.mounting import blockmap, mounted, require_fuse
 
 TIMEOUT = 120
@@ -206,6 +208,47 @@ def test_unlinked_open_data_is_released_at_last_close(tmp_path: Path) -> None:
         db.close()
     blockmap("fsck", "--meta", meta)
     assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "/chunks/" in str(p)]
+
+
+def test_juicefs_immutable_and_append_only_flags_are_honoured(tmp_path: Path) -> None:
+    """chattr +i / +a set by JuiceFS (jfs_node.flags; blockmap cannot set them: pyfuse3 has no
+    ioctl) refuse what Linux refuses on a local disk, with EPERM."""
+    require_fuse()
+    meta = new_volume(tmp_path)
+    with Volume.open(meta) as vol:
+        for d in ("immdir", "appdir"):
+            vol.mkdir(f"/{d}")
+            vol.write_file(f"/{d}/inside", b"in")
+        for name in ("imm", "app"):
+            vol.write_file(f"/{name}", b"data")
+        flags = {"/imm": FLAG_IMMUTABLE, "/immdir": FLAG_IMMUTABLE, "/app": FLAG_APPEND, "/appdir": FLAG_APPEND}
+        inodes = {p: vol.stat(p).st_ino for p in flags}
+        vol.engine.write(lambda c: [c.execute("UPDATE jfs_node SET flags = ? WHERE inode = ?", (flags[p], i))
+                                    for p, i in inodes.items()])
+    with mounted(meta, tmp_path / "mnt", tmp_path / "cache") as m:
+        root = m.mountpoint
+        for name in ("imm", "app"):
+            f = root / name
+            assert f.read_bytes() == b"data"
+            assert errno_of(os.open, f, os.O_WRONLY) == errno.EPERM
+            assert errno_of(os.open, f, os.O_WRONLY | os.O_APPEND | os.O_TRUNC) == errno.EPERM
+            assert errno_of(os.truncate, f, 1) == errno.EPERM
+            assert errno_of(os.unlink, f) == errno.EPERM
+            assert errno_of(os.rename, f, root / "elsewhere") == errno.EPERM
+            assert errno_of(os.chmod, f, 0o600) == errno.EPERM
+            assert errno_of(os.link, f, root / f"{name}-link") == errno.EPERM
+            assert errno_of(os.setxattr, f, "user.x", b"1") == errno.EPERM
+        assert errno_of(os.open, root / "imm", os.O_WRONLY | os.O_APPEND) == errno.EPERM
+        with open(root / "app", "ab") as out:  # append-only: appending is what it allows
+            out.write(b"+more")
+        assert (root / "app").read_bytes() == b"data+more"
+        assert errno_of(os.open, root / "immdir" / "new", os.O_CREAT | os.O_WRONLY) == errno.EPERM
+        assert errno_of(os.unlink, root / "immdir" / "inside") == errno.EPERM
+        (root / "appdir" / "new").write_bytes(b"added")  # an append-only directory gains entries
+        assert errno_of(os.unlink, root / "appdir" / "inside") == errno.EPERM
+        assert errno_of(os.rename, root / "appdir" / "inside", root / "out") == errno.EPERM
+        assert sorted(os.listdir(root / "appdir")) == ["inside", "new"]
+    blockmap("fsck", "--meta", meta)
 
 
 # -- times -----------------------------------------------------------------------------------------
