@@ -30,6 +30,16 @@ MOUNT_TIMEOUT = 120
 NO_FUSE = "no /dev/fuse on this machine: blockmap mount cannot run"
 
 
+def fsynced_write(path: Path, data: bytes) -> None:
+    """Create or overwrite `path` with `data` and fsync it: when this returns, it is durable."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def require_fuse() -> None:
     if not os.path.exists("/dev/fuse"):
         pytest.skip(NO_FUSE)

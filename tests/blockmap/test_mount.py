@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from blockmap.volume import Volume
-from tests.blockmap.mounting import blockmap, cleanup, force_unmount, mount, mounted, require_fuse
+from tests.blockmap.mounting import blockmap, cleanup, force_unmount, fsynced_write, mount, mounted, require_fuse
 
 NAME = "mountvol"
 #: Block size of the test volumes: small, so test files span several blocks and chunks' slices.
@@ -272,14 +272,6 @@ def test_real_programs_on_the_mount(vol_urls: tuple[str, str], tmp_path: Path) -
 
 # -- durability, moving, fencing -------------------------------------------------------------
 
-
-def fsynced_write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def test_fsync_survives_sigkill_and_the_volume_moves(vol_urls: tuple[str, str], tmp_path: Path) -> None:

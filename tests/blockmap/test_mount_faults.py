@@ -5,14 +5,13 @@ acknowledged is lost; the mount is usable again once the store recovers."""
 from __future__ import annotations
 
 import errno
-import os
 import random
 from pathlib import Path
 
 import pytest
 
 from blockmap.volume import Volume
-from tests.blockmap.mounting import blockmap, mounted, require_fuse
+from tests.blockmap.mounting import blockmap, fsynced_write, mounted, require_fuse
 from tests.conftest import unique_prefix
 from tests.s3proxy import Fault, FaultSchedule, S3Proxy
 from tests.s3server import S3Server
@@ -24,14 +23,6 @@ BLOCK = 64 << 10
 def fuse() -> None:
     require_fuse()
 
-
-def fsynced_write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def test_mount_rides_out_faults_and_an_outage(tmp_path: Path, s3_server: S3Server,
