@@ -674,6 +674,10 @@ class Hydrator:
             return 0
         with self._state_mutex:
             st = self._state
+            # The writer's own commits (apply_ltx) may have moved the file on since `txid` was read.
+            chain = [f for f in chain if f.max_txid > st.txid]
+            if not chain:
+                return 0
             st.pending = [PlannedFile.of(f) for f in chain]
             st.bytes_total = sum(f.size for f in chain)
             st.bytes_done = 0

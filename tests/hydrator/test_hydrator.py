@@ -510,3 +510,34 @@ def test_a_composed_fresh_start_records_complete_with_the_snapshot(builder: Repl
     saved.clear()
     hydrate(replica, tmp_path / "stepwise.db", compose_ahead=0)
     assert saved[-1] == (builder.txid, True) and all(not done for _, done in saved[:-1])
+
+
+def test_own_commit_applied_while_a_poll_plans(builder: ReplicaBuilder, replica: Replica, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's commit lands in the local file between a poll's listing and its plan: the
+    plan keeps only what still continues the file, so the record stays valid and the next commit
+    is applied (the mount saw 'pending[0] (19-19) does not continue TXID 19' and stopped applying)."""
+    import hydrator.hydrator as hydrator_mod
+
+    steps = builder.steps(8)
+    builder.run(steps[:4])
+    path = tmp_path / "db"
+    with Hydrator(replica, path) as h:
+        h.run()
+        own = builder.commit(steps[4])  # TXID 5: in the replica, and handed over by the writer
+        data = replica.store.get(own.key)
+        planned = hydrator_mod.continue_from
+
+        def writer_wins_the_race(levels, txid, *args, **kwargs):  # type: ignore[no-untyped-def]
+            plan = planned(levels, txid, *args, **kwargs)  # computed from TXID 4
+            assert h.apply_ltx(io.BytesIO(data), own.key)  # ... while the writer's commit lands
+            return plan
+
+        monkeypatch.setattr(hydrator_mod, "continue_from", writer_wins_the_race)
+        h.poll_once()
+        monkeypatch.setattr(hydrator_mod, "continue_from", planned)
+        assert h.txid == 5
+        load_state(path)  # the record is valid
+        nxt = builder.commit(steps[5])
+        assert h.apply_ltx(io.BytesIO(replica.store.get(nxt.key)), nxt.key)
+        assert h.txid == 6 and path.read_bytes() == builder.images[6]
