@@ -214,12 +214,14 @@ class BlockStore:
             return fut.result()
         try:
             data = self._get_uncached(key, 0, bsize)
-            self.cache.put(key, data)
+            self.cache.put(key, data, disk=False)
         except BaseException as exc:
             fut.set_exception(exc)
             raise
         else:
             fut.set_result(data)
+            if self.cache.disk is not None:  # the readers go on; the cache dir gets it meanwhile
+                self._executor().submit(self.cache.put_disk, key, data)
             return data
         finally:
             with self._inflight_lock:
