@@ -234,6 +234,9 @@ def _shift_content_range(headers: list[tuple[str, str]]) -> list[tuple[str, str]
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: socketserver's default backlog is 5: a burst of parallel connections (a cold open's ~35
+    #: index GETs) overflowed it, and the kernel's SYN retry added a whole second to some opens.
+    request_queue_size = 256
 
     def __init__(self, addr: tuple[str, int], proxy: S3Proxy) -> None:
         self.proxy = proxy

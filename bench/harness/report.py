@@ -164,6 +164,8 @@ class Results:
         for t in self.targets():
             verdict = "met" if t["met"] else "MISSED"
             lines.append(f"- {t['replica']}: {t['target']} {t['text']} (target <= {t['limit']:,}): {verdict}")
+        if ctx.get("notes"):
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in ctx["notes"]]
         lines += ["", "Scenarios: " + "; ".join(f"`{k}`: {v}" for k, v in DESCRIPTIONS.items()) + ".", ""]
         for replica, note in ctx.get("replicas", {}).items():
             lines.append(f"- `{replica}`: {note}")
