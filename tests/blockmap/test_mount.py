@@ -358,6 +358,12 @@ def test_read_only_mount_follows_the_writer(vol_urls: tuple[str, str], tmp_path:
             assert time.monotonic() < deadline, "the read-only mount never saw the writer's commit"
             time.sleep(0.1)
         assert (reader.mountpoint / "news").read_bytes() == b"fresh"
+        # The reader's kernel keeps the pages it read; an overwrite of the same length by the
+        # writer must still reach it at a later open (the mount drops them when mtime moved).
+        fsynced_write(writer.mountpoint / "news", b"FRESH")
+        while (reader.mountpoint / "news").read_bytes() != b"FRESH":
+            assert time.monotonic() < deadline + FOLLOW_DEADLINE, "the reader kept stale cached pages"
+            time.sleep(0.1)
         with pytest.raises(OSError) as err:
             (reader.mountpoint / "nope").write_text("x")
         assert err.value.errno == errno.EROFS
