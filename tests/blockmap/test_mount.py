@@ -339,7 +339,11 @@ def test_a_stalled_mount_cannot_fork_history(vol_urls: tuple[str, str], tmp_path
         with pytest.raises(OSError) as err:  # fenced for good: no later write builds on the stale view
             (old.mountpoint / "later").mkdir()
         assert err.value.errno == errno.EIO
-        assert (old.mountpoint / "from-new").read_bytes() == b"new"  # reads go on, at the latest state
+        deadline = time.monotonic() + FOLLOW_DEADLINE  # reads go on, and follow the replica
+        while not (old.mountpoint / "from-new").exists():
+            assert time.monotonic() < deadline, "the fenced mount stopped following the replica"
+            time.sleep(0.1)
+        assert (old.mountpoint / "from-new").read_bytes() == b"new"
     finally:
         cleanup(old)
     with Volume.open(meta) as vol:
