@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
@@ -35,7 +34,6 @@ from blockmap.counters import TOTAL_INODES, USED_SPACE, IdAllocator, get_counter
 from blockmap.errors import CommitOutcomeUnknownError, fs_error
 from blockmap.files import (
     WritePiece,
-    chunk_record_count,
     commit_write,
     iter_pieces,
     iter_range,
@@ -218,14 +216,6 @@ class Engine:
             raise ValueError("volume is closed")
         return self.db.read(fn)
 
-    @contextmanager
-    def reading(self) -> Iterator[apsw.Cursor]:
-        """A read transaction held open by a `with` block."""
-        if self.closed:
-            raise ValueError("volume is closed")
-        with self.db.reading() as cur:
-            yield cur
-
     def reserve(self, counter: str, batch: int) -> int:
         """Reserve a batch of IDs; it is in the store before any ID of it is used (group commit
         flushes), so no other writer can ever reserve the same range."""
@@ -257,10 +247,6 @@ class Engine:
         )
         if pending:
             self.finish(ns.Released(pending_files=[inode]))
-
-    def is_open(self, inode: int) -> bool:
-        with self._lock:
-            return inode in self.ctx.open_inodes
 
     # -- releasing space -------------------------------------------------------------------
     def finish(self, released: ns.Released) -> None:
@@ -418,9 +404,6 @@ class Engine:
     def compact_chunk(self, inode: int, indx: int) -> bool:
         """Merge a chunk's records into one new slice (see blockmap.compaction)."""
         return compact_chunk(self, inode, indx)
-
-    def chunk_records(self, inode: int, indx: int) -> int:
-        return self.read(lambda c: chunk_record_count(c, inode, indx))
 
     def upload(self, data: bytes | bytearray | memoryview | BinaryIO) -> list[WritePiece]:
         """Upload bytes or a stream (from file offset 0) as new slices, one per chunk, before any
