@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import signal
+import stat as statmod
 import subprocess
 import sys
 import tempfile
@@ -136,8 +137,6 @@ def check_mountpoint(mountpoint: str) -> None:
             raise MountError(mountpoint, f"a dead mount is still there (run {FUSERMOUNT} -u -z "
                                          f"{mountpoint})") from None
         raise MountError(mountpoint, f"cannot use it as a mountpoint: {exc.strerror}") from None
-    import stat as statmod
-
     if not statmod.S_ISDIR(st.st_mode):
         raise MountError(mountpoint, "mountpoint is not a directory")
     if os.listdir(mountpoint):
@@ -223,9 +222,10 @@ class Mount:
             opts.add("ro")
         return opts
 
-    def run(self, ready: Callable[[str | None], None] | None = None) -> int:
-        """Mount and serve; `ready(None)` once the mount answers, `ready(message)` if it cannot
-        mount. Returns the exit code."""
+    def run(self, ready: Callable[[str | None], None] | None = None,
+            describe: Callable[[BaseException], str] = str) -> int:
+        """Mount and serve; `ready(None)` once the mount answers, `ready(describe(error))` if it
+        cannot mount. Returns the exit code."""
         cfg = self.cfg
         announced = False
 
@@ -302,16 +302,9 @@ class Mount:
                 return
 
 
-def describe(exc: BaseException) -> str:
-    """One line for an error that stopped a mount."""
-    from blockmap.cli import describe_error
-
-    return describe_error(exc)
-
-
-def run_background(cfg: MountConfig) -> int:
+def run_background(cfg: MountConfig, describe: Callable[[BaseException], str] = str) -> int:
     """`-d`: fork; the child mounts and serves, the parent returns once the mount answers (0) or
-    prints the child's error line (1)."""
+    raises MountError with the child's error line (`describe` makes it: the CLI's)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the mount process
@@ -329,7 +322,7 @@ def run_background(cfg: MountConfig) -> int:
 
         code = 1
         try:
-            code = Mount(cfg).run(ready)
+            code = Mount(cfg).run(ready, describe)
         except BaseException as exc:  # noqa: BLE001 - logged; the parent got the line
             log.error("mount failed: %s", describe(exc))
         finally:

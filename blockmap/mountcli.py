@@ -13,6 +13,7 @@ from blockmap.cli import (
     MetaOpt,
     TxidOpt,
     app,
+    describe_error,
     handle_own_signals,
     note_meta,
     parse_at_option,
@@ -75,7 +76,7 @@ def mount_cmd(
         read_only=read_only, txid=parse_txid_option(txid) if txid else 0, at=at, sync=sync.strip(),
         log_file=log_file, debug=debug, hydrate=not no_hydrate,
     )  # fmt: skip
-    code = run_background(cfg) if background else run_foreground(cfg)
+    code = run_background(cfg, describe_error) if background else run_foreground(cfg)
     if code:
         raise typer.Exit(code)
 
