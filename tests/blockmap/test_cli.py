@@ -26,6 +26,7 @@ from blockmap.volume import Volume
 from ltx.replica import Replica
 from tests.blockmap.conftest import TEST_BLOCK_SIZE
 from tests.blockmap.juicefs_cli import gc_report, run_juicefs, sync_out
+from tests.interrupt import interrupt_first_request
 from tests.s3server import S3Server
 
 BLOCKMAP = [sys.executable, "-m", "blockmap.cli"]
@@ -646,27 +647,11 @@ def test_progress_bars_for_large_files(tmp_path: Path, meta: str) -> None:
 
 def test_interrupt_prints_one_line_and_exits_130(tmp_path: Path) -> None:
     # A command waiting on an S3 endpoint that accepts and never answers, interrupted (Ctrl-C).
-    import signal
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 30}
-        meta = f"s3://bucket/meta?endpoint=http://127.0.0.1:{port}&region=us-east-1"
-        proc = subprocess.Popen([*BLOCKMAP, "ls", "--meta", meta], cwd=ROOT, stderr=subprocess.PIPE,
-                                stdout=subprocess.PIPE, env=env)
-        try:
-            server.settimeout(TIMEOUT)
-            conn, _ = server.accept()  # the command's first request is under way
-            with conn:
-                proc.send_signal(signal.SIGINT)
-                _, err = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 130, err
-    assert err.decode().strip().splitlines() == ["blockmap: interrupted"]
+    code, err = interrupt_first_request(
+        lambda endpoint: [*BLOCKMAP, "ls", "--meta", f"s3://bucket/meta?endpoint={endpoint}&region=us-east-1"],
+        ROOT, TIMEOUT)
+    assert code == 130, err
+    assert err.strip().splitlines() == ["blockmap: interrupted"]
 
 
 def test_error_lines_name_what_was_typed_once(tmp_path: Path, meta: str) -> None:

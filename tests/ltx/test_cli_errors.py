@@ -17,6 +17,7 @@ import pytest
 
 from ltx.cli import main
 from ltx.replica import Replica
+from tests.interrupt import interrupt_first_request
 from tests.ltx.history import History, record_history
 from tests.s3server import S3Server
 
@@ -180,25 +181,10 @@ def test_version_and_verbose(history: History, file_url: str, tmp_path: Path,
 
 def test_interrupt_prints_one_line_and_exits_130(tmp_path: Path) -> None:
     # A restore waiting on an S3 endpoint that accepts and never answers, interrupted (Ctrl-C).
-    import signal
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 30}
-        url = f"s3://bucket/db?endpoint=http://127.0.0.1:{port}&region=us-east-1"
-        proc = subprocess.Popen([*LTXCTL, "restore", url, "-o", str(tmp_path / "o.db"), "--no-progress"],
-                                cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        try:
-            server.settimeout(TIMEOUT)
-            conn, _ = server.accept()  # the restore's first request is under way
-            with conn:
-                proc.send_signal(signal.SIGINT)
-                _, err = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 130, err
+    code, err = interrupt_first_request(
+        lambda endpoint: [*LTXCTL, "restore", f"s3://bucket/db?endpoint={endpoint}&region=us-east-1", "-o",
+                          str(tmp_path / "o.db"), "--no-progress"],
+        ROOT, TIMEOUT)
+    assert code == 130, err
     assert err.strip().splitlines() == ["ltxctl: error: interrupted"]
     assert not (tmp_path / "o.db").exists()
