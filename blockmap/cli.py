@@ -52,12 +52,11 @@ from blockmap.volume import Volume
 from ltx.clifmt import (
     EXIT_INTERRUPTED,
     LOG_LEVELS,
-    VERBOSE_LEVEL,
     InterruptGuard,
-    configure_logging,
     human_size,
     plural,
     root_cause,
+    start_logging,
     store_error_line,
     version,
 )
@@ -321,12 +320,10 @@ def _global_options(
                                                                       f"{', '.join(LOG_LEVELS)}.")] = None,
 ) -> None:
     """Options before the command: `blockmap -v ls …`."""
-    level = log_level or (VERBOSE_LEVEL if verbose else None)
-    if level is not None:
-        try:
-            configure_logging(level)
-        except ValueError as exc:
-            raise UsageError(f"--log-level: {exc}") from exc
+    try:
+        start_logging(verbose, log_level)
+    except ValueError as exc:
+        raise UsageError(f"--log-level: {exc}") from exc
     _context["verbose"] = verbose
 
 

@@ -134,6 +134,20 @@ def trash_dir(cursor: apsw.Cursor, ctx: OpContext, ns: int) -> int:
     return inode
 
 
+def _new_entry_dir(cursor: apsw.Cursor, parent: int, name: bytes, path: PathLike) -> Node:
+    """The directory a new entry `name` goes into, after the checks mknod and link share: a valid
+    name, not `.`/`..`, not in or naming the trash, a directory that is not itself deleted."""
+    check_name(name, path)
+    if parent >= TRASH_INODE or (parent == ROOT_INODE and name == TRASH_NAME):
+        raise fs_error(errno.EPERM, path)
+    if name in (b".", b".."):
+        raise fs_error(errno.EEXIST, path)
+    pn = get_dir(cursor, parent, path)
+    if pn.parent > TRASH_INODE:
+        raise fs_error(errno.ENOENT, path)
+    return pn
+
+
 def mknod(
     cursor: apsw.Cursor,
     ctx: OpContext,
@@ -150,14 +164,7 @@ def mknod(
 ) -> Node:
     """Create an inode and its entry (JuiceFS doMknod + Mknod's accounting). `absent`: the
     caller looked `name` up in this transaction and found nothing."""
-    check_name(name, path)
-    if parent >= TRASH_INODE or (parent == ROOT_INODE and name == TRASH_NAME):
-        raise fs_error(errno.EPERM, path)
-    if name in (b".", b".."):
-        raise fs_error(errno.EEXIST, path)
-    pn = get_dir(cursor, parent, path)
-    if pn.parent > TRASH_INODE:
-        raise fs_error(errno.ENOENT, path)
+    pn = _new_entry_dir(cursor, parent, name, path)
     check_changeable(pn, path, append=True)
     if not absent and lookup(cursor, parent, name) is not None:
         raise fs_error(errno.EEXIST, path)
@@ -524,14 +531,7 @@ def exchange(
 
 def link(cursor: apsw.Cursor, ctx: OpContext, inode: int, parent: int, name: bytes, path: PathLike) -> Node:
     """Add a hard link (JuiceFS doLink + Link's accounting); the node's parent becomes 0."""
-    check_name(name, path)
-    if parent >= TRASH_INODE or (parent == ROOT_INODE and name == TRASH_NAME):
-        raise fs_error(errno.EPERM, path)
-    if name in (b".", b".."):
-        raise fs_error(errno.EEXIST, path)
-    pn = get_dir(cursor, parent, path)
-    if pn.parent > TRASH_INODE:
-        raise fs_error(errno.ENOENT, path)
+    pn = _new_entry_dir(cursor, parent, name, path)
     if lookup(cursor, parent, name) is not None:
         raise fs_error(errno.EEXIST, path)
     node = get_node(cursor, inode)

@@ -21,13 +21,12 @@ from ltx import timefmt
 from ltx.clifmt import (
     EXIT_INTERRUPTED,
     LOG_LEVELS,
-    VERBOSE_LEVEL,
     InterruptGuard,
-    configure_logging,
     format_age,
     human_size,
     plural,
     progress_bar,
+    start_logging,
     store_error_line,
     version,
 )
@@ -78,12 +77,10 @@ def _global_options(
                                                                       f"{', '.join(LOG_LEVELS)}.")] = None,
 ) -> None:
     """Options before the command: `ltxctl -v restore …`."""
-    level = log_level or (VERBOSE_LEVEL if verbose else None)
-    if level is not None:
-        try:
-            configure_logging(level)
-        except ValueError as exc:
-            raise UsageError(f"--log-level: {exc}") from exc
+    try:
+        start_logging(verbose, log_level)
+    except ValueError as exc:
+        raise UsageError(f"--log-level: {exc}") from exc
     _context["verbose"] = "1" if verbose else ""
 
 

@@ -75,6 +75,14 @@ def configure_logging(level: str) -> None:
     root.setLevel(getattr(logging, name.upper()))
 
 
+def start_logging(verbose: bool, log_level: str | None) -> None:
+    """Apply the global `-v` / `--log-level` options: `--log-level` wins, `-v` means debug, neither
+    leaves logging as it is. A bad level raises ValueError naming it."""
+    level = log_level or (VERBOSE_LEVEL if verbose else None)
+    if level is not None:
+        configure_logging(level)
+
+
 #: Called with (bytes done, bytes in all).
 Progress = Callable[[int, int], None]
 
