@@ -41,13 +41,13 @@ from ltx.decoder import Decoder
 from ltx.errors import LTXError, LTXHeaderError, LTXMagicError, LTXPageOrderError, LTXTruncatedError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, encode_frame
 from ltx.header import Header, is_valid_page_size, lock_pgno
+from ltx.names import HINT_KEY
 from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo, restore_plan
 from ltx.reader import read_header
 from ltx.replica import Replica
 from ltx.store.base import ObjectNotFoundError, ObjectStore
 
 #: The hint's key relative to the replica's root (beside the level directories).
-HINT_KEY = "ltxvfs-hint.ltx"
 HINT_MAGIC = b"LTXH"
 HINT_VERSION = 1
 HINT_HEADER_SIZE = 48

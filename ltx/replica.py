@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
-from ltx.names import MAX_TXID, format_filename, parse_filename
+from ltx.names import MAX_TXID, above_level_0, format_filename, level_prefix, parse_filename
 from ltx.pagesums import SUMS_SUFFIX, PageSums, sums_key
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo
 from ltx.reader import FileIndex, read_file_index
@@ -20,11 +20,6 @@ from ltx.store.base import ObjectInfo
 LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
 #: Threads used to list levels and fetch indexes in parallel.
 DEFAULT_PARALLELISM = 16
-
-
-def level_prefix(scheme: str, level: int) -> str:
-    """The key prefix of a level for a backend scheme ('file' or 's3')."""
-    return f"ltx/{level}/" if scheme == "file" else f"{level:04x}/"
 
 
 class Replica:
@@ -56,7 +51,12 @@ class Replica:
         sorts right after its file)."""
         prefix = level_prefix(self.scheme, level)
         start_after = prefix + format_filename(seek - 1, MAX_TXID) if seek > 1 else ""
-        for obj, found in _with_sidecars(self.store.list(prefix, start_after), prefix):
+        return self.level_files(level, self.store.list(prefix, start_after))
+
+    def level_files(self, level: int, objects: Iterable[ObjectInfo]) -> Iterator[LTXFileInfo]:
+        """The files of `level` in a key-ordered listing of that level's prefix."""
+        prefix = level_prefix(self.scheme, level)
+        for obj, found in _with_sidecars(objects, prefix):
             yield LTXFileInfo(level, found[0], found[1], obj.size, obj.modified, obj.key, found[2])
 
     def level_of_key(self, key: str) -> tuple[int, str] | None:
@@ -81,8 +81,13 @@ class Replica:
         """Every level from one listing of the whole replica (S3: ListObjectsV2 over the prefix
         without a delimiter, one request per 1000 keys; file: one walk), or of the keys after
         `start_after` (`ABOVE_LEVEL_0`: every level but 0). Other keys are skipped."""
+        return self.levels_of(self.store.list("", start_after))
+
+    def levels_of(self, objects: Iterable[ObjectInfo]) -> dict[int, list[LTXFileInfo]]:
+        """Every level's files in a key-ordered listing of the whole replica (or of its keys
+        after some key); other keys are skipped."""
         levels: dict[int, list[LTXFileInfo]] = {lvl: [] for lvl in LEVELS}
-        for obj, found in _with_sidecars(self.store.list("", start_after), ""):
+        for obj, found in _with_sidecars(objects, ""):
             where = self.level_of_key(obj.key)
             if where is None:
                 continue
@@ -95,7 +100,7 @@ class Replica:
     @property
     def above_level_0(self) -> str:
         """A key after every level-0 key and before every other level's (for `list_all`)."""
-        return level_prefix(self.scheme, 0) + "~"
+        return above_level_0(self.scheme)
 
     def list_levels(self, levels: tuple[int, ...] = LEVELS, seeks: dict[int, int] | None = None,
                     parallelism: int = DEFAULT_PARALLELISM) -> dict[int, list[LTXFileInfo]]:

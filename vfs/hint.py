@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ltx.errors import LTXError
 from ltx.header import Header
-from ltx.hint import HINT_KEY, Hint, read_hint
+from ltx.hint import HINT_KEY, Hint, decode_hint, read_hint
 from ltx.plan import LTXFileInfo
 from ltx.store.base import ObjectStore, StoreError
 
@@ -41,6 +41,21 @@ def fetch_hint(store: ObjectStore) -> tuple[Hint | None, str]:
     if hint is None:
         return None, HintOutcome.ABSENT
     return hint, HintOutcome.USED
+
+
+def hint_from_answer(data: bytes | None, error: BaseException | None) -> tuple[Hint | None, str]:
+    """`fetch_hint`'s answer from a GET already made (vfs/firstlook.py): its bytes (None: no hint),
+    or the error it raised."""
+    if error is not None:
+        if isinstance(error, StoreError | OSError):
+            return None, HintOutcome.UNREADABLE
+        raise error
+    if data is None:
+        return None, HintOutcome.ABSENT
+    try:
+        return decode_hint(data, HINT_KEY), HintOutcome.USED
+    except (LTXError, OSError):
+        return None, HintOutcome.UNREADABLE
 
 
 def may_apply(hint: Hint | None, txid: int) -> bool:

@@ -33,7 +33,8 @@ from ltx.replica import Replica
 from ltx.store.base import InvalidURLError, ObjectNotFoundError, StoreError
 from ltx.trailer import TRAILER_SIZE, Trailer
 from vfs.errors import PageCorruptError, ReplicaOpenError
-from vfs.hint import HintOutcome, fetch_hint, hint_pages, hint_probe, older_hint_pages
+from vfs.firstlook import LEVEL0_HEAD_FILES, FirstLook
+from vfs.hint import HintOutcome, fetch_hint, hint_from_answer, hint_pages, hint_probe, older_hint_pages
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all
@@ -42,9 +43,6 @@ from vfs.stats import ReadStats
 log = logging.getLogger(__name__)
 
 ALL_LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
-#: Level-0 files taken from the first page of a split listing (each may come with a sidecar key:
-#: two keys apiece stay within one 1000-key LIST page).
-LEVEL0_HEAD_FILES = 499
 #: Suffix fetched to find a large file's index: its size divided by this (an index entry is ~9
 #: bytes per 4 KiB page compressing to ~2 KiB), so one GET usually suffices.
 INDEX_GUESS_DIVISOR = 200
@@ -132,6 +130,18 @@ class ReplicaReader:
         lists level 0 from where the levels above end, when that page did not hold all of it."""
         return [lambda: self.replica.list_all(self.replica.above_level_0),
                 lambda: list(islice(self.replica.iter_level(0), LEVEL0_HEAD_FILES))]
+
+    def first_looked(self, first: FirstLook) -> tuple[list[object], int]:
+        """`list_split`'s answers from a first look, and the round trips it cost beyond the first
+        (one when level 0's first keys held fewer files than their count: other keys among them)."""
+        first.settle()
+        above = self.replica.levels_of(first.above())
+        objects, more = first.head()
+        head = list(islice(self.replica.level_files(0, objects), LEVEL0_HEAD_FILES))
+        if more and len(head) < LEVEL0_HEAD_FILES:
+            head = list(islice(self.replica.iter_level(0), LEVEL0_HEAD_FILES))
+            return [above, head], 1
+        return [above, head], 0
 
     def finish_split(self, above: dict[int, list[LTXFileInfo]],
                      head: list[LTXFileInfo]) -> tuple[dict[int, list[LTXFileInfo]], bool]:
@@ -345,16 +355,23 @@ def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
 
 
 def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None = None,
-              waited: ReadStats | None = None, use_hint: bool = True) -> View:
+              waited: ReadStats | None = None, use_hint: bool = True, first: FirstLook | None = None) -> View:
     """List, plan and load: the latest view, or the one at `txid` / before `timestamp`. When
-    SQLite's thread waits for it, `waited` counts its two round trips."""
+    SQLite's thread waits for it, `waited` counts its two round trips. `first`: the listing and
+    the hint already requested on the reader's store (vfs/firstlook.py)."""
     found: list[tuple[Hint | None, str]] = []
     split = reader.replica.scheme != "file"  # a local walk has no pages to wait for
-    calls: list[Callable[[], object]] = reader.list_split() if split else [reader.list_all]
-    if use_hint:
-        calls.append(lambda: found.append(fetch_hint(reader.store)))
-    listed = run_all(calls)
     rounds = 2
+    if first is not None:
+        listed, extra = reader.first_looked(first)
+        rounds += extra
+        if use_hint:
+            found.append(hint_from_answer(*first.hint()))
+    else:
+        calls: list[Callable[[], object]] = reader.list_split() if split else [reader.list_all]
+        if use_hint:
+            calls.append(lambda: found.append(fetch_hint(reader.store)))
+        listed = run_all(calls)
     if split:
         levels, skipped = reader.finish_split(cast(dict[int, list[LTXFileInfo]], listed[0]),
                                               cast(list[LTXFileInfo], listed[1]))

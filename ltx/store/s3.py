@@ -16,18 +16,13 @@ into `stats.retries` and end in StoreUnavailableError.
 
 from __future__ import annotations
 
-import base64
-import email.utils
 import hashlib
-import http.client
 import io
 import threading
 import time
-import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from ltx.store.base import (
@@ -59,6 +54,9 @@ from ltx.store.s3_http import (
 from ltx.store.s3_metadata import METADATA_KEY_TIMESTAMP, format_timestamp, parse_timestamp
 from ltx.store.s3_stream import ResumableStream
 from ltx.store.sigv4 import Signer, canonical_query, encode_path
+
+if TYPE_CHECKING:
+    import http.client
 
 MiB = 1 << 20
 #: Objects larger than this are uploaded in parts.
@@ -361,6 +359,8 @@ class S3Store(ObjectStore):
                 return answer
 
             answer = self.retrying(prefix, attempt)
+            import xml.etree.ElementTree as ET  # after the answer: a cold open's first LIST is not delayed
+
             try:
                 tree = ET.fromstring(answer.body)
             except ET.ParseError as exc:
@@ -395,6 +395,8 @@ class S3Store(ObjectStore):
         if timestamp_ms is not None:
             metadata[METADATA_KEY_TIMESTAMP] = format_timestamp(timestamp_ms)
         if if_absent:
+            import uuid  # writers only
+
             metadata[METADATA_KEY_PUT_ID] = uuid.uuid4().hex
         if isinstance(data, bytes | bytearray | memoryview):
             payload = bytes(data)
@@ -443,6 +445,8 @@ class S3Store(ObjectStore):
         The body's SHA-256 is signed and its MD5 sent: the server refuses a body that does not
         match, so a writer killed halfway through sending one leaves no object. (SeaweedFS stores
         a body cut short as a short object unless a checksum such as Content-MD5 says otherwise.)"""
+        import base64  # writers only
+
         signed = {"x-amz-content-sha256": hashlib.sha256(body).hexdigest()}
         signed.update({"x-amz-meta-" + name: value for name, value in metadata.items()})
         extra = {"content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
@@ -527,6 +531,8 @@ class _ClosingBody:
 
 
 def _http_date(text: str) -> datetime:
+    import email.utils  # HEAD only: a reader's open never needs it
+
     try:
         return email.utils.parsedate_to_datetime(text).astimezone(UTC)
     except (TypeError, ValueError):

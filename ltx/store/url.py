@@ -16,7 +16,6 @@ import re
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from ltx.store.base import InvalidURLError, ObjectStore
-from ltx.store.file import FileStore
 
 #: S3 query parameters we use, by every spelling Litestream accepts.
 S3_PARAMETERS = {
@@ -101,6 +100,8 @@ def _open_file(shown: str, path: str) -> ObjectStore:
     if "\x00" in path:
         raise InvalidURLError(shown, "the path contains a NUL character")
     root = posixpath.normpath(path)
+    from ltx.store.file import FileStore  # here, so that S3 users never load the file store
+
     return FileStore(root, url=f"file://{root}")
 
 

@@ -30,18 +30,25 @@ READ_PATH = {
     "ltx.header", "ltx.hint", "ltx.index", "ltx.names", "ltx.native", "ltx.pageslots", "ltx.pagesums", "ltx.pagewrite",
     "ltx.plan", "ltx.reader", "ltx.replica", "ltx.store", "ltx.store.base", "ltx.store.file", "ltx.store.keys",
     "ltx.store.url", "ltx.timefmt", "ltx.trailer",
-    "vfs", "vfs.errors", "vfs.fetch", "vfs.file", "vfs.follower", "vfs.hint", "vfs.journal", "vfs.lazyindex",
-    "vfs.opening", "vfs.options", "vfs.pagecache", "vfs.pagemap", "vfs.parallel", "vfs.pragmas", "vfs.process",
-    "vfs.readahead", "vfs.resolve", "vfs.stats", "vfs.vfs", "vfs.view",
+    "vfs", "vfs.errors", "vfs.fetch", "vfs.file", "vfs.firstlook", "vfs.follower", "vfs.hint", "vfs.journal",
+    "vfs.lazyindex", "vfs.opening", "vfs.options", "vfs.pagecache", "vfs.pagemap", "vfs.parallel", "vfs.pragmas",
+    "vfs.process", "vfs.readahead", "vfs.resolve", "vfs.stats", "vfs.vfs", "vfs.view",
 }
 #: The third-party packages it loads.
 READ_PATH_THIRD_PARTY = {"apsw", "cachetools", "fastcrc", "lz4"}
 #: Never loaded by a read-only connection (whatever else changes).
 NEVER_READING = ("numpy", "hydrator", "vfs.writefile", "vfs.writer", "vfs.autocompact", "ltx.compaction",
                  "ltx.store.s3", "boto3", "botocore", "urllib3")
+#: Modules of the reader that an s3:// open loads only after its first requests have left.
+FIRST_LOOK_LATER = ("ltx.plan", "ltx.decoder", "ltx.reader", "vfs.view", "vfs.file", "vfs.pagemap")
 
 CHILD = """
 import json, sys
+at_connect = []
+def first_connect(event, args):
+    if event == "socket.connect" and not at_connect:
+        at_connect.append(sorted(sys.modules))
+sys.addaudithook(first_connect)
 before = set(sys.modules)
 import vfs
 imported = sorted(set(sys.modules) - before)
@@ -50,7 +57,8 @@ if len(sys.argv) > 1:
     import apsw
     con = apsw.Connection(sys.argv[1], vfs="ltxvfs", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     rows = con.execute("SELECT id, length(v) FROM t WHERE id = 77").fetchall()
-print(json.dumps({"import": imported, "read": sorted(set(sys.modules) - before), "rows": rows}))
+print(json.dumps({"import": imported, "read": sorted(set(sys.modules) - before), "rows": rows,
+                  "at_first_request": at_connect[0] if at_connect else None}))
 """
 
 
@@ -122,3 +130,8 @@ def test_s3_reader_loads_the_s3_path(s3_url: str, tmp_path: Path) -> None:
     assert "ltx.store.s3" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("numpy", "hydrator", "boto3", "botocore")}
     assert not {"vfs.writefile", "vfs.autocompact", "ltx.compaction"} & loaded
+    # The open's first requests leave before the reader's modules load (they load while the
+    # requests are in flight: vfs/firstlook.py).
+    early = got["at_first_request"]
+    assert isinstance(early, list)
+    assert not set(FIRST_LOOK_LATER) & set(early), set(FIRST_LOOK_LATER) & set(early)

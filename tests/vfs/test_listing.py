@@ -12,7 +12,7 @@ from tests.ltx.ltxfiles import incremental, snapshot
 from tests.s3proxy import S3Proxy
 from tests.s3server import S3Server
 from tests.vfs.replicas import connect, stats
-from vfs.view import LEVEL0_HEAD_FILES
+from vfs.firstlook import LEVEL0_HEAD_FILES
 
 PAGE = 4096
 COMMIT = 8
@@ -67,3 +67,19 @@ def test_a_gap_above_falls_back_to_the_whole_listing(s3_server: S3Server, s3_url
     counts, _, txid = _open(s3_server, s3_url, tmp_path)
     assert txid == last, "the skipped level-0 files were listed after all"
     assert counts["LIST"] >= 4, counts
+
+
+def test_other_keys_in_level0_first_page_still_find_every_file(s3_server: S3Server, s3_url: str,
+                                                               tmp_path: Path) -> None:
+    """The open's first look takes level 0's first keys raw (vfs/firstlook.py); keys that are not
+    LTX files among them (sorting before every file) leave fewer files than it counts on, and the
+    level is listed again, not taken as complete."""
+    replica = Replica.open(s3_url)
+    _ship(replica, 3)
+    for i in range(2 * LEVEL0_HEAD_FILES + 1):
+        replica.store.put(f"0000/.junk-{i:04d}", b"x")
+    replica.close()
+    counts, waited, txid = _open(s3_server, s3_url, tmp_path)
+    assert txid == 3
+    assert counts["LIST"] >= 3, counts
+    assert waited == 3
