@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint install
 
-$(STAMP): pyproject.toml setup.py ltx/_frames.c
+$(STAMP): pyproject.toml setup.py ltx/_frames.c blockmap/_fusefalloc.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

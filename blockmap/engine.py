@@ -35,6 +35,7 @@ from blockmap.errors import CommitOutcomeUnknownError, fs_error
 from blockmap.files import (
     WritePiece,
     commit_write,
+    fallocate,
     iter_pieces,
     iter_range,
     plan_read,
@@ -373,6 +374,10 @@ class Engine:
         node, released = self.write(lambda c: truncate_open(c, self.ctx, inode, length, path))
         self.finish(released)
         return node
+
+    def fallocate_inode(self, inode: int, mode: int, offset: int, size: int, path: str = "") -> Node:
+        """fallocate(2) on file `inode` (blockmap.files.fallocate: grow, punch a hole, zero a range)."""
+        return self.write(lambda c: fallocate(c, self.ctx, inode, mode, offset, size, path))
 
     def unlinked_length(self, inode: int) -> int | None:
         """The length of file `inode` if it was unlinked while open here (its data lives on until

@@ -151,6 +151,52 @@ def truncate(
     return node, released
 
 
+#: fallocate(2) modes (linux/falloc.h).
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_INSERT_RANGE = 0x20
+#: The modes fallocate takes; the others (collapse, insert, unshare) are EOPNOTSUPP, as in JuiceFS.
+FALLOCATE_MODES = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE
+
+
+def fallocate(
+    cursor: apsw.Cursor, ctx: OpContext, inode: int, mode: int, offset: int, size: int, path: PathLike
+) -> Node:
+    """fallocate(2) as JuiceFS's Fallocate does it: the file grows to `offset + size` unless
+    KEEP_SIZE (nothing is reserved: blocks are written when data is); PUNCH_HOLE and ZERO_RANGE
+    lay hole records over the part of [offset, offset+size) inside the old length, so it reads
+    as zeros, and the slices under them are freed when the chunk is next compacted."""
+    if mode & ~FALLOCATE_MODES:
+        raise fs_error(errno.EOPNOTSUPP, path)
+    if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+        raise fs_error(errno.EINVAL, path)
+    if offset < 0 or size <= 0:
+        raise fs_error(errno.EINVAL, path)
+    node = _file_node(cursor, inode, path)
+    check_changeable(node, path, append=not mode & ~FALLOC_FL_KEEP_SIZE)
+    old_length = node.length
+    length = old_length
+    if offset + size > old_length and not mode & FALLOC_FL_KEEP_SIZE:
+        _check_length(offset + size, path)
+        length = offset + size
+    if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) and offset < old_length:
+        pos, end = offset, min(offset + size, old_length)
+        while pos < end:
+            indx, coff = divmod(pos, CHUNK_SIZE)
+            n = min(end - pos, CHUNK_SIZE - coff)
+            append_records(cursor, inode, indx, hole(coff, n).encode())
+            pos += n
+    ns = now_ns()
+    node.length = length
+    node.set_mtime(ns)
+    node.set_ctime(ns)
+    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
+    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length, path)
+    return node
+
+
 def truncate_open(
     cursor: apsw.Cursor, ctx: OpContext, inode: int, length: int, path: PathLike
 ) -> tuple[Node | None, Released]:

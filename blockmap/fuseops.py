@@ -585,6 +585,20 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._flush_file(of)
         self.engine.flush()
 
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2): pyfuse3 has no such operation; blockmap.fusefalloc routes it here."""
+        try:
+            of = self._handles[fh]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.EBADF) from None
+        await self._run(self._fallocate, of, mode, offset, length)
+
+    def _fallocate(self, of: OpenFile, mode: int, offset: int, length: int) -> None:
+        self.engine.check_writable()
+        with of.lock:
+            of.file.flush()  # buffered writes first: a hole or zeroed range lies over them
+            self.engine.fallocate_inode(of.inode, mode, offset, length)
+
     async def release(self, fh: int) -> None:
         with self._lock:
             of = self._handles.pop(fh)

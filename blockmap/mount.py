@@ -253,6 +253,9 @@ class Mount:
             raise
 
     def _serve(self, volume: Volume, announce: Callable[[str | None], None]) -> int:
+        from blockmap import fusefalloc
+
+        falloc = fusefalloc.load()  # before pyfuse3 loads, so its FUSE session gains fallocate
         import pyfuse3
         import trio
 
@@ -260,6 +263,7 @@ class Mount:
 
         cfg = self.cfg
         ops = FuseOperations(volume.engine)
+        unroute = fusefalloc.route(falloc, ops) if falloc is not None else None
         pidf = pid_file(cfg.mountpoint)  # before the mount: from then on, this process must not touch it
         log.info("mounting %s (metadata %s) at %s", volume.name, volume.meta_url, cfg.mountpoint)
         pyfuse3.init(ops, cfg.mountpoint, self.options(volume.name, volume.read_only))
@@ -279,6 +283,8 @@ class Mount:
             finally:
                 ops.close_all()
                 pyfuse3.close(unmount=True)
+                if unroute is not None:
+                    unroute()
         finally:
             with contextlib.suppress(OSError):
                 pidf.unlink()

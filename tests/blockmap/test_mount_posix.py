@@ -5,16 +5,17 @@ each test works in a directory of its own. The metadata is checked with `blockma
 mount is gone. pjdfstest itself
 runs only when PJDFSTEST names a build of it (a slow test).
 
-What the mount cannot offer is stated here rather than faked: pyfuse3 has no fallocate operation
-(the kernel answers EOPNOTSUPP; glibc's posix_fallocate falls back to writing), and setxattr's
-XATTR_CREATE / XATTR_REPLACE flags never reach the file system (pyfuse3 checks them with a
-getxattr first, so they hold for one caller but are not atomic against another).
+What the mount cannot offer is stated here rather than faked: setxattr's XATTR_CREATE /
+XATTR_REPLACE flags never reach the file system (pyfuse3 checks them with a getxattr first, so
+they hold for one caller but are not atomic against another). fallocate, which pyfuse3 does not
+carry either, is added to its session by blockmap.fusefalloc.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import importlib.util
 import os
 import re
 import shutil
@@ -437,15 +438,74 @@ def test_acls_are_refused_and_capabilities_kept(d: Path) -> None:
     assert errno_of(os.getxattr, f, "security.capability") == errno.ENODATA
 
 
-# -- what pyfuse3 does not carry -------------------------------------------------------------------------
-def test_fallocate_is_not_supported_and_posix_fallocate_falls_back(d: Path) -> None:
+# -- fallocate (blockmap.fusefalloc adds it to pyfuse3's session) ----------------------------------
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+
+
+def test_fallocate_extension_is_built() -> None:
+    assert importlib.util.find_spec("blockmap._fusefalloc") is not None, (
+        "blockmap/_fusefalloc.c is not built: install libfuse3-dev and pkg-config, then "
+        "`python setup.py build_ext --inplace` (or `make install`)")
+
+
+def test_fallocate_grows_the_file_unless_keep_size(d: Path) -> None:
     fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        assert errno_of(fallocate, fd, 0, 0, 4096) == errno.EOPNOTSUPP
-        os.posix_fallocate(fd, 0, 10_000)  # glibc writes instead
-        assert os.fstat(fd).st_size == 10_000 and os.pread(fd, 10_000, 0) == bytes(10_000)
+        os.write(fd, b"abc")
+        fallocate(fd, 0, 0, 10_000)
+        assert os.fstat(fd).st_size == 10_000
+        assert os.pread(fd, 10_000, 0) == b"abc" + bytes(9_997)  # buffered bytes kept, the rest zeros
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 50_000)
+        assert os.fstat(fd).st_size == 10_000
+        fallocate(fd, 0, 5_000, 100)  # inside the file: nothing changes
+        assert os.fstat(fd).st_size == 10_000
+        os.posix_fallocate(fd, 0, 20_000)
+        assert os.fstat(fd).st_size == 20_000
     finally:
         os.close(fd)
+    assert (d / "f").stat().st_size == 20_000  # recorded, not only in the kernel's cache
+
+
+def test_fallocate_punch_hole_reads_zeros_and_keeps_the_rest(d: Path) -> None:
+    data = os.urandom(3 << 20)
+    (d / "f").write_bytes(data)
+    fd = os.open(d / "f", os.O_RDWR)
+    try:
+        assert errno_of(fallocate, fd, FALLOC_FL_PUNCH_HOLE, 0, 4096) == errno.EOPNOTSUPP  # needs KEEP_SIZE
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1_000_000, 500_000)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, len(data) - 10, 1 << 20)  # past the end
+        assert os.fstat(fd).st_size == len(data)
+    finally:
+        os.close(fd)
+    want = bytearray(data)
+    want[1_000_000:1_500_000] = bytes(500_000)
+    want[-10:] = bytes(10)
+    assert (d / "f").read_bytes() == bytes(want)
+
+
+def test_fallocate_zero_range_and_unsupported_modes(d: Path) -> None:
+    data = os.urandom(100_000)
+    (d / "f").write_bytes(data)
+    fd = os.open(d / "f", os.O_RDWR)
+    try:
+        try:
+            fallocate(fd, FALLOC_FL_ZERO_RANGE, 90_000, 20_000)
+        except OSError as exc:  # kernels before FUSE passed ZERO_RANGE on refuse it themselves
+            assert exc.errno == errno.EOPNOTSUPP
+        else:
+            assert os.fstat(fd).st_size == 110_000
+            assert os.pread(fd, 110_000, 0) == data[:90_000] + bytes(20_000)
+        assert errno_of(fallocate, fd, FALLOC_FL_COLLAPSE_RANGE, 0, 4096) in (errno.EOPNOTSUPP, errno.EINVAL)
+    finally:
+        os.close(fd)
+    ro = os.open(d / "f", os.O_RDONLY)
+    try:
+        assert errno_of(fallocate, ro, 0, 0, 200_000) == errno.EBADF  # not open for writing
+    finally:
+        os.close(ro)
 
 
 # -- the volume and permissions ------------------------------------------------------------------

@@ -8,7 +8,9 @@ import random
 
 import pytest
 
+from blockmap.files import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from blockmap.meta import as_int
+from blockmap.node import FLAG_APPEND
 from blockmap.slices import CHUNK_SIZE, MAX_FILE_SIZE, SliceRecord, decode_records
 from blockmap.volume import Volume
 from tests.blockmap.conftest import TEST_BLOCK_SIZE, meta_conn
@@ -124,6 +126,54 @@ def test_truncate_to_zero_gives_whole_chunks_back(vol: Volume) -> None:
     assert list(vol.store.list("testvol/chunks/")) == []
     assert vol.read_file("/f") == b""
     assert metadata_problems(meta_conn(vol)) == []
+
+
+def test_fallocate_grows_punches_and_zeroes_as_juicefs(vol: Volume) -> None:
+    """blockmap.files.fallocate: modes, errors and the records it leaves (holes, as JuiceFS)."""
+    data = random.Random(5).randbytes(CHUNK_SIZE + 300_000)  # spans two chunks
+    ino = vol.write_file("/f", data).st_ino
+    eng = vol.engine
+    eng.fallocate_inode(ino, FALLOC_FL_KEEP_SIZE, 0, CHUNK_SIZE * 3)
+    assert vol.stat("/f").st_size == len(data)
+    # A hole across the chunk boundary and past the end: clipped to the length, one record a chunk.
+    eng.fallocate_inode(ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, CHUNK_SIZE - 1000, 1 << 30)
+    want = data[: CHUNK_SIZE - 1000] + bytes(len(data) - CHUNK_SIZE + 1000)
+    assert vol.stat("/f").st_size == len(data) and vol.read_file("/f") == want
+    assert _records(vol, ino, 0)[-1] == SliceRecord(CHUNK_SIZE - 1000, 0, 0, 0, 1000)
+    assert _records(vol, ino, 1)[-1] == SliceRecord(0, 0, 0, 0, 300_000)
+    eng.fallocate_inode(ino, FALLOC_FL_ZERO_RANGE, 10, 20)
+    eng.fallocate_inode(ino, 0, len(data), 5000)  # grows: the new bytes read as zeros
+    want = want[:10] + bytes(20) + want[30:] + bytes(5000)
+    assert vol.stat("/f").st_size == len(data) + 5000 and vol.read_file("/f") == want
+    for mode, off, size, err in [
+        (FALLOC_FL_PUNCH_HOLE, 0, 10, errno.EINVAL),  # a hole must keep the size
+        (0x08, 0, 4096, errno.EOPNOTSUPP),  # collapse range
+        (0x20, 0, 4096, errno.EOPNOTSUPP),  # insert range
+        (0, 0, 0, errno.EINVAL),
+        (0, -1, 10, errno.EINVAL),
+        (0, MAX_FILE_SIZE - 10, 10, errno.EFBIG),
+    ]:
+        with pytest.raises(OSError) as exc:
+            eng.fallocate_inode(ino, mode, off, size)
+        assert exc.value.errno == err, (mode, off, size)
+    assert vol.read_file("/f") == want  # nothing a refused call did
+    vol.mkdir("/d")
+    with pytest.raises(OSError) as exc:
+        eng.fallocate_inode(vol.stat("/d").st_ino, 0, 0, 10)
+    assert exc.value.errno == errno.EISDIR
+    assert metadata_problems(meta_conn(vol)) == []
+
+
+def test_fallocate_on_append_only_files_only_adds(vol: Volume) -> None:
+    ino = vol.write_file("/f", b"data").st_ino
+    vol.engine.write(lambda c: c.execute("UPDATE jfs_node SET flags = ? WHERE inode = ?", (FLAG_APPEND, ino)))
+    vol.engine.fallocate_inode(ino, FALLOC_FL_KEEP_SIZE, 0, 100)
+    vol.engine.fallocate_inode(ino, 0, 0, 6)  # growing only adds, as an append does
+    for mode in (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE):
+        with pytest.raises(OSError) as exc:
+            vol.engine.fallocate_inode(ino, mode, 0, 2)
+        assert exc.value.errno == errno.EPERM
+    assert vol.read_file("/f") == b"data\0\0"
 
 
 def test_files_end_before_max_file_size(vol: Volume) -> None:
