@@ -44,11 +44,11 @@ from ltx.store.s3_http import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_IDLE_CONNECTIONS,
     DEFAULT_READ_TIMEOUT_S,
-    READ_ERRORS,
     Answer,
     ProxyConfigError,
     TLSError,
     Transport,
+    connection_errors,
     proxy_for,
 )
 from ltx.store.s3_metadata import METADATA_KEY_TIMESTAMP, format_timestamp, parse_timestamp
@@ -56,7 +56,7 @@ from ltx.store.s3_stream import ResumableStream
 from ltx.store.sigv4 import Signer, canonical_query, encode_path
 
 if TYPE_CHECKING:
-    import http.client
+    from ltx.store.s3_http import Connection
 
 MiB = 1 << 20
 #: Objects larger than this are uploaded in parts.
@@ -334,7 +334,7 @@ class S3Store(ObjectStore):
             body, first["size"],
             reopen=reopen,
             retry=lambda attempt: self.retrying(key, attempt),
-            read_errors=READ_ERRORS,
+            read_errors=connection_errors(),
             describe=lambda exc: self.scrub(f"{type(exc).__name__}: {exc}"),
             count_read=lambda n: self._count("bytes_read", n),
         )
@@ -518,7 +518,7 @@ class S3Store(ObjectStore):
 class _ClosingBody:
     """A streamed answer whose connection closes with it."""
 
-    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> None:
+    def __init__(self, resp: Any, conn: Connection) -> None:
         self._resp = resp
         self._conn = conn
 

@@ -1,5 +1,7 @@
-"""The S3 store's HTTP transport: keep-alive http.client connections to one endpoint, directly or
-through the HTTP proxy the environment names, in the standard library only.
+"""The S3 store's HTTP transport: keep-alive connections to one endpoint, directly or through the
+HTTP proxy the environment names, in the standard library only: on plain HTTP our own small
+HTTP/1.1 connection (http11.py: a new process does not load http.client, email and ssl before
+its first request), on HTTPS http.client's, with ssl.
 
 One transport carries every request the store signs itself (GET, HEAD, LIST, PUT, DELETE, and
 the streams of `open`). Idle connections wait in a pool for the next request of any thread.
@@ -17,24 +19,39 @@ credentials in the proxy URL go in `Proxy-Authorization` (basic).
 from __future__ import annotations
 
 import base64
-import http.client
 import os
 import socket
-import ssl
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from ltx.store.http11 import PlainConnection
 from ltx.store.retry import TransientError
+
+if TYPE_CHECKING:
+    import http.client
+    import ssl
+
+    Connection = http.client.HTTPConnection | PlainConnection
 
 #: Idle connections kept for reuse; more are closed once their answer is read.
 DEFAULT_MAX_IDLE_CONNECTIONS = 64
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 #: Longest silence while waiting for response bytes before the attempt counts as failed.
 DEFAULT_READ_TIMEOUT_S = 60.0
-#: Failures of a reused connection that mean the server had closed it while idle.
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+#: Failures of a reused connection that mean the server had closed it while idle (http.client's
+#: and http11's RemoteDisconnected are ConnectionResetErrors).
+_STALE = (ConnectionResetError, BrokenPipeError)
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """What a failure of a connection raises: OSError, and http.client's HTTPException once an
+    HTTPS transport has loaded it (http11's errors are OSErrors)."""
+    client = sys.modules.get("http.client")
+    return (OSError,) if client is None else (OSError, client.HTTPException)
 
 
 @dataclass(frozen=True)
@@ -103,10 +120,12 @@ class Transport:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._max_idle = max_idle
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = None
         if https:
+            import ssl  # HTTPS only
+
             self._ssl = ssl.create_default_context(cafile=ca_file)
             if not verify:
                 self._ssl.check_hostname = False
@@ -118,35 +137,38 @@ class Transport:
             return f"http://{self.host}{target}"  # a plain-HTTP proxy takes the absolute URL
         return target
 
-    def _new_connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
+    def _new_connection(self) -> Connection:
+        conn: Connection
         proxy = self.proxy
-        if proxy is None:
-            if self.https:
+        if not self.https:
+            if proxy is None:
+                conn = PlainConnection(self.host, timeout=self._connect_timeout)
+            else:
+                conn = PlainConnection(proxy.host, proxy.port, timeout=self._connect_timeout)
+        else:
+            import http.client  # HTTPS only
+
+            if proxy is None:
                 conn = http.client.HTTPSConnection(self.host, timeout=self._connect_timeout, context=self._ssl)
             else:
-                conn = http.client.HTTPConnection(self.host, timeout=self._connect_timeout)
-        elif self.https:
-            conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=self._connect_timeout,
-                                               context=self._ssl)
-            tunnel_headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
-            where = urlsplit("//" + self.host)
-            conn.set_tunnel(where.hostname or self.host, where.port or 443, headers=tunnel_headers)
-        else:
-            conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=self._connect_timeout)
+                conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=self._connect_timeout,
+                                                   context=self._ssl)
+                tunnel_headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+                where = urlsplit("//" + self.host)
+                conn.set_tunnel(where.hostname or self.host, where.port or 443, headers=tunnel_headers)
         conn.connect()
         assert conn.sock is not None
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.sock.settimeout(self._read_timeout)
         return conn
 
-    def _take(self) -> tuple[http.client.HTTPConnection | None, bool]:
+    def _take(self) -> tuple[Connection | None, bool]:
         with self._lock:
             if self._idle:
                 return self._idle.pop(), True
         return None, False
 
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+    def _give_back(self, conn: Connection) -> None:
         with self._lock:
             if len(self._idle) < self._max_idle:
                 self._idle.append(conn)
@@ -171,7 +193,7 @@ class Transport:
                 conn.request(method, self._target(path, query), body=body, headers=self._headers(headers))
                 resp = conn.getresponse()
                 data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except connection_errors() as exc:
                 if conn is not None:
                     conn.close()
                 if reused and resend and isinstance(exc, _STALE):
@@ -184,16 +206,15 @@ class Transport:
             return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
         raise AssertionError("unreachable")
 
-    def open(self, method: str, path: str, query: str,
-             headers: Mapping[str, str]) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    def open(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> tuple[Any, Connection]:
         """Send a request on a connection of its own and return the answer unread (a stream);
         the caller closes the connection when done with it."""
-        conn: http.client.HTTPConnection | None = None
+        conn: Connection | None = None
         try:
             conn = self._new_connection()
             conn.request(method, self._target(path, query), headers=self._headers(headers))
             return conn.getresponse(), conn
-        except (OSError, http.client.HTTPException) as exc:
+        except connection_errors() as exc:
             if conn is not None:
                 conn.close()
             raise transient(method, exc) from exc
@@ -205,8 +226,6 @@ class Transport:
             conn.close()
 
 
-#: What a failed read of a streamed body raises.
-READ_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
 
 
 class TLSError(Exception):
@@ -216,10 +235,11 @@ class TLSError(Exception):
 def transient(method: str, exc: BaseException) -> Exception:
     """The error for a failure of the connection: TransientError, or TLSError for a refused
     certificate. Credential-free: the text is the exception's own, which never holds headers."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    ssl = sys.modules.get("ssl")
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
         return TLSError(f"{method}: TLS failure ({type(exc).__name__}: {exc})")
     return TransientError(f"{method}: {type(exc).__name__}: {exc}")
 
 
-__all__ = ["Answer", "Proxy", "ProxyConfigError", "READ_ERRORS", "TLSError", "Transport", "proxy_for",
+__all__ = ["Answer", "Proxy", "ProxyConfigError", "TLSError", "Transport", "connection_errors", "proxy_for",
            "transient"]

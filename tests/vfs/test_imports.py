@@ -112,7 +112,8 @@ def test_read_only_connection_loads_only_the_reader(tmp_path: Path) -> None:
 
 
 def test_s3_reader_loads_the_s3_path(s3_url: str, tmp_path: Path) -> None:
-    """An s3:// reader loads the S3 store, and still neither numpy, the hydrator nor the writer."""
+    """An s3:// reader loads the S3 store, and still neither numpy, the hydrator nor the writer;
+    on an http:// endpoint not http.client nor ssl either."""
     db = tmp_path / "src.db"
     conn = apsw.Connection(str(db))
     with conn:
@@ -130,6 +131,10 @@ def test_s3_reader_loads_the_s3_path(s3_url: str, tmp_path: Path) -> None:
     assert "ltx.store.s3" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("numpy", "hydrator", "boto3", "botocore")}
     assert not {"vfs.writefile", "vfs.autocompact", "ltx.compaction"} & loaded
+    # A plain-HTTP endpoint: the store's own HTTP/1.1 connection, never http.client, email or ssl.
+    everything = got["read"]
+    assert isinstance(everything, list)
+    assert not {m for m in everything if m.split(".")[0] in ("ssl", "_ssl", "email") or m == "http.client"}
     # The open's first requests leave before the reader's modules load (they load while the
     # requests are in flight: vfs/firstlook.py).
     early = got["at_first_request"]
