@@ -16,7 +16,7 @@ from ltx.errors import LTXEncodeError
 from ltx.frame import END_OF_PAGES, PAGE_FLAG_SIZE
 from ltx.header import Header
 from ltx.index import PageIndex
-from ltx.pagesums import PageSums, page_sum
+from ltx.pagesums import FrameSpans, PageSums, frame_check, page_sum
 from ltx.trailer import Trailer
 
 _PREFIX = struct.Struct(">IHI")
@@ -37,6 +37,8 @@ class Encoder:
         self._lock = header.lock_pgno
         self._trailer: Trailer | None = None
         self._sums: array[int] | None = array("I") if with_sums else None
+        #: With sums: each frame's stored-bytes CRC-32, for the sidecar's spans.
+        self._frame_checks = array("I")
         raw = header.encode()
         out.write(raw)
         self._crc = crc64_update(0, raw)
@@ -71,6 +73,7 @@ class Encoder:
         self._crc = crc64_update(crc64_update(self._crc, prefix), page)
         if self._sums is not None:
             self._sums.append(page_sum(pgno, page))
+            self._frame_checks.append(frame_check(block, frame_check(prefix)))
         size = len(prefix) + len(block)
         self._index.append(pgno, self.n, size)
         self.n += size
@@ -106,4 +109,7 @@ class Encoder:
         if self._sums is None or self._trailer is None:
             raise LTXEncodeError(f"{self.name}: page checksums need with_sums=True and a closed encoder")
         hdr = self.header
-        return PageSums(hdr.page_size, hdr.min_txid, hdr.max_txid, self._trailer.file_checksum, self._sums)
+        index = self._index
+        spans = FrameSpans.build(index.pgnos, index.sizes, self._frame_checks)
+        return PageSums(hdr.page_size, hdr.min_txid, hdr.max_txid, self._trailer.file_checksum, self._sums,
+                        file_size=self.n, timestamp=hdr.timestamp, spans=spans)

@@ -12,6 +12,7 @@ from ltx.store.base import ObjectNotFoundError, ObjectStore, StoreError
 from vfs.errors import PageCorruptError, PageReadError
 from vfs.pagemap import SourceFile
 from vfs.parallel import run_all
+from vfs.sparseindex import SparseIndex
 
 
 @dataclass
@@ -26,11 +27,16 @@ class Run:
 
     @property
     def offset(self) -> int:
-        return self.source.index.offsets[self.first]
+        index = self.source.index
+        if isinstance(index, SparseIndex):
+            return index.span_range(self.first, self.last)[0]
+        return index.offsets[self.first]
 
     @property
     def length(self) -> int:
         index = self.source.index
+        if isinstance(index, SparseIndex):
+            return index.span_range(self.first, self.last)[1]
         return index.offsets[self.last] + index.sizes[self.last] - index.offsets[self.first]
 
 
@@ -71,6 +77,12 @@ class PageFetcher:
         if len(data) != length:
             raise PageReadError(store.url, key, f"asked for {length} bytes at {offset}, got {len(data)}")
         index = run.source.index
+        if isinstance(index, SparseIndex):
+            try:
+                found = index.decode_spans(data, index.span_range(run.first, run.last)[2], run.wanted, page_size)
+            except LTXError as exc:
+                raise PageCorruptError(store.url, key, str(exc.reason) + f" (at offset {exc.offset})") from exc
+            return [(pgno, page) for _, pgno, page in found]
         view = memoryview(data)
         out = []
         for pos in run.wanted:

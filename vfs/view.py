@@ -15,6 +15,7 @@ of its b-tree that the hint did not hold, and its leaf.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +27,16 @@ from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
 from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
 from ltx.hint import Hint
 from ltx.index import INDEX_SIZE_FIELD
-from ltx.pagesums import PageSums, pages_of_sums_size
+from ltx.pagesums import (
+    SUMS_MAGIC,
+    SUMS_VERSION_SPANS,
+    PageSums,
+    PageSumsError,
+    SpanPrefix,
+    pages_of_sums_size,
+    prefix_size,
+    sums_layout,
+)
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, RestorePlanError, restore_plan
 from ltx.reader import DEFAULT_INDEX_FETCH_SIZE, decode_tail, tail_length_needed
 from ltx.replica import Replica
@@ -38,6 +48,7 @@ from vfs.hint import HintOutcome, fetch_hint, hint_from_answer, hint_pages, hint
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all
+from vfs.sparseindex import SparseIndex, check_sparse_header
 from vfs.stats import ReadStats
 
 log = logging.getLogger(__name__)
@@ -114,6 +125,8 @@ class ReplicaReader:
         self.store = replica.store
         #: Sidecars found damaged or stale (their files are read without per-page checksums).
         self.sums_ignored = 0
+        #: Page indexes fetched after the spans that stood in for them were refused (a round trip each).
+        self.index_refetches = 0
 
     @property
     def url(self) -> str:
@@ -199,6 +212,25 @@ class ReplicaReader:
             log.warning("%s: ignoring a damaged page checksum file: %s", self.url, exc)
             return None
 
+    def read_spans(self, info: LTXFileInfo, length: int) -> SpanPrefix | None:
+        """The spans at the start of a file's version-2 sidecar (one GET of `length` bytes, an
+        upper bound from the listed size), or None when it is gone or damaged (with a warning)."""
+        key = info.sums_key
+        assert key is not None
+        try:
+            data = self.store.get_range(key, 0, length)
+        except ObjectNotFoundError:
+            return None
+        try:
+            layout = sums_prefix_length(data)
+            if layout is None or layout > len(data):
+                raise PageSumsError(key, len(data), "not the start of a version-2 page checksum file")
+            return SpanPrefix.decode(data[:layout], key)
+        except LTXError as exc:
+            self.sums_ignored += 1
+            log.warning("%s: ignoring a damaged page checksum file: %s", self.url, exc)
+            return None
+
     def read_head(self, info: LTXFileInfo) -> bytes:
         """The first bytes of a file: its header and the frames after it (one GET)."""
         length = min(HEAD_FETCH_SIZE, info.size)
@@ -209,7 +241,8 @@ class ReplicaReader:
         return self.load_files_probing(infos, heads)[0]
 
     def load_files_probing(self, infos: Sequence[LTXFileInfo], heads: bool = True,
-                           probe: LTXFileInfo | None = None) -> tuple[list[SourceFile], Header | None]:
+                           probe: LTXFileInfo | None = None,
+                           sparse: bool = False) -> tuple[list[SourceFile], Header | None]:
         """Fetch the indexes of `infos` in parallel and return them as source files, and the header
         of `probe` (a file not in `infos`, fetched in the same round trip) when one is asked for.
 
@@ -217,8 +250,17 @@ class ReplicaReader:
         the whole file, header included. For a large newest file, and a large first file (the
         snapshot, usually), a head GET in the same round trip brings the header and the first
         frames: page 1 and the low pages where schemas and table roots live. The bytes of small
-        files and heads are kept on the source files (`head`) for `head_pages`."""
+        files and heads are kept on the source files (`head`) for `head_pages`.
+
+        With `sparse`, a large first file that is a snapshot with a version-2 sidecar (ours) is
+        not asked for its page index nor its whole sidecar: the sidecar's spans come instead (a
+        small GET), and its pages are read by span (vfs/sparseindex.py). Spans that are damaged,
+        stale or disagree with the file's header are ignored with a warning, and that file's
+        index is then fetched (one more round trip) and read as a Litestream file's is."""
+        prefix_len = _spans_prefix_length(infos[0]) if sparse and infos and heads else 0
         calls: list[Callable[[], object]] = [self._index_call(i) for i in infos]
+        if prefix_len:
+            calls[0] = self._spans_call(infos[0], prefix_len)
         head_of: list[int] = []
         if infos:
             for i in sorted({0, len(infos) - 1}):
@@ -227,7 +269,8 @@ class ReplicaReader:
                     head_of.append(i)
                     calls.append(self._head_call(infos[i]))
         sums_of = [i for i, info in enumerate(infos)
-                   if info.sums_key is not None and index_fetch_size(info.size, info.sums_size) < info.size]
+                   if info.sums_key is not None and index_fetch_size(info.size, info.sums_size) < info.size
+                   and not (i == 0 and prefix_len)]
         calls.extend(self._sums_call(infos[i]) for i in sums_of)
         if probe is not None:
             calls.append(self._probe_call(probe))
@@ -236,6 +279,10 @@ class ReplicaReader:
         except LTXError as exc:
             raise PageCorruptError(self.url, exc.name, exc.reason) from exc
         probed = cast(Header | None, results.pop()) if probe is not None else None
+        spans: SpanPrefix | None = None
+        if prefix_len:
+            spans = cast(SpanPrefix | None, results[0])
+            results[0] = (_PENDING, None, None, Trailer(0, 0))
         files: list[SourceFile] = []
         trailers: list[Trailer] = []
         for info, result in zip(infos, results, strict=False):
@@ -264,13 +311,62 @@ class ReplicaReader:
                 raise PageCorruptError(self.url, f.key, exc.reason) from exc
             f.header = header
             f.head = head
+        if prefix_len:
+            self._adopt_spans(files[0], spans)
         for f in files:
             _check_file(self.url, f)
         return files, probed
 
+    def _adopt_spans(self, f: SourceFile, spans: SpanPrefix | None) -> None:
+        """Give the first file its sparse index, or (spans missing, damaged, stale or at odds
+        with the header) its whole page index, fetched now."""
+        header = f.header
+        assert header is not None
+        if spans is not None:
+            info = f.info
+            try:
+                if not spans.describes(info.min_txid, info.max_txid, info.size, header.timestamp):
+                    raise PageSumsError(info.sums_key or "", 0, "describes another file (stale)")
+                if spans.page_size != header.page_size:
+                    raise PageSumsError(info.sums_key or "", 8, f"page size {spans.page_size}, the file's "
+                                                                f"is {header.page_size}")
+                index = SparseIndex(spans.spans, spans.pages, header.lock_pgno, info.size, info.key)
+                check_sparse_header(index, header.commit, header.lock_pgno, info.key)
+                if f.head is not None:
+                    index.check_head(f.head)
+            except LTXError as exc:
+                self.sums_ignored += 1
+                log.warning("%s: ignoring the spans of page checksum file %s: %s", self.url, info.sums_key, exc)
+            else:
+                f.index = index
+                return
+        self.index_refetches += 1
+        self._adopt_whole(f)
+
+    def _adopt_whole(self, f: SourceFile) -> None:
+        """The first file's whole page index and sidecar, in one round trip, as a file without
+        spans gets them at open: the sidecar's per-page checksums are used when it describes the
+        file (so a file damaged where its spans were checked still fails the damaged page)."""
+        info = f.info
+        calls: list[Callable[[], object]] = [self._index_call(info)]
+        if info.sums_key is not None:
+            calls.append(self._sums_call(info))
+        try:
+            results = run_all(calls)
+        except LTXError as exc:
+            raise PageCorruptError(self.url, exc.name, exc.reason) from exc
+        index, _, _, trailer = cast(tuple[FrameIndex, Header | None, bytes | None, Trailer], results[0])
+        f.index = index
+        sums = cast(PageSums | None, results[1]) if len(results) > 1 else None
+        if sums is not None and sums.describes(info.min_txid, info.max_txid, trailer.file_checksum, len(index)):
+            f.sums = sums
+
     def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FrameIndex, Header | None, bytes | None,
                                                                    Trailer]]:
         return lambda: self.read_index(info)
+
+    def _spans_call(self, info: LTXFileInfo, length: int) -> Callable[[], SpanPrefix | None]:
+        return lambda: self.read_spans(info, length)
 
     def _head_call(self, info: LTXFileInfo) -> Callable[[], bytes]:
         return lambda: self.read_head(info)
@@ -287,6 +383,37 @@ class ReplicaReader:
                 return None  # only a hint's check: without it the hint is not used
             return header if (header.min_txid, header.max_txid) == (info.min_txid, info.max_txid) else None
         return probe
+
+
+class _Pending:
+    """Stands in for the first file's index until its spans are adopted."""
+
+    pgnos: list[int] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+
+    def __len__(self) -> int:
+        return 0
+
+
+_PENDING = _Pending()
+
+
+def _spans_prefix_length(info: LTXFileInfo) -> int:
+    """Bytes to fetch of the first file's sidecar for its spans, or 0 when it is not read by span:
+    not a snapshot, small enough to be fetched whole, or its sidecar is version 1 (or none)."""
+    if info.min_txid != 1 or not info.sums_size or index_fetch_size(info.size, info.sums_size) >= info.size:
+        return 0
+    layout = sums_layout(info.sums_size)
+    return layout[1] if layout is not None else 0
+
+
+def sums_prefix_length(data: bytes) -> int | None:
+    """The exact prefix length a fetched version-2 sidecar start announces (None: not one)."""
+    if len(data) < 16 or data[:4] != SUMS_MAGIC:
+        return None
+    version, _, pages = struct.unpack_from(">III", data, 4)
+    return prefix_size(pages) if version == SUMS_VERSION_SPANS else None
 
 
 def open_reader(url: str) -> ReplicaReader:
@@ -333,6 +460,10 @@ def head_pages(pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, b
             continue
         f.head = None
         index = f.index
+        if isinstance(index, SparseIndex):
+            out.extend((pgno, page) for pos, pgno, page in index.head_pages(head, pages.page_size)
+                       if pages.is_live(f, pos))
+            continue
         view_bytes = memoryview(head)
         for pos in range(len(index)):
             off, size = index.offsets[pos], index.sizes[pos]
@@ -388,7 +519,9 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
         rounds += 1
         plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
     probe = hint_probe(hint, plan, levels)
-    files, probed = reader.load_files_probing(plan, probe=probe)
+    refetches = reader.index_refetches
+    files, probed = reader.load_files_probing(plan, probe=probe, sparse=True)
+    rounds += reader.index_refetches - refetches
     if waited is not None:
         waited.round_trips += rounds
     view = view_from_files(reader.url, files, level_seeks(levels))

@@ -16,7 +16,22 @@ from ltx.decoder import Decoder
 from ltx.encoder import Encoder
 from ltx.header import Header
 from ltx.importer import import_database
-from ltx.pagesums import SUMS_MIN_FILE_SIZE, PageChecksumError, PageSums, PageSumsError, needs_sums, page_sum, sums_key
+from ltx.pagesums import (
+    MAX_SPANS,
+    MIN_SPAN_STRIDE,
+    SUMS_MIN_FILE_SIZE,
+    PageChecksumError,
+    PageSums,
+    PageSumsError,
+    SpanPrefix,
+    needs_sums,
+    page_sum,
+    prefix_size,
+    span_stride,
+    sums_key,
+    sums_layout,
+)
+from ltx.reader import decode_tail
 from ltx.replica import Replica
 from ltx.restore import restore
 from tests import litestream
@@ -136,3 +151,35 @@ def test_compaction_puts_sidecars_and_retention_deletes_them(history: History, t
     keys = {o.key for o in replica.store.list("")}
     assert snapshots[0].key not in keys and sums_key(snapshots[0].key) not in keys
     assert snapshots[1].key in keys and sums_key(snapshots[1].key) in keys
+
+
+def test_version_2_round_trip_and_prefix() -> None:
+    """Writers write version 2: the spans first, checked alone, then the per-page checksums."""
+    data, sums = encoded_file(100, seed=9)
+    assert sums.spans is not None and sums.file_size == len(data)
+    raw = sums.encode()
+    assert len(raw) == sums.encoded_size and len(raw) % 4 == 2
+    assert PageSums.decode(raw, "k") == sums
+    pages, prefix = sums_layout(len(raw)) or (0, 0)
+    assert (pages, prefix) == (100, prefix_size(100))
+    spans = SpanPrefix.decode(raw[:prefix], "k")
+    assert (spans.pages, spans.file_size, spans.timestamp) == (100, len(data), 1)
+    assert list(spans.spans.first_pgnos) == list(range(1, 101, MIN_SPAN_STRIDE))
+    entries = list(decode_tail(data, len(data), "f").index)
+    assert [e.pgno for e in entries[::MIN_SPAN_STRIDE]] == list(spans.spans.first_pgnos)
+    assert [sum(e.size for e in entries[i:i + MIN_SPAN_STRIDE]) for i in range(0, 100, MIN_SPAN_STRIDE)] == list(
+        spans.spans.lengths)
+    with pytest.raises(PageSumsError):
+        SpanPrefix.decode(raw[:prefix - 1], "k")
+
+
+@given(pages=st.integers(1, 3_000_000))
+def test_a_listed_size_bounds_the_page_count_and_prefix(pages: int) -> None:
+    """A reader sizes its GETs from the listed sidecar size: never below the true values (and
+    exact below MIN_SPAN_STRIDE * MAX_SPANS pages but for the rare sizes two counts share)."""
+    stride = span_stride(pages)
+    size = prefix_size(pages) + 4 * pages + 4
+    assert size % 4 == 2 and -(-pages // stride) <= MAX_SPANS
+    found = sums_layout(size)
+    assert found is not None and found[0] >= pages and found[1] >= prefix_size(pages)
+    assert sums_layout(44 + 4 * pages) == (pages, 0), "version 1"

@@ -32,7 +32,7 @@ READ_PATH = {
     "ltx.store.url", "ltx.timefmt", "ltx.trailer",
     "vfs", "vfs.errors", "vfs.fetch", "vfs.file", "vfs.firstlook", "vfs.follower", "vfs.hint", "vfs.journal",
     "vfs.lazyindex", "vfs.opening", "vfs.options", "vfs.pagecache", "vfs.pagemap", "vfs.parallel", "vfs.pragmas",
-    "vfs.process", "vfs.readahead", "vfs.resolve", "vfs.stats", "vfs.vfs", "vfs.view",
+    "vfs.process", "vfs.readahead", "vfs.resolve", "vfs.sparseindex", "vfs.stats", "vfs.vfs", "vfs.view",
 }
 #: The third-party packages it loads.
 READ_PATH_THIRD_PARTY = {"apsw", "cachetools", "fastcrc", "lz4"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 import apsw
@@ -14,7 +15,7 @@ import pytest
 from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame
 from ltx.importer import import_database
-from ltx.pagesums import PageSums, needs_sums
+from ltx.pagesums import PageSums, needs_sums, prefix_size
 from ltx.plan import LTXFileInfo, restore_plan
 from ltx.reader import decode_tail
 from ltx.replica import Replica
@@ -121,13 +122,16 @@ def test_the_error_names_the_file_and_its_sidecar(tmp_path: Path) -> None:
         with pytest.raises(PageCorruptError) as caught:
             f.xRead(4096, (e.pgno - 1) * 4096)
         assert caught.value.key == info.key
-        assert f"{info.key}.sum" in str(caught.value) and f"page {e.pgno}" in str(caught.value)
+        # Read by span (the sidecar's sparse index): the span holding the page is refused.
+        assert f"{info.key}.sum" in str(caught.value)
+        first, last = re.search(r"pages (\d+)\.\.(\d+)", str(caught.value)).groups()  # type: ignore[union-attr]
+        assert int(first) <= e.pgno <= int(last)
         assert f.xRead(4096, 0)[:16] == b"SQLite format 3\x00", "other pages still read"
     finally:
         f.xClose()
 
 
-@pytest.mark.parametrize("how", ["stale", "damaged"])
+@pytest.mark.parametrize("how", ["stale", "stale-v1", "damaged"])
 def test_a_stale_or_damaged_sidecar_is_ignored(how: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     source = build_db(tmp_path / "source.db", rows=8000)
     want = everything(plain(source))
@@ -137,12 +141,17 @@ def test_a_stale_or_damaged_sidecar_is_ignored(how: str, tmp_path: Path, caplog:
     info = ranged_file(replica)
     assert info.sums_key is not None
     sums = PageSums.decode(replica.store.get(info.sums_key), info.sums_key)
-    if how == "stale":  # a sidecar of another file of this name: well formed, other checksum
+    if how == "stale":  # a sidecar of another file of this name: well formed, other file
+        other = Replica.open(f"file://{tmp_path / 'other'}")
+        import_database(build_db(tmp_path / "other.db", rows=9000), other)
+        replica.store.put(info.sums_key, other.store.get(info.sums_key))
+    elif how == "stale-v1":  # an old replica's sidecar (no spans) of another file of this name
         sums.file_checksum ^= 1
+        sums.spans = None
         replica.store.put(info.sums_key, sums.encode())
     else:
         data = bytearray(sums.encode())
-        data[len(data) // 2] ^= 0xFF
+        data[prefix_size(len(sums)) // 2] ^= 0xFF  # in the spans: what a reader of this snapshot fetches
         replica.store.put(info.sums_key, bytes(data))
     with caplog.at_level(logging.WARNING, logger="vfs.view"):
         conn = connect(tmp_path / "x.db", url, poll=0)

@@ -1,0 +1,243 @@
+"""A snapshot we wrote is read by the spans at the start of its sidecar (the sparse index of its
+page index): a cold open fetches that prefix instead of the page index and the whole sidecar,
+and a page comes with its span in one GET. Spans that are stale, damaged or at odds with the file
+are never used to serve a page; Litestream's files and old sidecars keep the whole-index path."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import apsw
+import pytest
+
+from ltx.hint import HINT_KEY
+from ltx.importer import import_database
+from ltx.pagesums import PageSums, SpanPrefix, prefix_size, sums_layout
+from ltx.plan import LTXFileInfo, restore_plan
+from ltx.replica import Replica
+from tests.ltx.test_hint import build_db
+from tests.s3proxy import Request, S3Proxy
+from tests.s3server import S3Server
+from tests.vfs.replicas import connect, plain, stats
+from vfs.opening import open_file
+from vfs.options import OpenOptions
+from vfs.sparseindex import SparseIndex
+from vfs.view import index_fetch_size
+
+QUERY = "SELECT id, k, v FROM t WHERE id = ?"
+KEYS = (23456, 17, 29999)
+
+
+def answers(conn: apsw.Connection) -> list[list[tuple[object, ...]]]:
+    return [[tuple(r) for r in conn.execute(QUERY, (key,))] for key in KEYS]
+
+
+def snapshot_of(replica: Replica) -> LTXFileInfo:
+    plan = restore_plan(replica.list_all(), url=replica.url)
+    assert plan[0].min_txid == 1 and index_fetch_size(plan[0].size, plan[0].sums_size) < plan[0].size
+    return plan[0]
+
+
+def imported(tmp_path: Path, url: str, rows: int = 30000) -> tuple[Replica, Path, LTXFileInfo]:
+    source = build_db(tmp_path / f"source-{rows}.db", rows=rows)
+    replica = Replica.open(url)
+    import_database(source, replica)
+    return replica, source, snapshot_of(replica)
+
+
+def ranges_of(log: list[Request], key: str) -> list[str | None]:
+    """The Range headers of the GETs of `key` (None: a whole-object GET)."""
+    return [r.range for r in log if r.method == "GET" and r.path.split("?")[0].endswith("/" + key)]
+
+
+def test_a_snapshot_is_read_by_span(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'replica'}"
+    replica, source, snap = imported(tmp_path, url)
+    f = open_file(OpenOptions(path=str(tmp_path / "x.db"), replica_url=url, poll=0))
+    try:
+        base = f.view.pages.base
+        assert isinstance(base.index, SparseIndex) and base.sums is None
+        assert base.index.count == len(PageSums.decode(replica.store.get(snap.sums_key or ""), "k"))
+    finally:
+        f.xClose()
+    conn = connect(tmp_path / "y.db", url, poll=0)
+    try:
+        assert answers(conn) == answers(plain(source))
+        assert [tuple(r) for r in conn.execute("PRAGMA integrity_check")] == [("ok",)]
+    finally:
+        conn.close()
+
+
+def test_open_and_point_query_fetch_the_spans_not_the_index(s3_server: S3Server, s3_url: str,
+                                                            tmp_path: Path) -> None:
+    """Three round trips, seven requests, as with the whole index; the snapshot's sidecar is
+    fetched as its prefix (the spans) only, its page index never, and each page by whole spans."""
+    replica, source, snap = imported(tmp_path, s3_url)
+    sums_size = snap.sums_size
+    pages, prefix = sums_layout(sums_size) or (0, 0)
+    assert prefix == prefix_size(pages) and prefix < sums_size // 4
+    replica.close()
+    want = [tuple(r) for r in plain(source).execute(QUERY, (KEYS[0],))]
+    with S3Proxy(s3_server.endpoint) as proxy:
+        url = s3_url.replace(s3_server.endpoint, proxy.url)
+        conn = connect(tmp_path / "x.db", url, poll=0)
+        try:
+            assert [tuple(r) for r in conn.execute(QUERY, (KEYS[0],))] == want
+            counts, waited, log = proxy.counts(), stats(conn)["round_trips"], proxy.seen
+        finally:
+            conn.close()
+    assert counts.get("LIST") == 2 and counts["requests"] <= 7, counts
+    assert waited == 3
+    assert ranges_of(log, snap.sums_key or "") == [f"bytes=0-{prefix - 1}"]
+    snap_ranges = ranges_of(log, snap.key)
+    assert all(r is not None and not r.startswith("bytes=-") for r in snap_ranges), snap_ranges  # no index tail
+    fetched = [int(b) - int(a) + 1 for a, b in (r[len("bytes="):].split("-") for r in snap_ranges if r)]
+    # The head, then the leaf by whole spans: far less than the index and sidecar took before.
+    index_bytes = index_fetch_size(snap.size, sums_size)
+    assert sum(fetched[1:]) < index_bytes, (fetched, index_bytes)
+
+
+def test_stale_spans_are_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The sidecar of another snapshot of the same name (another import): ignored with a warning,
+    the page index is fetched (one more round trip) and the answers are right."""
+    url = f"file://{tmp_path / 'replica'}"
+    replica, source, snap = imported(tmp_path, url)
+    other = Replica.open(f"file://{tmp_path / 'other'}")
+    import_database(build_db(tmp_path / "other.db", rows=29000), other)
+    assert snap.sums_key is not None
+    replica.store.put(snap.sums_key, other.store.get(snap.sums_key))
+    with caplog.at_level(logging.WARNING, logger="vfs.view"):
+        conn = connect(tmp_path / "x.db", url, poll=0)
+        try:
+            assert answers(conn) == answers(plain(source))
+            assert stats(conn)["round_trips"] >= 3
+        finally:
+            conn.close()
+    assert "stale" in caplog.text and snap.sums_key in caplog.text
+
+
+def rewrite_spans(replica: Replica, info: LTXFileInfo, change: int) -> None:
+    """Rewrite the sidecar with span `change`'s check value altered (well formed, prefix CRC right)."""
+    assert info.sums_key is not None
+    sums = PageSums.decode(replica.store.get(info.sums_key), info.sums_key)
+    assert sums.spans is not None
+    sums.spans.checks[change] ^= 0x5A5A
+    replica.store.put(info.sums_key, sums.encode())
+
+
+def test_a_span_that_does_not_match_its_frames_is_refused(tmp_path: Path) -> None:
+    """Spans that pass every check at open but not the frames they describe: the pages of that
+    span are SQLITE_CORRUPT naming the sidecar, never served; the other pages read."""
+    url = f"file://{tmp_path / 'replica'}"
+    replica, source, snap = imported(tmp_path, url)
+    replica.store.delete(HINT_KEY)
+    f = open_file(OpenOptions(path=str(tmp_path / "probe.db"), replica_url=url, poll=0))
+    index = f.view.pages.base.index
+    f.xClose()
+    assert isinstance(index, SparseIndex)
+    last = len(index.lengths) - 1
+    rewrite_spans(replica, snap, last)
+    conn = connect(tmp_path / "x.db", url, poll=0)
+    try:
+        assert [tuple(r) for r in conn.execute(QUERY, (17,))] == [tuple(r) for r in plain(source).execute(QUERY, (17,))]
+        with pytest.raises(apsw.CorruptError):
+            conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+    f = open_file(OpenOptions(path=str(tmp_path / "y.db"), replica_url=url, poll=0))
+    try:
+        with pytest.raises(Exception) as caught:
+            f.xRead(4096, (index.pgnos[last * index.stride] - 1) * 4096)
+        assert f"{snap.sums_key}" in str(caught.value) and "differ" in str(caught.value)
+    finally:
+        f.xClose()
+
+
+def test_a_first_span_that_does_not_match_the_head_falls_back(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The first span is checked against the head fetched beside the spans: a mismatch there
+    means the spans are not this file's; the whole index and sidecar are read instead."""
+    url = f"file://{tmp_path / 'replica'}"
+    replica, source, snap = imported(tmp_path, url)
+    rewrite_spans(replica, snap, 0)
+    with caplog.at_level(logging.WARNING, logger="vfs.view"):
+        f = open_file(OpenOptions(path=str(tmp_path / "x.db"), replica_url=url, poll=0))
+        try:
+            assert not isinstance(f.view.pages.base.index, SparseIndex)
+            assert f.view.pages.base.sums is not None, "the whole sidecar describes the file: pages are checked"
+        finally:
+            f.xClose()
+    assert snap.sums_key in caplog.text and "differ" in caplog.text
+    conn = connect(tmp_path / "y.db", url, poll=0)
+    try:
+        assert answers(conn) == answers(plain(source))
+    finally:
+        conn.close()
+
+
+def test_a_damaged_or_cut_sidecar_falls_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A flipped byte in the spans, a sidecar cut inside them: ignored with a warning, answers
+    right. A sidecar cut after its spans still has good spans (they are all a reader fetches)."""
+    url = f"file://{tmp_path / 'replica'}"
+    replica, source, snap = imported(tmp_path, url)
+    want = answers(plain(source))
+    assert snap.sums_key is not None
+    original = replica.store.get(snap.sums_key)
+    end = prefix_size(len(PageSums.decode(original, "k")))
+    for n, (damaged, warned) in enumerate([(original[:7] + bytes([original[7] ^ 1]) + original[8:], True),
+                                           (original[:end // 2] + bytes([original[end // 2] ^ 4])
+                                            + original[end // 2 + 1:], True),
+                                           (original[:end - 3], True),
+                                           (original[:-4], False)]):
+        replica.store.put(snap.sums_key, damaged)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vfs.view"):
+            conn = connect(tmp_path / f"x{n}.db", url, poll=0)
+            try:
+                assert answers(conn) == want
+            finally:
+                conn.close()
+        assert (snap.sums_key in caplog.text and "ignoring" in caplog.text) == warned, (n, caplog.text)
+
+
+def test_an_old_sidecar_keeps_the_whole_index_path(tmp_path: Path) -> None:
+    """A version-1 sidecar (an older ltxvfs wrote it): the index and the whole sidecar at open,
+    pages checked one by one as before."""
+    url = f"file://{tmp_path / 'replica'}"
+    replica, source, snap = imported(tmp_path, url)
+    assert snap.sums_key is not None
+    sums = PageSums.decode(replica.store.get(snap.sums_key), snap.sums_key)
+    sums.spans = None
+    replica.store.put(snap.sums_key, sums.encode())
+    f = open_file(OpenOptions(path=str(tmp_path / "x.db"), replica_url=url, poll=0))
+    try:
+        base = f.view.pages.base
+        assert not isinstance(base.index, SparseIndex) and base.sums is not None
+    finally:
+        f.xClose()
+    conn = connect(tmp_path / "y.db", url, poll=0)
+    try:
+        assert answers(conn) == answers(plain(source))
+    finally:
+        conn.close()
+
+
+def test_the_spans_are_the_frames(tmp_path: Path) -> None:
+    """What the encoder records: span k starts at the k*stride-th frame; its check value is of
+    the frames' stored bytes."""
+    url = f"file://{tmp_path / 'replica'}"
+    replica, _, snap = imported(tmp_path, url)
+    assert snap.sums_key is not None
+    raw = replica.store.get(snap.sums_key)
+    pages, prefix = sums_layout(len(raw)) or (0, 0)
+    spans = SpanPrefix.decode(raw[:prefix], snap.sums_key)
+    assert spans.pages == pages and spans.file_size == snap.size
+    data = replica.store.get(snap.key)
+    index = SparseIndex(spans.spans, pages, 262145, snap.size, snap.key)
+    got = index.decode_spans(data[index.starts[0]:index.starts[-1]], 0, range(pages), 4096)
+    assert [pgno for _, pgno, _ in got] == [index.pgnos[i] for i in range(pages)]
+    damaged = bytearray(data)
+    damaged[index.starts[3] + 20] ^= 1
+    with pytest.raises(Exception, match="differ"):
+        index.decode_spans(bytes(damaged[index.starts[0]:index.starts[-1]]), 0, [3 * index.stride], 4096)
