@@ -37,7 +37,8 @@ def open_view(reader: ReplicaReader, options: OpenOptions, stats: ReadStats | No
     started = time.monotonic()
     while True:
         try:
-            return load_view(reader, txid=options.txid, timestamp=options.timestamp, waited=stats, first=first)
+            return load_view(reader, txid=options.txid, timestamp=options.timestamp, waited=stats, first=first,
+                             meanwhile=_load_file_modules)
         except (EmptyReplicaError, HistoryGapError) as exc:
             first = None
             patience = options.empty_wait if isinstance(exc, EmptyReplicaError) else options.gap_wait
@@ -54,6 +55,12 @@ def open_view(reader: ReplicaReader, options: OpenOptions, stats: ReadStats | No
             raise ReplicaOpenError(reader.url, str(exc)) from exc
 
 
+def _load_file_modules() -> None:
+    """The modules of the open file (its cache, follower, PRAGMAs, read-ahead): loaded while the
+    view's page indexes are in flight."""
+    import vfs.file  # noqa: F401
+
+
 def _store(url: str) -> ObjectStore:
     try:
         return open_store(url)
@@ -68,9 +75,9 @@ def open_file(options: OpenOptions) -> LTXFile:
     first: FirstLook | None = None
     try:
         first = first_look(store, scheme)
-        # The reader's modules load here, while the first look's requests are in flight.
+        # The view's modules load here, while the first look's requests are in flight (and the
+        # file's while the page indexes are: _load_file_modules).
         from ltx.replica import Replica
-        from vfs.file import LTXFile
         from vfs.view import ReplicaReader
 
         reader = ReplicaReader(Replica(store, scheme))
@@ -81,4 +88,6 @@ def open_file(options: OpenOptions) -> LTXFile:
             first.settle()
         store.close()
         raise
+    from vfs.file import LTXFile
+
     return LTXFile(options, reader.replica, reader, view, stats)

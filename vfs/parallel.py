@@ -16,12 +16,15 @@ from vfs.process import thread_pool
 T = TypeVar("T")
 
 
-def run_all(calls: Sequence[Callable[[], T]]) -> list[T]:
+def run_all(calls: Sequence[Callable[[], T]], meanwhile: Callable[[], object] | None = None) -> list[T]:
     """Run the calls in parallel and return their results in order; the first failure (in call
-    order) is raised once every call has finished."""
-    if len(calls) == 1:
+    order) is raised once every call has finished. `meanwhile` runs on the caller's thread while
+    they are in flight (CPU work that would otherwise wait for them, or they for it)."""
+    if len(calls) == 1 and meanwhile is None:
         return [calls[0]()]
     futures = [thread_pool().submit(c) for c in calls]
+    if meanwhile is not None:
+        meanwhile()
     results: list[T] = []
     error: BaseException | None = None
     for f in futures:

@@ -242,7 +242,8 @@ class ReplicaReader:
 
     def load_files_probing(self, infos: Sequence[LTXFileInfo], heads: bool = True,
                            probe: LTXFileInfo | None = None,
-                           sparse: bool = False) -> tuple[list[SourceFile], Header | None]:
+                           sparse: bool = False,
+                           meanwhile: Callable[[], object] | None = None) -> tuple[list[SourceFile], Header | None]:
         """Fetch the indexes of `infos` in parallel and return them as source files, and the header
         of `probe` (a file not in `infos`, fetched in the same round trip) when one is asked for.
 
@@ -275,7 +276,7 @@ class ReplicaReader:
         if probe is not None:
             calls.append(self._probe_call(probe))
         try:
-            results = run_all(calls)
+            results = run_all(calls, meanwhile)
         except LTXError as exc:
             raise PageCorruptError(self.url, exc.name, exc.reason) from exc
         probed = cast(Header | None, results.pop()) if probe is not None else None
@@ -486,10 +487,12 @@ def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
 
 
 def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None = None,
-              waited: ReadStats | None = None, use_hint: bool = True, first: FirstLook | None = None) -> View:
+              waited: ReadStats | None = None, use_hint: bool = True, first: FirstLook | None = None,
+              meanwhile: Callable[[], object] | None = None) -> View:
     """List, plan and load: the latest view, or the one at `txid` / before `timestamp`. When
     SQLite's thread waits for it, `waited` counts its two round trips. `first`: the listing and
-    the hint already requested on the reader's store (vfs/firstlook.py)."""
+    the hint already requested on the reader's store (vfs/firstlook.py); `meanwhile`: work for
+    this thread while the page indexes are in flight."""
     found: list[tuple[Hint | None, str]] = []
     split = reader.replica.scheme != "file"  # a local walk has no pages to wait for
     rounds = 2
@@ -520,7 +523,7 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
         plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
     probe = hint_probe(hint, plan, levels)
     refetches = reader.index_refetches
-    files, probed = reader.load_files_probing(plan, probe=probe, sparse=True)
+    files, probed = reader.load_files_probing(plan, probe=probe, sparse=True, meanwhile=meanwhile)
     rounds += reader.index_refetches - refetches
     if waited is not None:
         waited.round_trips += rounds
