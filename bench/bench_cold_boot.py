@@ -14,6 +14,9 @@ bench/results/cold_boot.{md,json,png}.
     .venv/bin/python -m pytest bench/bench_cold_boot.py --benchmark-only
     BENCH_SIZES=50 BENCH_ROUNDS=1 BENCH_RTT_MS=20 BENCH_BANDWIDTH_MBPS=100 (environment knobs)
     BENCH_SHAPES=snapshot,litestream-once,litestream,commits,l0  BENCH_SCENARIOS=point,warm  (subsets)
+    BENCH_LARGE=5000   (adds the 5 GB snapshot and `litestream replicate -once` shapes)
+    BENCH_REPLICA_CACHE=0   (build Litestream's shapes afresh; by default they are kept between
+                             sessions under $LTXVFS_BENCH_CACHE/replicas, bench/harness/replicacache.py)
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import replicacache  # noqa: E402
 from bench.harness.databases import Database, database  # noqa: E402
 from bench.harness.network import Network  # noqa: E402
 from bench.harness.peers import LITESTREAM_VFS, LTXVFS, RESTORE, S3VFS  # noqa: E402
@@ -59,6 +63,12 @@ from tests.s3proxy import S3Proxy  # noqa: E402
 from tests.s3server import S3Server  # noqa: E402
 
 SIZES_MB = tuple(int(s) for s in os.environ.get("BENCH_SIZES", "50,500").split(",") if s)
+#: Large sizes (BENCH_LARGE, e.g. 5000: about a minute each to build the database, import it and
+#: replicate it; not measured unless asked): `ltxctl import`'s snapshot and one `litestream
+#: replicate -once`, with the point, index and warm scenarios; no sqlite-s3vfs (its layout would
+#: be 80,000 objects), and restore in the point scenario only (one run: ~50 s).
+LARGE_MB = tuple(int(s) for s in os.environ.get("BENCH_LARGE", "").split(",") if s)
+LARGE_SCENARIOS = ("point", "index", "warm")
 #: New processes per cold cell (the median is reported), and timed warm repeats.
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WARM_REPEATS = int(os.environ.get("BENCH_WARM_REPEATS", "20"))
@@ -75,7 +85,12 @@ REPLICAS = [r for r in
             + [(f"litestream-once-{mb}mb", SHAPE_LITESTREAM_ONCE, mb) for mb in SIZES_MB]
             + [(f"litestream-{mb}mb", SHAPE_LITESTREAM, mb) for mb in SIZES_MB]
             + [(f"commits-{SMALL}mb", SHAPE_COMMITS, SMALL), (f"l0-{SMALL}mb", SHAPE_L0, SMALL)]
+            + [(f"snapshot-{mb}mb", SHAPE_SNAPSHOT, mb) for mb in LARGE_MB]
+            + [(f"litestream-once-{mb}mb", SHAPE_LITESTREAM_ONCE, mb) for mb in LARGE_MB]
             if r[1] in SHAPES]
+#: Shapes the real Litestream writes: kept between sessions (bench/harness/replicacache.py).
+CACHED_SHAPES = (SHAPE_LITESTREAM, SHAPE_LITESTREAM_ONCE)
+
 REPLICA_NOTES = {
     SHAPE_SNAPSHOT: "`ltxctl import`: one snapshot (TXID 1 at levels 0 and 9) and the hint file; sqlite-s3vfs reads "
                     f"the same database in its own layout ({S3VFS_BLOCK_SIZE // 1024} KiB blocks)",
@@ -98,13 +113,21 @@ def _rounds(replica_id: str, peer: str) -> int:
     return 1 if slow else ROUNDS
 
 
+def _large(replica_id: str) -> bool:
+    return next(r for r in REPLICAS if r[0] == replica_id)[2] in LARGE_MB
+
+
 def _cases() -> list[tuple[str, str, str]]:
     cases = []
-    for replica_id, shape, _ in REPLICAS:
+    for replica_id, shape, mb in REPLICAS:
         for scenario in RUN_SCENARIOS:
+            if mb in LARGE_MB and scenario not in LARGE_SCENARIOS:
+                continue
             for peer in (LTXVFS, LITESTREAM_VFS, S3VFS, RESTORE):
-                if peer == S3VFS and shape != SHAPE_SNAPSHOT:
+                if peer == S3VFS and (shape != SHAPE_SNAPSHOT or mb in LARGE_MB):
                     continue  # sqlite-s3vfs has one layout of its own, measured beside the snapshots
+                if peer == RESTORE and mb in LARGE_MB and scenario != "point":
+                    continue  # the same restore whatever the query: once
                 cases.append((replica_id, scenario, peer))
     return cases
 
@@ -130,7 +153,13 @@ class Replicas:
                 SHAPE_LITESTREAM_ONCE: lambda: upload_litestream_once(db, url, self.workdir, self.server.env()),
                 SHAPE_COMMITS: lambda: upload_commits(db, url, self.workdir),
             }
-            self.shapes[replica_id] = builders[shape]()
+            if shape in CACHED_SHAPES:
+                reference = replicacache.cached_shape(
+                    self.server.client(read_timeout=600), self.server.bucket, f"cold-boot/{replica_id}", replica_id,
+                    lambda: builders[shape]().reference, keep_reference=True)
+                self.shapes[replica_id] = Shape(shape, url, db, reference)
+            else:
+                self.shapes[replica_id] = builders[shape]()
         return self.shapes[replica_id]
 
     def s3vfs_prefix(self, db: Database) -> str:

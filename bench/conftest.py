@@ -21,11 +21,15 @@ from bench.harness.runner import precompile  # noqa: E402
 from tests.s3proxy import S3Proxy  # noqa: E402
 from tests.s3server import S3Server  # noqa: E402
 
+#: Volumes the benchmarks' S3 server may create (32 MB each): room for 5 GB replica shapes.
+S3_VOLUME_MAX = 2000
+
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """A real SeaweedFS S3 server for the benchmark session."""
-    with tempfile.TemporaryDirectory(prefix="ltxvfs-bench-s3-") as work, S3Server(Path(work)) as server:
+    with tempfile.TemporaryDirectory(prefix="ltxvfs-bench-s3-") as work, \
+            S3Server(Path(work), volume_max=S3_VOLUME_MAX) as server:
         yield server
 
 

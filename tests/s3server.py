@@ -41,6 +41,8 @@ START_DEADLINE_S = 60.0
 START_ATTEMPTS = 3
 #: Pause between readiness probes (a poll of the condition, not a wait for it).
 PROBE_INTERVAL_S = 0.1
+#: Volumes of 32 MB the server may create: 6.4 GB of objects (benchmarks of 5 GB replicas ask more).
+DEFAULT_VOLUME_MAX = 200
 REGION = "us-east-1"
 DEFAULT_BUCKET = "ltxvfs-test"
 #: Lines of weed's log quoted in a start failure.
@@ -114,8 +116,10 @@ class S3StartError(RuntimeError):
 class S3Server:
     """One SeaweedFS server (master, volume, filer, S3) and one bucket; see the module doc."""
 
-    def __init__(self, workdir: Path, *, bucket: str = DEFAULT_BUCKET, set_env: bool = True) -> None:
+    def __init__(self, workdir: Path, *, bucket: str = DEFAULT_BUCKET, set_env: bool = True,
+                 volume_max: int = DEFAULT_VOLUME_MAX) -> None:
         self.workdir = Path(workdir)
+        self.volume_max = volume_max
         self.bucket = bucket
         self.region = REGION
         self.access_key = "ltxvfs-" + secrets.token_hex(8)
@@ -165,7 +169,7 @@ class S3Server:
                 str(binary), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                 "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-                "-master.volumeSizeLimitMB=32", "-volume.max=200", "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=32", f"-volume.max={self.volume_max}", "-master.telemetry=false",
                 # Off: these default to fixed ports (8181, 9101) that parallel servers would share.
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
                 # As AWS: a PUT into a missing bucket is NoSuchBucket, not a new bucket.

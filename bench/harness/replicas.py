@@ -191,12 +191,14 @@ def upload_litestream_once(db: Database, url: str, tmpdir: Path, env: Mapping[st
     conn.execute("PRAGMA journal_mode = wal")
     conn.close()
     done = subprocess.run([str(LITESTREAM), "replicate", "-once", str(work), url], env=litestream_env(env),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"litestream replicate -once failed: {done.stderr.strip()}")
+    for leftover in (work, work.with_name(work.name + "-wal"), work.with_name(work.name + "-shm")):
+        leftover.unlink(missing_ok=True)  # replicated: at 5 GB, disk the reference needs
     reference = tmpdir / f"once-{db.name}-restored.db"
     reference.unlink(missing_ok=True)
-    restore(url, reference, env=env, timeout=600)
+    restore(url, reference, env=env, timeout=1200)
     return Shape(SHAPE_LITESTREAM_ONCE, url, db, reference)
 
 

@@ -57,7 +57,7 @@ class Cell:
     def summary(self) -> dict[str, Any]:
         m = self._median_run()
         return {"replica": self.replica, "scenario": self.scenario, "peer": self.peer,
-                "wall_ms": round(self.wall_ms, 2), "from_connect_ms": round(self.from_connect_ms, 2),
+                "wall_ms": round(self.wall_ms, 5), "from_connect_ms": round(self.from_connect_ms, 5),
                 "requests": m.requests, "bytes": m.bytes, "rounds": m.rounds,
                 "kinds": m.kinds, "runs": [asdict(r) for r in self.runs]}
 
@@ -139,7 +139,9 @@ class Results:
                  "the open (`apsw.Connection(...)`; for restore, `litestream restore`) to the last row / requests / "
                  "KB transferred / round trips waited in sequence (the run with the median wall time). Cold "
                  "scenarios run in a new process each time; the warm scenario repeats the point query in an "
-                 "open connection (both times are then the repeat's). Ratio: ltxvfs / litestream-vfs, from the "
+                 "open connection (both times are then the repeat's: each timed repeat is a batch of back-to-back "
+                 "repeats lasting at least 20 ms, divided by their count, so microseconds are resolved). "
+                 "Ratio: ltxvfs / litestream-vfs, from the "
                  "process start (from the open in parentheses).", ""]
         lines.append("| replica | scenario | " + " | ".join(peers) + " | ltxvfs / litestream-vfs |")
         lines.append("|---|---|" + "---|" * len(peers) + "---|")
@@ -204,6 +206,8 @@ class Results:
 
 
 def _ms(value: float) -> str:
+    if value < 0.1:
+        return f"{value * 1000:.1f} µs"
     if value < 1:
         return f"{value * 1000:.0f} µs"
     return f"{value:.1f} ms" if value < 10 else f"{value:,.0f} ms"

@@ -45,6 +45,8 @@ class Measurement:
     #: From the peer's open (`apsw.Connection(...)`) to the last row: the time without the process
     #: start and imports (what peers such as turbolite publish); for a warm repeat, its wall time.
     from_connect_s: float = 0.0
+    #: For a warm repeat: how many back-to-back repeats its batch ran (its figures are per repeat).
+    repeats: int = 1
 
 
 def measure(log: list[Request], start: float, end: float, wall: float,
@@ -85,14 +87,18 @@ class Child:
                        self.result["done"] - self.result["connect"])
 
     def warm(self) -> Measurement:
-        """One warm repeat inside the child, timed there."""
+        """One warm repeat inside the child, timed there as a batch of back-to-back repeats
+        (peers.WARM_BATCH_S): time, requests and bytes are the batch's divided by its repeats."""
         assert self.proc.stdin is not None
         self.proc.stdin.write("q\n")
         self.proc.stdin.flush()
         got = self._line()
         if not got["same"]:
             raise AssertionError("a warm repeat returned other rows than the cold run")
-        return measure(self.proxy.seen, got["start"], got["end"], got["end"] - got["start"])
+        n = int(got.get("repeats", 1))
+        batch = measure(self.proxy.seen, got["start"], got["end"], got["end"] - got["start"])
+        return Measurement(batch.wall_s / n, round(batch.requests / n), round(batch.bytes / n),
+                           round(batch.rounds / n), batch.kinds, batch.wall_s / n, repeats=n)
 
     def close(self) -> None:
         if self.proc.poll() is None:
