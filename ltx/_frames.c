@@ -375,12 +375,121 @@ scratch(PyObject *self, PyObject *args)
     return PyByteArray_FromStringAndSize(NULL, size);
 }
 
+PyDoc_STRVAR(index_blocks_doc,
+"index_blocks(body, entries) -> (starts, first_pgnos, first_offsets, tail) or None\n\n"
+"Where each block of `entries` page index entries (3 varints each) starts in `body`, as\n"
+"vfs.lazyindex's Python loop finds them: a varint is any run of bytes >= 0x80 and one byte below;\n"
+"blocks are counted while a whole one follows; `tail` is where the first incomplete block starts.\n"
+"The starts, and each block's first page number and offset, come as native uint64 arrays' bytes.\n"
+"None when a block's first page number or offset is longer than 9 bytes (the Python loop then\n"
+"decides, and names the error).");
+
+/* A varint at p (< end): its value and length, or length 0 when longer than 9 bytes or cut short. */
+static size_t
+varint9(const uint8_t *p, const uint8_t *end, uint64_t *value)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < 9 && p + i < end; i++) {
+        v |= (uint64_t)(p[i] & 0x7F) << (7 * i);
+        if (p[i] < 0x80) {
+            *value = v;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+index_blocks(PyObject *self, PyObject *args)
+{
+    Py_buffer body;
+    Py_ssize_t entries;
+    if (!PyArg_ParseTuple(args, "y*n", &body, &entries))
+        return NULL;
+    if (entries <= 0) {
+        PyBuffer_Release(&body);
+        PyErr_SetString(PyExc_ValueError, "index_blocks: entries must be positive");
+        return NULL;
+    }
+    const uint8_t *base = (const uint8_t *)body.buf;
+    const uint8_t *end = base + body.len;
+    size_t cap = 64, n = 0;
+    uint64_t *starts = PyMem_RawMalloc(cap * sizeof(uint64_t));
+    uint64_t *pgnos = PyMem_RawMalloc(cap * sizeof(uint64_t));
+    uint64_t *offsets = PyMem_RawMalloc(cap * sizeof(uint64_t));
+    PyObject *result = NULL;
+    int fallback = 0;
+    if (starts == NULL || pgnos == NULL || offsets == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *p = base;
+    size_t want = 3 * (size_t)entries;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        const uint8_t *q = p;
+        size_t seen = 0;
+        while (seen < want && q < end) {
+            if (*q++ < 0x80)
+                seen++;
+        }
+        if (seen < want)
+            break;
+        uint64_t pgno, offset;
+        size_t a = varint9(p, end, &pgno);
+        size_t b = a ? varint9(p + a, end, &offset) : 0;
+        if (!a || !b) {
+            fallback = 1;
+            break;
+        }
+        if (n == cap) {
+            size_t bigger = cap * 2;
+            uint64_t *s2 = PyMem_RawRealloc(starts, bigger * sizeof(uint64_t));
+            if (s2) starts = s2;
+            uint64_t *p2 = s2 ? PyMem_RawRealloc(pgnos, bigger * sizeof(uint64_t)) : NULL;
+            if (p2) pgnos = p2;
+            uint64_t *o2 = p2 ? PyMem_RawRealloc(offsets, bigger * sizeof(uint64_t)) : NULL;
+            if (o2) offsets = o2;
+            if (!o2) {
+                fallback = 2;
+                break;
+            }
+            cap = bigger;
+        }
+        starts[n] = (uint64_t)(p - base);
+        pgnos[n] = pgno;
+        offsets[n] = offset;
+        n++;
+        p = q;
+    }
+    Py_END_ALLOW_THREADS
+    if (fallback == 2) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (fallback) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = Py_BuildValue("(y#y#y#n)", (const char *)starts, (Py_ssize_t)(n * sizeof(uint64_t)),
+                           (const char *)pgnos, (Py_ssize_t)(n * sizeof(uint64_t)),
+                           (const char *)offsets, (Py_ssize_t)(n * sizeof(uint64_t)),
+                           (Py_ssize_t)(p - base));
+done:
+    PyMem_RawFree(starts);
+    PyMem_RawFree(pgnos);
+    PyMem_RawFree(offsets);
+    PyBuffer_Release(&body);
+    return result;
+}
+
 static PyMethodDef frames_methods[] = {
     {"decode_frames", decode_frames, METH_VARARGS, decode_frames_doc},
     {"decode_block", decode_block, METH_VARARGS, decode_block_doc},
     {"page_list", page_list, METH_VARARGS, page_list_doc},
     {"write_slots", write_slots, METH_VARARGS, write_slots_doc},
     {"scratch", scratch, METH_VARARGS, scratch_doc},
+    {"index_blocks", index_blocks, METH_VARARGS, index_blocks_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,9 +1,10 @@
 """A large file's page index, decoded a block of entries at a time when first needed.
 
 A 500 MB snapshot has ~120,000 index entries: decoding them all in Python takes ~170 ms, while
-a point query needs two or three. At open, one C-speed regex pass over the index bytes finds
-where every block of BLOCK_ENTRIES entries starts (each entry is three varints), and the first
-page number and offset of each block are read; a block is decoded and checked (page order, frames
+a point query needs two or three. At open, one pass over the index bytes (in C,
+ltx/_frames.c, or a regex where the extension was not built) finds where every block of
+BLOCK_ENTRIES entries starts (each entry is three varints), and the first page number and offset
+of each block are read; a block is decoded and checked (page order, frames
 between the header and the index, no overlap) the first time one of its entries is used.
 """
 
@@ -18,6 +19,7 @@ from ltx.errors import LTXIndexError, LTXTruncatedError
 from ltx.frame import PAGE_HEADER_SIZE
 from ltx.header import HEADER_SIZE
 from ltx.index import INDEX_SIZE_FIELD, IndexEntry
+from ltx.native import load_frames
 from ltx.reader import tail_length_needed
 from ltx.trailer import TRAILER_SIZE, Trailer
 
@@ -27,6 +29,8 @@ BLOCK_ENTRIES = 128
 LAZY_INDEX_BYTES = 64 * 1024
 _BLOCK = re.compile(rb"(?:[\x80-\xff]*+[\x00-\x7f]){%d}+" % (3 * BLOCK_ENTRIES))
 _MAX_VARINT = 10
+#: The C scan of block starts (ltx/_frames.c index_blocks), or None: the regex loop then.
+FRAMES = load_frames()
 #: The smallest frame: page header, size field and a one-byte LZ4 block.
 _MIN_FRAME = 11
 
@@ -77,11 +81,16 @@ class LazyIndex:
         self._body = body
         self._base = base
         self._frames_end = index_start - PAGE_HEADER_SIZE
-        self._starts: list[int] = []
-        tail_start = 0
-        while (m := _BLOCK.match(body, tail_start)) is not None:
-            self._starts.append(tail_start)
-            tail_start = m.end()
+        found = FRAMES.index_blocks(body, BLOCK_ENTRIES) if FRAMES is not None else None
+        if found is not None:  # the same scan in C (a 500 MB file's index: ~1 ms instead of ~10)
+            starts, first_pgnos, first_offsets, tail_start = found
+            self._starts = array("Q", starts).tolist()
+        else:
+            self._starts = []
+            tail_start = 0
+            while (m := _BLOCK.match(body, tail_start)) is not None:
+                self._starts.append(tail_start)
+                tail_start = m.end()
         self._blocks: list[tuple[array[int], array[int], array[int]] | None] = [None] * len(self._starts)
         # The last, partial block is decoded now: it gives the count and checks the terminator.
         last = self._decode(tail_start, BLOCK_ENTRIES, final=True)
@@ -91,11 +100,18 @@ class LazyIndex:
         self.count = (len(self._starts) - (1 if len(last[0]) else 0)) * BLOCK_ENTRIES + len(last[0])
         self._first_pgno = array("Q")
         self._first_offset = array("Q")
-        for start in self._starts:
-            pgno, pos = _varint(body, start, name, base)
-            offset, _ = _varint(body, pos, name, base)
-            self._first_pgno.append(pgno)
-            self._first_offset.append(offset)
+        if found is not None:
+            self._first_pgno.frombytes(first_pgnos)
+            self._first_offset.frombytes(first_offsets)
+            if len(last[0]):  # the partial block, decoded above
+                self._first_pgno.append(last[0][0])
+                self._first_offset.append(last[1][0])
+        else:
+            for start in self._starts:
+                pgno, pos = _varint(body, start, name, base)
+                offset, _ = _varint(body, pos, name, base)
+                self._first_pgno.append(pgno)
+                self._first_offset.append(offset)
         for i in range(1, len(self._first_pgno)):
             if self._first_pgno[i] <= self._first_pgno[i - 1]:
                 raise LTXIndexError(name, base + self._starts[i], f"page index entry {self._first_pgno[i]} "

@@ -102,3 +102,25 @@ def test_a_large_snapshot_reads_through_the_lazy_index(tmp_path: Path) -> None:
         assert stats(conn)["commit"] == len(pages)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("count", [1, BLOCK_ENTRIES, BLOCK_ENTRIES + 1, 5 * BLOCK_ENTRIES + 3])
+def test_the_c_scan_finds_the_blocks_the_regex_finds(count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ltx/_frames.c index_blocks and the pure-Python regex loop agree on every block's start and
+    first entry; a first varint longer than 9 bytes is left to the Python loop (None)."""
+    import vfs.lazyindex as lazyindex
+
+    if lazyindex.FRAMES is None:
+        pytest.skip("ltx._frames not built")
+    eager, end = _index(count, seed=7 + count)
+    body = eager.encode()[:-8]
+    native = LazyIndex(body, "f", 0, end + FRAMES_END_SLACK)
+    monkeypatch.setattr(lazyindex, "FRAMES", None)
+    python = LazyIndex(body, "f", 0, end + FRAMES_END_SLACK)
+    assert len(native) == len(python) == count
+    assert list(native) == list(python) == list(eager)
+    for pos in range(0, count, BLOCK_ENTRIES // 2):  # the first entries of blocks and mid-block ones
+        assert native.position(eager.pgnos[pos]) == python.position(eager.pgnos[pos]) == pos
+    monkeypatch.undo()
+    long_first = bytes([0x81] * 9 + [0x01]) + bytes(3 * BLOCK_ENTRIES)
+    assert lazyindex.FRAMES.index_blocks(long_first, BLOCK_ENTRIES) is None
