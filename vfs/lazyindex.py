@@ -29,8 +29,10 @@ BLOCK_ENTRIES = 128
 LAZY_INDEX_BYTES = 64 * 1024
 _BLOCK = re.compile(rb"(?:[\x80-\xff]*+[\x00-\x7f]){%d}+" % (3 * BLOCK_ENTRIES))
 _MAX_VARINT = 10
-#: The C scan of block starts (ltx/_frames.c index_blocks), or None: the regex loop then.
+#: The C scan of block starts (ltx/_frames.c index_blocks), or None: the regex loop then (also
+#: under an extension built before it had the function).
 FRAMES = load_frames()
+INDEX_BLOCKS = getattr(FRAMES, "index_blocks", None)
 #: The smallest frame: page header, size field and a one-byte LZ4 block.
 _MIN_FRAME = 11
 
@@ -81,7 +83,7 @@ class LazyIndex:
         self._body = body
         self._base = base
         self._frames_end = index_start - PAGE_HEADER_SIZE
-        found = FRAMES.index_blocks(body, BLOCK_ENTRIES) if FRAMES is not None else None
+        found = INDEX_BLOCKS(body, BLOCK_ENTRIES) if INDEX_BLOCKS is not None else None
         if found is not None:  # the same scan in C (a 500 MB file's index: ~1 ms instead of ~10)
             starts, first_pgnos, first_offsets, tail_start = found
             self._starts = array("Q", starts).tolist()
