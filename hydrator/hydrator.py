@@ -70,6 +70,10 @@ FOLLOW_LEVELS = (0, 1)
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 #: Suffix of the file a starting snapshot is decoded into before it replaces the database.
 SNAPSHOT_TMP_SUFFIX = "-hydrator.tmp"
+#: How often a hydration lists the replica again when a file it planned was removed before it was
+#: fetched (compaction removes level-0 files once a higher level covers them), before it reports
+#: the missing file.
+VANISHED_FILE_RELISTS = 3
 
 
 class _Stoppable:
@@ -157,6 +161,8 @@ class Hydrator:
         self.restarts = 0
         #: Why hydration last started over (empty if it never did).
         self.restart_reason = ""
+        #: Times the replica was listed again because a planned file was removed before its fetch.
+        self.relists = 0
         #: The last error of a follow poll that will be retried (store unavailable, ...).
         self.last_poll_error: BaseException | None = None
 
@@ -355,15 +361,24 @@ class Hydrator:
             raise HydrationStoppedError(str(self.path), "stopped")
 
     def _hydrate(self) -> None:
-        """Resume from the record or start afresh, then apply the plan (which catches up)."""
+        """Resume from the record or start afresh, then apply the plan (which catches up). A
+        planned file removed since the listing (compaction's retention) means listing again."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        levels = self.replica.list_levels(parallelism=self.parallelism)
-        plan = self._resume_plan(levels)
-        if plan is None:
-            plan = self._fresh_plan(levels)
-        self._hints.reset()
-        self._hints.observe((f for files in levels.values() for f in files), self._state.txid)
-        self._apply_plan(plan, mark_complete=True)
+        for attempt in range(VANISHED_FILE_RELISTS + 1):
+            levels = self.replica.list_levels(parallelism=self.parallelism)
+            plan = self._resume_plan(levels)
+            if plan is None:
+                plan = self._fresh_plan(levels)
+            self._hints.reset()
+            self._hints.observe((f for files in levels.values() for f in files), self._state.txid)
+            try:
+                self._apply_plan(plan, mark_complete=True)
+                break
+            except ObjectNotFoundError as exc:
+                if attempt == VANISHED_FILE_RELISTS:
+                    raise
+                self.relists += 1
+                log.info("%s: %s: removed since the listing, listing again", self.path, exc)
         self._mark_complete()
         log.info("%s: hydrated to TXID %s", self.path, format_txid(self._state.txid))
 

@@ -175,6 +175,33 @@ def test_follow_uses_level1_when_level0_has_gap(builder: ReplicaBuilder, replica
     assert path.read_bytes() == builder.images[builder.txid]
 
 
+def test_planned_files_removed_by_compaction_before_their_fetch_mean_listing_again(
+        builder: ReplicaBuilder, replica: Replica, tmp_path: Path) -> None:
+    """Compaction may remove level-0 files between a hydration's listing and its fetches (a short
+    retention): the hydration lists again and finishes from the level that now covers them."""
+    builder.run(builder.steps(10))
+    h = Hydrator(replica, tmp_path / "h.db")
+    listed = h.replica.list_levels
+    calls = 0
+
+    def list_then_compact(*args: object, **kwargs: object) -> dict[int, list[LTXFileInfo]]:
+        nonlocal calls
+        calls += 1
+        levels = listed(*args, **kwargs)  # type: ignore[arg-type]
+        if calls == 1:  # after the first listing: level 1 takes over, level 0 goes
+            assert builder.compact(1) is not None
+            assert builder.delete_level(0)
+        return levels
+
+    h.replica.list_levels = list_then_compact  # type: ignore[method-assign]
+    try:
+        h.run()
+    finally:
+        h.close()
+    assert calls == 2 and h.relists == 1
+    assert (tmp_path / "h.db").read_bytes() == builder.images[builder.txid]
+
+
 def test_start_over_when_history_replaced(replica: Replica, tmp_path: Path) -> None:
     first = ReplicaBuilder(replica, tmp_path, seed=1)
     first.run(first.steps(10))
