@@ -125,6 +125,13 @@ def ship_updates(db: Path, replica: Replica, rows: int, rng: random.Random, firs
     return first + count - 1
 
 
+def _ltxctl(cmd: list[str], env: dict[str, str]) -> None:
+    """Run one ltxctl step of the build; a failure names the step and quotes its error line."""
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:4])} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+
+
 def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run `cmd`; return (wall seconds, peak RSS in MB) of that process alone."""
     start = time.perf_counter()
@@ -165,17 +172,15 @@ def figures(url: str, env: dict[str, str], db_mb: int, workdir: Path, rounds: in
     t0 = time.perf_counter()
     rows = make_database(src, db_mb, rng)
     ltxctl = [sys.executable, "-m", "ltx.cli"]
-    subprocess.run([*ltxctl, "import", str(src), url], env=env, check=True, capture_output=True, cwd=ROOT)
+    _ltxctl([*ltxctl, "import", str(src), url], env)
     replica = Replica.open(url)
     # A replica as a running writer and compactor leave it: a snapshot (L9, from `compact
     # --all`), an L1 file of later increments, a tail of L0 files. Both tools read the same plan.
     half = (INCREMENTS - TAIL_INCREMENTS) // 2
     done = ship_updates(src, replica, rows, rng, 2, half)
-    subprocess.run([*ltxctl, "compact", url, "--all", "--no-retention"], env=env, check=True,
-                   capture_output=True, cwd=ROOT)
+    _ltxctl([*ltxctl, "compact", url, "--all", "--no-retention"], env)
     done = ship_updates(src, replica, rows, rng, done + 1, INCREMENTS - TAIL_INCREMENTS - half)
-    subprocess.run([*ltxctl, "compact", url, "--level", "1", "--no-retention"], env=env, check=True,
-                   capture_output=True, cwd=ROOT)
+    _ltxctl([*ltxctl, "compact", url, "--level", "1", "--no-retention"], env)
     last_txid = ship_updates(src, replica, rows, rng, done + 1, TAIL_INCREMENTS)
     build_s = time.perf_counter() - t0
     plan = restore_plan(replica.list_levels(), url=url)
@@ -220,7 +225,8 @@ def figures(url: str, env: dict[str, str], db_mb: int, workdir: Path, rounds: in
 def _s3() -> Iterator[tuple[str, dict[str, str]]]:
     from tests.s3server import S3Server  # type: ignore[import-not-found]
 
-    with tempfile.TemporaryDirectory() as tmp, S3Server(Path(tmp)) as server:
+    # 2000 volumes of 32 MB: a 5 GB database's snapshot, its compacted copy and the increments.
+    with tempfile.TemporaryDirectory() as tmp, S3Server(Path(tmp), volume_max=2000) as server:
         yield server.url("bench-restore"), server.env()
 
 
