@@ -57,8 +57,14 @@ ALL_LEVELS = tuple(range(SNAPSHOT_LEVEL + 1))
 #: Suffix fetched to find a large file's index: its size divided by this (an index entry is ~9
 #: bytes per 4 KiB page compressing to ~2 KiB), so one GET usually suffices.
 INDEX_GUESS_DIVISOR = 200
+#: Beyond this guess (an index this long takes longer to transfer than a round trip), the file's
+#: size divided by LARGE_INDEX_GUESS_DIVISOR instead: the index of pages that do not compress
+#: (~10 bytes per ~4.1 KB frame), fetched in one GET without doubling the bytes; a file of pages
+#: that do compress has a longer index, and the rest costs a second, exact GET.
+LARGE_INDEX_GUESS = 4 * 1024 * 1024
+LARGE_INDEX_GUESS_DIVISOR = 400
 #: The most fetched on a guess; a longer index costs a second, exact GET.
-MAX_INDEX_FETCH_SIZE = 4 * 1024 * 1024
+MAX_INDEX_FETCH_SIZE = 64 * 1024 * 1024
 #: Bytes fetched from the start of a large file instead of its bare header: enough for page 1
 #: at any page size (header + frame prefix + LZ4 bound of 64 KiB), and several low pages at 4 KiB.
 HEAD_FETCH_SIZE = HEADER_SIZE + FRAME_PREFIX_SIZE + lz4_bound(MAX_PAGE_SIZE)
@@ -86,7 +92,8 @@ def index_fetch_size(file_size: int, sums_size: int = 0) -> int:
     pages = pages_of_sums_size(sums_size) if sums_size else None
     if pages is not None:
         return min(file_size, pages * MAX_INDEX_ENTRY_BYTES + INDEX_TAIL_BYTES)
-    return max(DEFAULT_INDEX_FETCH_SIZE, min(file_size // INDEX_GUESS_DIVISOR, MAX_INDEX_FETCH_SIZE))
+    guess = min(file_size // INDEX_GUESS_DIVISOR, max(LARGE_INDEX_GUESS, file_size // LARGE_INDEX_GUESS_DIVISOR))
+    return max(DEFAULT_INDEX_FETCH_SIZE, min(guess, MAX_INDEX_FETCH_SIZE))
 
 
 @dataclass
