@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -44,7 +44,15 @@ from ltx.store.base import InvalidURLError, ObjectNotFoundError, StoreError
 from ltx.trailer import TRAILER_SIZE, Trailer
 from vfs.errors import PageCorruptError, ReplicaOpenError
 from vfs.firstlook import LEVEL0_HEAD_FILES, FirstLook
-from vfs.hint import HintOutcome, fetch_hint, hint_from_answer, hint_pages, hint_probe, older_hint_pages
+from vfs.hint import (
+    HintOutcome,
+    fetch_hint,
+    hint_from_answer,
+    hint_pages,
+    hint_probe,
+    may_apply,
+    older_hint_pages,
+)
 from vfs.lazyindex import LAZY_INDEX_BYTES, decode_tail_lazy
 from vfs.pagemap import FrameIndex, PageMap, SourceFile, build_page_map
 from vfs.parallel import run_all
@@ -238,19 +246,18 @@ class ReplicaReader:
             log.warning("%s: ignoring a damaged page checksum file: %s", self.url, exc)
             return None
 
-    def read_head(self, info: LTXFileInfo) -> bytes:
+    def read_head(self, info: LTXFileInfo, length: int = HEAD_FETCH_SIZE) -> bytes:
         """The first bytes of a file: its header and the frames after it (one GET)."""
-        length = min(HEAD_FETCH_SIZE, info.size)
-        return self.store.get_range(info.key, 0, length)
+        return self.store.get_range(info.key, 0, min(length, info.size))
 
     def load_files(self, infos: Sequence[LTXFileInfo], heads: bool = True) -> list[SourceFile]:
         """`load_files_probing` without a probe."""
         return self.load_files_probing(infos, heads)[0]
 
     def load_files_probing(self, infos: Sequence[LTXFileInfo], heads: bool = True,
-                           probe: LTXFileInfo | None = None,
-                           sparse: bool = False,
-                           meanwhile: Callable[[], object] | None = None) -> tuple[list[SourceFile], Header | None]:
+                           probe: LTXFileInfo | None = None, sparse: bool = False,
+                           meanwhile: Callable[[], object] | None = None,
+                           bare: Container[int] = ()) -> tuple[list[SourceFile], Header | None]:
         """Fetch the indexes of `infos` in parallel and return them as source files, and the header
         of `probe` (a file not in `infos`, fetched in the same round trip) when one is asked for.
 
@@ -264,7 +271,10 @@ class ReplicaReader:
         not asked for its page index nor its whole sidecar: the sidecar's spans come instead (a
         small GET), and its pages are read by span (vfs/sparseindex.py). Spans that are damaged,
         stale or disagree with the file's header are ignored with a warning, and that file's
-        index is then fetched (one more round trip) and read as a Litestream file's is."""
+        index is then fetched (one more round trip) and read as a Litestream file's is.
+
+        `bare`: positions in `infos` whose head is the bare header (the hint holds the pages
+        their first frames would bring)."""
         prefix_len = _spans_prefix_length(infos[0]) if sparse and infos and heads else 0
         calls: list[Callable[[], object]] = [self._index_call(i) for i in infos]
         if prefix_len:
@@ -275,7 +285,7 @@ class ReplicaReader:
                 big = index_fetch_size(infos[i].size, infos[i].sums_size) < infos[i].size
                 if big and (heads or i == len(infos) - 1):
                     head_of.append(i)
-                    calls.append(self._head_call(infos[i]))
+                    calls.append(self._head_call(infos[i], HEADER_SIZE if i in bare else HEAD_FETCH_SIZE))
         sums_of = [i for i, info in enumerate(infos)
                    if info.sums_key is not None and index_fetch_size(info.size, info.sums_size) < info.size
                    and not (i == 0 and prefix_len)]
@@ -376,8 +386,8 @@ class ReplicaReader:
     def _spans_call(self, info: LTXFileInfo, length: int) -> Callable[[], SpanPrefix | None]:
         return lambda: self.read_spans(info, length)
 
-    def _head_call(self, info: LTXFileInfo) -> Callable[[], bytes]:
-        return lambda: self.read_head(info)
+    def _head_call(self, info: LTXFileInfo, length: int) -> Callable[[], bytes]:
+        return lambda: self.read_head(info, length)
 
     def _sums_call(self, info: LTXFileInfo) -> Callable[[], PageSums | None]:
         return lambda: self.read_sums(info)
@@ -488,6 +498,18 @@ def head_pages(pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, b
     return out
 
 
+def bare_heads(hint: Hint | None, plan: Sequence[LTXFileInfo]) -> set[int]:
+    """Plan positions whose head GET needs only the header: with a hint, the first file's low
+    pages (page 1, schema, roots) are the hint's or a later file's; the newest file's only when
+    the hint may be of exactly its state."""
+    if hint is None or not plan:
+        return set()
+    bare = {0} if len(plan) > 1 else set()
+    if may_apply(hint, plan[-1].max_txid):
+        bare.add(len(plan) - 1)
+    return bare
+
+
 def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
     """Per level, the min TXID of its newest file (where the next listing of that level starts)."""
     return {lvl: files[-1].min_txid for lvl, files in levels.items() if files}
@@ -530,7 +552,8 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
         plan = restore_plan(levels, txid=txid, timestamp=timestamp, url=reader.url)
     probe = hint_probe(hint, plan, levels)
     refetches = reader.index_refetches
-    files, probed = reader.load_files_probing(plan, probe=probe, sparse=True, meanwhile=meanwhile)
+    files, probed = reader.load_files_probing(plan, probe=probe, sparse=True, meanwhile=meanwhile,
+                                              bare=bare_heads(hint, plan))
     rounds += reader.index_refetches - refetches
     if waited is not None:
         waited.round_trips += rounds

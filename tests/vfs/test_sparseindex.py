@@ -93,7 +93,9 @@ def test_open_and_point_query_fetch_the_spans_not_the_index(s3_server: S3Server,
     snap_ranges = ranges_of(log, snap.key)
     assert all(r is not None and not r.startswith("bytes=-") for r in snap_ranges), snap_ranges  # no index tail
     fetched = [int(b) - int(a) + 1 for a, b in (r[len("bytes="):].split("-") for r in snap_ranges if r)]
-    # The head, then the leaf by whole spans: far less than the index and sidecar took before.
+    # The bare header (the hint holds page 1 and the roots), then the leaf by whole spans: far
+    # less than the index and sidecar took before.
+    assert snap_ranges[0] == "bytes=0-99", snap_ranges
     index_bytes = index_fetch_size(snap.size, sums_size)
     assert sum(fetched[1:]) < index_bytes, (fetched, index_bytes)
 
@@ -156,10 +158,12 @@ def test_a_span_that_does_not_match_its_frames_is_refused(tmp_path: Path) -> Non
 
 def test_a_first_span_that_does_not_match_the_head_falls_back(tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    """The first span is checked against the head fetched beside the spans: a mismatch there
-    means the spans are not this file's; the whole index and sidecar are read instead."""
+    """Without a hint, the first span is checked against the head fetched beside the spans (with
+    one, the head is the bare header: the hint holds its pages): a mismatch there means the spans
+    are not this file's; the whole index and sidecar are read instead."""
     url = f"file://{tmp_path / 'replica'}"
     replica, source, snap = imported(tmp_path, url)
+    replica.store.delete(HINT_KEY)
     rewrite_spans(replica, snap, 0)
     with caplog.at_level(logging.WARNING, logger="vfs.view"):
         f = open_file(OpenOptions(path=str(tmp_path / "x.db"), replica_url=url, poll=0))
