@@ -123,8 +123,10 @@ def check_file(store: ObjectStore, info: LTXFileInfo) -> tuple[Header | None, li
         return None, [*problems, f"cannot read: {exc.reason}"]
     hdr = dec.header
     assert dec.trailer is not None
-    if sums is not None and not sums.describes(info.min_txid, info.max_txid, dec.trailer.file_checksum,
-                                               dec.page_count or 0):
+    spans_stale = sums is not None and sums.spans is not None and (sums.file_size, sums.timestamp) != (
+        dec.n, dec.header.timestamp)
+    if sums is not None and (spans_stale or not sums.describes(info.min_txid, info.max_txid,
+                                                               dec.trailer.file_checksum, dec.page_count or 0)):
         problems.append(f"page checksum file {info.sums_key} describes another file (stale: readers ignore it)")
     elif mismatched:
         problems.append(f"{len(mismatched)} pages differ from page checksum file {info.sums_key} "

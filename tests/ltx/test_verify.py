@@ -168,13 +168,17 @@ def _sidecar_damage(how: str) -> Callable[[Replica, LTXFileInfo, PageSums], byte
         if how == "page":
             sums.sums[len(sums) // 2] ^= 0x01
             return sums.encode()
+        if how == "stale-spans":  # spans of another file: what a reader of the spans checks
+            sums.timestamp += 1
+            return sums.encode()
         sums.file_checksum ^= 0x01
         return sums.encode()
     return damage
 
 
 @pytest.mark.parametrize("how, says", [("flipped", "page checksum file"), ("page", "pages differ from page checksum"),
-                                       ("stale", "describes another file")])
+                                       ("stale", "describes another file"),
+                                       ("stale-spans", "describes another file")])
 def test_a_wrong_sidecar_is_reported(history: History, file_url: str, how: str, says: str) -> None:
     replica = build(history, file_url)
     assert verify(replica) == []
