@@ -48,8 +48,10 @@ SUMS_VERSION = 1
 SUMS_VERSION_SPANS = 2
 #: Index entries per span, at least (larger files double it: see `span_stride`).
 MIN_SPAN_STRIDE = 16
-#: Spans a sidecar holds at most (about 384 KiB of prefix): a larger file doubles its stride.
-MAX_SPANS = 32 * 1024
+#: A file of more than SPAN_RATIO * stride**2 pages doubles its stride: the spans' prefix and the
+#: span a page comes with grow alike, as the square root of the page count (a cold point query
+#: fetches the prefix and a few spans: 16 frames per span up to 524,288 pages, 32 up to 2 M).
+SPAN_RATIO = 2048
 #: Files up to this size are read whole (and checked by their file checksum): no sidecar.
 SUMS_MIN_FILE_SIZE = DEFAULT_INDEX_FETCH_SIZE
 
@@ -85,12 +87,17 @@ def pages_of_sums_size(size: int) -> int | None:
 
 
 def span_stride(pages: int) -> int:
-    """Index entries per span for a file of `pages` pages: MIN_SPAN_STRIDE, doubled until the
-    spans number at most MAX_SPANS."""
+    """Index entries per span for a file of `pages` pages: MIN_SPAN_STRIDE, doubled while the
+    file has more than SPAN_RATIO * stride**2 pages."""
     stride = MIN_SPAN_STRIDE
-    while -(-pages // stride) > MAX_SPANS:
+    while pages > _band_end(stride):
         stride *= 2
     return stride
+
+
+def _band_end(stride: int) -> int:
+    """The most pages a file read in spans of `stride` has."""
+    return SPAN_RATIO * stride * stride
 
 
 def _v2_size(pages: int) -> int:
@@ -106,7 +113,7 @@ def prefix_size(pages: int) -> int:
 def sums_layout(size: int) -> tuple[int, int] | None:
     """(page count, prefix length) of a sidecar of `size` bytes: for version 2 the prefix is the
     header, the spans and their CRC; for version 1 it is 0 (no spans). None when no sidecar of
-    either version is that long. Past MIN_SPAN_STRIDE * MAX_SPANS pages two page counts (of
+    either version is that long. Past SPAN_RATIO * MIN_SPAN_STRIDE**2 pages two page counts (of
     different strides) can give one version-2 size: both values are then the larger candidate's,
     upper bounds that a GET sized by them covers (the prefix's header tells the true count)."""
     if size % 4 == 0:
@@ -119,7 +126,7 @@ def sums_layout(size: int) -> tuple[int, int] | None:
     lo = 0
     while lo <= hi:  # within one stride the size grows with the page count: search each band
         stride = span_stride(lo)
-        band_end = min(hi, stride * MAX_SPANS)
+        band_end = min(hi, _band_end(stride))
         a, b = lo, band_end
         while a < b:
             mid = (a + b) // 2

@@ -17,8 +17,8 @@ from ltx.encoder import Encoder
 from ltx.header import Header
 from ltx.importer import import_database
 from ltx.pagesums import (
-    MAX_SPANS,
     MIN_SPAN_STRIDE,
+    SPAN_RATIO,
     SUMS_MIN_FILE_SIZE,
     PageChecksumError,
     PageSums,
@@ -176,10 +176,11 @@ def test_version_2_round_trip_and_prefix() -> None:
 @given(pages=st.integers(1, 3_000_000))
 def test_a_listed_size_bounds_the_page_count_and_prefix(pages: int) -> None:
     """A reader sizes its GETs from the listed sidecar size: never below the true values (and
-    exact below MIN_SPAN_STRIDE * MAX_SPANS pages but for the rare sizes two counts share)."""
+    exact but for the rare sizes two counts of different strides share)."""
     stride = span_stride(pages)
     size = prefix_size(pages) + 4 * pages + 4
-    assert size % 4 == 2 and -(-pages // stride) <= MAX_SPANS
+    assert size % 4 == 2 and pages <= SPAN_RATIO * stride * stride
+    assert stride == MIN_SPAN_STRIDE or pages > SPAN_RATIO * stride * stride // 4
     found = sums_layout(size)
     assert found is not None and found[0] >= pages and found[1] >= prefix_size(pages)
     assert sums_layout(44 + 4 * pages) == (pages, 0), "version 1"
