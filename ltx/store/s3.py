@@ -16,7 +16,6 @@ into `stats.retries` and end in StoreUnavailableError.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 import time
@@ -446,6 +445,7 @@ class S3Store(ObjectStore):
         match, so a writer killed halfway through sending one leaves no object. (SeaweedFS stores
         a body cut short as a short object unless a checksum such as Content-MD5 says otherwise.)"""
         import base64  # writers only
+        import hashlib
 
         signed = {"x-amz-content-sha256": hashlib.sha256(body).hexdigest()}
         signed.update({"x-amz-meta-" + name: value for name, value in metadata.items()})

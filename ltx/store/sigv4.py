@@ -12,19 +12,35 @@ x-amz-meta-*). Checked against botocore's S3SigV4Auth and AWS's published exampl
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+try:  # CPython's own SHA-256: hashlib's loads OpenSSL (~2-3 ms before a process's first request)
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - builds without it (3.12+ names it _sha2)
+    from hashlib import sha256
+
 ALGORITHM = "AWS4-HMAC-SHA256"
+#: HMAC (RFC 2104) over SHA-256: block size and the key pads.
+_HMAC_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 SERVICE = "s3"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 #: Characters left as they are in a URI path (RFC 3986 unreserved, and '/').
 _PATH_SAFE = "-_.~/"
 _QUERY_SAFE = "-_.~"
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104), as hmac.new(key, message, hashlib.sha256).digest() computes it."""
+    if len(key) > _HMAC_BLOCK:
+        key = sha256(key).digest()
+    key = key.ljust(_HMAC_BLOCK, b"\0")
+    inner = sha256(key.translate(_IPAD) + message).digest()
+    return sha256(key.translate(_OPAD) + inner).digest()
 
 
 @dataclass(frozen=True)
@@ -66,9 +82,9 @@ class Signer:
     def _signing_key(self, day: str, secret: str) -> bytes:
         cached_day, cached_secret, key = self._cached
         if day != cached_day or secret != cached_secret:
-            key = hmac.new(b"AWS4" + secret.encode(), day.encode(), hashlib.sha256).digest()
+            key = hmac_sha256(b"AWS4" + secret.encode(), day.encode())
             for part in (self.region, SERVICE, "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+                key = hmac_sha256(key, part.encode())
             self._cached = (day, secret, key)
         return key
 
@@ -89,9 +105,8 @@ class Signer:
         canonical = "\n".join([method, path, query, *(f"{n}:{headers[n].strip()}" for n in names), "",
                                ";".join(names), headers["x-amz-content-sha256"]])
         scope = f"{day}/{self.region}/{SERVICE}/aws4_request"
-        to_sign = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        signature = hmac.new(self._signing_key(day, credentials.secret_key), to_sign.encode(),
-                             hashlib.sha256).hexdigest()
+        to_sign = "\n".join([ALGORITHM, stamp, scope, sha256(canonical.encode()).hexdigest()])
+        signature = hmac_sha256(self._signing_key(day, credentials.secret_key), to_sign.encode()).hex()
         headers["authorization"] = (f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
                                     f"SignedHeaders={';'.join(names)}, Signature={signature}")
         return headers

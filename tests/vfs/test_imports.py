@@ -131,10 +131,12 @@ def test_s3_reader_loads_the_s3_path(s3_url: str, tmp_path: Path) -> None:
     assert "ltx.store.s3" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("numpy", "hydrator", "boto3", "botocore")}
     assert not {"vfs.writefile", "vfs.autocompact", "ltx.compaction"} & loaded
-    # A plain-HTTP endpoint: the store's own HTTP/1.1 connection, never http.client, email or ssl.
+    # A plain-HTTP endpoint: the store's own HTTP/1.1 connection, never http.client, email or ssl;
+    # requests are signed with CPython's own SHA-256, never hashlib's OpenSSL.
     everything = got["read"]
     assert isinstance(everything, list)
-    assert not {m for m in everything if m.split(".")[0] in ("ssl", "_ssl", "email") or m == "http.client"}
+    assert not {m for m in everything
+                if m.split(".")[0] in ("ssl", "_ssl", "email", "hashlib", "_hashlib") or m == "http.client"}
     # The open's first requests leave before the reader's modules load (they load while the
     # requests are in flight: vfs/firstlook.py).
     early = got["at_first_request"]

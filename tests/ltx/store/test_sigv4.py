@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import hmac
 import time
 from urllib.parse import quote
 
+import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -15,7 +17,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ltx.store.sigv4 import UNSIGNED_PAYLOAD, Credentials, Signer, canonical_query, encode_path
+from ltx.store.sigv4 import UNSIGNED_PAYLOAD, Credentials, Signer, canonical_query, encode_path, hmac_sha256
 
 #: The example identity and moment of AWS's "Examples: Signature Calculations in AWS Signature
 #: Version 4" (Amazon S3 API reference, header-based authentication).
@@ -113,3 +115,11 @@ def test_matches_botocore(method: str, bucket: str, key: str, query: dict[str, s
     assert request.headers["X-Amz-Content-SHA256"] == (signed["x-amz-content-sha256"] if put else UNSIGNED_PAYLOAD)
     assert ours["authorization"].replace(", ", ",") == request.headers["Authorization"].replace(", ", ",")
     assert quote("/" + key, safe="/~") == path  # the path sent is the canonical one
+
+
+@pytest.mark.parametrize("key_length", [0, 1, 32, 63, 64, 65, 200])
+def test_hmac_sha256_is_the_standard_hmac(key_length: int) -> None:
+    """The signer's HMAC (no hashlib, hence no OpenSSL loaded before a first request) is RFC 2104's."""
+    key = bytes(i % 256 for i in range(key_length))
+    for message in (b"", b"abc", bytes(1000)):
+        assert hmac_sha256(key, message) == hmac.new(key, message, hashlib.sha256).digest()
