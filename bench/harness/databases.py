@@ -16,6 +16,8 @@ from pathlib import Path
 
 import apsw
 
+from bench.harness.keys import t_key, w_key
+
 ENV_CACHE = "LTXVFS_BENCH_CACHE"
 #: Bumped whenever the generator changes, so a cached database of an older shape is not reused.
 GENERATOR_VERSION = 1
@@ -29,21 +31,13 @@ W_ROWS_PER_MB = 400
 W_TEXT_CHARS = 120
 BATCH_ROWS = 20_000
 
+__all__ = ["Database", "build", "cache_dir", "database", "t_key", "w_key"]
+
 
 def cache_dir() -> Path:
     path = Path(os.environ.get(ENV_CACHE) or Path(tempfile.gettempdir()) / "ltxvfs-bench-cache")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def t_key(i: int) -> str:
-    """The indexed text key of row `i` of `t` (unique, not in row order)."""
-    return f"k{(i * 2654435761) % (1 << 32):010d}-{i}"
-
-
-def w_key(i: int) -> str:
-    """The primary key of row `i` of `w`."""
-    return f"w{(i * 40503) % 65521:05d}-{i:08d}"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ STARTED = time.monotonic()
 
 import json  # noqa: E402
 import os  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -83,6 +82,8 @@ def open_s3vfs(config: dict[str, Any]) -> Any:
 
 
 def open_restored(config: dict[str, Any]) -> Any:
+    import subprocess
+
     import apsw
 
     out = os.path.join(config["workdir"], f"restored-{os.getpid()}.db")

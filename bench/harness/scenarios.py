@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import apsw
+from bench.harness.keys import t_key
 
-from bench.harness.databases import t_key
+if TYPE_CHECKING:
+    import apsw
 
 POINT = "point"
 RANGE = "range100"
@@ -32,12 +32,15 @@ POINT_QUERIES = 20
 Query = tuple[str, tuple[Any, ...]]
 
 
-@dataclass(frozen=True)
 class Workload:
-    """The statements one scenario runs, in order."""
+    """The statements one scenario runs, in order. (A plain class: a benchmark child loads no more
+    than its peer needs before the open is timed, and `dataclasses` costs ~10 ms to load.)"""
 
-    scenario: str
-    queries: tuple[Query, ...]
+    __slots__ = ("scenario", "queries")
+
+    def __init__(self, scenario: str, queries: tuple[Query, ...]) -> None:
+        self.scenario = scenario
+        self.queries = queries
 
 
 def workload(scenario: str, t_rows: int) -> Workload:
@@ -67,6 +70,8 @@ def run(conn: apsw.Connection, work: Workload) -> list[list[Any]]:
 
 def expected(reference: str, work: Workload, opener: Callable[[str], apsw.Connection] | None = None) -> list[list[Any]]:
     """The answers from the local reference database."""
+    import apsw
+
     conn = (opener or (lambda p: apsw.Connection(p, flags=apsw.SQLITE_OPEN_READONLY)))(reference)
     try:
         return run(conn, work)
