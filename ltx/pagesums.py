@@ -11,7 +11,8 @@ max TXID u64, LTX file checksum u64 (40 bytes); one u32 per page; then a u32 CRC
 
 Version 2 (what writers write now) puts a sparse index of the file's page index first, so a
 reader that needs a few pages of a large file fetches this short prefix instead of the whole page
-index and the whole sidecar. Header (62 bytes): magic, version, page size, page count, min TXID,
+index and the whole sidecar (see `span_stride`: up to FULL_SPANS_PAGES pages a span is one frame,
+and the spans are the whole index). Header (62 bytes): magic, version, page size, page count, min TXID,
 max TXID, LTX file checksum, LTX file size u64, LTX header timestamp i64, stride u32, 2 zero
 bytes (a reader tells a stale sidecar by the size and timestamp, before it has the trailer). Then one span per
 `stride` index entries (the last may hold fewer): first page number u32, byte length u32 of its
@@ -52,6 +53,9 @@ MIN_SPAN_STRIDE = 16
 #: span a page comes with grow alike, as the square root of the page count (a cold point query
 #: fetches the prefix and a few spans: 16 frames per span up to 524,288 pages, 32 up to 2 M).
 SPAN_RATIO = 2048
+#: Files of at most this many pages (a commit's or a compaction's, mostly) have a span per page:
+#: the spans are their whole index, so a reader needs nothing else to read them by range.
+FULL_SPANS_PAGES = 4096
 #: Files up to this size are read whole (and checked by their file checksum): no sidecar.
 SUMS_MIN_FILE_SIZE = DEFAULT_INDEX_FETCH_SIZE
 
@@ -87,8 +91,11 @@ def pages_of_sums_size(size: int) -> int | None:
 
 
 def span_stride(pages: int) -> int:
-    """Index entries per span for a file of `pages` pages: MIN_SPAN_STRIDE, doubled while the
-    file has more than SPAN_RATIO * stride**2 pages."""
+    """Index entries per span for a file of `pages` pages: 1 up to FULL_SPANS_PAGES (the spans
+    are then the whole index, with a check value per frame), else MIN_SPAN_STRIDE, doubled while
+    the file has more than SPAN_RATIO * stride**2 pages."""
+    if pages <= FULL_SPANS_PAGES:
+        return 1
     stride = MIN_SPAN_STRIDE
     while pages > _band_end(stride):
         stride *= 2
@@ -97,7 +104,7 @@ def span_stride(pages: int) -> int:
 
 def _band_end(stride: int) -> int:
     """The most pages a file read in spans of `stride` has."""
-    return SPAN_RATIO * stride * stride
+    return FULL_SPANS_PAGES if stride == 1 else SPAN_RATIO * stride * stride
 
 
 def _v2_size(pages: int) -> int:

@@ -1,6 +1,8 @@
-"""A snapshot's page index known only by its spans (the sparse index its sidecar starts with,
-ltx/pagesums.py): the page at each position is known (a snapshot holds every page 1..commit but
-the lock page), its frame only to within its span. A read fetches whole spans, checks each against
+"""A file's page index known by its spans (the sparse index its sidecar starts with,
+ltx/pagesums.py). With a span per frame (small files) the spans are the whole index, each frame
+with its own check value. With longer spans only a snapshot is read so: the page at each position
+is known (a snapshot holds every page 1..commit but the lock page), its frame only to within its
+span. A read fetches whole spans, checks each against
 its check value, and walks the frames (each names its page and its size) to the ones it wants: the
 index segment a page needs comes with the page, in the same GET.
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
 
@@ -72,24 +75,34 @@ class _Estimate:
 
 
 class SparseIndex:
-    """The index of a snapshot of `count` pages, by spans (FrameIndex, with estimated frames)."""
+    """The index of a file of `count` pages, by spans (FrameIndex; with spans longer than a frame,
+    a snapshot's, with estimated frames)."""
 
     def __init__(self, spans: FrameSpans, count: int, lock_pgno: int, file_size: int, name: str) -> None:
-        """Check the spans against the file: page numbers where a snapshot has them, frames
-        between the header and the smallest possible index."""
+        """Check the spans against the file: page numbers ascending (and, with longer spans,
+        where a snapshot has them), frames between the header and the smallest possible index."""
         self.name = name
         self.count = count
         self.stride = spans.stride
         self.lengths = spans.lengths
         self.checks = spans.checks
         self._lock = lock_pgno
-        self.pgnos = _Pgnos(count, lock_pgno)
-        self.offsets = _Estimate(self, 0)
-        self.sizes = _Estimate(self, 1)
+        self.pgnos: _Pgnos | array[int] = _Pgnos(count, lock_pgno) if spans.stride > 1 else spans.first_pgnos
+        self.offsets: _Estimate | array[int]
+        self.sizes: _Estimate | array[int]
         #: Where each span starts (and, last, where the frames end).
         self.starts = array("Q", accumulate(spans.lengths, initial=HEADER_SIZE))
+        if spans.stride == 1:
+            self.offsets, self.sizes = self.starts[:-1], spans.lengths
+        else:
+            self.offsets, self.sizes = _Estimate(self, 0), _Estimate(self, 1)
         if len(spans) != -(-count // spans.stride):
             raise LTXIndexError(name, 0, f"{len(spans)} spans for {count} pages of stride {spans.stride}")
+        prev = 0
+        for pgno in spans.first_pgnos:
+            if not prev < pgno != lock_pgno:
+                raise LTXIndexError(name, 0, f"span of page {pgno} out of order after page {prev} (or the lock page)")
+            prev = pgno
         for k in range(len(spans)):
             if spans.first_pgnos[k] != self.pgnos[k * self.stride]:
                 raise LTXIndexError(name, 0, f"span {k} starts at page {spans.first_pgnos[k]}, a snapshot's "
@@ -114,6 +127,9 @@ class SparseIndex:
 
     def position(self, pgno: int) -> int | None:
         """The position of `pgno`, or None."""
+        if self.stride == 1:
+            pos = bisect_left(self.pgnos, pgno)
+            return pos if pos < self.count and self.pgnos[pos] == pgno else None
         if pgno < 1:
             return None
         lock = self._lock

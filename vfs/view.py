@@ -24,7 +24,7 @@ from typing import cast
 
 from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
-from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header
+from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header, lock_pgno
 from ltx.hint import Hint
 from ltx.index import INDEX_SIZE_FIELD
 from ltx.pagesums import (
@@ -35,6 +35,7 @@ from ltx.pagesums import (
     SpanPrefix,
     pages_of_sums_size,
     prefix_size,
+    span_stride,
     sums_layout,
 )
 from ltx.plan import SNAPSHOT_LEVEL, LTXFileInfo, RestorePlanError, restore_plan
@@ -267,18 +268,23 @@ class ReplicaReader:
         frames: page 1 and the low pages where schemas and table roots live. The bytes of small
         files and heads are kept on the source files (`head`) for `head_pages`.
 
-        With `sparse`, a large first file that is a snapshot with a version-2 sidecar (ours) is
-        not asked for its page index nor its whole sidecar: the sidecar's spans come instead (a
-        small GET), and its pages are read by span (vfs/sparseindex.py). Spans that are damaged,
-        stale or disagree with the file's header are ignored with a warning, and that file's
-        index is then fetched (one more round trip) and read as a Litestream file's is.
+        With `sparse`, files with a version-2 sidecar (ours) are not asked for their page index
+        nor their whole sidecar (nor, when small, their bytes): the sidecar's spans come instead
+        (a small GET), and their pages are read by span (vfs/sparseindex.py). That is a large
+        first file (the snapshot), and every other one but the newest whose spans are its whole
+        index (a span per frame: up to FULL_SPANS_PAGES pages). Spans that are damaged, stale or
+        disagree with the file are ignored with a warning, and those files' indexes and sidecars
+        are then fetched (one more round trip) and read as before.
 
         `bare`: positions in `infos` whose head is the bare header (the hint holds the pages
         their first frames would bring)."""
-        prefix_len = _spans_prefix_length(infos[0]) if sparse and infos and heads else 0
-        calls: list[Callable[[], object]] = [self._index_call(i) for i in infos]
-        if prefix_len:
-            calls[0] = self._spans_call(infos[0], prefix_len)
+        span_of: dict[int, int] = {}
+        if sparse and heads:
+            for i, info in enumerate(infos):
+                if length := _spans_prefix_length(info, i, len(infos)):
+                    span_of[i] = length
+        calls: list[Callable[[], object]] = [self._spans_call(info, span_of[i]) if i in span_of
+                                             else self._index_call(info) for i, info in enumerate(infos)]
         head_of: list[int] = []
         if infos:
             for i in sorted({0, len(infos) - 1}):
@@ -288,7 +294,7 @@ class ReplicaReader:
                     calls.append(self._head_call(infos[i], HEADER_SIZE if i in bare else HEAD_FETCH_SIZE))
         sums_of = [i for i, info in enumerate(infos)
                    if info.sums_key is not None and index_fetch_size(info.size, info.sums_size) < info.size
-                   and not (i == 0 and prefix_len)]
+                   and i not in span_of]
         calls.extend(self._sums_call(infos[i]) for i in sums_of)
         if probe is not None:
             calls.append(self._probe_call(probe))
@@ -297,10 +303,10 @@ class ReplicaReader:
         except LTXError as exc:
             raise PageCorruptError(self.url, exc.name, exc.reason) from exc
         probed = cast(Header | None, results.pop()) if probe is not None else None
-        spans: SpanPrefix | None = None
-        if prefix_len:
-            spans = cast(SpanPrefix | None, results[0])
-            results[0] = (_PENDING, None, None, Trailer(0, 0))
+        spans: dict[int, SpanPrefix | None] = {}
+        for i in span_of:
+            spans[i] = cast(SpanPrefix | None, results[i])
+            results[i] = (_PENDING, None, None, Trailer(0, 0))
         files: list[SourceFile] = []
         trailers: list[Trailer] = []
         for info, result in zip(infos, results, strict=False):
@@ -329,55 +335,82 @@ class ReplicaReader:
                 raise PageCorruptError(self.url, f.key, exc.reason) from exc
             f.header = header
             f.head = head
-        if prefix_len:
-            self._adopt_spans(files[0], spans)
+        if spans:
+            self._adopt_spans(files, spans)
         for f in files:
             _check_file(self.url, f)
         return files, probed
 
-    def _adopt_spans(self, f: SourceFile, spans: SpanPrefix | None) -> None:
-        """Give the first file its sparse index, or (spans missing, damaged, stale or at odds
-        with the header) its whole page index, fetched now."""
-        header = f.header
-        assert header is not None
-        if spans is not None:
-            info = f.info
-            try:
-                if not spans.describes(info.min_txid, info.max_txid, info.size, header.timestamp):
-                    raise PageSumsError(info.sums_key or "", 0, "describes another file (stale)")
-                if spans.page_size != header.page_size:
-                    raise PageSumsError(info.sums_key or "", 8, f"page size {spans.page_size}, the file's "
-                                                                f"is {header.page_size}")
-                index = SparseIndex(spans.spans, spans.pages, header.lock_pgno, info.size, info.key)
-                check_sparse_header(index, header.commit, header.lock_pgno, info.key)
-                if f.head is not None:
-                    index.check_head(f.head)
-            except LTXError as exc:
-                self.sums_ignored += 1
-                log.warning("%s: ignoring the spans of page checksum file %s: %s", self.url, info.sums_key, exc)
+    def _adopt_spans(self, files: list[SourceFile], spans: dict[int, SpanPrefix | None]) -> None:
+        """Give the files at the positions of `spans` their sparse index, or (spans missing,
+        damaged, stale or at odds with the file) their whole page index and sidecar, fetched in
+        one more round trip."""
+        newest = files[-1].header
+        refetch: list[SourceFile] = []
+        for i, found in spans.items():
+            f = files[i]
+            index = self._spans_index(f, found, newest)
+            if index is None:
+                refetch.append(f)
             else:
                 f.index = index
-                return
-        self.index_refetches += 1
-        self._adopt_whole(f)
+        if refetch:
+            self.index_refetches += 1
+            self._adopt_whole(refetch)
 
-    def _adopt_whole(self, f: SourceFile) -> None:
-        """The first file's whole page index and sidecar, in one round trip, as a file without
-        spans gets them at open: the sidecar's per-page checksums are used when it describes the
-        file (so a file damaged where its spans were checked still fails the damaged page)."""
-        info = f.info
-        calls: list[Callable[[], object]] = [self._index_call(info)]
-        if info.sums_key is not None:
-            calls.append(self._sums_call(info))
+    def _spans_index(self, f: SourceFile, spans: SpanPrefix | None, newest: Header | None) -> SparseIndex | None:
+        """`f`'s index from its spans, or None (with a warning) when they cannot be used."""
+        if spans is None:
+            return None
+        info, header = f.info, f.header
         try:
-            results = run_all(calls)
+            timestamp = header.timestamp if header is not None else spans.timestamp
+            if not spans.describes(info.min_txid, info.max_txid, info.size, timestamp):
+                raise PageSumsError(info.sums_key or "", 0, "describes another file (stale)")
+            page_size = header.page_size if header is not None else (
+                newest.page_size if newest is not None else spans.page_size)
+            if spans.page_size != page_size:
+                raise PageSumsError(info.sums_key or "", 8, f"page size {spans.page_size}, the file's is {page_size}")
+            if spans.spans.stride > 1 and (header is None or not header.is_snapshot):
+                raise PageSumsError(info.sums_key or "", 56, "spans of several frames in a file that is not a "
+                                                             "snapshot")
+            index = SparseIndex(spans.spans, spans.pages, lock_pgno(page_size), info.size, info.key)
+            if header is not None and header.is_snapshot:
+                check_sparse_header(index, header.commit, header.lock_pgno, info.key)
+            if f.head is not None:
+                index.check_head(f.head)
+        except LTXError as exc:
+            self.sums_ignored += 1
+            log.warning("%s: ignoring the spans of page checksum file %s: %s", self.url, info.sums_key, exc)
+            return None
+        return index
+
+    def _adopt_whole(self, files: Sequence[SourceFile]) -> None:
+        """The whole page index and sidecar of each of `files`, in one round trip, as a file
+        without spans gets them at open: a sidecar's per-page checksums are used when it
+        describes the file (so a file damaged where its spans were checked still fails the
+        damaged page)."""
+        calls: list[Callable[[], object]] = []
+        for f in files:
+            calls.append(self._index_call(f.info))
+            if f.info.sums_key is not None:
+                calls.append(self._sums_call(f.info))
+        try:
+            results = iter(run_all(calls))
         except LTXError as exc:
             raise PageCorruptError(self.url, exc.name, exc.reason) from exc
-        index, _, _, trailer = cast(tuple[FrameIndex, Header | None, bytes | None, Trailer], results[0])
-        f.index = index
-        sums = cast(PageSums | None, results[1]) if len(results) > 1 else None
-        if sums is not None and sums.describes(info.min_txid, info.max_txid, trailer.file_checksum, len(index)):
-            f.sums = sums
+        for f in files:
+            info = f.info
+            index, header, whole, trailer = cast(tuple[FrameIndex, Header | None, bytes | None, Trailer],
+                                                 next(results))
+            f.index = index
+            if f.header is None and header is not None:
+                f.header = header
+            if whole is not None:
+                f.head = whole
+            sums = cast(PageSums | None, next(results)) if info.sums_key is not None else None
+            if sums is not None and sums.describes(info.min_txid, info.max_txid, trailer.file_checksum, len(index)):
+                f.sums = sums
 
     def _index_call(self, info: LTXFileInfo) -> Callable[[], tuple[FrameIndex, Header | None, bytes | None,
                                                                    Trailer]]:
@@ -417,13 +450,19 @@ class _Pending:
 _PENDING = _Pending()
 
 
-def _spans_prefix_length(info: LTXFileInfo) -> int:
-    """Bytes to fetch of the first file's sidecar for its spans, or 0 when it is not read by span:
-    not a snapshot, small enough to be fetched whole, or its sidecar is version 1 (or none)."""
-    if info.min_txid != 1 or not info.sums_size or index_fetch_size(info.size, info.sums_size) >= info.size:
+def _spans_prefix_length(info: LTXFileInfo, pos: int, count: int) -> int:
+    """Bytes to fetch of the sidecar of the `pos`-th of `count` planned files for its spans, or 0
+    when it is not read by span: no version-2 sidecar; first, a snapshot too small for its index
+    not to be fetched whole; later, the newest file (its header is needed) or spans longer than a
+    frame (only a snapshot's pages are known between span starts)."""
+    layout = sums_layout(info.sums_size) if info.sums_size else None
+    if layout is None or not layout[1]:
         return 0
-    layout = sums_layout(info.sums_size)
-    return layout[1] if layout is not None else 0
+    pages, prefix = layout
+    if pos == 0:
+        big = index_fetch_size(info.size, info.sums_size) < info.size
+        return prefix if info.min_txid == 1 and big else 0
+    return prefix if pos < count - 1 and span_stride(pages) == 1 else 0
 
 
 def sums_prefix_length(data: bytes) -> int | None:

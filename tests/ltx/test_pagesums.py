@@ -17,6 +17,7 @@ from ltx.encoder import Encoder
 from ltx.header import Header
 from ltx.importer import import_database
 from ltx.pagesums import (
+    FULL_SPANS_PAGES,
     MIN_SPAN_STRIDE,
     SPAN_RATIO,
     SUMS_MIN_FILE_SIZE,
@@ -153,24 +154,26 @@ def test_compaction_puts_sidecars_and_retention_deletes_them(history: History, t
     assert snapshots[1].key in keys and sums_key(snapshots[1].key) in keys
 
 
-def test_version_2_round_trip_and_prefix() -> None:
-    """Writers write version 2: the spans first, checked alone, then the per-page checksums."""
-    data, sums = encoded_file(100, seed=9)
+@pytest.mark.parametrize("pages", [100, FULL_SPANS_PAGES + 100])
+def test_version_2_round_trip_and_prefix(pages: int) -> None:
+    """Writers write version 2: the spans first, checked alone, then the per-page checksums. A
+    small file has a span per frame (its whole index), a larger one spans of MIN_SPAN_STRIDE."""
+    data, sums = encoded_file(pages, seed=9)
     assert sums.spans is not None and sums.file_size == len(data)
     raw = sums.encode()
     assert len(raw) == sums.encoded_size and len(raw) % 4 == 2
     assert PageSums.decode(raw, "k") == sums
-    pages, prefix = sums_layout(len(raw)) or (0, 0)
-    assert (pages, prefix) == (100, prefix_size(100))
-    spans = SpanPrefix.decode(raw[:prefix], "k")
-    assert (spans.pages, spans.file_size, spans.timestamp) == (100, len(data), 1)
-    assert list(spans.spans.first_pgnos) == list(range(1, 101, MIN_SPAN_STRIDE))
+    assert sums_layout(len(raw)) == (pages, prefix_size(pages))
+    spans = SpanPrefix.decode(raw[:prefix_size(pages)], "k")
+    assert (spans.pages, spans.file_size, spans.timestamp) == (pages, len(data), 1)
+    stride = 1 if pages <= FULL_SPANS_PAGES else MIN_SPAN_STRIDE
+    assert spans.spans.stride == stride
     entries = list(decode_tail(data, len(data), "f").index)
-    assert [e.pgno for e in entries[::MIN_SPAN_STRIDE]] == list(spans.spans.first_pgnos)
-    assert [sum(e.size for e in entries[i:i + MIN_SPAN_STRIDE]) for i in range(0, 100, MIN_SPAN_STRIDE)] == list(
+    assert [e.pgno for e in entries[::stride]] == list(spans.spans.first_pgnos)
+    assert [sum(e.size for e in entries[i:i + stride]) for i in range(0, pages, stride)] == list(
         spans.spans.lengths)
     with pytest.raises(PageSumsError):
-        SpanPrefix.decode(raw[:prefix - 1], "k")
+        SpanPrefix.decode(raw[:prefix_size(pages) - 1], "k")
 
 
 @given(pages=st.integers(1, 3_000_000))
@@ -179,8 +182,12 @@ def test_a_listed_size_bounds_the_page_count_and_prefix(pages: int) -> None:
     exact but for the rare sizes two counts of different strides share)."""
     stride = span_stride(pages)
     size = prefix_size(pages) + 4 * pages + 4
-    assert size % 4 == 2 and pages <= SPAN_RATIO * stride * stride
-    assert stride == MIN_SPAN_STRIDE or pages > SPAN_RATIO * stride * stride // 4
+    assert size % 4 == 2
+    if pages <= FULL_SPANS_PAGES:
+        assert stride == 1
+    else:
+        assert pages <= SPAN_RATIO * stride * stride
+        assert stride == MIN_SPAN_STRIDE or pages > SPAN_RATIO * stride * stride // 4
     found = sums_layout(size)
     assert found is not None and found[0] >= pages and found[1] >= prefix_size(pages)
     assert sums_layout(44 + 4 * pages) == (pages, 0), "version 1"
