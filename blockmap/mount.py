@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import importlib
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ import stat as statmod
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +57,9 @@ LOG_FORMAT = "%(asctime)s blockmap[%(process)d] <%(levelname)s>: %(message)s [%(
 FUSE_DEVICE = "/dev/fuse"
 #: The helper that unmounts a FUSE file system (libfuse 3).
 FUSERMOUNT = "fusermount3"
+#: What serving needs beyond the volume: loaded in a thread while the volume opens (its network
+#: waits release the GIL), not after it, when the hydration's work competes for the GIL.
+SERVING_MODULES = ("trio", "pyfuse3", "blockmap.fuseops")
 
 
 class MountError(BlockmapError):
@@ -82,6 +87,23 @@ class MountConfig:
     hydrate: bool = True
     #: Let other users use the mount (the default when mounted by root, as JuiceFS does).
     allow_other: bool | None = None
+
+
+def preload(modules: tuple[str, ...]) -> threading.Thread:
+    """Import `modules` in a background thread; the importing code later finds them loaded, or
+    waits for the import under way (a failure is left to that later import to raise)."""
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # noqa: BLE001 - the import where the module is used reports it
+                log.debug("preloading %s failed: %s", name, exc)
+                return
+
+    thread = threading.Thread(target=load, name="blockmap-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def default_cache_dir() -> str:
@@ -239,6 +261,7 @@ class Mount:
             check_fuse()
             check_mountpoint(cfg.mountpoint)
             home = cache_home(cfg.cache_dir or default_cache_dir(), cfg.meta_url)
+            preload(SERVING_MODULES)
             with cache_lock(home):
                 self.volume = self._open_volume(home)
                 try:

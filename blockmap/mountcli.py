@@ -14,6 +14,7 @@ from blockmap.cli import (
     TxidOpt,
     app,
     describe_error,
+    end_process_when_done,
     handle_own_signals,
     note_meta,
     parse_at_option,
@@ -76,7 +77,11 @@ def mount_cmd(
         read_only=read_only, txid=parse_txid_option(txid) if txid else 0, at=at, sync=sync.strip(),
         log_file=log_file, debug=debug, hydrate=not no_hydrate,
     )  # fmt: skip
-    code = run_background(cfg, describe_error) if background else run_foreground(cfg)
+    if background:
+        run_background(cfg, describe_error)  # 0 once the mount answers; else MountError
+        end_process_when_done()  # this process only waited for the answer: nothing to tear down
+        return
+    code = run_foreground(cfg)
     if code:
         raise typer.Exit(code)
 

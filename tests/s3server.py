@@ -45,6 +45,8 @@ PROBE_INTERVAL_S = 0.1
 DEFAULT_VOLUME_MAX = 200
 REGION = "us-east-1"
 DEFAULT_BUCKET = "ltxvfs-test"
+#: A persistent server's keys, in its workdir.
+IDENTITY_FILE = "identity.json"
 #: Lines of weed's log quoted in a start failure.
 LOG_TAIL_LINES = 60
 #: Environment variables that would make AWS clients use something else than this server's
@@ -117,13 +119,18 @@ class S3Server:
     """One SeaweedFS server (master, volume, filer, S3) and one bucket; see the module doc."""
 
     def __init__(self, workdir: Path, *, bucket: str = DEFAULT_BUCKET, set_env: bool = True,
-                 volume_max: int = DEFAULT_VOLUME_MAX) -> None:
+                 volume_max: int = DEFAULT_VOLUME_MAX, persistent: bool = False) -> None:
         self.workdir = Path(workdir)
         self.volume_max = volume_max
         self.bucket = bucket
         self.region = REGION
+        #: Keep the objects in `workdir` across starts (a benchmark's volume built once): one data
+        #: directory and one identity, reused by the next start on the same `workdir`.
+        self.persistent = persistent
         self.access_key = "ltxvfs-" + secrets.token_hex(8)
         self.secret_key = "secret-" + secrets.token_hex(16)
+        if persistent:
+            self._load_identity()
         self.endpoint = ""
         self.startup_seconds = 0.0
         self._set_env = set_env
@@ -131,6 +138,16 @@ class S3Server:
         self._proc: subprocess.Popen[bytes] | None = None
         self._ports: list[int] = []
         self._log_path = self.workdir / "weed.log"
+
+    def _load_identity(self) -> None:
+        """A persistent server's keys: those of its first start (saved beside its data)."""
+        path = self.workdir / IDENTITY_FILE
+        if path.exists():
+            saved = json.loads(path.read_text())
+            self.access_key, self.secret_key = saved["access_key"], saved["secret_key"]
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"access_key": self.access_key, "secret_key": self.secret_key}))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -160,8 +177,8 @@ class S3Server:
         began = time.monotonic()
         for attempt in range(START_ATTEMPTS):
             master, volume, filer, s3 = pick_ports(4, rng)
-            data = self.workdir / f"data-{attempt}"
-            data.mkdir()
+            data = self.workdir / ("data" if self.persistent else f"data-{attempt}")
+            data.mkdir(exist_ok=self.persistent)
             self._log_path = self.workdir / f"weed-{attempt}.log"
             self._ports = [master, volume, filer, s3]
             self.endpoint = f"http://127.0.0.1:{s3}"
