@@ -230,6 +230,12 @@ class Engine:
             self._open_counts[inode] = self._open_counts.get(inode, 0) + 1
             self.ctx.open_inodes.add(inode)
 
+    def releases_at_close(self, inode: int) -> bool:
+        """Whether closing `inode` now would release its data (its last handle here, and it was
+        unlinked meanwhile): that close deletes blocks; any other only counts."""
+        with self._lock:
+            return inode in self._deferred and self._open_counts.get(inode, 1) <= 1
+
     def file_closed(self, inode: int) -> None:
         """The last close of an inode unlinked meanwhile releases its data."""
         with self._lock:

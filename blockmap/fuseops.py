@@ -544,7 +544,9 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         end = off + size + self.readahead
         if length is not None:
             end = min(end, length)
-        if start < end:
+        # A block at a time (or the file's last bytes): each prefetch plans the range in the
+        # metadata, which a 128 KiB read's window moving by 128 KiB would pay at every read.
+        if start < end and (end - start >= self.engine.blocks.block_size or end == length):
             of.ahead_to = end
             self.engine.prefetch(of.inode, start, end - start)
 
@@ -607,6 +609,14 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
             if last:
                 del self._files[of.inode]
         if last:
+            if of.lock.acquire(blocking=False):  # nothing buffered, nothing to release: in the loop
+                try:
+                    if not of.file.buffered and not self.engine.releases_at_close(of.inode):
+                        self.inline += 1
+                        self._call(of.file.close)
+                        return
+                finally:
+                    of.lock.release()
             await self._run(self._close_file, of)
 
     def _close_file(self, of: OpenFile) -> None:

@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import logging
 import os
+import re
 import signal
 import stat as statmod
 import subprocess
@@ -55,6 +56,13 @@ EXIT_POLL = 0.05
 LOG_FORMAT = "%(asctime)s blockmap[%(process)d] <%(levelname)s>: %(message)s [%(name)s]"
 #: The FUSE character device.
 FUSE_DEVICE = "/dev/fuse"
+#: The kernel's read-ahead for the mount (its backing device's `read_ahead_kb`). Linux gives a FUSE
+#: mount 128 KiB, so a sequential read reaches the mount as 128 KiB requests, each one a Python
+#: request here; with 4 MiB the kernel asks for up to 1 MiB at once (libfuse 3's max_pages, 256)
+#: and several ahead. Raised when the mount may write it (root), as a block device would be tuned.
+DEFAULT_KERNEL_READ_AHEAD = 4 << 20
+#: Where the kernel shows a backing device's read-ahead (`<major>:<minor>` from mountinfo).
+BDI_READ_AHEAD = "/sys/class/bdi/{dev}/read_ahead_kb"
 #: The helper that unmounts a FUSE file system (libfuse 3).
 FUSERMOUNT = "fusermount3"
 #: What serving needs beyond the volume: loaded in a thread while the volume opens (its network
@@ -87,6 +95,8 @@ class MountConfig:
     hydrate: bool = True
     #: Let other users use the mount (the default when mounted by root, as JuiceFS does).
     allow_other: bool | None = None
+    #: The kernel's read-ahead for the mount, in bytes (raised when allowed; 0 leaves Linux's).
+    kernel_read_ahead: int = DEFAULT_KERNEL_READ_AHEAD
 
 
 def preload(modules: tuple[str, ...]) -> threading.Thread:
@@ -138,6 +148,46 @@ def mounted_here(mountpoint: str) -> str | None:
         if len(parts) >= 3 and parts[1].replace("\\040", " ") == real:
             return parts[2]
     return None
+
+
+#: mountinfo writes a space, tab, newline or backslash in a path as `\\ooo` (octal).
+_MOUNTINFO_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def mount_device(real: str) -> str | None:
+    """The `<major>:<minor>` of what is mounted at the real path `real` (the last mount there),
+    from /proc/self/mountinfo. No request reaches the file system (which may not be answering
+    yet: even `os.path.realpath` of its mountpoint would wait for this process)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        parts = line.split()
+        if len(parts) >= 5 and _MOUNTINFO_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), parts[4]) == real:
+            return parts[2]
+    return None
+
+
+def raise_read_ahead(real: str, nbytes: int) -> int | None:
+    """Set the kernel's read-ahead of the mount at the real path `real` to at least `nbytes`;
+    returns the KiB now in force, or None when it cannot be read or written (not root: Linux's
+    default stays)."""
+    dev = mount_device(real)
+    if dev is None or nbytes <= 0:
+        return None
+    path = Path(BDI_READ_AHEAD.format(dev=dev))
+    want = nbytes >> 10
+    try:
+        now = int(path.read_text().strip())
+        if now < want:
+            path.write_text(f"{want}\n")
+            now = int(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        log.info("%s: kernel read-ahead left as it is (%s)", real, exc)
+        return None
+    return now
 
 
 def check_fuse() -> None:
@@ -317,6 +367,12 @@ class Mount:
         import trio
 
         await trio.to_thread.run_sync(os.stat, self.cfg.mountpoint)  # answered by this process's loop
+        # Only now: the kernel lowers the read-ahead to what the FUSE handshake (answered by the
+        # loop, before that stat) offered, 128 KiB, when the handshake's answer arrives.
+        ahead = await trio.to_thread.run_sync(raise_read_ahead, os.path.realpath(self.cfg.mountpoint),
+                                              self.cfg.kernel_read_ahead)
+        if ahead is not None:
+            log.info("%s: kernel read-ahead %d KiB", self.cfg.mountpoint, ahead)
         log.info("%s: mounted", self.cfg.mountpoint)
         announce(None)
 

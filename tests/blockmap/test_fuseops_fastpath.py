@@ -173,3 +173,62 @@ def test_unlinks_free_their_blocks_in_batches(tmp_path: Path) -> None:
         vol.close()
     with Volume.open(f"file://{tmp_path}/meta") as again:
         assert again.fsck().ok
+
+
+def test_a_close_with_nothing_to_record_stays_in_the_loop(ops: FuseOperations, tmp_path: Path) -> None:
+    """The last release of a file whose writes are recorded only counts the close: in the loop.
+    The last release of a file unlinked while open deletes its blocks: in a worker, and they go."""
+    async def scenario() -> tuple[int, int]:
+        info, attr = await ops.create(ROOT_INODE, b"k", 0o644, 0, None)
+        await ops.write(info.fh, 0, b"k" * 100)
+        await ops.flush(info.fh)  # recorded: the close has nothing left to do
+        before = ops.inline
+        await ops.release(info.fh)
+        plain = ops.inline - before
+        info, attr = await ops.create(ROOT_INODE, b"gone", 0o644, 0, None)
+        await ops.write(info.fh, 0, b"g" * (TEST_BLOCK_SIZE + 1))
+        await ops.flush(info.fh)
+        await ops.unlink(ROOT_INODE, b"gone", None)
+        ops.engine.drain_releases()  # the unlink's release has run: the data waits for the close
+        assert ops.engine.releases_at_close(attr.st_ino)
+        before = ops.inline
+        await ops.release(info.fh)
+        return plain, ops.inline - before
+
+    blocks = lambda: [p for p in (tmp_path / "data").rglob("*_*_*") if p.is_file()]  # noqa: E731
+    plain, unlinked = trio.run(scenario)
+    assert plain == 1, "a close with nothing to record is answered in the loop"
+    assert unlinked == 0, "the close that releases an unlinked file's data goes to a worker"
+    ops.engine.drain_releases()
+    assert len(blocks()) == 1, "only the first file's block is left"
+
+
+def test_sequential_reads_prefetch_a_block_at_a_time(ops: FuseOperations) -> None:
+    """Read-ahead plans its range in the metadata once per block the window moves, not at every
+    read: small sequential reads through a file of 8 blocks (a window of 2) prefetch at most once
+    per block."""
+    data = bytes(range(256)) * (8 * TEST_BLOCK_SIZE // 256)
+    ops.readahead = 2 * TEST_BLOCK_SIZE
+    calls: list[tuple[int, int]] = []
+    prefetch = ops.engine.prefetch
+
+    def counting(inode: int, offset: int, size: int) -> None:
+        calls.append((offset, size))
+        prefetch(inode, offset, size)
+
+    ops.engine.prefetch = counting  # type: ignore[method-assign]
+
+    async def scenario() -> bytes:
+        info, _ = await ops.create(ROOT_INODE, b"seq", 0o644, 0, None)
+        await ops.write(info.fh, 0, data)
+        await ops.flush(info.fh)
+        got = [await ops.read(info.fh, off, 4096) for off in range(0, len(data), 4096)]
+        await ops.release(info.fh)
+        return b"".join(got)
+
+    assert trio.run(scenario) == data
+    reads = len(data) // 4096
+    assert 1 <= len(calls) <= 8 + 1, f"{len(calls)} prefetches for {reads} sequential reads of 8 blocks"
+    covered = sorted(calls)
+    assert covered[0][0] == 4096, "the first prefetch starts where the first read ended"
+    assert max(off + n for off, n in covered) == len(data), "read-ahead reaches the end of the file"

@@ -424,6 +424,27 @@ def test_bad_mount_input_is_one_line(vol_urls: tuple[str, str], tmp_path: Path) 
     assert not os.listdir(empty)
 
 
+def test_the_kernel_reads_ahead_in_large_requests(vol_urls: tuple[str, str], tmp_path: Path) -> None:
+    """Linux gives a FUSE mount 128 KiB of read-ahead, so a sequential read reaches the mount as
+    128 KiB requests; the mount raises its backing device's read_ahead_kb (root may), found in
+    mountinfo even where the path needs escaping, and sequential reads still return every byte."""
+    if os.geteuid() != 0:
+        pytest.skip("only root may raise a mount's read-ahead")
+    from blockmap.mount import DEFAULT_KERNEL_READ_AHEAD
+
+    meta, _ = vol_urls
+    data = random.Random(9).randbytes(3 << 20)
+    with mounted(meta, tmp_path / "mount point", tmp_path / "cache") as m:
+        dev = os.stat(m.mountpoint).st_dev
+        kb = int(Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").read_text())
+        assert kb >= DEFAULT_KERNEL_READ_AHEAD >> 10
+        assert f"kernel read-ahead {kb} KiB" in m.log_text()
+        (m.mountpoint / "seq").write_bytes(data)
+    with mounted(meta, tmp_path / "mount point", tmp_path / "cache") as m:  # no page cached yet
+        with open(m.mountpoint / "seq", "rb") as f:
+            assert f.read() == data
+
+
 def peak_rss(pid: int) -> int:
     """The process's peak resident set (VmHWM), bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
