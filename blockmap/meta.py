@@ -31,6 +31,7 @@ import apsw
 from blockmap.errors import (
     CommitOutcomeUnknownError,
     CommitsLostError,
+    CorruptMetadataError,
     InvalidMetaURLError,
     VolumeFormatError,
     WriterFencedError,
@@ -319,28 +320,28 @@ class MetaDB:
         raise WriterFencedError(self.url or "metadata", f"{self.fenced}; this writer no longer writes "
                                                         "(open the volume again to go on)") from cause
 
-    def _fresh_stats(self) -> dict[str, Any]:
-        """`ltxvfs_stats`, once the follower's last look at the replica is recent: after a stall
+    def _fresh_position(self) -> tuple[int, int]:
+        """(the follower's staged TXID, LTX files this connection shipped) from `PRAGMA
+        ltxvfs_position`, once the follower's last look at the replica is recent: after a stall
         (SIGSTOP, a suspended machine) the first write waits, up to FOLLOWER_FRESH_WAIT, for the
         look the follower takes as soon as it runs again, so it judges the replica as it is now."""
-        import json
-
         deadline = time.monotonic() + FOLLOWER_FRESH_WAIT
         while True:
-            stats: dict[str, Any] = json.loads(self.pragma("ltxvfs_stats") or "{}")
-            age = stats.get("staged_age_ms")
-            if age is None or age / 1000 <= FOLLOWER_STALE or time.monotonic() >= deadline:
-                return stats
+            text = self.pragma("ltxvfs_position")
+            if text is None:  # not an ltxvfs writer: nothing to judge by, so never a silent pass
+                raise CorruptMetadataError(self.url or "metadata", "no PRAGMA ltxvfs_position on this connection")
+            tip, shipped, age_ms = text.split()
+            if int(age_ms) / 1000 <= FOLLOWER_STALE or time.monotonic() >= deadline:
+                return int(tip, 16), int(shipped)
             time.sleep(BUSY_POLL)
 
     def _own_position(self) -> int:
-        """The replica's TXID as this connection's follower knows it (`staged_txid`: another
+        """The replica's TXID as this connection's follower knows it (the staged tip: another
         writer's commits count as soon as a poll saw them; this connection's own files as soon as
         they are shipped, right after they are counted) less the LTX files this connection
         shipped (see `_own_offset`)."""
-        stats = self._fresh_stats()
-        tip = stats.get("staged_txid") or stats.get("txid", "0")
-        return int(tip, 16) - int(stats.get("write_ltx_files", 0))
+        tip, shipped = self._fresh_position()
+        return tip - shipped
 
     def _check_exclusive(self) -> None:
         """Inside a write transaction (the lock just showed the latest state): fence when the

@@ -71,6 +71,11 @@ FLUSH_TIMEOUT = 60.0
 #: rewrites that only matter for a journal that must survive a crash (ours need not).
 DEVICE_CHARACTERISTICS = apsw.SQLITE_IOCAP_SAFE_APPEND | apsw.SQLITE_IOCAP_SEQUENTIAL
 WRITER_PRAGMAS = ("ltxvfs_flush",)
+#: `PRAGMA ltxvfs_position` (writers, read-only): "<staged TXID, 16 hex> <LTX files this connection
+#: shipped> <ms since the follower's last look>", the three figures of `ltxvfs_stats` a fencing
+#: check reads before every write transaction (blockmap's mount), without building that JSON
+#: (a few µs instead of ~70-250).
+POSITION_PRAGMA = "ltxvfs_position"
 
 _U32 = struct.Struct(">I")
 _EPOCH = datetime.fromtimestamp(0, UTC)
@@ -446,7 +451,19 @@ class LTXWriteFile(LTXFile):
             if name in WRITER_PRAGMAS:
                 pragma.result = self._flush_pragma()
                 return True
+            if name == POSITION_PRAGMA:
+                pragma.result = self.position_text()
+                return True
         return super().xFileControl(op, ptr)
+
+    def position_text(self) -> str:
+        """What `PRAGMA ltxvfs_position` answers. The staged tip is read before the count of
+        shipped files, as `ltxvfs_stats` reads them: a file shipped in between is counted in the
+        second and not yet in the first, never the reverse."""
+        tip = self.follower.tip
+        shipped = self.write_stats.ltx_files
+        age_ms = int((time.time() - self.follower.last_success) * 1000)
+        return f"{tip:016x} {shipped} {age_ms}"
 
     def _flush_pragma(self) -> str:
         """`PRAGMA ltxvfs_flush`: ship group commits now; answers the TXID shipped up to. A group
