@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from pathlib import Path
 
 import apsw
@@ -18,6 +19,7 @@ from ltx.pagesums import FULL_SPANS_PAGES, MIN_SPAN_STRIDE, PageSums, SpanPrefix
 from ltx.plan import LTXFileInfo, restore_plan
 from ltx.reader import decode_tail
 from ltx.replica import Replica
+from tests.litestream import Replicator, write_config
 from tests.ltx.test_hint import build_db
 from tests.s3proxy import Request, S3Proxy
 from tests.s3server import S3Server
@@ -340,3 +342,30 @@ def test_a_writers_compacted_files_are_read_by_their_spans(s3_server: S3Server, 
     finally:
         conn.close()
     replica.close()
+
+
+def test_a_litestream_replica_keeps_the_whole_index_path(tmp_path: Path) -> None:
+    """Files the real Litestream writes have no sidecar: their index is fetched whole."""
+    work = tmp_path / "ls.db"
+    shutil.copyfile(source_db(BIG_ROWS), work)
+    conn = apsw.Connection(str(work))
+    conn.execute("PRAGMA journal_mode = wal").fetchall()
+    url = f"file://{tmp_path / 'replica'}"
+    replica = Replica.open(url)
+    config = write_config(tmp_path / "ls.yml", work, url)
+    with Replicator(config) as rep:
+        rep.wait_for(lambda: replica.list_level(0), "litestream's first level-0 file")
+        rep.stop()
+    conn.close()
+    assert not any(f.sums_size for files in replica.list_all().values() for f in files)
+    f = open_file(OpenOptions(path=str(tmp_path / "x.db"), replica_url=url, poll=0))
+    try:
+        base = f.view.pages.base
+        assert not isinstance(base.index, SparseIndex) and base.sums is None and len(base.index) > FULL_SPANS_PAGES
+    finally:
+        f.xClose()
+    reader = connect(tmp_path / "y.db", url, poll=0)
+    try:
+        assert answers(reader) == answers(plain(source_db(BIG_ROWS)))
+    finally:
+        reader.close()
