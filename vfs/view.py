@@ -22,6 +22,7 @@ from datetime import datetime
 from itertools import islice
 from typing import cast
 
+from ltx.btree import schema_roots
 from ltx.errors import LTXError
 from ltx.frame import FRAME_PREFIX_SIZE, decode_frame, lz4_bound
 from ltx.header import HEADER_SIZE, MAX_PAGE_SIZE, Header, lock_pgno
@@ -537,11 +538,25 @@ def head_pages(pages: PageMap, files: Sequence[SourceFile]) -> list[tuple[int, b
     return out
 
 
+def holds_low_pages(hint: Hint) -> bool:
+    """Whether `hint` holds the low pages an open reads before any query of its own: page 1 with
+    the whole schema on it, and the root of every table and index the schema names. A hint keeps
+    page 1 and interior pages only, so a schema over several pages (its leaves) or a table of one
+    page (a leaf root) are not there: then a file's first frames must bring them, or every open
+    pays a round trip per such page, one after the other (a blockmap volume's schema, settings
+    and counters: 6 serial GETs)."""
+    page1 = hint.pages.get(1)
+    if page1 is None:
+        return False
+    roots = schema_roots(page1)
+    return bool(roots) and all(r in hint.pages for r in roots)
+
+
 def bare_heads(hint: Hint | None, plan: Sequence[LTXFileInfo]) -> set[int]:
-    """Plan positions whose head GET needs only the header: with a hint, the first file's low
-    pages (page 1, schema, roots) are the hint's or a later file's; the newest file's only when
-    the hint may be of exactly its state."""
-    if hint is None or not plan:
+    """Plan positions whose head GET needs only the header: with a hint holding the low pages
+    (page 1, schema, roots: `holds_low_pages`), the first file's are the hint's or a later file's;
+    the newest file's only when the hint may be of exactly its state."""
+    if hint is None or not plan or not holds_low_pages(hint):
         return set()
     bare = {0} if len(plan) > 1 else set()
     if may_apply(hint, plan[-1].max_txid):

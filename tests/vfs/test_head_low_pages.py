@@ -1,0 +1,73 @@
+"""The head GET of a cold open is the bare header only when the hint holds the low pages an open
+reads: page 1 with the whole schema, and every root. A hint keeps page 1 and interior pages, so a
+table of one page (a leaf root: settings, counters) or a schema over several pages is not in it;
+then the head brings the low pages, or each would cost a round trip of its own, one after the
+other (a blockmap volume's open paid six)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+
+from ltx.hint import read_hint
+from ltx.importer import import_database
+from ltx.plan import restore_plan
+from ltx.replica import Replica
+from tests.ltx.test_hint import build_db
+from tests.s3proxy import S3Proxy
+from tests.s3server import S3Server
+from tests.vfs.replicas import connect, stats
+from vfs.view import bare_heads, holds_low_pages
+
+ROWS = 60_000
+
+
+def with_settings(path: Path) -> Path:
+    """A table of one page (its root is a leaf), made first so its page is low, as a blockmap
+    volume's settings and counters are; then a table deep enough for interior pages, and an index."""
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA page_size = 4096")
+    with conn:
+        conn.execute("CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT)")
+        conn.executemany("INSERT INTO settings VALUES (?, ?)", [("format", "{...}"), ("data", "s3://b")])
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v TEXT)")
+        rows = ((i, f"k{(i * 7919) % 100003:06d}", f"value {i} " + "x" * (i % 200)) for i in range(ROWS))
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+        conn.execute("CREATE INDEX t_k ON t(k)")
+    conn.close()
+    return path
+
+
+def test_a_hint_without_a_leaf_root_does_not_make_heads_bare(tmp_path: Path) -> None:
+    deep = Replica.open(f"file://{tmp_path / 'deep'}")
+    import_database(build_db(tmp_path / "deep.db", rows=ROWS), deep)
+    small = Replica.open(f"file://{tmp_path / 'small'}")
+    import_database(with_settings(tmp_path / "small.db"), small)
+    for replica, holds in ((deep, True), (small, False)):
+        hint = read_hint(replica.store)
+        assert hint is not None
+        assert holds_low_pages(hint) is holds
+        plan = restore_plan(replica.list_all(), url=replica.url)
+        assert (0 in bare_heads(hint, [*plan, *plan])) is holds  # a first file with later ones after it
+
+
+def test_an_open_and_a_read_of_a_one_page_table_take_no_extra_round_trip(s3_server: S3Server, s3_url: str,
+                                                                        tmp_path: Path) -> None:
+    replica = Replica.open(s3_url)
+    import_database(with_settings(tmp_path / "src.db"), replica)
+    snap = restore_plan(replica.list_all(), url=replica.url)[0]
+    replica.close()
+    with S3Proxy(s3_server.endpoint) as proxy:
+        conn = connect(tmp_path / "x.db", s3_url.replace(s3_server.endpoint, proxy.url), poll=0)
+        try:
+            opened = len(proxy.seen)
+            assert [tuple(r) for r in conn.execute("SELECT value FROM settings WHERE name = 'format'")] == [("{...}",)]
+            after, waited = proxy.seen, stats(conn)["round_trips"]
+        finally:
+            conn.close()
+    heads = [r.range for r in after if r.path.split("?")[0].endswith("/" + snap.key) and r.range
+             and r.range.startswith("bytes=0-")]
+    assert heads and heads[0] != "bytes=0-99", heads  # the head brought the low pages
+    assert len(after) == opened, [(r.method, r.path, r.range) for r in after[opened:]]  # nothing more to fetch
+    assert waited <= 3, waited
