@@ -73,6 +73,11 @@ class ByteBudget:
             self._cond.notify_all()
 
 
+def is_local_store(store: ObjectStore) -> bool:
+    """Whether `store` keeps its objects in a local directory (file://)."""
+    return store.url.startswith("file:")
+
+
 class BlockStore:
     """Reads, writes, lists and deletes the block objects of one volume."""
 
@@ -91,6 +96,10 @@ class BlockStore:
         self.budget = ByteBudget(upload_budget) if upload_budget else None
         #: Whole blocks kept after a read or an upload (the mount's); None: every read is a range GET.
         self.cache = cache
+        #: Blocks are copied into the cache directory, unless the store is itself a local directory
+        #: (file://): a copy there would be a second local file of the same bytes, written while
+        #: the program waits on the disk (every small file twice, a big file's read-back again).
+        self.disk_copies = cache is not None and cache.disk is not None and not is_local_store(store)
         self._inflight: dict[str, Future[bytes]] = {}
         self._inflight_lock = threading.Lock()
         self.name = name
@@ -132,7 +141,7 @@ class BlockStore:
             self.store.put(key, data)
         if self.cache is not None:
             self.cache.put(key, data, disk=False)
-            if len(data) < self.block_size and self.cache.disk is not None:
+            if len(data) < self.block_size and self.disk_copies:
                 # A partial block goes to the disk cache too, in the background; full blocks only
                 # when read (JuiceFS's defaults: a large write is not written twice locally).
                 self._executor().submit(self.cache.put_disk, key, data)
@@ -220,7 +229,7 @@ class BlockStore:
             raise
         else:
             fut.set_result(data)
-            if self.cache.disk is not None:  # the readers go on; the cache dir gets it meanwhile
+            if self.disk_copies:  # the readers go on; the cache dir gets it meanwhile
                 self._executor().submit(self.cache.put_disk, key, data)
             return data
         finally:
