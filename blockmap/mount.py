@@ -104,6 +104,9 @@ def preload(modules: tuple[str, ...]) -> threading.Thread:
     waits for the import under way (a failure is left to that later import to raise)."""
 
     def load() -> None:
+        from blockmap import fusefalloc
+
+        fusefalloc.load()  # before pyfuse3, or its FUSE session has no fallocate (blockmap.fusefalloc)
         for name in modules:
             try:
                 importlib.import_module(name)
