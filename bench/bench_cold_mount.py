@@ -17,7 +17,7 @@ S3 server's data in `--cache` (default /work/scratch/coldmount, outside the repo
 reuse it. What building it took and left (files, commits, metadata size, replica files per level)
 is in its `volume.json`.
 
-    .venv/bin/python bench/bench_cold_mount.py [--rounds 5] [--files 100000] [--no-write]
+    .venv/bin/python bench/bench_cold_mount.py [--rounds 5] [--files 100000] [--no-write] [--rewrite]
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ PEER = "litestream+juicefs"
 SIDES = (BLOCKMAP, PEER)
 #: Bound on one command (mount, restore, unmount).
 STEP_TIMEOUT = 600
+#: Prose about the figures (bench/results/), appended to the section at each write.
+NOTES = "cold_mount-notes.md"
 MARKDOWN_HEADING = "## Cold mount: 100,000 files, from the command to the first byte"
 
 
@@ -257,6 +259,35 @@ class Round:
     #: Seconds from the command to: its first store request, the mount returning (and, for the
     #: peer, the restore finishing).
     marks: dict[str, float]
+    #: CPU seconds (user + system) the side's processes spent until the first byte: the commands
+    #: run, and the mount process they left serving.
+    cpu: float = 0.0
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def daemons_cpu(mountpoint: Path) -> float:
+    """CPU seconds so far of the processes (not our children: daemons) whose command line names
+    `mountpoint`: the mount process that `-d` left serving it."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if str(mountpoint).encode() not in (d / "cmdline").read_bytes().split(b"\0"):
+                continue
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def first_byte(path: Path) -> int:
@@ -292,18 +323,20 @@ def measure_blockmap(server: Any, proxy: Any, work: Path, expect: int, chosen: s
     meta, data = s3_url(server, proxy.endpoint, META_PREFIX), s3_url(server, proxy.endpoint, "")
     clock = proxy_clock()
     start = len(proxy.seen)
+    cpu = children_cpu()
     began = clock()
     _run(_blockmap("mount", "--meta", meta, "--data", data, str(mnt), "-d", "--cache-dir", str(cache),
                    "--log", str(work / "mount.log")), env)
     mounted = clock()
     got = first_byte(mnt / chosen)
     done = clock()
+    cpu = children_cpu() - cpu + daemons_cpu(mnt)
     try:
         if got != expect:
             raise RuntimeError(f"blockmap: first byte {got}, expected {expect}")
         n, nbytes, kinds, first = _counted(proxy, start, began, done, (META_PREFIX,))
         return Round(BLOCKMAP, done - began, n, nbytes, kinds,
-                     {"first_request": round(first, 3), "mounted": round(mounted - began, 3)})
+                     {"first_request": round(first, 3), "mounted": round(mounted - began, 3)}, round(cpu, 3))
     finally:
         try:
             _run(_blockmap("umount", str(mnt)), env)
@@ -321,6 +354,7 @@ def measure_peer(server: Any, proxy: Any, work: Path, expect: int, chosen: str) 
     jfs = juicefs_binary()
     clock = proxy_clock()
     start = len(proxy.seen)
+    cpu = children_cpu()
     began = clock()
     _run([venv_bin("litestream"), "restore", "-o", str(db), s3_url(server, proxy.endpoint, JFS_META_PREFIX)], env)
     restored = clock()
@@ -330,13 +364,14 @@ def measure_peer(server: Any, proxy: Any, work: Path, expect: int, chosen: str) 
     mounted = clock()
     got = first_byte(mnt / chosen)
     done = clock()
+    cpu = children_cpu() - cpu + daemons_cpu(mnt)
     try:
         if got != expect:
             raise RuntimeError(f"juicefs: first byte {got}, expected {expect}")
         n, nbytes, kinds, first = _counted(proxy, start, began, done, (JFS_META_PREFIX,))
         return Round(PEER, done - began, n, nbytes, kinds,
                      {"first_request": round(first, 3), "restored": round(restored - began, 3),
-                      "mounted": round(mounted - began, 3)})
+                      "mounted": round(mounted - began, 3)}, round(cpu, 3))
     finally:
         try:
             _run([jfs, "umount", str(mnt)], env)
@@ -371,6 +406,7 @@ def measure(cache: Path, info: dict[str, Any], rounds: int, log: Callable[[str],
 
     runs: dict[str, list[Round]] = {s: [] for s in SIDES}
     network = Network.from_env()
+    load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="rounds-", dir=cache)
     with s3_server(cache) as server, proxied(server.endpoint, network) as proxy, removed_after(Path(tmp)):
         txid_before = json.loads(_run(_ltxctl("info", s3_url(server, server.endpoint, META_PREFIX), "--json"),
@@ -381,7 +417,7 @@ def measure(cache: Path, info: dict[str, Any], rounds: int, log: Callable[[str],
                 got = fn(server, proxy, Path(tmp) / f"{side.split('+')[0]}-{r}", info["chosen_first_byte"],
                          info["chosen"])
                 runs[side].append(got)
-                log(f"round {r + 1} {side:18s} {got.seconds:6.3f} s  {got.requests:5d} requests  "
+                log(f"round {r + 1} {side:18s} {got.seconds:6.3f} s  cpu {got.cpu:5.2f} s  {got.requests:5d} requests  "
                     f"{got.bytes / 1e6:7.2f} MB  {got.marks}  {got.kinds}")
         txid_after = json.loads(_run(_ltxctl("info", s3_url(server, server.endpoint, META_PREFIX), "--json"),
                                      server.env()).stdout)["txid"]
@@ -394,11 +430,13 @@ def measure(cache: Path, info: dict[str, Any], rounds: int, log: Callable[[str],
             "juicefs": _run([juicefs_binary(), "version"]).stdout.strip(),
             "litestream": _run([venv_bin("litestream"), "version"]).stdout.strip(),
             "replica_txid_before": txid_before, "replica_txid_after": txid_after,
+            "load_average": [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()],
         },
         "volume": info,
         "median_s": med,
         "ratio": round(med[BLOCKMAP] / med[PEER], 3),
         "median_requests": {s: statistics.median(r.requests for r in runs[s]) for s in SIDES},
+        "median_cpu_s": {s: statistics.median(r.cpu for r in runs[s]) for s in SIDES},
         "median_bytes": {s: statistics.median(r.bytes for r in runs[s]) for s in SIDES},
         "rounds": {s: [r.__dict__ for r in runs[s]] for s in SIDES},
     }
@@ -415,7 +453,8 @@ def markdown(s: dict[str, Any]) -> str:
         MARKDOWN_HEADING, "",
         f"Measured {c['date']} on {c['machine']}; {c['juicefs']}, {c['litestream']}; S3 (SeaweedFS) behind "
         f"the counting proxy ({c['network']}), both sides. {c['rounds']} alternating rounds, medians. Produced by "
-        "`bench/bench_cold_mount.py`.", "",
+        "`bench/bench_cold_mount.py`. Load average (1, 5, 15 min) before and after the rounds: "
+        f"{', '.join(f'{x:.1f}' for x in c.get('load_average', []))} on a shared machine.", "",
         f"The volume: {v['files']:,} files ({v['sizes'][0]} B to {v['sizes'][1] // 1024} KiB, seeded contents) in "
         f"{v['dirs']:,} directories, written through `blockmap mount` (defaults: group commit every second, "
         f"compaction by the mount) with real syscalls from {v['writers']} threads, straight to the S3 server, "
@@ -433,6 +472,9 @@ def markdown(s: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
         f"| command to first byte (median) | {s['median_s'][BLOCKMAP]:.3f} s | {s['median_s'][PEER]:.3f} s | "
         f"{s['ratio']:.3f} | <= {TARGET}: {met} |",
+        f"| CPU seconds until then, all its processes (median) | {s['median_cpu_s'][BLOCKMAP]:.2f} s | "
+        f"{s['median_cpu_s'][PEER]:.2f} s | "
+        f"{s['median_cpu_s'][BLOCKMAP] / max(0.001, s['median_cpu_s'][PEER]):.3f} | - |",
         f"| store requests until then (median) | {s['median_requests'][BLOCKMAP]:,.0f} | "
         f"{s['median_requests'][PEER]:,.0f} | "
         f"{s['median_requests'][BLOCKMAP] / max(1, s['median_requests'][PEER]):.3f} | - |",
@@ -447,11 +489,15 @@ def markdown(s: dict[str, Any]) -> str:
         for i, r in enumerate(s["rounds"][side]):
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["kinds"].items()))
             marks = ", ".join(f"{k} {t:.3f} s" for k, t in r["marks"].items())
-            lines.append(f"- {side} round {i + 1}: {r['seconds']:.3f} s; {r['requests']:,} requests ({kinds}); "
+            lines.append(f"- {side} round {i + 1}: {r['seconds']:.3f} s (CPU {r.get('cpu', 0):.2f} s); "
+                         f"{r['requests']:,} requests ({kinds}); "
                          f"{r['bytes'] / 1e6:.2f} MB; {marks}")
     if c["replica_txid_before"] != c["replica_txid_after"]:
         lines += ["", f"The replica moved from TXID {c['replica_txid_before']} to {c['replica_txid_after']} over "
                       "the rounds (what the mounts committed)."]
+    notes = RESULTS_DIR / NOTES
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -469,10 +515,11 @@ def plot(s: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(10, 3.8))
     colors = ("tab:gray", "tab:blue", "tab:green")
-    y = 0
-    ticks, labels = [], []
+    y = 0.0
+    ticks: list[float] = []
+    labels: list[str] = []
     for side in SIDES:
         for i, r in enumerate(s["rounds"][side]):
             start = 0.0
@@ -491,14 +538,15 @@ def plot(s: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("seconds from the command to the first byte (20 ms per request)")
     ax.set_title(f"Cold mount, {s['volume']['files']:,} files: blockmap / peer = {s['ratio']:.2f} (medians)",
                  fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def write_results(s: dict[str, Any], directory: Path = RESULTS_DIR) -> list[Path]:
-    """cold_mount.json and .png, and the section in mount.md (replaced if there, else appended)."""
+    """cold_mount.json and .png, and the section in mount.md (replaced if there, else appended;
+    bench_mount.py appends it too when it rewrites mount.md)."""
     js = directory / "cold_mount.json"
     js.write_text(json.dumps(s, indent=1) + "\n")
     plot(s, directory / "cold_mount.png")
@@ -522,7 +570,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/results/ alone")
+    ap.add_argument("--rewrite", action="store_true", help="rewrite the section, its plot and notes from "
+                    "cold_mount.json (no measurement)")
     args = ap.parse_args(argv)
+    if args.rewrite:
+        for p in write_results(json.loads((RESULTS_DIR / "cold_mount.json").read_text())):
+            print("wrote", p)
+        return 0
     if not fuse_available():
         print("no /dev/fuse or fusermount3 on this machine", file=sys.stderr)
         return 1

@@ -443,7 +443,13 @@ def write_results(summaries: list[dict[str, Any]], directory: Path = RESULTS_DIR
     paths = [directory / f"{STEM}.json", directory / f"{STEM}.md", directory / f"{STEM}.png"]
     paths[0].write_text(json.dumps(summaries, indent=1) + "\n")
     notes = directory / f"{STEM}-notes.md"
-    paths[1].write_text(markdown(summaries, notes.read_text() if notes.exists() else ""))
+    text = markdown(summaries, notes.read_text() if notes.exists() else "")
+    cold = directory / "cold_mount.json"
+    if cold.exists():  # bench_cold_mount.py's section follows (it writes cold_mount.json)
+        from bench.bench_cold_mount import markdown as cold_markdown
+
+        text = text.rstrip("\n") + "\n\n" + cold_markdown(json.loads(cold.read_text()))
+    paths[1].write_text(text)
     plot(summaries, paths[2])
     return paths
 
