@@ -22,6 +22,7 @@ from ltx.names import format_txid
 from ltx.pagesums import PageSums, needs_sums, page_sum
 from ltx.plan import MAX_COMPACTION_LEVEL, SNAPSHOT_LEVEL, LTXFileInfo, RestorePlanError, restore_plan
 from ltx.replica import Replica
+from ltx.spanwatch import SpanWatch
 from ltx.store.base import ObjectStore, StoreError
 
 #: Files decoded at once.
@@ -105,7 +106,8 @@ def check_file(store: ObjectStore, info: LTXFileInfo) -> tuple[Header | None, li
     page1: bytes | None = None
     try:
         with _open(store, info) as src:
-            dec = Decoder(src, info.key)
+            watch = SpanWatch(src, sums.spans, len(sums)) if sums is not None and sums.spans is not None else None
+            dec = Decoder(watch or src, info.key)  # type: ignore[arg-type]
             if sums is None:
                 for pgnos, pages in dec.batches():
                     if page1 is None and pgnos and pgnos[0] == 1:
@@ -128,6 +130,11 @@ def check_file(store: ObjectStore, info: LTXFileInfo) -> tuple[Header | None, li
     if sums is not None and (spans_stale or not sums.describes(info.min_txid, info.max_txid,
                                                                dec.trailer.file_checksum, dec.page_count or 0)):
         problems.append(f"page checksum file {info.sums_key} describes another file (stale: readers ignore it)")
+    elif watch is not None and watch.bad:
+        k = watch.bad[0]
+        assert sums is not None and sums.spans is not None
+        problems.append(f"{len(watch.bad)} spans of page checksum file {info.sums_key} differ from the file's "
+                        f"frames (first: the span from page {sums.spans.first_pgnos[k]}; readers refuse its pages)")
     elif mismatched:
         problems.append(f"{len(mismatched)} pages differ from page checksum file {info.sums_key} "
                         f"(first: page {mismatched[0]})")

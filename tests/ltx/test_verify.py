@@ -171,6 +171,10 @@ def _sidecar_damage(how: str) -> Callable[[Replica, LTXFileInfo, PageSums], byte
         if how == "stale-spans":  # spans of another file: what a reader of the spans checks
             sums.timestamp += 1
             return sums.encode()
+        if how == "spans":  # a span's check value wrong (a well-formed sidecar)
+            assert sums.spans is not None
+            sums.spans.checks[len(sums.spans) // 2] ^= 0x01
+            return sums.encode()
         sums.file_checksum ^= 0x01
         return sums.encode()
     return damage
@@ -178,7 +182,8 @@ def _sidecar_damage(how: str) -> Callable[[Replica, LTXFileInfo, PageSums], byte
 
 @pytest.mark.parametrize("how, says", [("flipped", "page checksum file"), ("page", "pages differ from page checksum"),
                                        ("stale", "describes another file"),
-                                       ("stale-spans", "describes another file")])
+                                       ("stale-spans", "describes another file"),
+                                       ("spans", "spans of page checksum file")])
 def test_a_wrong_sidecar_is_reported(history: History, file_url: str, how: str, says: str) -> None:
     replica = build(history, file_url)
     assert verify(replica) == []
