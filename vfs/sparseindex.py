@@ -26,6 +26,17 @@ from ltx.pagesums import SUMS_SUFFIX, FrameSpans, frame_check, span_check
 from ltx.trailer import TRAILER_SIZE
 
 _SIZE = struct.Struct(">I")
+#: The smallest frame: page header, size field and a one-byte LZ4 block.
+_MIN_FRAME = FRAME_PREFIX_SIZE + 1
+
+
+def _dense_firsts(count: int, stride: int, lock: int) -> array[int]:
+    """The first page of each span of a snapshot of `count` pages (every page but the lock page)."""
+    firsts = array("I", range(1, count + 1, stride))
+    past = -(-(lock - 1) // stride)  # the first span starting at position >= lock - 1
+    if past < len(firsts):
+        firsts[past:] = array("I", range(past * stride + 2, count + 2, stride))
+    return firsts
 
 
 class SpanCheckError(LTXError):
@@ -98,17 +109,19 @@ class SparseIndex:
             self.offsets, self.sizes = _Estimate(self, 0), _Estimate(self, 1)
         if len(spans) != -(-count // spans.stride):
             raise LTXIndexError(name, 0, f"{len(spans)} spans for {count} pages of stride {spans.stride}")
-        prev = 0
-        for pgno in spans.first_pgnos:
-            if not prev < pgno != lock_pgno:
-                raise LTXIndexError(name, 0, f"span of page {pgno} out of order after page {prev} (or the lock page)")
-            prev = pgno
-        for k in range(len(spans)):
-            if spans.first_pgnos[k] != self.pgnos[k * self.stride]:
-                raise LTXIndexError(name, 0, f"span {k} starts at page {spans.first_pgnos[k]}, a snapshot's "
-                                             f"at {self.pgnos[k * self.stride]}")
-            if spans.lengths[k] < self.span_count(k) * (FRAME_PREFIX_SIZE + 1):
-                raise LTXIndexError(name, 0, f"span {k} of {spans.lengths[k]} bytes is too short for its frames")
+        first = spans.first_pgnos
+        if spans.stride == 1:
+            prev = 0
+            for pgno in first:
+                if not prev < pgno != lock_pgno:
+                    raise LTXIndexError(name, 0, f"span of page {pgno} out of order after page {prev} (or the lock "
+                                                 f"page)")
+                prev = pgno
+        elif first != _dense_firsts(count, spans.stride, lock_pgno):
+            raise LTXIndexError(name, 0, "spans do not start where a snapshot's pages are")
+        short = min(spans.lengths[:-1], default=spans.stride * _MIN_FRAME) < spans.stride * _MIN_FRAME
+        if short or (len(spans) and spans.lengths[-1] < self.span_count(len(spans) - 1) * _MIN_FRAME):
+            raise LTXIndexError(name, 0, "a span is too short for its frames")
         tail = PAGE_HEADER_SIZE + 3 * count + 1 + INDEX_SIZE_FIELD + TRAILER_SIZE
         if self.starts[-1] + tail > file_size:
             raise LTXIndexError(name, 0, f"spans end at byte {self.starts[-1]}, past what a {file_size}-byte "

@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+from array import array
 from pathlib import Path
 
 import apsw
 import pytest
 
+from ltx.errors import LTXIndexError
 from ltx.hint import HINT_KEY
 from ltx.importer import import_database
-from ltx.pagesums import FULL_SPANS_PAGES, MIN_SPAN_STRIDE, PageSums, SpanPrefix, prefix_size, sums_layout
+from ltx.pagesums import FULL_SPANS_PAGES, MIN_SPAN_STRIDE, FrameSpans, PageSums, SpanPrefix, prefix_size, sums_layout
 from ltx.plan import LTXFileInfo, restore_plan
 from ltx.reader import decode_tail
 from ltx.replica import Replica
@@ -369,3 +371,17 @@ def test_a_litestream_replica_keeps_the_whole_index_path(tmp_path: Path) -> None
         assert answers(reader) == answers(plain(source_db(BIG_ROWS)))
     finally:
         reader.close()
+
+
+def test_a_snapshots_spans_skip_the_lock_page() -> None:
+    """Past the lock page a snapshot's positions are one page further on: spans must start there."""
+    lengths = array("I", [16 * 4200, 16 * 4200, 8 * 4200])
+    good = FrameSpans(16, array("I", [1, 17, 34]), lengths, array("I", [0, 0, 0]))
+    index = SparseIndex(good, 40, 20, 10**7, "f")
+    assert [index.pgnos[p] for p in (0, 17, 18, 19, 32, 39)] == [1, 18, 19, 21, 34, 41]
+    assert index.position(20) is None and index.position(21) == 19 and index.position(41) == 39
+    for firsts in ([1, 17, 33], [1, 18, 34], [2, 17, 34]):
+        with pytest.raises(LTXIndexError):
+            SparseIndex(FrameSpans(16, array("I", firsts), lengths, array("I", [0, 0, 0])), 40, 20, 10**7, "f")
+    with pytest.raises(LTXIndexError):  # frames past what the file leaves before its index
+        SparseIndex(good, 40, 20, sum(lengths), "f")
