@@ -96,7 +96,7 @@ class LTXFile:
         #: Added to the TXID for page 1's change counter (0 but on a writer, whose counter follows
         #: what SQLite wrote: vfs/writefile.py).
         self.counter_bias = 0
-        self._readahead = ReadAhead()
+        self._readahead = ReadAhead(neighbour_bytes=options.neighbour_bytes)
         self._fetcher = PageFetcher(replica.store)
         self._stale = False
         #: The time asked for with timestamp= or PRAGMA litestream_time (None: latest or txid=).

@@ -27,6 +27,10 @@ SYNC_COMMIT = "commit"
 DEFAULT_COMPACT = "auto"
 SYNC_INTERVAL_PREFIX = "interval:"
 
+#: `neighbours=`: bytes of neighbouring frames a random miss fetches along (vfs/readahead.py); 0:
+#: its frame only. At most MAX_NEIGHBOUR_BYTES, so a random miss stays one small GET.
+DEFAULT_NEIGHBOUR_BYTES = 0
+MAX_NEIGHBOUR_BYTES = 256 * 1024
 #: Seconds between polls of the replica for new files (Litestream's VFS default, 1 s); 0 stops following.
 DEFAULT_POLL_INTERVAL = 1.0
 #: How long an open waits for a replica caught mid-compaction (a gap in its listing) to hold a
@@ -36,7 +40,8 @@ DEFAULT_OPEN_WAIT = 5.0
 
 #: The URI parameters ltxvfs reads; any other one (beside SQLITE_PARAMETERS) refuses the open, so a
 #: typo (`txdi=`, `cachesize=`) never silently reads the latest state or the defaults.
-LTXVFS_PARAMETERS = ("replica", "txid", "timestamp", "cache_size", "poll", "wait", "hydrate", "sync", "compact")
+LTXVFS_PARAMETERS = ("replica", "txid", "timestamp", "cache_size", "poll", "wait", "hydrate", "sync", "compact",
+                     "neighbours")
 #: The URI parameters SQLite itself (and its unix VFS: `modeof`) defines.
 SQLITE_PARAMETERS = ("mode", "cache", "immutable", "vfs", "psow", "nolock", "modeof")
 
@@ -76,6 +81,9 @@ class OpenOptions:
     #: Writers: compact the replica in the background with ltxctl compact's rules (`compact=auto`,
     #: the default; `compact=off` opts out).
     compact: bool = True
+    #: `neighbours=`: bytes of neighbouring frames of the same file a random miss fetches along
+    #: (vfs/readahead.py); 0 fetches its frame only.
+    neighbour_bytes: int = DEFAULT_NEIGHBOUR_BYTES
 
     @property
     def empty_wait(self) -> float:
@@ -148,6 +156,14 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
             cache_size = parse_size(text)
         except ValueError as exc:
             raise OptionError("cache_size", text, str(exc)) from exc
+    neighbour_bytes = DEFAULT_NEIGHBOUR_BYTES
+    if (text := param("neighbours")) is not None:
+        try:
+            neighbour_bytes = parse_size(text)
+        except ValueError as exc:
+            raise OptionError("neighbours", text, str(exc)) from exc
+        if neighbour_bytes > MAX_NEIGHBOUR_BYTES:
+            raise OptionError("neighbours", text, f"at most {MAX_NEIGHBOUR_BYTES >> 10} KiB")
     for key in ("poll", "wait"):
         if (text := param(key)) is not None:
             try:
@@ -180,6 +196,7 @@ def options_from_uri(name: apsw.URIFilename, flags: int) -> OpenOptions:
         hydrate_path=hydrate_path,
         sync_interval=sync_interval,
         compact=compact_text == "auto",
+        neighbour_bytes=neighbour_bytes,
     )
 
 

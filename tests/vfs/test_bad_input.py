@@ -147,6 +147,8 @@ def test_reads_past_the_commit_are_short(history_factory: Callable[..., History]
     ("timestamp", "last tuesday", "RFC 3339"),
     ("cache_size", "lots", "bytes"),
     ("poll", "fast", "duration"),
+    ("neighbours", "near", "bytes"),
+    ("neighbours", "1m", "at most 256 KiB"),
 ])
 def test_bad_uri_parameters_are_refused(file_replica: tuple[str, Replica], tmp_path: Path, param: str, value: str,
                                         message: str) -> None:

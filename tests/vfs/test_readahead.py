@@ -130,3 +130,27 @@ def test_small_files_are_fetched_whole() -> None:
     pages.add(small, 100)
     runs = ReadAhead().plan(7, pages, {50})
     assert [(r.source is small, r.wanted) for r in runs] == [(True, [0, 1, 2])]
+
+
+def test_a_random_miss_brings_its_neighbours_when_asked() -> None:
+    """neighbours=BYTES: a random miss fetches the live, uncached frames of its file within that
+    many bytes on either side, in the same run; without it, exactly its frame."""
+    snap = _file(list(range(1, 101)), 3000)
+    pages = PageMap(snap, 4096, 100)
+    newer = _file([52], 3000)
+    pages.add(newer, 100)  # page 52's frame in the snapshot is superseded
+    assert [(r.first, r.last, r.wanted) for r in ReadAhead().plan(50, pages, set())] == [(49, 49, [49])]
+    ra = ReadAhead(neighbour_bytes=7000)  # two frames of 3000 bytes either side
+    runs = ra.plan(50, pages, {49})
+    assert [(r.source is snap, r.first, r.last, r.wanted) for r in runs] == [(True, 47, 50, [47, 49, 50])]
+    # a scan starting there misses the page after the neighbours next, and is recognised as one
+    assert ra.predict(53, 100) == [54]
+
+
+def test_neighbours_stay_in_the_file_of_the_miss() -> None:
+    snap = _file(list(range(1, 101)), 3000)
+    pages = PageMap(snap, 4096, 100)
+    runs = ReadAhead(neighbour_bytes=10_000).plan(1, pages, set())
+    assert [(r.first, r.last) for r in runs] == [(0, 3)], "no frames before the file's first"
+    runs = ReadAhead(neighbour_bytes=10_000).plan(100, pages, set())
+    assert [(r.first, r.last) for r in runs] == [(96, 99)]
