@@ -11,6 +11,9 @@
 Both talk to the same SeaweedFS server through the counting proxy (tests/s3proxy.py: 20 ms per
 request, BENCH_RTT_MS; a 100 MB/s link, BENCH_BANDWIDTH_MBPS); rounds alternate which side goes
 first; medians are compared, with the store requests and bytes each side made until its first byte.
+The project's bytecode is compiled before the rounds (bench/harness/runner.py `precompile`), as a
+pip-installed blockmap has it: with PYTHONDONTWRITEBYTECODE set (as on this machine) each `blockmap`
+process would otherwise compile ~200 modules from source, a cost no installed mount pays.
 
 The volume is built once (writing 100,000 files through a mount takes a while) and kept with its
 S3 server's data in `--cache` (default /work/scratch/coldmount, outside the repository); later runs
@@ -403,7 +406,9 @@ def removed_after(path: Path) -> Iterator[None]:
 
 def measure(cache: Path, info: dict[str, Any], rounds: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     from bench.harness.network import Network, proxied
+    from bench.harness.runner import precompile
 
+    precompile()  # blockmap starts as an installed package does: its bytecode cached, not compiled each time
     runs: dict[str, list[Round]] = {s: [] for s in SIDES}
     network = Network.from_env()
     load_before = os.getloadavg()

@@ -18,7 +18,7 @@ from tests.s3proxy import Request, S3Proxy, sequential_rounds
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The project's packages that benchmark children import.
-PACKAGES = ("ltx", "vfs", "hydrator", "bench", "tests")
+PACKAGES = ("ltx", "vfs", "hydrator", "blockmap", "bench", "tests")
 #: Longest a child may take for one scenario (a 500 MB restore included).
 CHILD_DEADLINE_S = 600.0
 
