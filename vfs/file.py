@@ -354,6 +354,8 @@ class LTXFile:
                     self._cache.put(1, local)
                 return local
         self.stats.cache_misses += 1
+        if hydration is not None:
+            hydration.store_read()
         pages = self._view.pages
         if pages.locate(pgno) is None:
             if pgno == self._lock_pgno:

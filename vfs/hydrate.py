@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,14 @@ RESTART_DELAY = 1.0
 LOCK_SUFFIX = "-ltxvfs.lock"
 #: Seconds the applier waits at most between looks at a hydration (completion, stop, restart).
 SUPERVISE_INTERVAL = 0.5
+
+#: A new hydration waits until the connections' page reads from the store pause this long (seconds)
+#: before it downloads: its GETs and its page writes would compete with them for the link and the
+#: GIL, and a cold open's first reads (a mount's first lookups) are what a user waits for.
+HYDRATE_QUIET = 0.15
+#: ...but never longer than this after it was attached (a scan that keeps reading from the store
+#: is what hydration is for).
+HYDRATE_MAX_DEFER = 1.0
 
 #: Errors after which hydration is started again: the store or the history may recover.
 _RETRYABLE = (StoreError, RestorePlanError)
@@ -110,12 +119,17 @@ class SharedHydration:
         self._pending_bytes = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
+        #: When a connection last read a page from the store (the open's reads count from here).
+        self._last_store_read = time.monotonic()
+        #: Seconds the start waited for the connections' reads to pause (for tools and tests).
+        self.deferred = 0.0
 
     def _new_hydrator(self) -> Hydrator:
         return Hydrator(self.replica_url, self.path, follow=self.follow, poll_interval=self.poll_interval)
 
     def start(self) -> None:
-        self.hydrator.start()
+        """Start the supervisor, which starts the hydrator once the connections' reads from the
+        store pause (HYDRATE_QUIET), at most HYDRATE_MAX_DEFER from now."""
         self._thread = threading.Thread(target=self._supervise, name=f"ltxvfs-hydrate:{Path(self.path).name}",
                                         daemon=True)
         self._thread.start()
@@ -159,7 +173,31 @@ class SharedHydration:
             self._pending_bytes += size
             self._cond.notify_all()
 
+    def note_store_read(self) -> None:
+        """A connection fetches a page from the store: hydration that has not started waits on."""
+        self._last_store_read = time.monotonic()
+
+    def _wait_for_quiet(self) -> bool:
+        """Wait until reads from the store pause or the deferral ends; False when stopping."""
+        began = time.monotonic()
+        latest = began + HYDRATE_MAX_DEFER
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                until = min(self._last_store_read + HYDRATE_QUIET, latest)
+                if now >= until:
+                    self.deferred = now - began
+                    return True
+                self._cond.wait(until - now)
+        return False
+
     def _supervise(self) -> None:
+        if not self._wait_for_quiet():
+            return
+        with self._cond:
+            if self._stopping:
+                return
+            self.hydrator.start()
         while True:
             with self._cond:
                 if self._stopping:
@@ -370,6 +408,10 @@ class Hydration:
         leased, self._leased = self._leased, None
         if leased is not None:
             leased.release_lease()
+
+    def store_read(self) -> None:
+        """This connection fetches a page from the store (see SharedHydration.note_store_read)."""
+        self.shared.note_store_read()
 
     def read_page(self, pgno: int, page_size: int) -> bytes | None:
         """Page `pgno` from the local file (hold `begin`'s lease); None when it cannot be read

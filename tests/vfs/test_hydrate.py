@@ -561,3 +561,48 @@ def test_hydration_of_an_empty_replica_starts_once_it_has_data(history: History,
     finally:
         handle.close()
         replica.close()
+
+
+def test_hydration_starts_once_reads_from_the_store_pause(history: History, file_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold open's first reads have the store to themselves: hydration makes no request while
+    the connection keeps reading from the store, starts once its reads pause, and completes."""
+    monkeypatch.setattr(hydrate, "HYDRATE_QUIET", 2.0)
+    monkeypatch.setattr(hydrate, "HYDRATE_MAX_DEFER", 600.0)
+    replica = Replica.open(file_url)
+    ship(history, replica, history.last_txid)
+    replica.close()
+    copy = tmp_path / "copy.db"
+    conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
+    source = plain(history.write_image(history.last_txid, tmp_path / "source.db"))
+    try:
+        for n in range(40):
+            q = f"SELECT v FROM t WHERE id = {(n * 37) % ROWS}"
+            assert conn.execute(q).fetchall() == source.execute(q).fetchall()
+        s = stats(conn)
+        assert s["cache_misses"] >= 20, s  # the reads went to the store
+        assert (s["hydration_gets"], s["hydration_lists"], s["hydration_complete"]) == (0, 0, False), s
+        assert not hydrated(copy).hydrator.running
+        wait_complete(conn)
+        assert hydrated(copy).deferred >= 2.0
+        assert results(conn) == expected(history, history.last_txid, tmp_path)
+        assert stats(conn)["local_reads"] > 0
+    finally:
+        conn.close()
+        source.close()
+
+
+def test_hydration_waits_at_most_the_longest_deferral(history: History, file_url: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hydrate, "HYDRATE_QUIET", 600.0)
+    monkeypatch.setattr(hydrate, "HYDRATE_MAX_DEFER", 0.2)
+    replica = Replica.open(file_url)
+    ship(history, replica, history.last_txid)
+    replica.close()
+    copy = tmp_path / "copy.db"
+    conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
+    try:
+        wait_complete(conn)
+        assert 0.2 <= hydrated(copy).deferred < 600.0
+    finally:
+        conn.close()
