@@ -105,6 +105,13 @@ REPLICA_NOTES = {
 }
 
 
+def _replica_note(shape: str, mb: int) -> str:
+    if mb in LARGE_MB:
+        note = REPLICA_NOTES[shape].split("; sqlite-s3vfs")[0]
+        return f"{note}; scenarios {', '.join(LARGE_SCENARIOS)} only, restore once (point), no sqlite-s3vfs"
+    return REPLICA_NOTES[shape]
+
+
 def _rounds(replica_id: str, peer: str) -> int:
     """One run where a single cold run takes tens of seconds (litestream-vfs and restore on 1,000
     level-0 files; restores of the large snapshot); ROUNDS elsewhere."""
@@ -181,9 +188,9 @@ def results(network: Network) -> Iterator[Results]:
         "note": f"Measured {datetime.now(UTC).strftime('%Y-%m-%d')} on {platform.machine()} "
                 f"({os.cpu_count()} cores), SeaweedFS S3 on 127.0.0.1 behind the counting proxy; "
                 f"{ROUNDS} new processes per cold cell (1 where one run takes tens of seconds: litestream-vfs and "
-                f"restore on 1,000 level-0 files, restores of the large snapshot), {WARM_REPEATS} warm repeats; "
+                f"restore on 1,000 level-0 files, restores above {SMALL} MB), {WARM_REPEATS} timed warm batches; "
                 "bytecode cached as in an installed package.",
-        "replicas": {f"{shape} {mb} MB": REPLICA_NOTES[shape] for _, shape, mb in REPLICAS},
+        "replicas": {f"{shape} {mb} MB": _replica_note(shape, mb) for _, shape, mb in REPLICAS},
     })
     yield collected
     for path in collected.write():
