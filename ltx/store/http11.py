@@ -223,8 +223,13 @@ class PlainConnection:
         self._method = method
 
     def getresponse(self) -> PlainResponse:
+        """The answer to the request sent; interim 1xx answers (a server may send 100 Continue
+        unasked) are read past, as http.client does, so they are never taken for the answer."""
         assert self._fp is not None
-        return PlainResponse(self._fp, self._method)
+        while True:
+            response = PlainResponse(self._fp, self._method)
+            if not 100 <= response.status < 200 or response.status == 101:
+                return response
 
     def close(self) -> None:
         fp, self._fp = self._fp, None

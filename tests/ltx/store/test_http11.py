@@ -149,3 +149,10 @@ def test_split_host() -> None:
     assert split_host("[::1]:9000") == ("::1", 9000)
     assert split_host("[::1]") == ("::1", 80)
     assert split_host("::1") == ("::1", 80)
+
+
+def test_an_interim_100_continue_is_read_past() -> None:
+    with canned(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as (conn, _):
+        conn.request("PUT", "/", body=b"x", headers={"host": "h"})
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"ok")
