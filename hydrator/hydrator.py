@@ -124,7 +124,7 @@ class Hydrator:
     `replica` is a Litestream replica URL or an open `Replica` (then it is not closed here)."""
 
     def __init__(self, replica: str | Replica, path: str | os.PathLike[str], *, follow: bool = False,
-                 poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 poll_interval: float = DEFAULT_POLL_INTERVAL, on_demand: bool = False,
                  parallelism: int = DEFAULT_HYDRATION_PARALLELISM,
                  chunk_size: int = DEFAULT_HYDRATION_CHUNK_SIZE,
                  spill_memory: int = DEFAULT_SPILL_MEMORY,
@@ -136,6 +136,13 @@ class Hydrator:
         self.path = Path(path)
         self.follow = follow
         self.poll_interval = poll_interval
+        #: In follow mode, poll only when `wake` is called, not every poll interval (a writer's
+        #: copy: the writer applies its own commits with apply_ltx, and wakes the hydrator when
+        #: the copy fell behind for another reason). May be changed while running.
+        self.on_demand = on_demand
+        self._wake = threading.Event()
+        #: Follow polls made (timed or woken).
+        self.polls = 0
         self.parallelism = parallelism
         self.chunk_size = chunk_size
         self.spill_memory = spill_memory
@@ -236,10 +243,15 @@ class Hydrator:
     def stop(self, timeout: float | None = None) -> None:
         """Ask the thread to stop after the file it is on; wait for it up to `timeout`."""
         self._stop.set()
+        self._wake.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Follow mode: poll the replica now (the only way an `on_demand` hydrator polls)."""
+        self._wake.set()
 
     def close(self) -> None:
         """Stop, close the local file and, when it was opened here, the replica."""
@@ -660,8 +672,14 @@ class Hydrator:
     # --- follow mode --------------------------------------------------------------------------
 
     def _follow(self) -> None:
-        """Every poll interval, apply what continues the local file; store errors are retried."""
-        while not self._stop.wait(self.poll_interval):
+        """Every poll interval (or, `on_demand`, whenever woken), apply what continues the local
+        file; store errors are retried."""
+        while True:
+            self._wake.wait(None if self.on_demand else self.poll_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.polls += 1
             try:
                 self.poll_once()
                 self.last_poll_error = None

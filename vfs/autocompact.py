@@ -10,8 +10,10 @@ Litestream's schedule (every 24 h) or the file count; then retention (level-0 fi
 level 1 covers them, snapshots after 24 h) and the hint's refresh, as `ltxctl compact
 --scheduled` does. Compaction creates its files with create-if-absent and its chunks have fixed
 boundaries, so two processes compacting one replica never overwrite each other nor write
-overlapping files. A replica with no file yet (a new writer's) has nothing to compact; a failed
-step is logged and tried again at the next round.
+overlapping files. A round lists the replica once (ltx.listedreplica) and works from that listing,
+kept up to date with its own writes (it looked at the levels ~40 times a round before). A replica
+with no file yet (a new writer's) has nothing to compact; a failed step is logged and tried again
+at the next round.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from datetime import timedelta
 
 from ltx import compaction
 from ltx.hint import refresh_hint
+from ltx.listedreplica import ListedReplica
 from ltx.plan import SNAPSHOT_LEVEL, EmptyReplicaError
-from ltx.replica import Replica
 from vfs.process import COMPACTORS
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ class AutoCompactor:
 
     def run_once(self) -> None:
         """One scheduled round: due levels, retention, hint. Errors are logged and counted."""
-        replica = Replica.open(self.url)
+        replica = ListedReplica.open(self.url)  # one listing of the replica per round, not one per look
         try:
             levels = sorted(self.schedule.intervals)
             report = compaction.run(replica, levels, l0_retention=self.schedule.l0_retention,

@@ -111,7 +111,7 @@ class LTXFile:
 
                 self.hydration = attach_hydration(options.hydrate_path, options.path, options.replica_url,
                                                   replica.url, follow=options.poll > 0 and not options.pinned,
-                                                  poll_interval=options.poll)
+                                                  poll_interval=options.poll, writer=not options.read_only)
             except BaseException:
                 replica.close()
                 raise

@@ -13,6 +13,13 @@ TXID than its view. Both follow the replica at the same interval, so they soon a
 The writer's own commits: `Hydration.on_commit(ltx, name)` after a commit succeeded hands the LTX
 file to a background applier, which applies it once hydration is complete (a file that does not
 continue the local TXID is skipped; following the replica brings it instead).
+
+A copy used by writers only follows the replica on demand (`on_demand`): its writers' commits
+reach it through the applier, so a timed poll (two LISTs a second) would find nothing but another
+writer's commits, which the writer's own follower finds anyway. Instead, a transaction that finds
+the copy behind its view while none of the writer's commits wait for the applier wakes the
+hydrator, which polls once (at most once per view TXID, or again after POLL_INTERVAL). A reader
+attaching to the same copy turns timed following back on.
 """
 
 from __future__ import annotations
@@ -92,11 +99,20 @@ class SharedHydration:
     """The hydration of one local path, shared by the connections naming it; its supervisor thread
     restarts a hydration that failed for a reason that may pass, and applies the writer's commits."""
 
-    def __init__(self, path: str, replica_url: str, follow: bool, poll_interval: float) -> None:
+    def __init__(self, path: str, replica_url: str, follow: bool, poll_interval: float,
+                 on_demand: bool = False) -> None:
         self.path = path
         self.replica_url = replica_url
         self.follow = follow
         self.poll_interval = poll_interval
+        #: Follow the replica only when `catch_up` asks (every connection attached is a writer).
+        self.on_demand = on_demand
+        #: Times `catch_up` woke the hydrator.
+        self.wakes = 0
+        self._woken_for = 0
+        self._woken_at = 0.0
+        #: A commit is being applied (popped from the queue, not yet in the copy).
+        self._applying = False
         self.refs = 0
         #: Set once the last connection let go: a new one waits for the close, then starts afresh.
         self.closing = False
@@ -125,7 +141,31 @@ class SharedHydration:
         self.deferred = 0.0
 
     def _new_hydrator(self) -> Hydrator:
-        return Hydrator(self.replica_url, self.path, follow=self.follow, poll_interval=self.poll_interval)
+        return Hydrator(self.replica_url, self.path, follow=self.follow, poll_interval=self.poll_interval,
+                        on_demand=self.on_demand)
+
+    def follow_on_timer(self) -> None:
+        """A connection that is not a writer shares the copy: follow every poll interval again."""
+        self.on_demand = False
+        h = self.hydrator
+        h.on_demand = False
+        h.wake()
+
+    def catch_up(self, txid: int) -> None:
+        """A transaction at `txid` found the complete copy behind it: with on-demand following,
+        wake the hydrator unless the writer's commits waiting for the applier explain the gap
+        (once per `txid`; again after the poll interval, in case that poll failed)."""
+        if not self.on_demand or not self.follow:
+            return
+        now = time.monotonic()
+        with self._cond:
+            if self._commits or self._applying:
+                return
+            if txid <= self._woken_for and now - self._woken_at < self.poll_interval:
+                return
+            self._woken_for, self._woken_at = txid, now
+            self.wakes += 1
+        self.hydrator.wake()
 
     def start(self) -> None:
         """Start the supervisor, which starts the hydrator once the connections' reads from the
@@ -239,6 +279,7 @@ class SharedHydration:
                     return
                 commit = self._commits.popleft()
                 self._pending_bytes -= commit.size
+                self._applying = True
             try:
                 if h.apply_ltx(commit.source, commit.name):
                     self.commits_applied += 1
@@ -249,6 +290,8 @@ class SharedHydration:
                 log.warning("%s: the writer's commit %s was not applied: %s", self.path, commit.name, exc)
             finally:
                 commit.source.close()
+                with self._cond:
+                    self._applying = False
 
 
 #: Hydrations by local path: the process's registry (vfs/process.py).
@@ -289,9 +332,10 @@ def check_path(path: str, db_path: str) -> None:
 
 
 def attach(path: str, db_path: str, replica_url: str, url: str, *, follow: bool,
-           poll_interval: float) -> Hydration:
+           poll_interval: float, writer: bool = False) -> Hydration:
     """A connection's handle on the hydration of `path` from `replica_url` (credential-free `url`)
-    for the database `db_path`, started here unless another connection of this process runs it."""
+    for the database `db_path`, started here unless another connection of this process runs it.
+    A `writer`'s copy follows on demand while only writers use it (see the module's text)."""
     path = os.path.realpath(path)
     with _shared_lock:
         # The last connection closed it a moment ago: let its hydrator stop before another starts.
@@ -299,7 +343,7 @@ def attach(path: str, db_path: str, replica_url: str, url: str, *, follow: bool,
         shared = _shared.get(path)
         if shared is None:
             check_path(path, db_path)
-            shared = SharedHydration(path, replica_url, follow, poll_interval)
+            shared = SharedHydration(path, replica_url, follow, poll_interval, on_demand=writer)
             if shared.url != url:
                 shared.close()
                 raise HydratePathError(path, f"replica {url} opened as {shared.url}")
@@ -308,6 +352,8 @@ def attach(path: str, db_path: str, replica_url: str, url: str, *, follow: bool,
         elif shared.url != url:
             raise HydratePathError(path, f"is being hydrated from {shared.url} by another connection, "
                                          f"not from {url}")
+        elif shared.on_demand and not writer:
+            shared.follow_on_timer()
         shared.refs += 1
     return Hydration(shared)
 
@@ -371,6 +417,8 @@ class Hydration:
         if ahead != txid:
             if ahead > txid:
                 self._nudge(ahead)
+            else:
+                self.shared.catch_up(txid)
             return False
         if not h.acquire_lease(timeout=0):  # pages are being applied: the store this time
             return False
@@ -496,6 +544,9 @@ class Hydration:
             "hydration_error": str(error) if error is not None else None,
             "local_transactions": self.local_transactions,
             "hydration_nudges": self.nudges,
+            "hydration_polls": h.polls,
+            "hydration_follows_on_demand": shared.on_demand,
+            "hydration_wakes": shared.wakes,
             "local_read_errors": self.local_read_errors,
         }
 

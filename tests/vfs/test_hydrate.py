@@ -9,9 +9,11 @@ import os
 import random
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import apsw
 import pytest
@@ -606,3 +608,60 @@ def test_hydration_waits_at_most_the_longest_deferral(history: History, file_url
         assert 0.2 <= hydrated(copy).deferred < 600.0
     finally:
         conn.close()
+
+
+def listed_prefix(path: str) -> str:
+    """The prefix a LIST request asked for."""
+    return parse_qs(urlsplit(path).query).get("prefix", [""])[0]
+
+
+@pytest.mark.parametrize("proxied", ["s3"], indirect=True)
+def test_a_writers_copy_follows_on_demand_only(proxied: tuple[str, S3Proxy | None], tmp_path: Path) -> None:
+    """A writer's copy does not poll the replica on a timer (its commits reach it through the
+    applier): while the writer's follower polls every 50 ms, the store sees only the follower's
+    level-0 LISTs. Another writer's commit, which no applier brings, wakes the hydrator at the
+    next transaction that finds the copy behind, and the copy catches up."""
+    url, proxy = proxied
+    assert proxy is not None
+    copy = tmp_path / "copy.db"
+    w = open_writer(tmp_path / "w.db", url, hydrate=str(copy), poll=0.05, cache_size=SMALL_CACHE)
+    try:
+        with w:
+            w.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            w.executemany("INSERT INTO t VALUES (?, ?)", [(i, big_value(i)) for i in range(300)])
+        wait_complete(w)
+        shared = hydrated(copy)
+        assert shared.on_demand and stats(w)["hydration_follows_on_demand"]
+        for n in range(4):
+            with w:
+                w.execute("INSERT INTO t VALUES (?, ?)", (1000 + n, big_value(1000 + n)))
+        last = writer_txid(w)
+        wait_for(lambda: shared.hydrator.txid == last, "the writer's commits to reach the copy", DEADLINE)
+        polls, hydrator_polls = stats(w)["polls"], shared.hydrator.polls
+        levels_before = Counter(listed_prefix(r.path) for r in proxy.seen if r.kind == "LIST")
+        wait_for(lambda: stats(w)["polls"] >= polls + 20, "20 polls of the writer's follower", DEADLINE)
+        lists = [r for r in proxy.seen if r.kind == "LIST"]
+        levels_after = Counter(listed_prefix(r.path) for r in lists)
+        new = levels_after - levels_before
+        assert shared.hydrator.polls == hydrator_polls, "the writer's copy polled on a timer"
+        assert {p.rsplit("/", 2)[-2] for p in new} == {"0000"}, new  # only level 0: the follower's anchored polls
+        # Another writer of the replica (this process, no copy) commits: the follower brings it to
+        # the view, and the first transaction that finds the copy behind wakes the hydrator.
+        other = open_writer(tmp_path / "other.db", url)
+        try:
+            with other:
+                other.execute("INSERT INTO t VALUES (?, ?)", (5000, "from the other writer"))
+            theirs = writer_txid(other)
+        finally:
+            other.close()
+        wait_for(lambda: w.execute("SELECT count(*) FROM t WHERE id = 5000").fetchall() == [(1,)]
+                 and shared.hydrator.txid == theirs, "the copy to catch up with the other writer", DEADLINE,
+                 on_timeout=lambda: str(stats(w)))
+        assert shared.wakes >= 1 and shared.hydrator.polls > hydrator_polls
+        local = plain(copy)
+        try:
+            assert local.execute("SELECT v FROM t WHERE id = 5000").fetchall() == [("from the other writer",)]
+        finally:
+            local.close()
+    finally:
+        w.close()
