@@ -67,7 +67,8 @@ SUPERVISE_INTERVAL = 0.5
 
 #: A new hydration waits until the connections' page reads from the store pause this long (seconds)
 #: before it downloads: its GETs and its page writes would compete with them for the link and the
-#: GIL, and a cold open's first reads (a mount's first lookups) are what a user waits for.
+#: GIL, and a cold open's first reads (a mount's first lookups) are what a user waits for. A
+#: connection asking for `litestream_hydration_progress` starts it at once (it waits for the copy).
 HYDRATE_QUIET = 0.15
 #: ...but never longer than this after it was attached (a scan that keeps reading from the store
 #: is what hydration is for).
@@ -139,6 +140,8 @@ class SharedHydration:
         self._last_store_read = time.monotonic()
         #: Seconds the start waited for the connections' reads to pause (for tools and tests).
         self.deferred = 0.0
+        #: Set when a connection asks how far hydration is: it is wanted now.
+        self._wanted = False
 
     def _new_hydrator(self) -> Hydrator:
         return Hydrator(self.replica_url, self.path, follow=self.follow, poll_interval=self.poll_interval,
@@ -217,6 +220,13 @@ class SharedHydration:
         """A connection fetches a page from the store: hydration that has not started waits on."""
         self._last_store_read = time.monotonic()
 
+    def start_now(self) -> None:
+        """Stop waiting for reads to pause: someone is waiting for the copy."""
+        if not self._wanted:
+            with self._cond:
+                self._wanted = True
+                self._cond.notify_all()
+
     def _wait_for_quiet(self) -> bool:
         """Wait until reads from the store pause or the deferral ends; False when stopping."""
         began = time.monotonic()
@@ -225,7 +235,7 @@ class SharedHydration:
             while not self._stopping:
                 now = time.monotonic()
                 until = min(self._last_store_read + HYDRATE_QUIET, latest)
-                if now >= until:
+                if now >= until or self._wanted:
                     self.deferred = now - began
                     return True
                 self._cond.wait(until - now)
@@ -517,6 +527,7 @@ class Hydration:
 
     def progress_text(self) -> str:
         """`PRAGMA litestream_hydration_progress`: percent with one decimal, as Litestream prints it."""
+        self.shared.start_now()  # a connection asking how far it is waits for the copy: start it
         return f"{self.hydrator.progress.percent:.1f}"
 
     def stats(self) -> dict[str, object]:

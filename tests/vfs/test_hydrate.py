@@ -585,7 +585,7 @@ def test_hydration_starts_once_reads_from_the_store_pause(history: History, file
         assert s["cache_misses"] >= 20, s  # the reads went to the store
         assert (s["hydration_gets"], s["hydration_lists"], s["hydration_complete"]) == (0, 0, False), s
         assert not hydrated(copy).hydrator.running
-        wait_complete(conn)
+        assert hydrated(copy).hydrator.wait_complete(DEADLINE)  # not through the pragma: it starts it
         assert hydrated(copy).deferred >= 2.0
         assert results(conn) == expected(history, history.last_txid, tmp_path)
         assert stats(conn)["local_reads"] > 0
@@ -604,7 +604,7 @@ def test_hydration_waits_at_most_the_longest_deferral(history: History, file_url
     copy = tmp_path / "copy.db"
     conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
     try:
-        wait_complete(conn)
+        assert hydrated(copy).hydrator.wait_complete(DEADLINE)
         assert 0.2 <= hydrated(copy).deferred < 600.0
     finally:
         conn.close()
@@ -665,3 +665,21 @@ def test_a_writers_copy_follows_on_demand_only(proxied: tuple[str, S3Proxy | Non
             local.close()
     finally:
         w.close()
+
+
+def test_asking_for_the_progress_starts_hydration_at_once(history: History, file_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection polling litestream_hydration_progress waits for the copy: no deferral."""
+    monkeypatch.setattr(hydrate, "HYDRATE_QUIET", 600.0)
+    monkeypatch.setattr(hydrate, "HYDRATE_MAX_DEFER", 600.0)
+    replica = Replica.open(file_url)
+    ship(history, replica, history.last_txid)
+    replica.close()
+    copy = tmp_path / "copy.db"
+    conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
+    try:
+        wait_complete(conn)
+        assert hydrated(copy).deferred < 600.0
+        assert copy.read_bytes() == history.images[history.last_txid]
+    finally:
+        conn.close()
