@@ -78,6 +78,10 @@ MAX_INDEX_FETCH_SIZE = 64 * 1024 * 1024
 #: Bytes fetched from the start of a large file instead of its bare header: enough for page 1
 #: at any page size (header + frame prefix + LZ4 bound of 64 KiB), and several low pages at 4 KiB.
 HEAD_FETCH_SIZE = HEADER_SIZE + FRAME_PREFIX_SIZE + lz4_bound(MAX_PAGE_SIZE)
+#: The first file's head when the replica's hint lacks the low pages an open reads (`long_heads`):
+#: a schema over several pages has its leaves after the roots of its tables and indexes (a blockmap
+#: volume's: pages 28 and 29, ~90 KB into its snapshot), and one-page tables are low too.
+LOW_PAGES_HEAD_SIZE = 2 * HEAD_FETCH_SIZE
 
 
 #: Files up to this size are fetched whole at open: one GET, checked by the file checksum, where a
@@ -259,7 +263,8 @@ class ReplicaReader:
     def load_files_probing(self, infos: Sequence[LTXFileInfo], heads: bool = True,
                            probe: LTXFileInfo | None = None, sparse: bool = False,
                            meanwhile: Callable[[], object] | None = None,
-                           bare: Container[int] = ()) -> tuple[list[SourceFile], Header | None]:
+                           bare: Container[int] = (),
+                           long: Container[int] = ()) -> tuple[list[SourceFile], Header | None]:
         """Fetch the indexes of `infos` in parallel and return them as source files, and the header
         of `probe` (a file not in `infos`, fetched in the same round trip) when one is asked for.
 
@@ -278,7 +283,7 @@ class ReplicaReader:
         are then fetched (one more round trip) and read as before.
 
         `bare`: positions in `infos` whose head is the bare header (the hint holds the pages
-        their first frames would bring)."""
+        their first frames would bring); `long`: positions whose head is LOW_PAGES_HEAD_SIZE."""
         span_of: dict[int, int] = {}
         if sparse and heads:
             for i, info in enumerate(infos):
@@ -292,7 +297,8 @@ class ReplicaReader:
                 big = index_fetch_size(infos[i].size, infos[i].sums_size) < infos[i].size
                 if big and (heads or i == len(infos) - 1):
                     head_of.append(i)
-                    calls.append(self._head_call(infos[i], HEADER_SIZE if i in bare else HEAD_FETCH_SIZE))
+                    size = HEADER_SIZE if i in bare else LOW_PAGES_HEAD_SIZE if i in long else HEAD_FETCH_SIZE
+                    calls.append(self._head_call(infos[i], size))
         sums_of = [i for i, info in enumerate(infos)
                    if info.sums_key is not None and index_fetch_size(info.size, info.sums_size) < info.size
                    and i not in span_of]
@@ -564,6 +570,15 @@ def bare_heads(hint: Hint | None, plan: Sequence[LTXFileInfo]) -> set[int]:
     return bare
 
 
+def long_heads(hint: Hint | None, plan: Sequence[LTXFileInfo]) -> set[int]:
+    """Plan positions whose head GET is LOW_PAGES_HEAD_SIZE: the first file's, when the replica
+    has a hint (one of ours) that lacks the low pages an open reads (`holds_low_pages`), so the
+    open's reads of the schema's leaves and the one-page tables come with the head."""
+    if hint is None or not plan or holds_low_pages(hint):
+        return set()
+    return {0}
+
+
 def level_seeks(levels: dict[int, list[LTXFileInfo]]) -> dict[int, int]:
     """Per level, the min TXID of its newest file (where the next listing of that level starts)."""
     return {lvl: files[-1].min_txid for lvl, files in levels.items() if files}
@@ -607,7 +622,7 @@ def load_view(reader: ReplicaReader, txid: int = 0, timestamp: datetime | None =
     probe = hint_probe(hint, plan, levels)
     refetches = reader.index_refetches
     files, probed = reader.load_files_probing(plan, probe=probe, sparse=True, meanwhile=meanwhile,
-                                              bare=bare_heads(hint, plan))
+                                              bare=bare_heads(hint, plan), long=long_heads(hint, plan))
     rounds += reader.index_refetches - refetches
     if waited is not None:
         waited.round_trips += rounds
