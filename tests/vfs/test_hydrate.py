@@ -683,3 +683,29 @@ def test_asking_for_the_progress_starts_hydration_at_once(history: History, file
         assert copy.read_bytes() == history.images[history.last_txid]
     finally:
         conn.close()
+
+
+def test_a_reader_sharing_a_writers_copy_turns_timed_following_back_on(file_url: str, tmp_path: Path) -> None:
+    """A writer's copy follows on demand; a reader attaching to the same copy needs it to follow
+    the replica by itself (nothing applies commits for it), so the hydrator polls on its timer
+    again from then on."""
+    copy = tmp_path / "copy.db"
+    w = open_writer(tmp_path / "w.db", file_url, hydrate=str(copy), poll=0.05, cache_size=SMALL_CACHE)
+    try:
+        with w:
+            w.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            w.execute("INSERT INTO t VALUES (1, 'one')")
+        wait_complete(w)
+        shared = hydrated(copy)
+        assert shared.on_demand and shared.hydrator.on_demand
+        r = connect(tmp_path / "w.db", file_url, hydrate=str(copy), poll=0.05)
+        try:
+            assert hydrated(copy) is shared
+            assert not shared.on_demand and not shared.hydrator.on_demand
+            assert not stats(r)["hydration_follows_on_demand"]
+            polls = shared.hydrator.polls
+            wait_for(lambda: shared.hydrator.polls >= polls + 5, "the copy to poll on its timer", DEADLINE)
+        finally:
+            r.close()
+    finally:
+        w.close()
