@@ -127,6 +127,17 @@ def commit_write(
     return counts
 
 
+def _set_length(cursor: apsw.Cursor, ctx: OpContext, node: Node, old_length: int, length: int,
+                path: PathLike) -> None:
+    """Record a file's new length (mtime and ctime now) and the usage it changes."""
+    ns = now_ns()
+    node.length = length
+    node.set_mtime(ns)
+    node.set_ctime(ns)
+    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
+    ctx.acct.file_length_changed(cursor, node.inode, node.parent, old_length, length, path)
+
+
 def truncate(
     cursor: apsw.Cursor, ctx: OpContext, inode: int, length: int, path: PathLike
 ) -> tuple[Node, Released]:
@@ -142,12 +153,7 @@ def truncate(
         return node, released
     old_length = node.length
     _cut(cursor, inode, old_length, length, released)
-    ns = now_ns()
-    node.length = length
-    node.set_mtime(ns)
-    node.set_ctime(ns)
-    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
-    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length, path)
+    _set_length(cursor, ctx, node, old_length, length, path)
     return node, released
 
 
@@ -188,12 +194,7 @@ def fallocate(
             n = min(end - pos, CHUNK_SIZE - coff)
             append_records(cursor, inode, indx, hole(coff, n).encode())
             pos += n
-    ns = now_ns()
-    node.length = length
-    node.set_mtime(ns)
-    node.set_ctime(ns)
-    update_node(cursor, node, "length", "mtime", "mtimensec", "ctime", "ctimensec")
-    ctx.acct.file_length_changed(cursor, inode, node.parent, old_length, length, path)
+    _set_length(cursor, ctx, node, old_length, length, path)
     return node
 
 
