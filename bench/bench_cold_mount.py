@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_mount import RESULTS_DIR, _mounted, _run, fuse_available, juicefs_binary  # noqa: E402
+from bench.bench_mount import RESULTS_DIR, fuse_available, is_mounted, juicefs_binary, run_checked  # noqa: E402
 
 #: Where the volume (and the S3 server's data holding it) is kept between runs.
 DEFAULT_CACHE = Path("/work/scratch/coldmount")
@@ -158,7 +158,7 @@ def write_tree(mnt: Path, files: int, log: Callable[[str], None]) -> None:
 
 
 def replica_levels(url: str, env: dict[str, str]) -> dict[str, int]:
-    listing = json.loads(_run(_ltxctl("ls", url, "--json"), env).stdout)
+    listing = json.loads(run_checked(_ltxctl("ls", url, "--json"), env).stdout)
     return dict(sorted(collections.Counter(str(f["level"]) for f in listing).items()))
 
 
@@ -181,8 +181,8 @@ def build(cache: Path, files: int, log: Callable[[str], None] = print) -> dict[s
     with s3_server(cache) as server:
         env = server.env()
         meta, data = s3_url(server, server.endpoint, META_PREFIX), s3_url(server, server.endpoint, "")
-        _run(_blockmap("format", "--meta", meta, "--data", data, VOLUME), env)
-        _run(_blockmap("mount", "--meta", meta, str(work / "mnt"), "-d", "--cache-dir", str(work / "cache"),
+        run_checked(_blockmap("format", "--meta", meta, "--data", data, VOLUME), env)
+        run_checked(_blockmap("mount", "--meta", meta, str(work / "mnt"), "-d", "--cache-dir", str(work / "cache"),
                        "--log", str(work / "mount.log")), env)
         try:
             write_tree(work / "mnt", files, log)
@@ -190,9 +190,9 @@ def build(cache: Path, files: int, log: Callable[[str], None] = print) -> dict[s
             log(f"  written in {written - began:,.0f} s; unmounting")
         finally:
             try:
-                _run(_blockmap("umount", str(work / "mnt")), env)
+                run_checked(_blockmap("umount", str(work / "mnt")), env)
             finally:
-                if _mounted(work / "mnt"):
+                if is_mounted(work / "mnt"):
                     subprocess.run(["fusermount3", "-u", "-z", str(work / "mnt")], check=False)
         unmounted = time.monotonic()
         state = replica_state(server, cache)
@@ -214,7 +214,7 @@ def replica_state(server: Any, cache: Path) -> dict[str, Any]:
     `litestream replicate -once` of that file into its own prefix (emptied first)."""
     env = server.env()
     meta = s3_url(server, server.endpoint, META_PREFIX)
-    txinfo = json.loads(_run(_ltxctl("info", meta, "--json"), env).stdout)
+    txinfo = json.loads(run_checked(_ltxctl("info", meta, "--json"), env).stdout)
     levels = replica_levels(meta, env)
     from blockmap import Volume
 
@@ -225,7 +225,7 @@ def replica_state(server: Any, cache: Path) -> dict[str, Any]:
     db = work / "jfs-meta.db"
     for p in work.glob("jfs-meta.db*"):
         p.unlink()
-    _run(_ltxctl("restore", meta, "-o", str(db)), env)
+    run_checked(_ltxctl("restore", meta, "-o", str(db)), env)
     import apsw
 
     conn = apsw.Connection(str(db))
@@ -319,33 +319,47 @@ def _counted(proxy: Any, start: int, began: float, until: float,
     return len(reqs), sum(r.bytes_out + r.bytes_in for r in reqs), kinds, first
 
 
+def _first_byte_round(side: str, proxy: Any, mnt: Path, chosen: str, expect: int, prefixes: tuple[str, ...],
+                      mount: Callable[[Callable[[], float]], dict[str, float]],
+                      unmount: Callable[[], None]) -> Round:
+    """One round of a side: `mount(clock)` (returning when each of its phases ended, by the
+    proxy's clock), then the first byte of `chosen`; timed, checked against `expect`, counted at
+    the proxy; the mount is taken down whatever happens."""
+    clock = proxy_clock()
+    start = len(proxy.seen)
+    cpu = children_cpu()
+    began = clock()
+    try:
+        marks = mount(clock)
+        got = first_byte(mnt / chosen)
+        done = clock()
+        cpu = children_cpu() - cpu + daemons_cpu(mnt)
+        if got != expect:
+            raise RuntimeError(f"{side}: first byte {got}, expected {expect}")
+        n, nbytes, kinds, first = _counted(proxy, start, began, done, prefixes)
+        phases = {"first_request": round(first, 3), **{k: round(t - began, 3) for k, t in marks.items()}}
+        return Round(side, done - began, n, nbytes, kinds, phases, round(cpu, 3))
+    finally:
+        try:
+            unmount()
+        finally:
+            if is_mounted(mnt):
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+
+
 def measure_blockmap(server: Any, proxy: Any, work: Path, expect: int, chosen: str) -> Round:
     mnt, cache = work / "mnt", work / "cache"
     mnt.mkdir(parents=True)
     env = server.env()
     meta, data = s3_url(server, proxy.endpoint, META_PREFIX), s3_url(server, proxy.endpoint, "")
-    clock = proxy_clock()
-    start = len(proxy.seen)
-    cpu = children_cpu()
-    began = clock()
-    _run(_blockmap("mount", "--meta", meta, "--data", data, str(mnt), "-d", "--cache-dir", str(cache),
-                   "--log", str(work / "mount.log")), env)
-    mounted = clock()
-    got = first_byte(mnt / chosen)
-    done = clock()
-    cpu = children_cpu() - cpu + daemons_cpu(mnt)
-    try:
-        if got != expect:
-            raise RuntimeError(f"blockmap: first byte {got}, expected {expect}")
-        n, nbytes, kinds, first = _counted(proxy, start, began, done, (META_PREFIX,))
-        return Round(BLOCKMAP, done - began, n, nbytes, kinds,
-                     {"first_request": round(first, 3), "mounted": round(mounted - began, 3)}, round(cpu, 3))
-    finally:
-        try:
-            _run(_blockmap("umount", str(mnt)), env)
-        finally:
-            if _mounted(mnt):
-                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+
+    def mount(clock: Callable[[], float]) -> dict[str, float]:
+        run_checked(_blockmap("mount", "--meta", meta, "--data", data, str(mnt), "-d", "--cache-dir", str(cache),
+                              "--log", str(work / "mount.log")), env)
+        return {"mounted": clock()}
+
+    return _first_byte_round(BLOCKMAP, proxy, mnt, chosen, expect, (META_PREFIX,), mount,
+                             lambda: _unmount(_blockmap("umount", str(mnt)), mnt, env))
 
 
 def measure_peer(server: Any, proxy: Any, work: Path, expect: int, chosen: str) -> Round:
@@ -355,32 +369,24 @@ def measure_peer(server: Any, proxy: Any, work: Path, expect: int, chosen: str) 
     env.update(ACCESS_KEY=server.access_key, SECRET_KEY=server.secret_key)
     db = work / "meta.db"
     jfs = juicefs_binary()
-    clock = proxy_clock()
-    start = len(proxy.seen)
-    cpu = children_cpu()
-    began = clock()
-    _run([venv_bin("litestream"), "restore", "-o", str(db), s3_url(server, proxy.endpoint, JFS_META_PREFIX)], env)
-    restored = clock()
-    _run([jfs, "mount", "--no-agent", f"sqlite3://{db}", str(mnt), "-d", "--cache-dir", str(cache),
-          "--bucket", f"{proxy.endpoint}/{server.bucket}", "--log", str(work / "mount.log"), "--no-usage-report"],
-         env)
-    mounted = clock()
-    got = first_byte(mnt / chosen)
-    done = clock()
-    cpu = children_cpu() - cpu + daemons_cpu(mnt)
-    try:
-        if got != expect:
-            raise RuntimeError(f"juicefs: first byte {got}, expected {expect}")
-        n, nbytes, kinds, first = _counted(proxy, start, began, done, (JFS_META_PREFIX,))
-        return Round(PEER, done - began, n, nbytes, kinds,
-                     {"first_request": round(first, 3), "restored": round(restored - began, 3),
-                      "mounted": round(mounted - began, 3)}, round(cpu, 3))
-    finally:
-        try:
-            _run([jfs, "umount", str(mnt)], env)
-        finally:
-            if _mounted(mnt):
-                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+
+    def mount(clock: Callable[[], float]) -> dict[str, float]:
+        run_checked([venv_bin("litestream"), "restore", "-o", str(db),
+                     s3_url(server, proxy.endpoint, JFS_META_PREFIX)], env)
+        restored = clock()
+        run_checked([jfs, "mount", "--no-agent", f"sqlite3://{db}", str(mnt), "-d", "--cache-dir", str(cache),
+                     "--bucket", f"{proxy.endpoint}/{server.bucket}", "--log", str(work / "mount.log"),
+                     "--no-usage-report"], env)
+        return {"restored": restored, "mounted": clock()}
+
+    return _first_byte_round(PEER, proxy, mnt, chosen, expect, (JFS_META_PREFIX,), mount,
+                             lambda: _unmount([jfs, "umount", str(mnt)], mnt, env))
+
+
+def _unmount(cmd: list[str], mnt: Path, env: dict[str, str]) -> None:
+    """Unmount with the side's own command if the mount is up."""
+    if is_mounted(mnt):
+        run_checked(cmd, env)
 
 
 def proxy_clock() -> Callable[[], float]:
@@ -414,7 +420,7 @@ def measure(cache: Path, info: dict[str, Any], rounds: int, log: Callable[[str],
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="rounds-", dir=cache)
     with s3_server(cache) as server, proxied(server.endpoint, network) as proxy, removed_after(Path(tmp)):
-        txid_before = json.loads(_run(_ltxctl("info", s3_url(server, server.endpoint, META_PREFIX), "--json"),
+        txid_before = json.loads(run_checked(_ltxctl("info", s3_url(server, server.endpoint, META_PREFIX), "--json"),
                                       server.env()).stdout)["txid"]
         for r in range(rounds):
             for side in SIDES if r % 2 == 0 else SIDES[::-1]:
@@ -424,7 +430,7 @@ def measure(cache: Path, info: dict[str, Any], rounds: int, log: Callable[[str],
                 runs[side].append(got)
                 log(f"round {r + 1} {side:18s} {got.seconds:6.3f} s  cpu {got.cpu:5.2f} s  {got.requests:5d} requests  "
                     f"{got.bytes / 1e6:7.2f} MB  {got.marks}  {got.kinds}")
-        txid_after = json.loads(_run(_ltxctl("info", s3_url(server, server.endpoint, META_PREFIX), "--json"),
+        txid_after = json.loads(run_checked(_ltxctl("info", s3_url(server, server.endpoint, META_PREFIX), "--json"),
                                      server.env()).stdout)["txid"]
     med = {s: statistics.median(r.seconds for r in runs[s]) for s in SIDES}
     return {
@@ -432,8 +438,8 @@ def measure(cache: Path, info: dict[str, Any], rounds: int, log: Callable[[str],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{platform.machine()} ({os.cpu_count()} cores), kernel {platform.release()}",
             "network": network.describe(), "rounds": rounds,
-            "juicefs": _run([juicefs_binary(), "version"]).stdout.strip(),
-            "litestream": _run([venv_bin("litestream"), "version"]).stdout.strip(),
+            "juicefs": run_checked([juicefs_binary(), "version"]).stdout.strip(),
+            "litestream": run_checked([venv_bin("litestream"), "version"]).stdout.strip(),
             "replica_txid_before": txid_before, "replica_txid_after": txid_after,
             "load_average": [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()],
         },

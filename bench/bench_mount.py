@@ -128,7 +128,8 @@ class Store:
 FILE_STORE = Store("file")
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_checked(cmd: list[str], env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` with this tree first on PYTHONPATH; RuntimeError with its output if it fails."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env, **kwargs)
@@ -141,7 +142,8 @@ def blockmap_cmd(*args: str) -> list[str]:
     return [python(), "-m", "blockmap.cli", *args]
 
 
-def _mounted(path: Path) -> bool:
+def is_mounted(path: Path) -> bool:
+    """Whether something is mounted at `path` now (/proc/self/mounts)."""
     real = os.path.realpath(path)
     with open("/proc/self/mounts", encoding="utf-8") as f:
         return any(line.split()[1] == real for line in f if len(line.split()) > 2)
@@ -171,8 +173,8 @@ def blockmap_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
         meta_prefix = f"bench-mount-{unique}-meta"
         meta, data, name = store.s3_url(meta_prefix), store.s3_url(""), f"benchvol-{unique}"
     env = store.env()
-    _run(blockmap_cmd("format", "--meta", meta, "--data", data, name), env)
-    _run(blockmap_cmd("mount", "--meta", meta, str(mnt), "-d", "--cache-dir", str(cache),
+    run_checked(blockmap_cmd("format", "--meta", meta, "--data", data, name), env)
+    run_checked(blockmap_cmd("mount", "--meta", meta, str(mnt), "-d", "--cache-dir", str(cache),
                       "--log", str(work / "mount.log")), env)
     try:
         yield Mounted(BLOCKMAP, mnt, store, (f"{name}/", meta_prefix))
@@ -195,8 +197,8 @@ def juicefs_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
                    "--access-key", store.server.access_key, "--secret-key", store.server.secret_key]
         name = f"benchjfs-{uuid.uuid4().hex[:8]}"
     env = store.env()
-    _run([jfs, "format", "--no-agent", meta, name, *storage, "--trash-days", "0"], env)
-    _run([jfs, "mount", "--no-agent", meta, str(mnt), "-d", "--cache-dir", str(work / "cache"),
+    run_checked([jfs, "format", "--no-agent", meta, name, *storage, "--trash-days", "0"], env)
+    run_checked([jfs, "mount", "--no-agent", meta, str(mnt), "-d", "--cache-dir", str(work / "cache"),
           "--log", str(work / "mount.log"), "--no-usage-report"], env)
     try:
         yield Mounted(JUICEFS, mnt, store, (f"{name}/",))
@@ -206,9 +208,9 @@ def juicefs_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
 
 def _unmount(mnt: Path, cmd: list[str], env: dict[str, str]) -> None:
     try:
-        _run(cmd, env)
+        run_checked(cmd, env)
     finally:
-        if _mounted(mnt):  # never leave a mount behind
+        if is_mounted(mnt):  # never leave a mount behind
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
 
 
@@ -231,7 +233,7 @@ def parse_bench(out: str) -> dict[str, float]:
 def run_juicefs_bench(mounted: Mounted, big_mb: int = BIG_FILE_MB, small: int = SMALL_FILES) -> dict[str, float]:
     """The binary's figures, and the store requests made while it ran (S3 only)."""
     before = mounted.store.requests()
-    proc = _run([juicefs_binary(), "bench", str(mounted.mountpoint), "-p", "1", "--big-file-size", str(big_mb),
+    proc = run_checked([juicefs_binary(), "bench", str(mounted.mountpoint), "-p", "1", "--big-file-size", str(big_mb),
                  "--small-file-count", str(small)])
     got = parse_bench(proc.stdout + proc.stderr)
     if mounted.store.proxy is not None:
@@ -329,7 +331,7 @@ def figures(workdir: Path, rounds: int = ROUNDS, big_mb: int = BIG_FILE_MB, smal
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} ({os.cpu_count()} cores), kernel {platform.release()}",
         "rounds": rounds, "big_file_mb": big_mb, "small_files": small, "md_files": md_files,
-        "juicefs": _run([juicefs_binary(), "version"]).stdout.strip(), "store": store.kind,
+        "juicefs": run_checked([juicefs_binary(), "version"]).stdout.strip(), "store": store.kind,
         "network": None if store.proxy is None else
         f"{store.proxy.delay * 1000:.0f} ms per request, {store.proxy.bandwidth / 1e6:.0f} MB/s",
     }
