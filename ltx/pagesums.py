@@ -233,14 +233,7 @@ class SpanPrefix:
         want = _HEADER2.size + _SPAN.size * count + _CRC.size
         if len(data) != want:
             raise PageSumsError(name, len(data), f"{len(data)} bytes of spans, {want} expected for {pages} pages")
-        (stored,) = _CRC.unpack_from(data, want - _CRC.size)
-        actual = zlib.crc32(memoryview(data)[:want - _CRC.size])
-        if stored != actual:
-            raise PageSumsError(name, want - _CRC.size, f"spans checksum {actual:08x}, stored {stored:08x}")
-        table = array("I")
-        table.frombytes(memoryview(data)[_HEADER2.size:want - _CRC.size])
-        if _LITTLE_ENDIAN:
-            table.byteswap()
+        table = _checked_words(data, _HEADER2.size, name, "spans checksum")
         spans = FrameSpans(stride, table[0::3], table[1::3], table[2::3])
         out = cls(page_size, pages, min_txid, max_txid, checksum, file_size, timestamp, spans)
         PageSums(page_size, min_txid, max_txid, checksum).validate(name)
@@ -312,14 +305,7 @@ class PageSums:
         want = start + 4 * count + _CRC.size
         if len(data) != want:
             raise PageSumsError(name, len(data), f"{len(data)} bytes, {want} expected for {count} pages")
-        (stored,) = _CRC.unpack_from(data, want - _CRC.size)
-        actual = zlib.crc32(memoryview(data)[:want - _CRC.size])
-        if stored != actual:
-            raise PageSumsError(name, want - _CRC.size, f"checksum {actual:08x}, stored {stored:08x}")
-        sums = array("I")
-        sums.frombytes(memoryview(data)[start:want - _CRC.size])
-        if _LITTLE_ENDIAN:
-            sums.byteswap()
+        sums = _checked_words(data, start, name, "checksum")
         out = cls(page_size, min_txid, max_txid, checksum, sums)
         if prefix is not None:
             out.file_size, out.timestamp, out.spans = prefix.file_size, prefix.timestamp, prefix.spans
@@ -344,6 +330,21 @@ class PageSums:
         expected = self.sums[pos]
         if actual != expected:
             raise PageChecksumError(name, offset, pgno, expected, actual)
+
+
+def _checked_words(data: bytes, start: int, name: str, what: str) -> array[int]:
+    """The big-endian u32s of `data` from `start` up to its trailing CRC-32 of everything before
+    it, once that CRC is checked (PageSumsError naming `what` when it differs)."""
+    end = len(data) - _CRC.size
+    (stored,) = _CRC.unpack_from(data, end)
+    actual = zlib.crc32(memoryview(data)[:end])
+    if stored != actual:
+        raise PageSumsError(name, end, f"{what} {actual:08x}, stored {stored:08x}")
+    words = array("I")
+    words.frombytes(memoryview(data)[start:end])
+    if _LITTLE_ENDIAN:
+        words.byteswap()
+    return words
 
 
 def _big_endian(values: array[int]) -> bytes:
