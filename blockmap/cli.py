@@ -51,15 +51,14 @@ from blockmap.settings import DEFAULT_BLOCK_SIZE
 from blockmap.volume import Volume
 from ltx.clifmt import (
     EXIT_INTERRUPTED,
-    LOG_LEVELS,
     InterruptGuard,
     human_size,
     plural,
     root_cause,
     start_logging,
     store_error_line,
-    version,
 )
+from ltx.cliopts import log_level_flag, version_flag
 from ltx.names import parse_txid
 from ltx.plan import RestorePlanError
 from ltx.store import InvalidURLError, StoreError, redact_url
@@ -303,21 +302,13 @@ app = typer.Typer(
 )
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        emit(f"{PROG} {version()}")
-        raise typer.Exit(0)
-
-
 @app.callback()
 def _global_options(
-    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
-                                               help="Print the version and exit.")] = False,
+    show_version: Annotated[bool, version_flag(PROG, emit)] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log what happens (debug level) and show an "
                                                                  "error's causes (BLOCKMAP_DEBUG=1 also shows "
                                                                  "a traceback).")] = False,
-    log_level: Annotated[str | None, typer.Option("--log-level", help=f"Log to stderr at this level: "
-                                                                      f"{', '.join(LOG_LEVELS)}.")] = None,
+    log_level: Annotated[str | None, log_level_flag()] = None,
 ) -> None:
     """Options before the command: `blockmap -v ls …`."""
     try:

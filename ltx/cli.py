@@ -20,7 +20,6 @@ from typer._click.exceptions import NoArgsIsHelpError
 from ltx import timefmt
 from ltx.clifmt import (
     EXIT_INTERRUPTED,
-    LOG_LEVELS,
     InterruptGuard,
     format_age,
     human_size,
@@ -28,8 +27,8 @@ from ltx.clifmt import (
     progress_bar,
     start_logging,
     store_error_line,
-    version,
 )
+from ltx.cliopts import log_level_flag, version_flag
 from ltx.compactor import LTXCompactionError
 from ltx.errors import LTXError
 from ltx.names import format_txid, parse_txid
@@ -59,22 +58,14 @@ class UsageError(CLIError):
     """A bad option value or combination (exit 2, as the parser's own usage errors)."""
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(f"{PROG} {version()}")
-        raise typer.Exit(0)
-
-
 @app.callback()
 def _global_options(
-    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
-                                               help="Print the version and exit.")] = False,
+    show_version: Annotated[bool, version_flag(PROG)] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log what happens (debug level) and show an "
                                                                  "error's full detail, causes included (as "
                                                                  f"{DEBUG_ENV}=1 does, which also shows a "
                                                                  "traceback).")] = False,
-    log_level: Annotated[str | None, typer.Option("--log-level", help=f"Log to stderr at this level: "
-                                                                      f"{', '.join(LOG_LEVELS)}.")] = None,
+    log_level: Annotated[str | None, log_level_flag()] = None,
 ) -> None:
     """Options before the command: `ltxctl -v restore …`."""
     try:
