@@ -565,17 +565,25 @@ def test_hydration_of_an_empty_replica_starts_once_it_has_data(history: History,
         replica.close()
 
 
-def test_hydration_starts_once_reads_from_the_store_pause(history: History, file_url: str, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cold open's first reads have the store to themselves: hydration makes no request while
-    the connection keeps reading from the store, starts once its reads pause, and completes."""
-    monkeypatch.setattr(hydrate, "HYDRATE_QUIET", 2.0)
-    monkeypatch.setattr(hydrate, "HYDRATE_MAX_DEFER", 600.0)
+def deferred_copy(history: History, file_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  quiet: float, max_defer: float) -> tuple[apsw.Connection, Path]:
+    """A connection hydrating `copy.db` from a replica of the whole history, its hydration deferred
+    until reads pause for `quiet` seconds, at most `max_defer` after the open."""
+    monkeypatch.setattr(hydrate, "HYDRATE_QUIET", quiet)
+    monkeypatch.setattr(hydrate, "HYDRATE_MAX_DEFER", max_defer)
     replica = Replica.open(file_url)
     ship(history, replica, history.last_txid)
     replica.close()
     copy = tmp_path / "copy.db"
     conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
+    return conn, copy
+
+
+def test_hydration_starts_once_reads_from_the_store_pause(history: History, file_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold open's first reads have the store to themselves: hydration makes no request while
+    the connection keeps reading from the store, starts once its reads pause, and completes."""
+    conn, copy = deferred_copy(history, file_url, tmp_path, monkeypatch, 2.0, 600.0)
     source = plain(history.write_image(history.last_txid, tmp_path / "source.db"))
     try:
         for n in range(40):
@@ -596,13 +604,7 @@ def test_hydration_starts_once_reads_from_the_store_pause(history: History, file
 
 def test_hydration_waits_at_most_the_longest_deferral(history: History, file_url: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hydrate, "HYDRATE_QUIET", 600.0)
-    monkeypatch.setattr(hydrate, "HYDRATE_MAX_DEFER", 0.2)
-    replica = Replica.open(file_url)
-    ship(history, replica, history.last_txid)
-    replica.close()
-    copy = tmp_path / "copy.db"
-    conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
+    conn, copy = deferred_copy(history, file_url, tmp_path, monkeypatch, 600.0, 0.2)
     try:
         assert hydrated(copy).hydrator.wait_complete(DEADLINE)
         assert 0.2 <= hydrated(copy).deferred < 600.0
@@ -670,13 +672,7 @@ def test_a_writers_copy_follows_on_demand_only(proxied: tuple[str, S3Proxy | Non
 def test_asking_for_the_progress_starts_hydration_at_once(history: History, file_url: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection polling litestream_hydration_progress waits for the copy: no deferral."""
-    monkeypatch.setattr(hydrate, "HYDRATE_QUIET", 600.0)
-    monkeypatch.setattr(hydrate, "HYDRATE_MAX_DEFER", 600.0)
-    replica = Replica.open(file_url)
-    ship(history, replica, history.last_txid)
-    replica.close()
-    copy = tmp_path / "copy.db"
-    conn = connect(tmp_path / "x.db", file_url, hydrate=str(copy), poll=0, cache_size=SMALL_CACHE)
+    conn, copy = deferred_copy(history, file_url, tmp_path, monkeypatch, 600.0, 600.0)
     try:
         wait_complete(conn)
         assert hydrated(copy).deferred < 600.0
