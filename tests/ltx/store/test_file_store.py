@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,40 @@ def test_a_failed_sync_is_owed_to_the_next(tmp_path: Path, monkeypatch: pytest.M
     synced = _fsync_spy(monkeypatch)
     store.sync_unsynced()
     assert synced == [str(tmp_path / "a"), str(tmp_path)], "the failed sync is retried, not forgotten"
+
+
+def test_put_unsynced_writes_a_new_name_in_place_and_replaces_a_taken_one_atomically(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(tmp_path)
+    renamed: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(os.fspath(b)), real_replace(a, b))[1])
+    old_umask = os.umask(0o077)
+    try:
+        store.put_unsynced("d/new", b"abc")
+    finally:
+        os.umask(old_umask)
+    assert renamed == [], "a new name is written in place: no temporary file, no rename"
+    assert store.get("d/new") == b"abc"
+    assert stat.S_IMODE(os.stat(tmp_path / "d" / "new").st_mode) == 0o644
+    store.put_unsynced("d/new", b"replaced")
+    assert renamed == [str(tmp_path / "d" / "new")], "a taken name is replaced by rename (never seen partial)"
+    assert store.get("d/new") == b"replaced"
+    assert sorted(os.listdir(tmp_path / "d")) == ["new"]
+    assert store.stats.puts == 2 and store.stats.bytes_written == 11
+
+
+def test_a_failed_unsynced_put_leaves_no_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(tmp_path)
+    store.put("d/seed", b"0")
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StoreError, match="No space left"):
+        store.put_unsynced("d/b", b"x" * 100)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "d")) == ["seed"], "the partial object is removed"
+    with pytest.raises(ObjectNotFoundError):
+        store.get("d/b")
