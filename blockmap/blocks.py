@@ -109,6 +109,9 @@ class BlockStore:
         #: Put blocks with `put_unsynced`: the owner syncs the store before any commit naming
         #: them ships (blockmap.engine wires that to the metadata writer).
         self.defer_sync = False
+        #: `SliceWriter.put_ahead` bets here: a local directory's put is a local write that a
+        #: small file's close would otherwise wait for (a remote store's bet could cost a request).
+        self.puts_ahead = is_local_store(store)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -135,10 +138,17 @@ class BlockStore:
     def put_block(self, slice_id: int, index: int, data: bytes) -> None:
         """Store one block (the caller cuts blocks at `block_size`)."""
         key = self.key(slice_id, index, len(data))
+        self._put_object(key, data)
+        self._remember(key, data)
+
+    def _put_object(self, key: str, data: bytes) -> None:
         if self.defer_sync:
             self.store.put_unsynced(key, data)
         else:
             self.store.put(key, data)
+
+    def _remember(self, key: str, data: bytes) -> None:
+        """A block just stored goes to the cache (memory; a partial one to the disk too)."""
         if self.cache is not None:
             self.cache.put(key, data, disk=False)
             if len(data) < self.block_size and self.disk_copies:
@@ -293,6 +303,8 @@ class SliceWriter:
         self._index = 0
         self._pending: list[Future[None]] = []
         self._finished = False
+        #: The bet of `put_ahead`: the first block as it was then, and its put.
+        self._ahead: tuple[bytes, Future[None]] | None = None
 
     @property
     def room(self) -> int:
@@ -333,11 +345,52 @@ class SliceWriter:
             if self.blocks.budget is not None:
                 self.blocks.budget.release(len(block))
 
+    def put_ahead(self) -> None:
+        """Start storing the slice's first block as it is now, in a transfer thread, betting that
+        no more bytes come before `finish`: a small file's only block is then written while the
+        program's close is on its way, instead of after it. `finish` keeps the object when the
+        block did not change, and deletes it otherwise (bytes were added: the block's key, which
+        carries its size, is another). One bet per slice; only where the store takes bets."""
+        if (self._ahead is not None or self._finished or self._index or not self._buf
+                or not self.blocks.puts_ahead):
+            return
+        block = bytes(self._buf)
+        key = self.blocks.key(self.slice_id, 0, len(block))
+        self._ahead = (block, self.blocks._executor().submit(self.blocks._put_object, key, block))
+
+    def _settle_ahead(self, block: bytes | None) -> bool:
+        """Whether the bet of `put_ahead` won: `block` (the first block at `finish`, None when it
+        was shipped already) is what was stored. A lost bet's object is deleted; a failed put
+        loses too (the block is put again, and that put's failure is the one reported)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return False
+        bet, fut = ahead
+        key = self.blocks.key(self.slice_id, 0, len(bet))
+        try:
+            fut.result()
+        except BaseException:  # noqa: BLE001 - put again by the caller
+            return False
+        if block is not None and len(block) == len(bet):  # bytes are only ever appended: same size, same bytes
+            self.blocks._remember(key, block)
+            return True
+        try:
+            self.blocks.store.delete(key)
+        except StoreError:
+            pass  # nothing names it: gc finds it
+        return False
+
     def finish(self) -> int:
         """Upload what is left and wait for every block; returns the slice size."""
         if not self._finished:
             self._finished = True
-            if self._buf and not self._pending:  # the only block: put here, no hop to a transfer thread
+            if self._buf and not self._pending and not self._index:  # the only block: no hop to a transfer thread
+                block = bytes(self._buf)
+                self._buf.clear()
+                self._index += 1
+                if not self._settle_ahead(block):
+                    self.blocks.put_block(self.slice_id, 0, block)
+            elif self._buf and not self._pending:  # the last block, the others stored: put here
                 block = bytes(self._buf)
                 self._buf.clear()
                 self._index += 1
@@ -345,6 +398,7 @@ class SliceWriter:
             elif self._buf:
                 self._ship(bytes(self._buf))
                 self._buf.clear()
+            self._settle_ahead(None)  # a bet still open was lost: its block grew past it
             pending, self._pending = self._pending, []
             errors: list[BaseException] = []
             for f in pending:
@@ -359,6 +413,7 @@ class SliceWriter:
     def abort(self) -> None:
         """Wait for uploads in flight and forget the slice (its objects are left for gc)."""
         self._finished = True
+        self._settle_ahead(None)
         for f in self._pending:
             try:
                 f.result()

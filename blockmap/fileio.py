@@ -122,6 +122,12 @@ class File:
             return size < self.engine.blocks.block_size and self.engine.ids.slice_ids_left() > 0
         return cur.indx == indx and cur.pos + cur.length == coff and size < cur.writer.room
 
+    def put_ahead(self) -> None:
+        """Start storing the buffered block now, betting the file gets no more bytes before its
+        flush (a small file written in one go; see SliceWriter.put_ahead)."""
+        if self._open is not None:
+            self._open.writer.put_ahead()
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Write at the current position (at the end in append mode) and advance."""
         self._check(want_write=True)

@@ -556,14 +556,21 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
             try:
                 if of.file.buffers(off, len(buf)):
                     self.inline += 1
-                    return self._call(of.file.pwrite, buf, off)
+                    return self._call(self._pwrite, of, off, buf)
             finally:
                 of.lock.release()
         return await self._run(self._write, of, off, buf)
 
     def _write(self, of: OpenFile, off: int, buf: bytes) -> int:
         with of.lock:
-            return of.file.pwrite(buf, off)
+            return self._pwrite(of, off, buf)
+
+    @staticmethod
+    def _pwrite(of: OpenFile, off: int, buf: bytes) -> int:
+        n = of.file.pwrite(buf, off)
+        if off == 0:  # a file's start: often a small file written in one go, closed next
+            of.file.put_ahead()
+        return n
 
     async def flush(self, fh: int) -> None:
         of = self._handles[fh]

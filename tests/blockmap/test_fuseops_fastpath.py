@@ -232,3 +232,45 @@ def test_sequential_reads_prefetch_a_block_at_a_time(ops: FuseOperations) -> Non
     covered = sorted(calls)
     assert covered[0][0] == 4096, "the first prefetch starts where the first read ended"
     assert max(off + n for off, n in covered) == len(data), "read-ahead reaches the end of the file"
+
+
+def _blocks(ops: FuseOperations) -> dict[str, int]:
+    """The volume's block objects (key -> size)."""
+    store = ops.engine.blocks.store
+    return {info.key: info.size for info in store.list(f"{ops.engine.blocks.name}/chunks/")}
+
+
+def test_a_small_file_block_is_stored_while_its_close_is_on_its_way(ops: FuseOperations) -> None:
+    """A write at a file's start that only fills the buffer bets the file is complete: its block
+    is stored then (file:// store), and the flush keeps that object instead of putting another."""
+    async def scenario() -> tuple[dict[str, int], int, dict[str, int], int, bytes]:
+        info, _ = await ops.create(ROOT_INODE, b"small", 0o644, 0, None)
+        await ops.write(info.fh, 0, b"s" * 1000)
+        ops.engine.blocks.close()  # waits for the transfer threads' work: the bet's put
+        ahead, puts = _blocks(ops), ops.engine.blocks.store.stats.puts
+        await ops.flush(info.fh)
+        after, puts_after = _blocks(ops), ops.engine.blocks.store.stats.puts
+        data = await ops.read(info.fh, 0, 2000)
+        await ops.release(info.fh)
+        return ahead, puts, after, puts_after, data
+
+    ahead, puts, after, puts_after, data = trio.run(scenario)
+    assert list(ahead.values()) == [1000], "the block is stored before the flush"
+    assert after == ahead and puts_after == puts, "the flush keeps it: no second put"
+    assert data == b"s" * 1000
+
+
+def test_a_lost_bet_leaves_only_the_blocks_the_file_names(ops: FuseOperations) -> None:
+    async def scenario() -> tuple[dict[str, int], bytes]:
+        info, _ = await ops.create(ROOT_INODE, b"grown", 0o644, 0, None)
+        await ops.write(info.fh, 0, b"a" * 1000)  # the bet: 1,000 bytes
+        await ops.write(info.fh, 1000, b"b" * 500)
+        await ops.write(info.fh, 1500, b"c" * TEST_BLOCK_SIZE)  # a full block ships, the rest at flush
+        await ops.flush(info.fh)
+        data = await ops.read(info.fh, 0, 2 * TEST_BLOCK_SIZE)
+        await ops.release(info.fh)
+        return _blocks(ops), data
+
+    blocks, data = trio.run(scenario)
+    assert sorted(blocks.values()) == [1500, TEST_BLOCK_SIZE], "the lost bet's object is deleted"
+    assert data == b"a" * 1000 + b"b" * 500 + b"c" * TEST_BLOCK_SIZE
