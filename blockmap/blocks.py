@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from blockmap.blockcache import BlockCache
 from blockmap.errors import BlockError
+from blockmap.staging import StagedUploads
 from ltx.store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
 #: Blocks uploaded or downloaded at once for one slice.
@@ -112,8 +113,24 @@ class BlockStore:
         #: `SliceWriter.put_ahead` bets here: a local directory's put is a local write that a
         #: small file's close would otherwise wait for (a remote store's bet could cost a request).
         self.puts_ahead = is_local_store(store)
+        #: Blocks of finished slices waiting for their upload (None: a slice's blocks are in the
+        #: store when `SliceWriter.finish` returns). See `write_back`.
+        self.staged: StagedUploads | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def write_back(self) -> None:
+        """Upload blocks in the background after their slice is finished (blockmap.staging). The
+        owner must run `settle` before any commit naming a block ships; writers wait on the
+        upload budget, so it needs one."""
+        if self.budget is None:
+            raise ValueError("write-back needs an upload budget")
+        self.staged = StagedUploads(self._store_block, self.budget.release)
+
+    def settle(self) -> None:
+        """Every staged block is in the store when this returns (raises StoreError if not)."""
+        if self.staged is not None:
+            self.staged.settle()
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -137,7 +154,18 @@ class BlockStore:
 
     def put_block(self, slice_id: int, index: int, data: bytes) -> None:
         """Store one block (the caller cuts blocks at `block_size`)."""
+        self._store_block(self.key(slice_id, index, len(data)), data)
+
+    def stage_block(self, slice_id: int, index: int, data: bytes) -> None:
+        """Write-back: keep the block for reads and upload it in the background (the caller has
+        taken `len(data)` of the budget; the upload gives it back)."""
+        assert self.staged is not None
         key = self.key(slice_id, index, len(data))
+        if self.cache is not None:
+            self.cache.put(key, data, disk=False)
+        self.staged.stage(key, data, self._executor())
+
+    def _store_block(self, key: str, data: bytes) -> None:
         self._put_object(key, data)
         self._remember(key, data)
 
@@ -204,6 +232,8 @@ class BlockStore:
         out = []
         for key, inner, n, _ in self._parts(slice_id, size, off, length):
             data = self.cache.memory.get(key)
+            if data is None and self.staged is not None:
+                data = self.staged.get(key)
             if data is None:
                 return None
             out.append(data[inner : inner + n])
@@ -222,6 +252,8 @@ class BlockStore:
         fetched once: the first fetches it in its own thread, the others wait for that fetch."""
         assert self.cache is not None
         data = self.cache.get(key, bsize)
+        if data is None and self.staged is not None:
+            data = self.staged.get(key)
         if data is not None:
             return data
         with self._inflight_lock:
@@ -248,6 +280,9 @@ class BlockStore:
 
     def _get(self, key: str, inner: int, n: int, bsize: int) -> bytes:
         if self.cache is None:
+            staged = self.staged.get(key) if self.staged is not None else None
+            if staged is not None:
+                return staged[inner : inner + n]
             return self._get_uncached(key, inner, n)
         return self._whole_block(key, bsize)[inner : inner + n]
 
@@ -265,6 +300,10 @@ class BlockStore:
     def delete_slice(self, slice_id: int, size: int) -> None:
         """Delete every block of a slice (missing blocks are fine: deletes may be repeated)."""
         keys = self.keys(slice_id, size)
+        if self.staged is not None:  # an upload not started is cancelled: no object, no DELETE
+            keys = [k for k in keys if not self.staged.forget(k)]
+            if not keys:
+                return
         if len(keys) == 1:
             self.store.delete(keys[0])
             return
@@ -332,6 +371,9 @@ class SliceWriter:
         budget = self.blocks.budget
         if budget is not None:  # the program's write waits here while the uploads catch up
             budget.acquire(len(block))
+        if self.blocks.staged is not None:
+            self.blocks.stage_block(self.slice_id, index, block)
+            return
         pool = self.blocks._executor()
         self._pending.append(pool.submit(self._put, index, block))
         # Bound the memory held by queued uploads.
@@ -384,7 +426,10 @@ class SliceWriter:
         """Upload what is left and wait for every block; returns the slice size."""
         if not self._finished:
             self._finished = True
-            if self._buf and not self._pending and not self._index:  # the only block: no hop to a transfer thread
+            if self._buf and self.blocks.staged is not None:  # write-back: staged, uploaded later
+                self._ship(bytes(self._buf))
+                self._buf.clear()
+            elif self._buf and not self._pending and not self._index:  # the only block: no hop to a transfer thread
                 block = bytes(self._buf)
                 self._buf.clear()
                 self._index += 1

@@ -28,7 +28,7 @@ import apsw
 from blockmap import namespace as ns
 from blockmap.accounting import Accounting
 from blockmap.blockcache import BlockCache
-from blockmap.blocks import BlockStore, SliceWriter
+from blockmap.blocks import BlockStore, SliceWriter, is_local_store
 from blockmap.compaction import compact_chunk
 from blockmap.counters import TOTAL_INODES, USED_SPACE, IdAllocator, get_counter, incr_counter
 from blockmap.errors import CommitOutcomeUnknownError, fs_error
@@ -112,12 +112,17 @@ class Engine:
                                  upload_budget=upload_budget)
         #: Blocks are put without a sync of their own when the metadata is on an ltxvfs replica:
         #: the store's `sync_unsynced` runs before every commit the writer ships (vfs.shipbarrier),
-        #: so a block is durable before any shipped commit names it, in one batch per ship.
+        #: so a block is durable before any shipped commit names it, in one batch per ship. With
+        #: an upload budget (the mount's) and a remote store, blocks are also written back:
+        #: uploaded in the background, and the same barrier first waits for every upload
+        #: (blockmap.staging). A local directory's put costs less than the hand-off would.
         self._barrier: Callable[[], None] | None = None
         if not read_only and db.on_replica:
             from vfs import shipbarrier
 
-            self._barrier = store.sync_unsynced
+            if upload_budget and not is_local_store(store):
+                self.blocks.write_back()
+            self._barrier = self._blocks_durable
             shipbarrier.add(self._barrier)
             self.blocks.defer_sync = True
         self.ids = IdAllocator(self.reserve)
@@ -168,6 +173,11 @@ class Engine:
             self.blocks.close()
             if self.owns_store:
                 self.store.close()
+
+    def _blocks_durable(self) -> None:
+        """The ship barrier: every block written so far is uploaded and synced."""
+        self.blocks.settle()
+        self.store.sync_unsynced()
 
     def flush(self) -> None:
         """Group commit: ship the metadata transactions committed so far and wait for the store."""

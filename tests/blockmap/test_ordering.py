@@ -5,7 +5,6 @@ real file store that looks at the committed metadata at that moment."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,17 +13,16 @@ import pytest
 
 from blockmap.volume import Volume
 from ltx.store import open_store
-from ltx.store.base import ObjectInfo, ObjectStore, StoreUnavailableError
+from ltx.store.base import ObjectStore, StoreUnavailableError
 from tests.blockmap.conftest import TEST_BLOCK_SIZE
+from tests.passthrough import PassThroughStore
 
 
-class WatchedStore(ObjectStore):
+class WatchedStore(PassThroughStore):
     """Delegates to a real store; before each block put/delete, checks the committed metadata."""
 
     def __init__(self, inner: ObjectStore, meta_path: str) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.stats = inner.stats
+        super().__init__(inner)
         self.meta_path = meta_path
         self.violations: list[str] = []
         self.puts = 0
@@ -47,24 +45,6 @@ class WatchedStore(ObjectStore):
             return live is not None
         finally:
             db.close()
-
-    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        return self.inner.get_range(key, offset, length)
-
-    def get_suffix(self, key: str, length: int) -> tuple[bytes, int]:
-        return self.inner.get_suffix(key, length)
-
-    def open(self, key: str) -> BinaryIO:
-        return self.inner.open(key)
 
     def put(
         self, key: str, data: bytes | BinaryIO, *, if_absent: bool = False, timestamp_ms: int | None = None

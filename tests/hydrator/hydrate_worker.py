@@ -9,28 +9,20 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from typing import BinaryIO
 
 from hydrator.hydrator import Hydrator
 from ltx.replica import Replica
-from ltx.store import ObjectInfo, ObjectStore
+from ltx.store import ObjectStore
+from tests.passthrough import PassThroughStore
 
 
-class SlowStore(ObjectStore):
+class SlowStore(PassThroughStore):
     """A real store whose reads each start `delay` seconds late."""
 
     def __init__(self, inner: ObjectStore, delay: float) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.delay = delay
-        self.url = inner.url
-        self.stats = inner.stats
-
-    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
 
     def get(self, key: str) -> bytes:
         time.sleep(self.delay)
@@ -47,13 +39,6 @@ class SlowStore(ObjectStore):
     def open(self, key: str) -> BinaryIO:
         time.sleep(self.delay)
         return self.inner.open(key)
-
-    def put(self, key: str, data: bytes | BinaryIO, *, if_absent: bool = False,
-            timestamp_ms: int | None = None) -> None:
-        self.inner.put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,181 @@
+"""Write-back of blocks (blockmap.staging): with its metadata on a replica and an upload budget
+(as the mount opens it), a volume on S3 returns from a slice's finish before the block is in the
+store; reads see the staged bytes; no metadata commit ships before the blocks it names are in
+the store; a failed upload is retried before the next ship; a slice dropped before its upload
+started never reaches the store. Against the real SeaweedFS server."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from blockmap.staging import StagedUploads
+from blockmap.volume import Volume
+from ltx.store import open_store
+from ltx.store.base import ObjectNotFoundError, ObjectStore, StoreUnavailableError
+from tests.blockmap.conftest import TEST_BLOCK_SIZE
+from tests.passthrough import PassThroughStore
+from tests.s3server import S3Server
+from vfs import shipbarrier, writefile
+
+#: The mount's write buffer stands in here (write-back needs an upload budget).
+BUDGET = 8 << 20
+
+
+class BlockPuts(PassThroughStore):
+    """The real S3 store; block puts can be held at a gate or made to fail, and are logged."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_next = 0
+        self.attempted: set[str] = set()
+        self.stored: list[str] = []
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes | BinaryIO, *, if_absent: bool = False,
+            timestamp_ms: int | None = None) -> None:
+        if "/chunks/" in key:
+            self.gate.wait()
+            with self._lock:
+                self.attempted.add(key)
+                failing = self.fail_next > 0
+                self.fail_next -= failing
+            if failing:
+                raise StoreUnavailableError(self.url, key, "injected outage")
+        super().put(key, data, if_absent=if_absent, timestamp_ms=timestamp_ms)
+        if "/chunks/" in key:
+            with self._lock:
+                self.stored.append(key)
+
+
+@pytest.fixture
+def s3_volume(s3_server: S3Server) -> Iterator[tuple[str, BlockPuts]]:
+    """A formatted volume on S3 (metadata replica and blocks) and the watched block store."""
+    name = f"staging-{uuid.uuid4().hex[:8]}"
+    meta = s3_server.url(f"{name}-meta")
+    Volume.format(meta, s3_server.url(""), name, block_size=TEST_BLOCK_SIZE).close()
+    store = BlockPuts(open_store(s3_server.url("")))
+    yield meta, store
+    store.close()
+
+
+def open_written_back(meta: str, store: BlockPuts) -> Volume:
+    """The volume as the mount opens it: group commit (nothing ships on its own for a minute)
+    and an upload budget, so blocks are written back."""
+    return Volume.open(meta, store=store, sync="interval:60s", upload_budget=BUDGET)
+
+
+def reserve_ids(vol: Volume) -> None:
+    """Write a first file: the inode and slice ID reservations (which ship) are behind us."""
+    vol.write_file("/first", b"reserves inode and slice IDs")
+    vol.engine.flush()
+
+
+def chunk_keys(store: ObjectStore, name: str) -> set[str]:
+    return {o.key for o in store.list(f"{name}/chunks/")}
+
+
+def test_a_file_closes_before_its_blocks_upload_and_reads_back_from_staging(
+        s3_volume: tuple[str, BlockPuts]) -> None:
+    meta, store = s3_volume
+    data = random.Random(1).randbytes(2 * TEST_BLOCK_SIZE + 777)
+    with open_written_back(meta, store) as vol:
+        reserve_ids(vol)
+        store.stored.clear()
+        store.gate.clear()  # no block reaches the store until the test says so
+        vol.write_file("/f", data)  # returns with all three blocks still held
+        assert store.stored == []
+        assert vol.engine.blocks.staged is not None and len(vol.engine.blocks.staged) == 3
+        assert vol.read_file("/f") == data
+        assert vol.read_file("/f", TEST_BLOCK_SIZE - 5, 10) == data[TEST_BLOCK_SIZE - 5 : TEST_BLOCK_SIZE + 5]
+        store.gate.set()
+        vol.engine.flush()
+        assert len(store.stored) == 3
+        assert len(vol.engine.blocks.staged) == 0
+        assert set(store.stored) <= chunk_keys(store, vol.name)
+    with Volume.open(meta, read_only=True) as again:  # another process's view: what shipped
+        assert again.read_file("/f") == data
+        assert again.fsck().ok
+
+
+def test_no_commit_ships_before_the_blocks_it_names_are_stored(s3_volume: tuple[str, BlockPuts]) -> None:
+    meta, store = s3_volume
+    data = random.Random(2).randbytes(TEST_BLOCK_SIZE + 1)
+    missing_at_ship: list[str] = []
+
+    def check_blocks() -> None:  # runs after the volume's own barrier, just before the LTX put
+        for key in sorted(store.attempted):
+            try:
+                store.inner.head(key)
+            except ObjectNotFoundError:
+                missing_at_ship.append(key)
+
+    with open_written_back(meta, store) as vol:
+        reserve_ids(vol)
+        store.attempted.clear()
+        store.stored.clear()
+        store.fail_next = 4  # both background uploads fail, and both retries below
+        vol.write_file("/f", data)
+        assert vol.engine.blocks.staged is not None
+        with pytest.raises(StoreUnavailableError):
+            vol.engine.blocks.staged.settle()  # waits for the background attempts, retries once
+        assert store.fail_next == 0 and len(store.attempted) == 2 and store.stored == []
+        shipbarrier.add(check_blocks)
+        try:
+            vol.engine.flush()
+        finally:
+            shipbarrier.remove(check_blocks)
+        assert vol.engine.blocks.staged.failures == 2
+        assert missing_at_ship == []
+        assert store.attempted <= chunk_keys(store, vol.name)
+    with Volume.open(meta, read_only=True) as again:
+        assert again.read_file("/f") == data
+
+
+def test_an_outage_holds_the_ship_back_until_the_blocks_are_stored(s3_volume: tuple[str, BlockPuts],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    meta, store = s3_volume
+    monkeypatch.setattr(writefile, "FLUSH_TIMEOUT", 3.0)  # a flush gives up after 3 s, not 60
+    data = random.Random(3).randbytes(TEST_BLOCK_SIZE // 2)
+    with open_written_back(meta, store) as vol:
+        reserve_ids(vol)
+        store.fail_next = 10**6  # the store is down for blocks
+        vol.write_file("/f", data)  # accepted: the block is staged
+        with pytest.raises(Exception, match="injected outage"):
+            vol.engine.flush()
+        with Volume.open(meta, read_only=True) as other:  # nothing naming the block shipped
+            assert other.exists("/first") and not other.exists("/f")
+        assert vol.read_file("/f") == data  # still readable here, still staged
+        store.fail_next = 0  # the store is back
+        vol.engine.flush()
+    with Volume.open(meta, read_only=True) as again:
+        assert again.read_file("/f") == data
+        assert again.fsck().ok
+
+
+def test_a_delete_cancels_an_upload_that_has_not_started(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}")
+    released: list[int] = []
+    staged = StagedUploads(store.put, released.append)
+    busy = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(busy.wait)  # the only transfer thread is busy: the upload below waits
+        staged.stage("vol/chunks/0/0/7_0_5", b"hello", pool)
+        assert staged.get("vol/chunks/0/0/7_0_5") == b"hello"
+        assert staged.forget("vol/chunks/0/0/7_0_5") is True
+        assert released == [5] and len(staged) == 0
+        staged.stage("vol/chunks/0/0/8_0_5", b"world", pool)
+        busy.set()
+        staged.settle()  # waits for the second upload
+    assert [o.key for o in store.list("vol/")] == ["vol/chunks/0/0/8_0_5"]
+    assert released == [5, 5]
+    assert staged.forget("vol/chunks/0/0/8_0_5") is False  # no longer staged: delete it normally
