@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from blockmap.blockcache import BlockCache
-from blockmap.errors import BlockError
+from blockmap.errors import BlockError, UploadStalledError
 from blockmap.staging import StagedUploads
 from ltx.store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
 #: Blocks uploaded or downloaded at once for one slice.
 DEFAULT_TRANSFER_CONCURRENCY = 8
+#: Write-back: a write waiting for room in the upload budget fails once no upload has finished
+#: for this long (a store that is down), as a flush gives up after vfs.writefile.FLUSH_TIMEOUT.
+DEFAULT_UPLOAD_STALL = 60.0
 #: The object `juicefs format` writes with the volume's UUID.
 UUID_OBJECT = "juicefs_uuid"
 
@@ -61,16 +65,27 @@ class ByteBudget:
         #: The most ever held at once (for tests and stats).
         self.peak = 0
         self._cond = threading.Condition()
+        self._released_at = time.monotonic()
 
-    def acquire(self, n: int) -> None:
+    def acquire(self, n: int, stall: float | None = None) -> None:
+        """Take `n` bytes, waiting for room; with `stall`, raise UploadStalledError once nothing
+        was given back for that many seconds (the store is down: fail the write, do not hang)."""
         with self._cond:
-            self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            while not (self.used == 0 or self.used + n <= self.limit):
+                if stall is None:
+                    self._cond.wait()
+                    continue
+                left = self._released_at + stall - time.monotonic()
+                if left <= 0:
+                    raise UploadStalledError(self.used, stall)
+                self._cond.wait(left)
             self.used += n
             self.peak = max(self.peak, self.used)
 
     def release(self, n: int) -> None:
         with self._cond:
             self.used -= n
+            self._released_at = time.monotonic()
             self._cond.notify_all()
 
 
@@ -116,6 +131,8 @@ class BlockStore:
         #: Blocks of finished slices waiting for their upload (None: a slice's blocks are in the
         #: store when `SliceWriter.finish` returns). See `write_back`.
         self.staged: StagedUploads | None = None
+        #: Write-back: how long a write waits for room while no upload finishes.
+        self.upload_stall = DEFAULT_UPLOAD_STALL
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -370,7 +387,7 @@ class SliceWriter:
         self._index += 1
         budget = self.blocks.budget
         if budget is not None:  # the program's write waits here while the uploads catch up
-            budget.acquire(len(block))
+            budget.acquire(len(block), self.blocks.upload_stall if self.blocks.staged is not None else None)
         if self.blocks.staged is not None:
             self.blocks.stage_block(self.slice_id, index, block)
             return

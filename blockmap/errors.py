@@ -45,6 +45,16 @@ class BlockError(BlockmapError):
     """A block object is missing or has the wrong size."""
 
 
+class UploadStalledError(BlockmapError):
+    """Write-back: the upload budget stayed full while no upload finished (the store is down)."""
+
+    def __init__(self, held: int, seconds: float) -> None:
+        self.held = held
+        self.seconds = seconds
+        super().__init__("write buffer", f"{held} bytes of blocks wait for their upload and none finished "
+                                         f"in {seconds:g}s (is the store reachable?)")
+
+
 class InvalidMetaURLError(BlockmapError):
     """A metadata URL blockmap cannot open."""
 

@@ -131,7 +131,9 @@ class Writer:
         self._failure: CommitConflictError | CommitStoreError | None = None
         self._ship_error: CommitStoreError | None = None
         self._retry_at = 0.0
-        #: Ship attempts finished (success or not): a commit waiting on a retry watches it.
+        #: Ship attempts started, and finished (success or not): a commit waiting on a retry
+        #: waits for one that started after it asked (one under way may predate the store's recovery).
+        self._ship_starts = 0
         self._ship_attempts = 0
         #: Callers of `flush` waiting now (any thread): groups then ship without waiting out the interval.
         self._flushing = 0
@@ -251,10 +253,10 @@ class Writer:
     def _reship_now(self) -> None:
         """(Holding the condition.) Ask the shipper to try the failed group again now and wait
         for that attempt, at most COMMIT_RESHIP_WAIT seconds."""
-        seen = self._ship_attempts
+        started = self._ship_starts
         self._retry_at = 0.0
         self._cond.notify_all()
-        self._cond.wait_for(lambda: self._ship_attempts > seen or self._failure is not None, COMMIT_RESHIP_WAIT)
+        self._cond.wait_for(lambda: self._ship_attempts > started or self._failure is not None, COMMIT_RESHIP_WAIT)
 
     # -- after shipping (SQLite's thread) --------------------------------------------------
 
@@ -435,6 +437,7 @@ class Writer:
                     group, wait = self._due(time.monotonic())
                     if group is not None:
                         group.sealed = True
+                        self._ship_starts += 1
                         break
                     self._cond.wait(wait)
             try:

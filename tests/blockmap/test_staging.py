@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import pytest
 
+from blockmap.errors import UploadStalledError
 from blockmap.staging import StagedUploads
 from blockmap.volume import Volume
 from ltx.store import open_store
@@ -179,3 +180,19 @@ def test_a_delete_cancels_an_upload_that_has_not_started(tmp_path: Path) -> None
     assert [o.key for o in store.list("vol/")] == ["vol/chunks/0/0/8_0_5"]
     assert released == [5, 5]
     assert staged.forget("vol/chunks/0/0/8_0_5") is False  # no longer staged: delete it normally
+
+
+def test_a_write_fails_once_the_buffer_is_full_and_no_upload_finishes(s3_volume: tuple[str, BlockPuts]) -> None:
+    meta, store = s3_volume
+    with Volume.open(meta, store=store, sync="interval:60s", upload_budget=2 * TEST_BLOCK_SIZE) as vol:
+        reserve_ids(vol)
+        vol.engine.blocks.upload_stall = 0.5
+        store.fail_next = 10**6  # the store is down for blocks
+        with pytest.raises(UploadStalledError, match="none finished in 0.5s"):
+            vol.write_file("/big", bytes(4 * TEST_BLOCK_SIZE))  # two blocks fit; the third waits, then fails
+        store.fail_next = 0  # back: what was staged uploads, and writes go on
+        vol.write_file("/after", b"ok")
+        vol.engine.flush()
+    with Volume.open(meta, read_only=True) as again:
+        assert again.read_file("/after") == b"ok" and not again.exists("/big")
+        assert again.fsck().ok
