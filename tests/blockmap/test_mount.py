@@ -19,6 +19,8 @@ import pytest
 
 from blockmap.volume import Volume
 from tests.blockmap.mounting import blockmap, cleanup, force_unmount, fsynced_write, mount, mounted, require_fuse
+from tests.conftest import unique_prefix
+from tests.s3server import S3Server
 
 NAME = "mountvol"
 #: Block size of the test volumes: small, so test files span several blocks and chunks' slices.
@@ -38,6 +40,19 @@ def fuse() -> None:
 def vol_urls(tmp_path: Path) -> tuple[str, str]:
     meta, data = f"file://{tmp_path}/meta", f"file://{tmp_path}/data"
     blockmap("format", "--meta", meta, "--data", data, "--block-size", "64K", NAME)
+    return meta, data
+
+
+@pytest.fixture(params=["file", "s3"])
+def any_vol_urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """`vol_urls`, and the same volume on the S3 server (where the mount writes blocks back:
+    uploaded after close, before the metadata naming them ships)."""
+    if request.param == "file":
+        return request.getfixturevalue("vol_urls")  # type: ignore[no-any-return]
+    server: S3Server = request.getfixturevalue("s3_server")
+    prefix = unique_prefix(request)
+    meta, data = server.url(f"{prefix}-meta"), server.url("")
+    blockmap("format", "--meta", meta, "--data", data, "--block-size", "64K", f"{NAME}-{prefix[-8:]}")
     return meta, data
 
 
@@ -85,8 +100,9 @@ def make_tree(root: Path, rng: random.Random, files: int = 30) -> None:
 # -- lifecycle and the system calls ----------------------------------------------------------
 
 
-def test_mount_serves_system_calls_and_umount_ships_everything(vol_urls: tuple[str, str], tmp_path: Path) -> None:
-    meta, _ = vol_urls
+def test_mount_serves_system_calls_and_umount_ships_everything(any_vol_urls: tuple[str, str],
+                                                               tmp_path: Path) -> None:
+    meta, _ = any_vol_urls
     mnt = tmp_path / "mnt"
     rng = random.Random(1)
     big = rng.randbytes(5 * BLOCK + 123)
@@ -211,8 +227,8 @@ def run(*cmd: str, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def test_real_programs_on_the_mount(vol_urls: tuple[str, str], tmp_path: Path) -> None:
-    meta, _ = vol_urls
+def test_real_programs_on_the_mount(any_vol_urls: tuple[str, str], tmp_path: Path) -> None:
+    meta, _ = any_vol_urls
     src = tmp_path / "src"
     src.mkdir()
     make_tree(src, random.Random(3))
@@ -454,12 +470,21 @@ def peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_writing_a_big_file_stays_within_the_buffer_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_writing_a_big_file_stays_within_the_buffer_size(tmp_path: Path, where: str,
+                                                         request: pytest.FixtureRequest) -> None:
     """--buffer-size bounds the blocks a mount holds (uploads waiting and the memory cache): a
     file many times that size goes through without the mount's memory growing past it (24 MiB
-    measured with 32; 260 MiB with 1024, the memory cache filling with written blocks)."""
-    meta, data = f"file://{tmp_path}/meta", f"file://{tmp_path}/data"
-    blockmap("format", "--meta", meta, "--data", data, "bigvol")  # 4 MiB blocks
+    measured with 32; 260 MiB with 1024, the memory cache filling with written blocks). On S3
+    the blocks written back (staged until uploaded) count against the same budget."""
+    if where == "file":
+        meta, data = f"file://{tmp_path}/meta", f"file://{tmp_path}/data"
+        name = "bigvol"
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        prefix = unique_prefix(request)
+        meta, data, name = server.url(f"{prefix}-meta"), server.url(""), f"bigvol-{prefix[-8:]}"
+    blockmap("format", "--meta", meta, "--data", data, name)  # 4 MiB blocks
     size, buffer_mib = 256 << 20, 32
     chunk = random.Random(6).randbytes(1 << 20)
     with mounted(meta, tmp_path / "mnt", tmp_path / "cache", "--buffer-size", str(buffer_mib)) as m:

@@ -47,9 +47,18 @@ def test_mount_rides_out_faults_and_an_outage(tmp_path: Path, s3_server: S3Serve
             for rel, data in durable.items():
                 assert (m.mountpoint / rel).read_bytes() == data
             assert sum(proxy.fault_counts().values()) > 0, "no fault was injected"
+            fsynced_write(m.mountpoint / "written-back", b"")  # created (and shipped) before the outage
             # An outage: every request answers 503 SlowDown. Writes that must reach the store fail.
             proxy.schedule = FaultSchedule(seed=4, rate=1.0, faults=[Fault.status(503, "SlowDown")],
                                            max_in_a_row=None)
+            # Written back: a close does not wait for the upload, so it succeeds; the bytes read
+            # back from the buffer, and reach the store (before the commit naming them) once it
+            # is back.
+            pending = rng.randbytes(2 * BLOCK + 5)
+            with open(m.mountpoint / "written-back", "r+b") as f:
+                f.write(pending)
+            assert (m.mountpoint / "written-back").read_bytes() == pending
+            durable["written-back"] = pending
             with pytest.raises(OSError) as err:
                 fsynced_write(m.mountpoint / "during-outage", rng.randbytes(2 * BLOCK))
             assert err.value.errno == errno.EIO
