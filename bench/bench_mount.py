@@ -1,13 +1,24 @@
 """`blockmap mount` beside `juicefs mount` (SQLite metadata), same machine, same run: data on
 file://, and (`--s3`, and under pytest) on the real S3 server behind the counting proxy that adds
-20 ms per request (BENCH_RTT_MS) and caps the link at 100 MB/s (BENCH_BANDWIDTH_MBPS).
+20 ms per request (BENCH_RTT_MS) and caps the link at 100 MB/s (BENCH_BANDWIDTH_MBPS). On S3 a
+third mount is measured too: `juicefs mount --writeback`, whose close, like blockmap's there,
+returns before the block's upload (the like-for-like peer of blockmap's write-back; the targets
+stay against the default `juicefs mount`, whose close waits for the PUT). On file:// blockmap does
+not write back (a block is a local file written before close returns), so the default juicefs
+mount is the like-for-like peer there and the writeback mount is not run (it would only add a
+second local copy of every block).
 
-Figures (each side measured in alternating rounds; the median of each is kept and compared):
+Figures (each side measured in rounds that rotate which mount goes first; the median of each is
+kept and compared):
 - `juicefs bench MOUNTPOINT -p 1 --big-file-size 256 --small-file-count 200`, the binary's own
-  benchmark, on both mounts: big-file write and read MiB/s, small-file (128 KiB) write and read
+  benchmark, on each mount: big-file write and read MiB/s, small-file (128 KiB) write and read
   files/s, stat files/s. It drops the kernel's caches between phases, as it does by default.
   Targets (issue 14), as ratios blockmap / juicefs: small-file write, small-file read and stat
-  >= 1.0; big-file write and read >= 0.5. On S3, the store requests of each run too.
+  >= 1.0; big-file write and read >= 0.5. On S3, the store requests of each run too, with the
+  uploads a write-back mount still had to make when `juicefs bench` returned: after each run the
+  mount is settled (blockmap: fsync of the mountpoint, which ships only once every upload is done;
+  juicefs --writeback: until its `.stats` counts no staged block) before the next mount measures,
+  so no mount's background uploads share the link with another's run.
 - Metadata operations per second through the mount, mdtest style with real syscalls, one thread:
   creates (open O_CREAT|O_EXCL + close of an empty file), stats (after dropping the kernel's
   dentry and inode caches, so each stat reaches the file system), renames (within the
@@ -49,7 +60,10 @@ RESULTS_DIR = ROOT / "bench" / "results"
 STEM = "mount"
 BLOCKMAP = "blockmap"
 JUICEFS = "juicefs"
-SIDES = (BLOCKMAP, JUICEFS)
+#: `juicefs mount --writeback` (measured on S3 only).
+JUICEFS_WB = "juicefs-writeback"
+SIDES = (BLOCKMAP, JUICEFS, JUICEFS_WB)
+LABELS = {BLOCKMAP: "blockmap mount", JUICEFS: "juicefs mount", JUICEFS_WB: "juicefs mount --writeback"}
 #: `juicefs bench` arguments (issue 14).
 BIG_FILE_MB = 256
 SMALL_FILES = 200
@@ -71,7 +85,11 @@ MD_OPS = ("create", "stat", "rename", "unlink")
 UNITS = {"big_write_mibs": "MiB/s", "big_read_mibs": "MiB/s", "small_write_fps": "files/s",
          "small_read_fps": "files/s", "stat_fps": "files/s"}
 _ROW = re.compile(r"^\|\s*([A-Za-z ]+?)\s*\|\s*([\d.]+)\s+(MiB/s|files/s)\s*\|")
-COLORS = {BLOCKMAP: "tab:blue", JUICEFS: "tab:orange"}
+COLORS = {BLOCKMAP: "tab:blue", JUICEFS: "tab:orange", JUICEFS_WB: "tab:green"}
+#: `juicefs mount --writeback`'s gauge of blocks staged on local disk and not uploaded yet.
+_STAGED = re.compile(r"^juicefs_staging_blocks\s+([\d.e+]+)\s*$", re.MULTILINE)
+#: Seconds between two looks at that gauge while a writeback mount settles.
+SETTLE_POLL = 0.05
 
 
 def python() -> str:
@@ -183,8 +201,9 @@ def blockmap_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
 
 
 @contextlib.contextmanager
-def juicefs_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
-    """A fresh `juicefs format sqlite3://…` volume (blocks in `store`), `juicefs mount -d`."""
+def juicefs_mount(work: Path, store: Store = FILE_STORE, writeback: bool = False) -> Iterator[Mounted]:
+    """A fresh `juicefs format sqlite3://…` volume (blocks in `store`), `juicefs mount -d`; with
+    `writeback`, `--writeback` (close stages blocks in the cache dir; uploads run afterwards)."""
     jfs = juicefs_binary()
     mnt = work / "mnt"
     mnt.mkdir(parents=True)
@@ -199,9 +218,9 @@ def juicefs_mount(work: Path, store: Store = FILE_STORE) -> Iterator[Mounted]:
     env = store.env()
     run_checked([jfs, "format", "--no-agent", meta, name, *storage, "--trash-days", "0"], env)
     run_checked([jfs, "mount", "--no-agent", meta, str(mnt), "-d", "--cache-dir", str(work / "cache"),
-          "--log", str(work / "mount.log"), "--no-usage-report"], env)
+                 "--log", str(work / "mount.log"), "--no-usage-report", *(["--writeback"] if writeback else [])], env)
     try:
-        yield Mounted(JUICEFS, mnt, store, (f"{name}/",))
+        yield Mounted(JUICEFS_WB if writeback else JUICEFS, mnt, store, (f"{name}/",))
     finally:
         _unmount(mnt, [jfs, "umount", str(mnt)], env)
 
@@ -230,12 +249,43 @@ def parse_bench(out: str) -> dict[str, float]:
     return found
 
 
+def staged_blocks(mounted: Mounted) -> int:
+    """Blocks a `juicefs mount --writeback` holds in its cache dir and has not uploaded yet."""
+    text = (mounted.mountpoint / ".stats").read_text()
+    m = _STAGED.search(text)
+    if m is None:
+        raise RuntimeError(f"{mounted.mountpoint}/.stats has no juicefs_staging_blocks line")
+    return int(float(m.group(1)))
+
+
+def settle(mounted: Mounted) -> float:
+    """Wait until every block the mount accepted is in the store; the seconds it took. blockmap:
+    fsync of the mountpoint (records open files' writes, then ships, which waits for every
+    upload); juicefs --writeback: until its `.stats` counts no staged block; the default juicefs
+    mount uploaded before close returned."""
+    start = time.perf_counter()
+    if mounted.side == BLOCKMAP:
+        fd = os.open(mounted.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    elif mounted.side == JUICEFS_WB:
+        while staged_blocks(mounted):
+            if time.perf_counter() - start > RUN_TIMEOUT:
+                raise RuntimeError(f"{mounted.mountpoint}: staged blocks not uploaded after {RUN_TIMEOUT} s")
+            time.sleep(SETTLE_POLL)
+    return time.perf_counter() - start
+
+
 def run_juicefs_bench(mounted: Mounted, big_mb: int = BIG_FILE_MB, small: int = SMALL_FILES) -> dict[str, float]:
-    """The binary's figures, and the store requests made while it ran (S3 only)."""
+    """The binary's figures, the seconds the mount then took to settle (`settle`), and the store
+    requests made from the start of the run to the end of the settling (S3 only)."""
     before = mounted.store.requests()
     proc = run_checked([juicefs_binary(), "bench", str(mounted.mountpoint), "-p", "1", "--big-file-size", str(big_mb),
-                 "--small-file-count", str(small)])
+                        "--small-file-count", str(small)])
     got = parse_bench(proc.stdout + proc.stderr)
+    got["settle_s"] = round(settle(mounted), 3)
     if mounted.store.proxy is not None:
         kinds = mounted.store.kinds_since(before, mounted.names)
         got["requests"] = sum(kinds.values())
@@ -279,6 +329,7 @@ def run_md(mounted: Mounted, files: int = MD_FILES, tag: str = "") -> dict[str, 
         "unlink": _timed(files, lambda i: os.unlink(moved[i])),
     })
     d.rmdir()
+    settle(mounted)
     if mounted.store.proxy is not None:
         out["requests"] = sum(mounted.store.kinds_since(before, mounted.names).values())
     return out
@@ -289,7 +340,7 @@ def run_md(mounted: Mounted, files: int = MD_FILES, tag: str = "") -> dict[str, 
 
 @dataclass
 class Figures:
-    """Every round of each side."""
+    """Every round of each side measured (blockmap, juicefs, and on S3 juicefs --writeback)."""
 
     bench: dict[str, list[dict[str, float]]]
     md: dict[str, list[dict[str, float]]]
@@ -299,34 +350,49 @@ class Figures:
         rounds = (self.bench if kind == "bench" else self.md)[side]
         return statistics.median(r[key] for r in rounds)
 
+    def _row(self, kind: str, key: str, item: str) -> dict[str, Any]:
+        b, j = self.median(kind, BLOCKMAP, key), self.median(kind, JUICEFS, key)
+        row: dict[str, Any] = {"item": item, "blockmap": b, "juicefs": j, "ratio": round(b / j, 3)}
+        if self.bench.get(JUICEFS_WB):
+            w = self.median(kind, JUICEFS_WB, key)
+            row.update({"juicefs_writeback": w, "ratio_writeback": round(b / w, 3)})
+        return row
+
     def summary(self) -> dict[str, Any]:
         rows = []
         for _, (key, target) in BENCH_ITEMS.items():
-            b, j = self.median("bench", BLOCKMAP, key), self.median("bench", JUICEFS, key)
-            rows.append({"item": key, "blockmap": b, "juicefs": j, "ratio": round(b / j, 3), "target": target,
-                         "met": b / j >= target})
+            row = self._row("bench", key, key)
+            rows.append({**row, "target": target, "met": row["ratio"] >= target})
         for op in MD_OPS:
-            b, j = self.median("md", BLOCKMAP, op), self.median("md", JUICEFS, op)
-            rows.append({"item": f"md_{op}_per_s", "blockmap": b, "juicefs": j, "ratio": round(b / j, 3),
-                         "target": None, "met": None})
+            rows.append({**self._row("md", op, f"md_{op}_per_s"), "target": None, "met": None})
         return {"context": self.context, "rows": rows, "bench": self.bench, "md": self.md}
 
 
 def figures(workdir: Path, rounds: int = ROUNDS, big_mb: int = BIG_FILE_MB, small: int = SMALL_FILES,
-            md_files: int = MD_FILES, store: Store = FILE_STORE, log: Callable[[str], None] = print) -> Figures:
-    """Both mounts up at once, `rounds` alternating rounds of juicefs bench and the metadata loop."""
-    bench: dict[str, list[dict[str, float]]] = {s: [] for s in SIDES}
-    md: dict[str, list[dict[str, float]]] = {s: [] for s in SIDES}
-    with blockmap_mount(workdir / BLOCKMAP, store) as bm, juicefs_mount(workdir / JUICEFS, store) as jf:
+            md_files: int = MD_FILES, store: Store = FILE_STORE, log: Callable[[str], None] = print,
+            writeback: bool | None = None) -> Figures:
+    """The mounts up at once, `rounds` rounds of juicefs bench and the metadata loop, each round
+    in another order (the mounts rotate). `writeback` adds `juicefs mount --writeback` (default:
+    on S3, where blockmap writes back, and not on file://, where it does not)."""
+    writeback = store.kind != "file" if writeback is None else writeback
+    with contextlib.ExitStack() as stack:
+        mounts = [stack.enter_context(blockmap_mount(workdir / BLOCKMAP, store)),
+                  stack.enter_context(juicefs_mount(workdir / JUICEFS, store))]
+        if writeback:
+            mounts.append(stack.enter_context(juicefs_mount(workdir / JUICEFS_WB, store, writeback=True)))
+        bench: dict[str, list[dict[str, float]]] = {m.side: [] for m in mounts}
+        md: dict[str, list[dict[str, float]]] = {m.side: [] for m in mounts}
         for r in range(rounds):
-            for m in (bm, jf) if r % 2 == 0 else (jf, bm):
+            order = mounts[r % len(mounts):] + mounts[:r % len(mounts)]
+            for m in order:
                 got = run_juicefs_bench(m, big_mb, small)
                 bench[m.side].append(got)
-                log(f"{store.kind} round {r + 1} {m.side:8s} bench " + " ".join(f"{k}={v}" for k, v in got.items()))
-            for m in (bm, jf) if r % 2 == 0 else (jf, bm):
+                log(f"{store.kind} round {r + 1} {m.side:17s} bench " + " ".join(f"{k}={v}" for k, v in got.items()))
+            for m in order:
                 ops = run_md(m, md_files, str(r))
                 md[m.side].append(ops)
-                log(f"{store.kind} round {r + 1} {m.side:8s} md    " + " ".join(f"{k}={v:.0f}" for k, v in ops.items()))
+                log(f"{store.kind} round {r + 1} {m.side:17s} md    "
+                    + " ".join(f"{k}={v:.0f}" for k, v in ops.items()))
     context = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} ({os.cpu_count()} cores), kernel {platform.release()}",
@@ -334,14 +400,15 @@ def figures(workdir: Path, rounds: int = ROUNDS, big_mb: int = BIG_FILE_MB, smal
         "juicefs": run_checked([juicefs_binary(), "version"]).stdout.strip(), "store": store.kind,
         "network": None if store.proxy is None else
         f"{store.proxy.delay * 1000:.0f} ms per request, {store.proxy.bandwidth / 1e6:.0f} MB/s",
+        "sides": [m.side for m in mounts],
     }
     return Figures(bench, md, context)
 
 
 def s3_figures(workdir: Path, rounds: int, big_mb: int, small: int, md_files: int,
                log: Callable[[str], None] = print) -> Figures:
-    """`figures` with both stores' blocks (and blockmap's metadata replica) on the S3 server
-    behind the counting proxy (BENCH_RTT_MS, default 20 ms per request)."""
+    """`figures` with the stores' blocks (and blockmap's metadata replica) on the S3 server
+    behind the counting proxy (BENCH_RTT_MS, default 20 ms per request), with the writeback mount."""
     from bench.harness.network import Network, proxied
     from tests.s3server import S3Server
 
@@ -351,33 +418,107 @@ def s3_figures(workdir: Path, rounds: int, big_mb: int, small: int, md_files: in
 
 NAMES = {"big_write_mibs": "big-file write", "big_read_mibs": "big-file read", "small_write_fps": "small-file write",
          "small_read_fps": "small-file read", "stat_fps": "stat"}
+#: The write figures, whose ratio against the default juicefs mount write-back changes.
+WRITE_ITEMS = ("small_write_fps", "big_write_mibs")
 
-GUARANTEES = """What each side guarantees while it is measured:
+GUARANTEES = """What each side guarantees while it is measured (each with its default settings):
 
-- **blockmap mount** (`--sync interval:1s`, the default): the metadata is group-committed to its
-  replica in the store at least once a second; close uploads the file's blocks and records them;
-  `fsync` returns once the blocks and the metadata naming them are in the store. On file:// a
-  block is written without its own fsync and made durable, with every other block written since,
-  before the next metadata commit ships (`vfs.shipbarrier`), so no shipped commit ever names a
-  block a crash could lose. A crash loses at most the last interval; another machine can mount
-  the same `--meta` and sees everything shipped.
-- **juicefs mount** (sqlite3 metadata): the metadata lives only in a local SQLite file (WAL,
-  synchronous=NORMAL); its file:// storage writes blocks without any fsync. Nothing about the
-  metadata leaves the machine: losing the disk loses the volume.
+- **blockmap mount** (`--sync interval:1s`, the default). Operations are recorded at once and
+  shipped (group-committed) to the metadata replica in the store at least once a second; each
+  ship waits until every block its commits name is in the store (`vfs.shipbarrier`). `fsync` of
+  a file returns once its blocks and the metadata naming them are in the store (of a directory:
+  the whole mount's).
+  - *On S3, close returns* once the slice is recorded (not shipped yet) and the file's blocks are
+    in the mount's write buffer in memory (`--buffer-size`, 300 MiB): the uploads run in the
+    background, retried if they fail, and are done before the metadata commit naming their
+    blocks ships. That is write-back, as `juicefs mount --writeback` does, with the buffer in
+    memory rather than on local disk.
+  - *On file://, close returns* once the file's blocks are written into the store's directory
+    (without an fsync of their own: every block written since is fsynced in one batch before the
+    next ship) and the slice is recorded. No write-back.
+  - *A process crash and losing the machine lose the same*: the operations not shipped yet, closed
+    files included, i.e. at most the last interval (1 s) plus the time its ship waits for the
+    uploads of its blocks; never a shipped reference to a missing block. Nothing is kept only on
+    the machine: another machine mounts the same `--meta` and finds everything shipped.
+- **juicefs mount** (default settings, sqlite3 metadata). *Close returns* once every block of the
+  file is PUT to the store (on file://, written without any fsync) and the slice is committed to
+  the local SQLite file (WAL, synchronous=NORMAL: no fsync per commit). *A process crash* loses no
+  closed file (only writes to files still open and not flushed); an OS crash or power loss can
+  lose the last commits (and on file://, blocks written since the OS last flushed them). *Losing
+  the machine loses the whole volume*: the metadata never leaves it, and the blocks in the store
+  cannot be read without it.
+- **juicefs mount --writeback** (measured on S3 only; sqlite3 metadata). *Close returns* once
+  every block of the file is written into `<cache-dir>/<UUID>/rawstaging/` on local disk (a
+  temporary file renamed into place, no fsync) and the slice naming it is committed to the local
+  SQLite file; the uploads run afterwards in the background (JuiceFS's docs: "commit first, then
+  upload asynchronously"). *A process crash* loses no closed file: the next mount finds the staged
+  blocks and uploads them. An OS crash or power loss can lose staged blocks the metadata already
+  names (the docs: "if write cache data suffers loss before upload is complete, file data is lost
+  forever"). *Losing the machine loses the whole volume*, staged blocks included, as with the
+  default mount.
+
+On S3 the targets are ratios against the default juicefs mount, as issue 14 states; blockmap's
+close there does not wait for the PUT and the default juicefs mount's does, so the like-for-like
+figure for the write items is the ratio against `juicefs mount --writeback`, given beside it.
+After each run a write-back mount is settled (its uploads done) before the next mount measures,
+and its requests are counted up to then.
 """
+
+
+def _sides(s: dict[str, Any]) -> list[str]:
+    """The sides a summary measured (older results: blockmap and juicefs)."""
+    return [side for side in SIDES if s["bench"].get(side)]
+
+
+def _figure(value: float, unit: str) -> str:
+    return f"{value:,.1f}{unit}"
+
+
+def writeback_notes(s: dict[str, Any]) -> list[str]:
+    """Beside the table, for each write item, both ratios and where the difference comes from
+    (only where the writeback mount was measured)."""
+    if JUICEFS_WB not in _sides(s):
+        return []
+    lines = []
+    for row in s["rows"]:
+        if row["item"] in WRITE_ITEMS:
+            lines.append(
+                f"- {NAMES[row['item']]}: {row['ratio']:.2f}x the default juicefs mount, whose close waits for "
+                f"the PUT; blockmap's close here returns with the blocks in its write buffer (write-back), so "
+                f"that ratio measures write-back against waiting. Against `juicefs mount --writeback`, which "
+                f"also returns before the upload: {row['ratio_writeback']:.2f}x.")
+    return ["Write-back and the write figures:", "", *lines, ""] if lines else []
+
+
+def _round_line(figs: list[dict[str, Any]], keys: list[str], fmt: str, labels: dict[str, str]) -> str:
+    text = ", ".join(f"{labels[k]} " + " / ".join(format(f[k], fmt) for f in figs) for k in keys)
+    if "requests" in figs[0]:
+        text += "; store requests " + " / ".join(f"{f['requests']:,}" for f in figs)
+        kinds = sorted(set().union(*(f.get("request_kinds", {}) for f in figs)))
+        if kinds:
+            text += " (" + ", ".join(f"{k} " + " / ".join(f"{f.get('request_kinds', {}).get(k, 0):,}" for f in figs)
+                                     for k in kinds) + ")"
+    if "settle_s" in figs[0]:
+        text += "; settled after the run in " + " / ".join(f"{f.get('settle_s', 0):.2f}" for f in figs) + " s"
+    return text
 
 
 def _table(s: dict[str, Any]) -> list[str]:
     c = s["context"]
+    sides = _sides(s)
+    wb = JUICEFS_WB in sides
     where = "file:// (local directory)" if c["store"] == "file" else f"S3 (SeaweedFS behind the proxy: {c['network']})"
+    columns = ["figure", "blockmap mount", "juicefs mount", "blockmap / juicefs", "target"]
+    if wb:
+        columns += ["juicefs mount --writeback", "blockmap / juicefs --writeback"]
     lines = [
         f"## Data on {where}", "",
         f"Measured {c['date']} on {c['machine']}; {c['juicefs']} with sqlite3 metadata. {c['rounds']} "
-        f"alternating rounds, median of each side. `juicefs bench MOUNTPOINT -p 1 --big-file-size "
-        f"{c['big_file_mb']} --small-file-count {c['small_files']}` on each mount; then {c['md_files']} files "
-        "created, stat'ed, renamed and unlinked with real syscalls (one thread).", "",
-        "| figure | blockmap mount | juicefs mount | blockmap / juicefs | target |",
-        "|---|---|---|---|---|",
+        f"rounds, the mounts in a rotating order, median of each side. `juicefs bench MOUNTPOINT -p 1 "
+        f"--big-file-size {c['big_file_mb']} --small-file-count {c['small_files']}` on each mount"
+        + (" (" + ", ".join(LABELS[side] for side in sides) + ")" if wb else "")
+        + f"; then {c['md_files']} files created, stat'ed, renamed and unlinked with real syscalls (one thread).",
+        "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
     ]
     for row in s["rows"]:
         item = row["item"]
@@ -386,22 +527,20 @@ def _table(s: dict[str, Any]) -> list[str]:
         else:
             label, unit = NAMES[item], " " + UNITS[item]
         target = "-" if row["target"] is None else f">= {row['target']:.1f}: {'met' if row['met'] else 'missed'}"
-        lines.append(f"| {label} | {row['blockmap']:,.1f}{unit} | {row['juicefs']:,.1f}{unit} | "
-                     f"{row['ratio']:.3f} | {target} |")
-    lines += ["", "Every round (blockmap / juicefs):", ""]
-    for i, (b, j) in enumerate(zip(s["bench"][BLOCKMAP], s["bench"][JUICEFS], strict=True)):
-        figs = ", ".join(f"{NAMES[k]} {b[k]:,.1f} / {j[k]:,.1f}" for k in NAMES)
-        if "requests" in b:
-            figs += f"; store requests {b['requests']:,} / {j['requests']:,}"
-            kinds = sorted(set(b.get("request_kinds", {})) | set(j.get("request_kinds", {})))
-            figs += " (" + ", ".join(f"{k} {b.get('request_kinds', {}).get(k, 0):,} / "
-                                     f"{j.get('request_kinds', {}).get(k, 0):,}" for k in kinds) + ")"
-        lines.append(f"- round {i + 1}: {figs}")
-    for i, (b, j) in enumerate(zip(s["md"][BLOCKMAP], s["md"][JUICEFS], strict=True)):
-        figs = ", ".join(f"{k} {b[k]:,.0f} / {j[k]:,.0f}" for k in MD_OPS)
-        if "requests" in b:
-            figs += f"; store requests {b['requests']:,} / {j['requests']:,}"
-        lines.append(f"- round {i + 1} metadata: {figs}")
+        if wb and item in WRITE_ITEMS:
+            target += " (write-back against waiting: see below)"
+        line = (f"| {label} | {_figure(row['blockmap'], unit)} | {_figure(row['juicefs'], unit)} | "
+                f"{row['ratio']:.3f} | {target} |")
+        if wb:
+            line += f" {_figure(row['juicefs_writeback'], unit)} | {row['ratio_writeback']:.3f} |"
+        lines.append(line)
+    lines += [""] + writeback_notes(s)
+    lines += ["Every round (" + " / ".join(LABELS[side] for side in sides) + "):", ""]
+    for i, figs in enumerate(zip(*(s["bench"][side] for side in sides), strict=True)):
+        lines.append(f"- round {i + 1}: {_round_line(list(figs), list(NAMES), ',.1f', NAMES)}")
+    for i, figs in enumerate(zip(*(s["md"][side] for side in sides), strict=True)):
+        ops = _round_line(list(figs), list(MD_OPS), ",.0f", {k: k for k in MD_OPS})
+        lines.append(f"- round {i + 1} metadata: {ops}")
     return lines + [""]
 
 
@@ -423,17 +562,25 @@ def plot(summaries: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(summaries), figsize=(6 * len(summaries), 4.5), squeeze=False)
     for ax, s in zip(axes[0], summaries, strict=True):
         rows = s["rows"]
+        wb = JUICEFS_WB in _sides(s)
         xs = range(len(rows))
-        ax.bar(xs, [r["ratio"] for r in rows], color=COLORS[BLOCKMAP])
+        width = 0.4 if wb else 0.8
+        series = [("ratio", "against juicefs mount", COLORS[JUICEFS], -width / 2 if wb else 0.0)]
+        if wb:
+            series.append(("ratio_writeback", "against juicefs mount --writeback", COLORS[JUICEFS_WB], width / 2))
+        for key, label, color, shift in series:
+            ax.bar([x + shift for x in xs], [r[key] for r in rows], width=width, color=color, label=label)
+            for x, r in zip(xs, rows, strict=True):
+                ax.text(x + shift, r[key], f"{r[key]:.2f}", ha="center", va="bottom", fontsize=7)
         for x, r in zip(xs, rows, strict=True):
             if r["target"] is not None:
                 ax.hlines(r["target"], x - 0.4, x + 0.4, colors="black", linestyles="dashed")
-            ax.text(x, r["ratio"], f"{r['ratio']:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.axhline(1.0, color=COLORS[JUICEFS], linewidth=1)
+        ax.axhline(1.0, color="gray", linewidth=1)
         ax.set_xticks(list(xs), [NAMES.get(r["item"], r["item"][3:-6] + "s") for r in rows], rotation=30,
                       ha="right", fontsize=8)
-        ax.set_ylabel("blockmap mount / juicefs mount (higher is better)")
-        ax.set_title(f"data on {s['context']['store']}; dashed: target", fontsize=10)
+        ax.set_ylabel("blockmap mount / peer (higher is better)")
+        ax.set_title(f"data on {s['context']['store']}; dashed: target (against juicefs mount)", fontsize=10)
+        ax.legend(fontsize=7)
     fig.suptitle("blockmap mount vs juicefs mount (sqlite3 metadata), same run")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
