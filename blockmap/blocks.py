@@ -327,6 +327,17 @@ class BlockStore:
         for f in [self._executor().submit(self.store.delete, k) for k in keys]:
             f.result()
 
+    def delete_slices(self, slices: list[tuple[int, int]]) -> None:
+        """`delete_slice` of each (id, size), `concurrency` at once; raises the first failure
+        after every delete has ended."""
+        if len(slices) == 1:
+            self.delete_slice(*slices[0])
+            return
+        with ThreadPoolExecutor(min(self.concurrency, len(slices)), thread_name_prefix="blockmap-delete") as pool:
+            futures = [pool.submit(self.delete_slice, sid, size) for sid, size in slices]
+        for f in futures:
+            f.result()
+
     def list_blocks(self) -> Iterator[BlockObject | ObjectInfo]:
         """Every object under `<Name>/chunks/`: a BlockObject when its key parses, else the raw info."""
         prefix = f"{self.name}/chunks/"
@@ -382,13 +393,17 @@ class SliceWriter:
                 self._ship(bytes(self._buf))
                 self._buf.clear()
 
-    def _ship(self, block: bytes) -> None:
+    def _ship(self, block: bytes, last: bool = False) -> None:
+        """Start the upload of the next block. Write-back takes only a slice's `last` block (a
+        small file's only one): full blocks upload while the program writes and `finish` waits
+        for them, so a big file's bytes do not pile up behind its close."""
         index = self._index
         self._index += 1
         budget = self.blocks.budget
+        staged = last and self.blocks.staged is not None
         if budget is not None:  # the program's write waits here while the uploads catch up
-            budget.acquire(len(block), self.blocks.upload_stall if self.blocks.staged is not None else None)
-        if self.blocks.staged is not None:
+            budget.acquire(len(block), self.blocks.upload_stall if staged else None)
+        if staged:
             self.blocks.stage_block(self.slice_id, index, block)
             return
         pool = self.blocks._executor()
@@ -444,7 +459,7 @@ class SliceWriter:
         if not self._finished:
             self._finished = True
             if self._buf and self.blocks.staged is not None:  # write-back: staged, uploaded later
-                self._ship(bytes(self._buf))
+                self._ship(bytes(self._buf), last=True)
                 self._buf.clear()
             elif self._buf and not self._pending and not self._index:  # the only block: no hop to a transfer thread
                 block = bytes(self._buf)

@@ -93,8 +93,7 @@ def release_slices(
         victims = db.read(functools.partial(_dead_slices, ids=ids[i : i + SLICE_BATCH]))
         if not victims:
             continue
-        for sid, size in victims:
-            blocks.delete_slice(sid, size)
+        blocks.delete_slices(victims)
         gone = [v[0] for v in victims]
         if defer_forget is not None:
             defer_forget(gone)

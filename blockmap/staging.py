@@ -1,5 +1,7 @@
-"""Blocks written back: held in memory from the moment a slice is finished until their upload,
-which runs in the background, so closing a small file does not wait for a PUT.
+"""Blocks written back: a slice's last block (a small file's only one) is held in memory from
+the moment the slice is finished until its upload, which runs in the background, so closing a
+small file does not wait for a PUT (full blocks upload while the program writes, and `finish`
+waits for them).
 
 This is safe only where no commit naming a block can reach the replica before the block is in
 the store: the engine registers `settle` as a ship barrier (vfs.shipbarrier), which waits for

@@ -85,32 +85,44 @@ def chunk_keys(store: ObjectStore, name: str) -> set[str]:
     return {o.key for o in store.list(f"{name}/chunks/")}
 
 
-def test_a_file_closes_before_its_blocks_upload_and_reads_back_from_staging(
+def test_a_small_file_closes_before_its_block_uploads_and_reads_back_from_staging(
         s3_volume: tuple[str, BlockPuts]) -> None:
     meta, store = s3_volume
-    data = random.Random(1).randbytes(2 * TEST_BLOCK_SIZE + 777)
+    rng = random.Random(1)
+    small = {f"/s{i}": rng.randbytes(rng.randrange(1, TEST_BLOCK_SIZE)) for i in range(3)}
+    big = rng.randbytes(2 * TEST_BLOCK_SIZE + 777)
     with open_written_back(meta, store) as vol:
         reserve_ids(vol)
         store.stored.clear()
         store.gate.clear()  # no block reaches the store until the test says so
-        vol.write_file("/f", data)  # returns with all three blocks still held
+        for path, data in small.items():
+            vol.write_file(path, data)  # returns with its one block still held
         assert store.stored == []
         assert vol.engine.blocks.staged is not None and len(vol.engine.blocks.staged) == 3
-        assert vol.read_file("/f") == data
-        assert vol.read_file("/f", TEST_BLOCK_SIZE - 5, 10) == data[TEST_BLOCK_SIZE - 5 : TEST_BLOCK_SIZE + 5]
+        for path, data in small.items():
+            assert vol.read_file(path) == data
+            assert vol.read_file(path, 1, 5) == data[1:6]
         store.gate.set()
+        # A big file's full blocks upload while it is written, and its close waits for them;
+        # only its last (partial) block is written back.
+        vol.write_file("/big", big)
+        full = {k for k in store.stored if k.endswith(f"_{TEST_BLOCK_SIZE}")}
+        assert len(full) == 2
+        assert vol.read_file("/big") == big
         vol.engine.flush()
-        assert len(store.stored) == 3
         assert len(vol.engine.blocks.staged) == 0
+        assert len(store.stored) == 6
         assert set(store.stored) <= chunk_keys(store, vol.name)
     with Volume.open(meta, read_only=True) as again:  # another process's view: what shipped
-        assert again.read_file("/f") == data
+        for path, data in small.items():
+            assert again.read_file(path) == data
+        assert again.read_file("/big") == big
         assert again.fsck().ok
 
 
 def test_no_commit_ships_before_the_blocks_it_names_are_stored(s3_volume: tuple[str, BlockPuts]) -> None:
     meta, store = s3_volume
-    data = random.Random(2).randbytes(TEST_BLOCK_SIZE + 1)
+    data = random.Random(2).randbytes(TEST_BLOCK_SIZE - 1)
     missing_at_ship: list[str] = []
 
     def check_blocks() -> None:  # runs after the volume's own barrier, just before the LTX put
@@ -124,18 +136,18 @@ def test_no_commit_ships_before_the_blocks_it_names_are_stored(s3_volume: tuple[
         reserve_ids(vol)
         store.attempted.clear()
         store.stored.clear()
-        store.fail_next = 4  # both background uploads fail, and both retries below
+        store.fail_next = 2  # the background upload fails, and the retry below
         vol.write_file("/f", data)
         assert vol.engine.blocks.staged is not None
         with pytest.raises(StoreUnavailableError):
             vol.engine.blocks.staged.settle()  # waits for the background attempts, retries once
-        assert store.fail_next == 0 and len(store.attempted) == 2 and store.stored == []
+        assert store.fail_next == 0 and len(store.attempted) == 1 and store.stored == []
         shipbarrier.add(check_blocks)
         try:
             vol.engine.flush()
         finally:
             shipbarrier.remove(check_blocks)
-        assert vol.engine.blocks.staged.failures == 2
+        assert vol.engine.blocks.staged.failures == 1
         assert missing_at_ship == []
         assert store.attempted <= chunk_keys(store, vol.name)
     with Volume.open(meta, read_only=True) as again:
@@ -184,15 +196,21 @@ def test_a_delete_cancels_an_upload_that_has_not_started(tmp_path: Path) -> None
 
 def test_a_write_fails_once_the_buffer_is_full_and_no_upload_finishes(s3_volume: tuple[str, BlockPuts]) -> None:
     meta, store = s3_volume
+    rng = random.Random(4)
+    held = {f"/s{i}": rng.randbytes(TEST_BLOCK_SIZE - 1) for i in range(2)}
     with Volume.open(meta, store=store, sync="interval:60s", upload_budget=2 * TEST_BLOCK_SIZE) as vol:
         reserve_ids(vol)
         vol.engine.blocks.upload_stall = 0.5
         store.fail_next = 10**6  # the store is down for blocks
+        for path, data in held.items():  # the buffer takes two blocks
+            vol.write_file(path, data)
         with pytest.raises(UploadStalledError, match="none finished in 0.5s"):
-            vol.write_file("/big", bytes(4 * TEST_BLOCK_SIZE))  # two blocks fit; the third waits, then fails
+            vol.write_file("/third", b"x" * 100)  # waits for room, then fails
         store.fail_next = 0  # back: what was staged uploads, and writes go on
         vol.write_file("/after", b"ok")
         vol.engine.flush()
     with Volume.open(meta, read_only=True) as again:
-        assert again.read_file("/after") == b"ok" and not again.exists("/big")
+        for path, data in held.items():
+            assert again.read_file(path) == data
+        assert again.read_file("/after") == b"ok" and not again.exists("/third")
         assert again.fsck().ok
