@@ -634,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--s3-rounds", type=int, default=1)
     ap.add_argument("--no-file", action="store_true", help="skip the file:// run")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/results/ alone")
+    ap.add_argument("--keep-other", action="store_true", help="keep the sections of mount.json for the "
+                    "store this run skips (with --no-file or without --s3), so the two stores can be "
+                    "measured in separate runs")
     ap.add_argument("--workdir", help="work here and keep it (mount logs...) instead of a temporary directory")
     ap.add_argument("--rewrite", action="store_true", help="rewrite mount.md and mount.png from mount.json "
                     "and mount-notes.md (no measurement)")
@@ -659,6 +662,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the S3 run failed: {exc}", file=sys.stderr)
                 if not summaries:
                     raise
+    if args.keep_other and (RESULTS_DIR / f"{STEM}.json").exists():
+        measured = {x["context"]["store"] for x in summaries}
+        kept = [x for x in json.loads((RESULTS_DIR / f"{STEM}.json").read_text())
+                if x["context"]["store"] not in measured]
+        summaries = sorted(kept + summaries, key=lambda x: x["context"]["store"] != "file")
     print(markdown(summaries))
     if not args.no_write:
         for p in write_results(summaries):
