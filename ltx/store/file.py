@@ -36,6 +36,8 @@ TEMP_PREFIX = ".ltxvfs-tmp-"
 COPY_CHUNK_SIZE = 1 << 20
 #: Permissions of stored objects (temporary files start private, then get these).
 OBJECT_MODE = 0o644
+#: Directories `put_unsynced` remembers as checked; past this many it forgets them all.
+CHECKED_DIRS_MAX = 1024
 #: Buffer size of the streams `open` returns.
 OPEN_BUFFER_SIZE = 1 << 20
 
@@ -76,6 +78,9 @@ class FileStore(ObjectStore):
         self.url = url if url is not None else f"file://{self.root}"
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
+        #: Directories (key prefixes) `put_unsynced` found inside the root and present, with
+        #: their real paths: a block's put then walks no symbolic links (most of its CPU).
+        self._checked_dirs: dict[str, str] = {}
         #: Objects written by `put_unsynced` and not yet fsynced (paths).
         self._unsynced: list[str] = []
         self._unsynced_lock = threading.Lock()
@@ -89,12 +94,15 @@ class FileStore(ObjectStore):
     def _count_read(self, n: int) -> None:
         self._count("bytes_read", n)
 
-    def _path(self, key: str) -> str:
-        """The file holding `key`, refusing keys that are malformed or resolve outside the root."""
+    def _check_name(self, key: str) -> None:
         check_key(self.url, key)
         if key.rsplit("/", 1)[-1].startswith(TEMP_PREFIX):
             raise InvalidKeyError(self.url, "", f"invalid key {key!r}: names starting with "
                                   f"{TEMP_PREFIX!r} are reserved for temporary files")
+
+    def _path(self, key: str) -> str:
+        """The file holding `key`, refusing keys that are malformed or resolve outside the root."""
+        self._check_name(key)
         path = os.path.join(self.root, *key.split("/"))
         real_root = os.path.realpath(self.root)
         real = os.path.realpath(path)
@@ -280,15 +288,32 @@ class FileStore(ObjectStore):
         commit names yet), so a reader meanwhile, or a crash before `sync_unsynced`, may find it
         partial, as it may find it missing. A name that is taken is replaced atomically, as `put`
         does: an existing object is never seen partial."""
-        path = self._path(key)
+        rel_dir, _, name = key.rpartition("/")
+        real_dir = self._checked_dirs.get(rel_dir)
         try:
-            self._ensure_dir(os.path.dirname(path))
+            if real_dir is not None:  # checked before: the key's own checks only
+                self._check_name(key)
+                path = os.path.join(real_dir, name)
+            else:
+                path = self._path(key)
+                self._ensure_dir(os.path.dirname(path))
+            # O_EXCL: never through a link at the name itself, never over an existing object
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, OBJECT_MODE)
         except FileExistsError:
             self._put(key, data, if_absent=False, timestamp_ms=None, sync=False)
             return
+        except FileNotFoundError as exc:
+            if real_dir is None:
+                raise self._os_error(key, "create", exc) from exc
+            self._checked_dirs.pop(rel_dir, None)  # removed since it was checked: check it again
+            self.put_unsynced(key, data)
+            return
         except OSError as exc:
             raise self._os_error(key, "create", exc) from exc
+        if real_dir is None:
+            if len(self._checked_dirs) >= CHECKED_DIRS_MAX:
+                self._checked_dirs.clear()
+            self._checked_dirs[rel_dir] = os.path.dirname(path)
         self._count("puts")
         try:
             try:

@@ -205,3 +205,26 @@ def test_a_failed_unsynced_put_leaves_no_object(tmp_path: Path, monkeypatch: pyt
     assert sorted(os.listdir(tmp_path / "d")) == ["seed"], "the partial object is removed"
     with pytest.raises(ObjectNotFoundError):
         store.get("d/b")
+
+
+def test_unsynced_puts_stay_in_the_root_and_survive_a_removed_directory(tmp_path: Path) -> None:
+    """put_unsynced remembers the directories it checked (no symlink walk per block): a link out of
+    the root is still refused, a link at the name itself is never written through, and a checked
+    directory removed meanwhile is made again."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    store = FileStore(root)
+    store.put_unsynced("d/a", b"1")  # d checked and remembered
+    os.symlink(outside, root / "link")
+    with pytest.raises(InvalidKeyError, match="outside"):
+        store.put_unsynced("link/b", b"2")
+    os.symlink(outside / "target", root / "d" / "trap")
+    with pytest.raises(InvalidKeyError, match="outside"):  # a link at the name: never written through
+        store.put_unsynced("d/trap", b"3")
+    assert not (outside / "target").exists()
+    (root / "d" / "a").unlink()
+    (root / "d" / "trap").unlink()
+    (root / "d").rmdir()
+    store.put_unsynced("d/c", b"4")
+    assert store.get("d/c") == b"4"
+    assert list(outside.iterdir()) == []
