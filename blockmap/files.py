@@ -37,11 +37,11 @@ def append_records(cursor: apsw.Cursor, inode: int, indx: int, data: bytes) -> N
     cursor.execute(_APPEND_SQL, (inode, indx, data))
 
 
-def chunk_record_count(cursor: apsw.Cursor, inode: int, indx: int) -> int:
-    row = cursor.execute(
-        "SELECT length(CAST(slices AS BLOB)) FROM jfs_chunk WHERE inode = ? AND indx = ?", (inode, indx)
-    ).fetchone()
-    return 0 if row is None else int(row[0]) // SLICE_RECORD_SIZE
+def append_counted(cursor: apsw.Cursor, inode: int, indx: int, data: bytes) -> int:
+    """`append_records`, returning the number of records the chunk holds now (one statement)."""
+    row = cursor.execute(_APPEND_SQL + " RETURNING length(CAST(slices AS BLOB))", (inode, indx, data)).fetchone()
+    assert row is not None  # an upsert returns its row
+    return int(row[0]) // SLICE_RECORD_SIZE
 
 
 def _file_node(cursor: apsw.Cursor, inode: int, path: PathLike) -> Node:
@@ -109,12 +109,12 @@ def commit_write(
     if node is not None:
         check_changeable(node, path, append=True)  # append-only: open() allowed O_APPEND only
     new_length = max([old_length] + [p.file_end for p in pieces])
+    counts: dict[int, int] = {}
     for p in pieces:
-        append_records(cursor, inode, p.indx, p.record.encode())
+        counts[p.indx] = append_counted(cursor, inode, p.indx, p.record.encode())  # the last one counts
         cursor.execute(
             "INSERT INTO jfs_chunk_ref (chunkid, size, refs) VALUES (?, ?, 1)", (p.record.id, p.record.size)
         )
-    counts = {p.indx: chunk_record_count(cursor, inode, p.indx) for p in pieces}
     if node is None:  # unlinked while open: no longer counted in the volume's usage
         _set_unlinked_length(cursor, inode, new_length)
         return counts
