@@ -88,6 +88,9 @@ _ROW = re.compile(r"^\|\s*([A-Za-z ]+?)\s*\|\s*([\d.]+)\s+(MiB/s|files/s)\s*\|")
 COLORS = {BLOCKMAP: "tab:blue", JUICEFS: "tab:orange", JUICEFS_WB: "tab:green"}
 #: `juicefs mount --writeback`'s gauge of blocks staged on local disk and not uploaded yet.
 _STAGED = re.compile(r"^juicefs_staging_blocks\s+([\d.e+]+)\s*$", re.MULTILINE)
+#: A mount is quiet (its background work over) after this long without a request of its keys.
+#: blockmap's follower LISTs its replica once a second: that does not count as work.
+QUIET_S = 1.0
 #: Seconds between two looks at that gauge while a writeback mount settles.
 SETTLE_POLL = 0.05
 
@@ -275,7 +278,26 @@ def settle(mounted: Mounted) -> float:
             if time.perf_counter() - start > RUN_TIMEOUT:
                 raise RuntimeError(f"{mounted.mountpoint}: staged blocks not uploaded after {RUN_TIMEOUT} s")
             time.sleep(SETTLE_POLL)
+    quiesce(mounted)
     return time.perf_counter() - start
+
+
+def quiesce(mounted: Mounted) -> None:
+    """On S3, wait until the mount's background work is over (the deletes of the files the run
+    removed, compaction...): no request of its keys for QUIET_S, so none of it lands in the next
+    mount's run (every side is treated alike; bounded by RUN_TIMEOUT)."""
+    if mounted.store.proxy is None:
+        return
+    start = time.perf_counter()
+    seen, quiet_since = mounted.store.requests(), time.perf_counter()
+    while time.perf_counter() - quiet_since < QUIET_S:
+        if time.perf_counter() - start > RUN_TIMEOUT:
+            raise RuntimeError(f"{mounted.mountpoint}: still sending requests after {RUN_TIMEOUT} s")
+        time.sleep(SETTLE_POLL)
+        now = mounted.store.requests()
+        if now != seen and set(mounted.store.kinds_since(seen, mounted.names)) - {"LIST metadata"}:
+            quiet_since = time.perf_counter()
+        seen = now
 
 
 def run_juicefs_bench(mounted: Mounted, big_mb: int = BIG_FILE_MB, small: int = SMALL_FILES) -> dict[str, float]:
@@ -460,8 +482,10 @@ GUARANTEES = """What each side guarantees while it is measured (each with its de
 On S3 the targets are ratios against the default juicefs mount, as issue 14 states; blockmap's
 close there does not wait for the PUT and the default juicefs mount's does, so the like-for-like
 figure for the write items is the ratio against `juicefs mount --writeback`, given beside it.
-After each run a write-back mount is settled (its uploads done) before the next mount measures,
-and its requests are counted up to then.
+After each run a write-back mount is settled (its uploads done), and every mount is left until
+its background work is over (no request of its keys but blockmap's once-a-second LIST for 1 s:
+the deletes of the files the run removed, compaction), before the next mount measures; its
+requests are counted up to then.
 """
 
 
