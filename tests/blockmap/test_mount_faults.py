@@ -51,10 +51,10 @@ def test_mount_rides_out_faults_and_an_outage(tmp_path: Path, s3_server: S3Serve
             # An outage: every request answers 503 SlowDown. Writes that must reach the store fail.
             proxy.schedule = FaultSchedule(seed=4, rate=1.0, faults=[Fault.status(503, "SlowDown")],
                                            max_in_a_row=None)
-            # Written back: a close does not wait for the upload, so it succeeds; the bytes read
-            # back from the buffer, and reach the store (before the commit naming them) once it
-            # is back.
-            pending = rng.randbytes(2 * BLOCK + 5)
+            # Written back: a small file's close does not wait for its block's upload, so it
+            # succeeds; the bytes read back from the buffer, and reach the store (before the
+            # commit naming them) once it is back. (A full block's upload is waited for.)
+            pending = rng.randbytes(BLOCK - 5)
             with open(m.mountpoint / "written-back", "r+b") as f:
                 f.write(pending)
             assert (m.mountpoint / "written-back").read_bytes() == pending
