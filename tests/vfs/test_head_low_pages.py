@@ -17,22 +17,35 @@ from ltx.importer import import_database
 from ltx.plan import restore_plan
 from ltx.replica import Replica
 from tests.ltx.test_hint import build_db
-from tests.s3proxy import S3Proxy
+from tests.s3proxy import Request, S3Proxy
 from tests.s3server import S3Server
 from tests.vfs.replicas import connect, stats
+from tests.vfs.test_sparseindex import ranges_of
 from vfs.view import LOW_PAGES_HEAD_SIZE, bare_heads, holds_low_pages
 
 ROWS = 60_000
 
 
-def with_settings(path: Path) -> Path:
-    """A table of one page (its root is a leaf), made first so its page is low, as a blockmap
-    volume's settings and counters are; then a table deep enough for interior pages, and an index."""
+def _with_settings_table(path: Path) -> apsw.Connection:
+    """A new 4 KiB-page database at `path` whose first table is `settings`, of one page."""
     conn = apsw.Connection(str(path))
     conn.execute("PRAGMA page_size = 4096")
     with conn:
         conn.execute("CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT)")
         conn.executemany("INSERT INTO settings VALUES (?, ?)", [("format", "{...}"), ("data", "s3://b")])
+    return conn
+
+
+def _heads(log: list[Request], key: str) -> list[str | None]:
+    """The Range headers of the GETs of `key`'s head (ranges from byte 0)."""
+    return [r for r in ranges_of(log, key) if r and r.startswith("bytes=0-")]
+
+
+def with_settings(path: Path) -> Path:
+    """A table of one page (its root is a leaf), made first so its page is low, as a blockmap
+    volume's settings and counters are; then a table deep enough for interior pages, and an index."""
+    conn = _with_settings_table(path)
+    with conn:
         conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v TEXT)")
         rows = ((i, f"k{(i * 7919) % 100003:06d}", f"value {i} " + "x" * (i % 200)) for i in range(ROWS))
         conn.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
@@ -68,8 +81,7 @@ def test_an_open_and_a_read_of_a_one_page_table_take_no_extra_round_trip(s3_serv
             after, waited = proxy.seen, stats(conn)["round_trips"]
         finally:
             conn.close()
-    heads = [r.range for r in after if r.path.split("?")[0].endswith("/" + snap.key) and r.range
-             and r.range.startswith("bytes=0-")]
+    heads = _heads(after, snap.key)
     assert heads and heads[0] != "bytes=0-99", heads  # the head brought the low pages
     assert len(after) == opened, [(r.method, r.path, r.range) for r in after[opened:]]  # nothing more to fetch
     assert waited <= 3, waited
@@ -80,11 +92,8 @@ def with_late_schema(path: Path) -> Path:
     the schema splits: its leaves are allocated there, past the first 64 KiB of frames (as a
     blockmap volume's schema leaves, pages 28 and 29, are); then more such pages."""
     rng = random.Random(5)
-    conn = apsw.Connection(str(path))
-    conn.execute("PRAGMA page_size = 4096")
+    conn = _with_settings_table(path)
     with conn:
-        conn.execute("CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT)")
-        conn.executemany("INSERT INTO settings VALUES (?, ?)", [("format", "{...}"), ("data", "s3://b")])
         conn.execute("CREATE TABLE filler(id INTEGER PRIMARY KEY, v BLOB)")
         conn.executemany("INSERT INTO filler VALUES (?, ?)", [(i, rng.randbytes(3000)) for i in range(24)])
         for n in range(40):
@@ -117,7 +126,6 @@ def test_a_schema_past_the_first_frames_comes_with_the_open(s3_server: S3Server,
             after = proxy.seen
         finally:
             conn.close()
-    heads = [r.range for r in after if r.path.split("?")[0].endswith("/" + snap.key) and r.range
-             and r.range.startswith("bytes=0-")]
+    heads = _heads(after, snap.key)
     assert heads == [f"bytes=0-{LOW_PAGES_HEAD_SIZE - 1}"], heads
     assert len(after) == opened, [(r.method, r.path, r.range) for r in after[opened:]]  # nothing more to fetch
