@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ltx.pagesums import SUMS_SUFFIX, PageSums
+from ltx.pagesums import PageSums
 from ltx.plan import LTXFileInfo
 from ltx.replica import Replica
 from ltx.store import ObjectStore
@@ -51,13 +51,6 @@ class ListedReplica(Replica):
         self._levels = None
         self._stale.clear()
 
-    def _wrote(self, key: str) -> None:
-        where = self.level_of_key(key.removesuffix(SUMS_SUFFIX))
-        if where is None:
-            self.forget()
-        else:
-            self._stale.add(where[0])
-
     def put_file(self, level: int, min_txid: int, max_txid: int, data: bytes | BinaryIO,
                  timestamp_ms: int, if_absent: bool = True) -> str:
         try:
@@ -68,8 +61,12 @@ class ListedReplica(Replica):
     def put_sums(self, key: str, sums: PageSums, timestamp_ms: int) -> str:
         try:
             return super().put_sums(key, sums, timestamp_ms)
-        finally:
-            self._wrote(key)
+        finally:  # `key` is the LTX file's: list its level again
+            where = self.level_of_key(key)
+            if where is None:
+                self.forget()
+            else:
+                self._stale.add(where[0])
 
     def delete_file(self, info: LTXFileInfo) -> None:
         super().delete_file(info)
