@@ -1,9 +1,10 @@
 """`blockmap mount` beside `juicefs mount` (SQLite metadata), same machine, same run: data on
 file://, and (`--s3`, and under pytest) on the real S3 server behind the counting proxy that adds
 20 ms per request (BENCH_RTT_MS) and caps the link at 100 MB/s (BENCH_BANDWIDTH_MBPS). On S3 a
-third mount is measured too: `juicefs mount --writeback`, whose close, like blockmap's there,
-returns before the block's upload (the like-for-like peer of blockmap's write-back; the targets
-stay against the default `juicefs mount`, whose close waits for the PUT). On file:// blockmap does
+third mount is measured too: `juicefs mount --writeback`, whose close, like blockmap's there for
+a small file (whose only block is its last), returns before the block's upload (the like-for-like
+peer of blockmap's write-back; the targets stay against the default `juicefs mount`, whose close
+waits for the PUT, as blockmap's does for a big file's full blocks). On file:// blockmap does
 not write back (a block is a local file written before close returns), so the default juicefs
 mount is the like-for-like peer there and the writeback mount is not run (it would only add a
 second local copy of every block).
@@ -17,8 +18,9 @@ kept and compared):
   >= 1.0; big-file write and read >= 0.5. On S3, the store requests of each run too, with the
   uploads a write-back mount still had to make when `juicefs bench` returned: after each run the
   mount is settled (blockmap: fsync of the mountpoint, which ships only once every upload is done;
-  juicefs --writeback: until its `.stats` counts no staged block) before the next mount measures,
-  so no mount's background uploads share the link with another's run.
+  juicefs --writeback: until its `.stats` counts no staged block) and left until it sends no
+  request for a second (`quiesce`) before the next mount measures, so no mount's background
+  uploads or deletes share the link with another's run.
 - Metadata operations per second through the mount, mdtest style with real syscalls, one thread:
   creates (open O_CREAT|O_EXCL + close of an empty file), stats (after dropping the kernel's
   dentry and inode caches, so each stat reaches the file system), renames (within the

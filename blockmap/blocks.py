@@ -333,6 +333,8 @@ class BlockStore:
         if len(slices) == 1:
             self.delete_slice(*slices[0])
             return
+        # A pool of its own: a slice of several blocks deletes them in the transfer pool and waits,
+        # which would deadlock if the slices themselves filled that pool.
         with ThreadPoolExecutor(min(self.concurrency, len(slices)), thread_name_prefix="blockmap-delete") as pool:
             futures = [pool.submit(self.delete_slice, sid, size) for sid, size in slices]
         for f in futures:

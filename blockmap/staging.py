@@ -49,12 +49,6 @@ class StagedUploads:
         with self._lock:
             return len(self._blocks)
 
-    @property
-    def held(self) -> int:
-        """Bytes held by staged blocks."""
-        with self._lock:
-            return sum(len(b.data) for b in self._blocks.values())
-
     def get(self, key: str) -> bytes | None:
         """A staged block's bytes (reads see writes that have not reached the store yet)."""
         staged = self._blocks.get(key)  # a dict lookup is atomic; no lock on the read path
