@@ -1,13 +1,11 @@
 """`blockmap mount` beside `juicefs mount` (SQLite metadata), same machine, same run: data on
 file://, and (`--s3`, and under pytest) on the real S3 server behind the counting proxy that adds
-20 ms per request (BENCH_RTT_MS) and caps the link at 100 MB/s (BENCH_BANDWIDTH_MBPS). On S3 a
-third mount is measured too: `juicefs mount --writeback`, whose close, like blockmap's there for
-a small file (whose only block is its last), returns before the block's upload (the like-for-like
-peer of blockmap's write-back; the targets stay against the default `juicefs mount`, whose close
-waits for the PUT, as blockmap's does for a big file's full blocks). On file:// blockmap does
-not write back (a block is a local file written before close returns), so the default juicefs
-mount is the like-for-like peer there and the writeback mount is not run (it would only add a
-second local copy of every block).
+20 ms per request (BENCH_RTT_MS) and caps the link at 100 MB/s (BENCH_BANDWIDTH_MBPS). A third
+mount is measured too: `juicefs mount --writeback`, whose close, like blockmap's for a small file
+(whose only block is its last), returns before the block's upload (on file://, before the block's
+file is written): the like-for-like peer of blockmap's write-back. The targets stay against the
+default `juicefs mount`, whose close waits for the block, as blockmap's does for a big file's
+full blocks.
 
 Figures (each side measured in rounds that rotate which mount goes first; the median of each is
 kept and compared):
@@ -62,7 +60,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 STEM = "mount"
 BLOCKMAP = "blockmap"
 JUICEFS = "juicefs"
-#: `juicefs mount --writeback` (measured on S3 only).
+#: `juicefs mount --writeback`.
 JUICEFS_WB = "juicefs-writeback"
 SIDES = (BLOCKMAP, JUICEFS, JUICEFS_WB)
 LABELS = {BLOCKMAP: "blockmap mount", JUICEFS: "juicefs mount", JUICEFS_WB: "juicefs mount --writeback"}
@@ -397,8 +395,8 @@ def figures(workdir: Path, rounds: int = ROUNDS, big_mb: int = BIG_FILE_MB, smal
             writeback: bool | None = None) -> Figures:
     """The mounts up at once, `rounds` rounds of juicefs bench and the metadata loop, each round
     in another order (the mounts rotate). `writeback` adds `juicefs mount --writeback` (default:
-    on S3, where blockmap writes back, and not on file://, where it does not)."""
-    writeback = store.kind != "file" if writeback is None else writeback
+    yes; blockmap writes a slice's last block back on every store)."""
+    writeback = True if writeback is None else writeback
     with contextlib.ExitStack() as stack:
         mounts = [stack.enter_context(blockmap_mount(workdir / BLOCKMAP, store)),
                   stack.enter_context(juicefs_mount(workdir / JUICEFS, store))]
@@ -453,16 +451,15 @@ GUARANTEES = """What each side guarantees while it is measured (each with its de
   ship waits until every block its commits name is in the store (`vfs.shipbarrier`). `fsync` of
   a file returns once its blocks and the metadata naming them are in the store (of a directory:
   the whole mount's).
-  - *On S3, close returns* once the slice is recorded (not shipped yet), the file's full blocks
+  - *Close returns* once the slice is recorded (not shipped yet), the file's full blocks
     are in the store, and its last block (a small file's only one) is in the mount's write buffer
     in memory (`--buffer-size`, 300 MiB): that upload runs in the background, retried if it
     fails, and is done before the metadata commit naming the block ships. That is write-back of
     the last block, as `juicefs mount --writeback` does for every block, with the buffer in
     memory rather than on local disk. A big file's close waits for its full blocks, as the
-    default juicefs mount's does.
-  - *On file://, close returns* once the file's blocks are written into the store's directory
-    (without an fsync of their own: every block written since is fsynced in one batch before the
-    next ship) and the slice is recorded. No write-back.
+    default juicefs mount's does. On file:// a block is written into the store's directory
+    without an fsync of its own: every block written since is fsynced in one batch before the
+    next ship.
   - *A process crash and losing the machine lose the same*: the operations not shipped yet, closed
     files included, i.e. at most the last interval (1 s) plus the time its ship waits for the
     uploads of its blocks; never a shipped reference to a missing block. Nothing is kept only on
@@ -474,7 +471,7 @@ GUARANTEES = """What each side guarantees while it is measured (each with its de
   lose the last commits (and on file://, blocks written since the OS last flushed them). *Losing
   the machine loses the whole volume*: the metadata never leaves it, and the blocks in the store
   cannot be read without it.
-- **juicefs mount --writeback** (measured on S3 only; sqlite3 metadata). *Close returns* once
+- **juicefs mount --writeback** (sqlite3 metadata). *Close returns* once
   every block of the file is written into `<cache-dir>/<UUID>/rawstaging/` on local disk (a
   temporary file renamed into place, no fsync) and the slice naming it is committed to the local
   SQLite file; the uploads run afterwards in the background (JuiceFS's docs: "commit first, then
@@ -484,8 +481,8 @@ GUARANTEES = """What each side guarantees while it is measured (each with its de
   forever"). *Losing the machine loses the whole volume*, staged blocks included, as with the
   default mount.
 
-On S3 the targets are ratios against the default juicefs mount, as issue 14 states; blockmap's
-close there does not wait for the PUT and the default juicefs mount's does, so the like-for-like
+The targets are ratios against the default juicefs mount, as issue 14 states; blockmap's close
+for a small file does not wait for its block and the default juicefs mount's does, so the like-for-like
 figure for the write items is the ratio against `juicefs mount --writeback`, given beside it.
 After each run a write-back mount is settled (its uploads done), and every mount is left until
 its background work is over (no request of its keys but blockmap's once-a-second LIST for 1 s:
@@ -513,7 +510,8 @@ def writeback_notes(s: dict[str, Any]) -> list[str]:
         if row["item"] in WRITE_ITEMS:
             lines.append(
                 f"- {NAMES[row['item']]}: {row['ratio']:.2f}x the default juicefs mount, whose close waits for "
-                f"the PUT; blockmap's close here returns with the file's one block in its write buffer "
+                f"the block's PUT (on file://, its file); blockmap's close here returns with the file's one "
+                f"block in its write buffer "
                 f"(write-back), so that ratio measures write-back against waiting. Against `juicefs mount "
                 f"--writeback`, which also returns before the upload: {row['ratio_writeback']:.2f}x. (Big-file "
                 f"write is like for like against the default mount: both closes wait for the full blocks; "

@@ -82,6 +82,11 @@ class ByteBudget:
             self.used += n
             self.peak = max(self.peak, self.used)
 
+    def has_room(self, n: int) -> bool:
+        """Whether `acquire(n)` would take the bytes now without waiting."""
+        with self._cond:
+            return self.used == 0 or self.used + n <= self.limit
+
     def release(self, n: int) -> None:
         with self._cond:
             self.used -= n
@@ -125,9 +130,6 @@ class BlockStore:
         #: Put blocks with `put_unsynced`: the owner syncs the store before any commit naming
         #: them ships (blockmap.engine wires that to the metadata writer).
         self.defer_sync = False
-        #: `SliceWriter.put_ahead` bets here: a local directory's put is a local write that a
-        #: small file's close would otherwise wait for (a remote store's bet could cost a request).
-        self.puts_ahead = is_local_store(store)
         #: Blocks of finished slices waiting for their upload (None: a slice's blocks are in the
         #: store when `SliceWriter.finish` returns). See `write_back`.
         self.staged: StagedUploads | None = None
@@ -372,8 +374,6 @@ class SliceWriter:
         self._index = 0
         self._pending: list[Future[None]] = []
         self._finished = False
-        #: The bet of `put_ahead`: the first block as it was then, and its put.
-        self._ahead: tuple[bytes, Future[None]] | None = None
 
     @property
     def room(self) -> int:
@@ -421,40 +421,14 @@ class SliceWriter:
             if self.blocks.budget is not None:
                 self.blocks.budget.release(len(block))
 
-    def put_ahead(self) -> None:
-        """Start storing the slice's first block as it is now, in a transfer thread, betting that
-        no more bytes come before `finish`: a small file's only block is then written while the
-        program's close is on its way, instead of after it. `finish` keeps the object when the
-        block did not change, and deletes it otherwise (bytes were added: the block's key, which
-        carries its size, is another). One bet per slice; only where the store takes bets."""
-        if (self._ahead is not None or self._finished or self._index or not self._buf
-                or not self.blocks.puts_ahead):
-            return
-        block = bytes(self._buf)
-        key = self.blocks.key(self.slice_id, 0, len(block))
-        self._ahead = (block, self.blocks._executor().submit(self.blocks._put_object, key, block))
-
-    def _settle_ahead(self, block: bytes | None) -> bool:
-        """Whether the bet of `put_ahead` won: `block` (the first block at `finish`, None when it
-        was shipped already) is what was stored. A lost bet's object is deleted; a failed put
-        loses too (the block is put again, and that put's failure is the one reported)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return False
-        bet, fut = ahead
-        key = self.blocks.key(self.slice_id, 0, len(bet))
-        try:
-            fut.result()
-        except BaseException:  # noqa: BLE001 - put again by the caller
-            return False
-        if block is not None and len(block) == len(bet):  # bytes are only ever appended: same size, same bytes
-            self.blocks._remember(key, block)
-            return True
-        try:
-            self.blocks.store.delete(key)
-        except StoreError:
-            pass  # nothing names it: gc finds it
-        return False
+    @property
+    def finishes_at_once(self) -> bool:
+        """Whether `finish` would return without waiting for the store: write-back takes what is
+        buffered (the slice's last block), no full block is uploading, and the upload budget has
+        room for it now."""
+        budget = self.blocks.budget
+        return (self.blocks.staged is not None and not self._pending
+                and (budget is None or budget.has_room(len(self._buf))))
 
     def finish(self) -> int:
         """Upload what is left and wait for every block; returns the slice size."""
@@ -463,13 +437,7 @@ class SliceWriter:
             if self._buf and self.blocks.staged is not None:  # write-back: staged, uploaded later
                 self._ship(bytes(self._buf), last=True)
                 self._buf.clear()
-            elif self._buf and not self._pending and not self._index:  # the only block: no hop to a transfer thread
-                block = bytes(self._buf)
-                self._buf.clear()
-                self._index += 1
-                if not self._settle_ahead(block):
-                    self.blocks.put_block(self.slice_id, 0, block)
-            elif self._buf and not self._pending:  # the last block, the others stored: put here
+            elif self._buf and not self._pending:  # the last (or only) block, the others stored: put here
                 block = bytes(self._buf)
                 self._buf.clear()
                 self._index += 1
@@ -477,7 +445,6 @@ class SliceWriter:
             elif self._buf:
                 self._ship(bytes(self._buf))
                 self._buf.clear()
-            self._settle_ahead(None)  # a bet still open was lost: its block grew past it
             pending, self._pending = self._pending, []
             errors: list[BaseException] = []
             for f in pending:
@@ -492,7 +459,6 @@ class SliceWriter:
     def abort(self) -> None:
         """Wait for uploads in flight and forget the slice (its objects are left for gc)."""
         self._finished = True
-        self._settle_ahead(None)
         for f in self._pending:
             try:
                 f.result()

@@ -113,6 +113,11 @@ class IdAllocator:
         with self._lock:
             self._returned.append(inode)
 
+    def inodes_left(self) -> int:
+        """Inode numbers `next_inode` hands out before it must reserve a batch."""
+        with self._lock:
+            return len(self._returned) + max(0, self._inodes.limit - self._inodes.next)
+
     def slice_ids_left(self) -> int:
         """Slice IDs `next_slice_id` hands out before it must reserve a batch."""
         with self._lock:

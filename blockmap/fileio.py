@@ -122,12 +122,6 @@ class File:
             return size < self.engine.blocks.block_size and self.engine.ids.slice_ids_left() > 0
         return cur.indx == indx and cur.pos + cur.length == coff and size < cur.writer.room
 
-    def put_ahead(self) -> None:
-        """Start storing the buffered block now, betting the file gets no more bytes before its
-        flush (a small file written in one go; see SliceWriter.put_ahead)."""
-        if self._open is not None:
-            self._open.writer.put_ahead()
-
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Write at the current position (at the end in append mode) and advance."""
         self._check(want_write=True)
@@ -147,10 +141,10 @@ class File:
             total += self.write(buf)
         return total
 
-    def _commit(self) -> None:
+    def _commit(self, compact: bool = True) -> list[int]:
         cur, self._open = self._open, None
         if cur is None:
-            return
+            return []
         try:
             size = cur.writer.finish()
         except BaseException:
@@ -158,9 +152,10 @@ class File:
             self.engine.discard_slice(cur.writer.slice_id, cur.writer.size)
             raise
         if size == 0:
-            return
+            return []
         piece = WritePiece(cur.indx, SliceRecord(cur.pos, cur.writer.slice_id, size, 0, size))
-        self.engine.commit_write(self.inode, [piece], self.path, mtime_ns=cur.mtime_ns or None)
+        return self.engine.commit_write(self.inode, [piece], self.path, mtime_ns=cur.mtime_ns or None,
+                                        compact=compact)
 
     def _abandon(self) -> None:
         cur, self._open = self._open, None
@@ -189,6 +184,17 @@ class File:
             self._commit()
 
     fsync = flush
+
+    @property
+    def flushes_at_once(self) -> bool:
+        """Whether `flush` would not wait for the store before its transaction: nothing is
+        buffered, or write-back takes the buffered block (see SliceWriter.finishes_at_once)."""
+        return self._open is None or self._open.writer.finishes_at_once
+
+    def flush_uncompacted(self) -> list[int]:
+        """`flush`, leaving chunk compaction (a store read and upload) to the caller: returns
+        the indexes of the chunks due for it (Engine.compact_chunk)."""
+        return [] if self.closed else self._commit(compact=False)
 
     # -- reading -----------------------------------------------------------------------------
     def pread(self, size: int, offset: int) -> bytes:

@@ -225,9 +225,23 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     async def _new(self, parent: int, name: bytes, type_: int, mode: int, ctx: pyfuse3.RequestContext,
                    target: bytes = b"", rdev: int = 0) -> Attr:
-        """`_create` in a worker: a write transaction stays off the event loop, so the loop never
-        delays the follower's look at the replica that fences a stalled writer."""
+        """`_create` in the event loop when its transaction would not wait (see `_writes_inline`),
+        else in a worker: a write that waits for the store (a failed ship retried, a stalled
+        follower's fresh look, `--sync commit`) must never stall the loop and every other request."""
+        with self.engine.db.held_if_free() as free:
+            if free and self.engine.ids.inodes_left() > 0 and self._writes_inline():
+                self.inline += 1
+                return self._call(self._create, parent, name, type_, mode, ctx, target, rdev)
         return await self._run(self._create, parent, name, type_, mode, ctx, target, rdev)
+
+    def _writes_inline(self) -> bool:
+        """(Holding the connection.) Whether a write transaction now runs without waiting for
+        the store (MetaDB.writes_at_once): a hop to a worker thread and back costs about as much
+        as the local transaction itself."""
+        try:
+            return self.engine.db.writes_at_once()
+        except (BlockmapError, apsw.Error):
+            return False  # the worker's attempt reports it
 
     def _create(self, parent: int, name: bytes, type_: int, mode: int, ctx: pyfuse3.RequestContext,
                 target: bytes = b"", rdev: int = 0) -> Attr:
@@ -567,20 +581,31 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @staticmethod
     def _pwrite(of: OpenFile, off: int, buf: bytes) -> int:
-        n = of.file.pwrite(buf, off)
-        if off == 0:  # a file's start: often a small file written in one go, closed next
-            of.file.put_ahead()
-        return n
+        return of.file.pwrite(buf, off)
 
     async def flush(self, fh: int) -> None:
         of = self._handles[fh]
-        if of.lock.acquire(blocking=False):  # nothing buffered (a reader's close): nothing to do
+        due: list[int] = []
+        if of.lock.acquire(blocking=False):
             try:
-                if not of.file.buffered:
+                if not of.file.buffered:  # nothing buffered (a reader's close): nothing to do
                     return
+                if of.file.flushes_at_once:  # write-back takes the block: the transaction is all
+                    with self.engine.db.held_if_free() as free:
+                        if free and self._writes_inline():
+                            self.inline += 1
+                            due = self._call(of.file.flush_uncompacted)
             finally:
                 of.lock.release()
+            if due:  # compaction reads and stores blocks: a worker's job
+                await self._run(self._compact, of.inode, due)
+            if not of.file.buffered:
+                return
         await self._run(self._flush_file, of)
+
+    def _compact(self, inode: int, chunks: list[int]) -> None:
+        for indx in chunks:
+            self.engine.compact_chunk(inode, indx)
 
     def _flush_file(self, of: OpenFile) -> None:
         with of.lock:

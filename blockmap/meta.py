@@ -320,6 +320,15 @@ class MetaDB:
         raise WriterFencedError(self.url or "metadata", f"{self.fenced}; this writer no longer writes "
                                                         "(open the volume again to go on)") from cause
 
+    def _position(self) -> tuple[int, int, float, bool]:
+        """`PRAGMA ltxvfs_position`: (the follower's staged TXID, LTX files this connection
+        shipped, seconds since the follower's last look, whether a commit now skips the store)."""
+        text = self.pragma("ltxvfs_position")
+        if text is None:  # not an ltxvfs writer: nothing to judge by, so never a silent pass
+            raise CorruptMetadataError(self.url or "metadata", "no PRAGMA ltxvfs_position on this connection")
+        tip, shipped, age_ms, at_once = text.split()
+        return int(tip, 16), int(shipped), int(age_ms) / 1000, at_once == "1"
+
     def _fresh_position(self) -> tuple[int, int]:
         """(the follower's staged TXID, LTX files this connection shipped) from `PRAGMA
         ltxvfs_position`, once the follower's last look at the replica is recent: after a stall
@@ -327,13 +336,19 @@ class MetaDB:
         look the follower takes as soon as it runs again, so it judges the replica as it is now."""
         deadline = time.monotonic() + FOLLOWER_FRESH_WAIT
         while True:
-            text = self.pragma("ltxvfs_position")
-            if text is None:  # not an ltxvfs writer: nothing to judge by, so never a silent pass
-                raise CorruptMetadataError(self.url or "metadata", "no PRAGMA ltxvfs_position on this connection")
-            tip, shipped, age_ms = text.split()
-            if int(age_ms) / 1000 <= FOLLOWER_STALE or time.monotonic() >= deadline:
-                return int(tip, 16), int(shipped)
+            tip, shipped, age, _ = self._position()
+            if age <= FOLLOWER_STALE or time.monotonic() >= deadline:
+                return tip, shipped
             time.sleep(BUSY_POLL)
+
+    def writes_at_once(self) -> bool:
+        """Whether a write transaction now would not wait for the store: a mount's group-commit
+        writer whose follower looked recently (no fresh look to wait for), with no failed ship to
+        retry first and room for another group. The mount then runs it in its event loop."""
+        if not (self.group_commit and self.exclusive and self.on_replica) or self.fenced is not None:
+            return False
+        _, _, age, at_once = self._position()
+        return at_once and age <= FOLLOWER_STALE
 
     def _own_position(self) -> int:
         """The replica's TXID as this connection's follower knows it (the staged tip: another

@@ -72,9 +72,9 @@ FLUSH_TIMEOUT = 60.0
 DEVICE_CHARACTERISTICS = apsw.SQLITE_IOCAP_SAFE_APPEND | apsw.SQLITE_IOCAP_SEQUENTIAL
 WRITER_PRAGMAS = ("ltxvfs_flush",)
 #: `PRAGMA ltxvfs_position` (writers, read-only): "<staged TXID, 16 hex> <LTX files this connection
-#: shipped> <ms since the follower's last look>", the three figures of `ltxvfs_stats` a fencing
-#: check reads before every write transaction (blockmap's mount), without building that JSON
-#: (a few µs instead of ~70-250).
+#: shipped> <ms since the follower's last look> <1 if a commit now returns without waiting for the
+#: store, else 0>", what a fencing check reads before every write transaction (blockmap's mount),
+#: without building the JSON of `ltxvfs_stats` (a few µs instead of ~70-250).
 POSITION_PRAGMA = "ltxvfs_position"
 
 _U32 = struct.Struct(">I")
@@ -463,7 +463,8 @@ class LTXWriteFile(LTXFile):
         tip = self.follower.tip
         shipped = self.write_stats.ltx_files
         age_ms = int((time.time() - self.follower.last_success) * 1000)
-        return f"{tip:016x} {shipped} {age_ms}"
+        at_once = 1 if self.writer.commits_at_once else 0
+        return f"{tip:016x} {shipped} {age_ms} {at_once}"
 
     def _flush_pragma(self) -> str:
         """`PRAGMA ltxvfs_flush`: ship group commits now; answers the TXID shipped up to. A group

@@ -298,6 +298,17 @@ class Writer:
         return self._next_txid
 
     @property
+    def commits_at_once(self) -> bool:
+        """Whether a commit now would return without waiting for the store: group commit, no
+        failed ship to retry first, and room for another group (see `_check_group_state`)."""
+        if self.interval <= 0:
+            return False
+        with self._cond:
+            if self._failure is not None or self._ship_error is not None:
+                return False
+            return sum(1 for g in self.groups if g.sealed and not g.shipped) < MAX_SEALED_GROUPS
+
+    @property
     def unshipped(self) -> bool:
         """Whether committed groups wait to be shipped."""
         return any(not g.shipped for g in list(self.groups))

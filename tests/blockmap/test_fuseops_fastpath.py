@@ -1,7 +1,9 @@
 """The mount's event-loop fast path (blockmap.fuseops): local metadata work runs in the loop when
 the metadata connection is free and in a worker thread when it is not; writes that only fill the
 buffer stay in the loop; the kernel's `security.capability` question before every write is
-answered without a lookup until such an attribute exists. Called directly (no kernel needed)."""
+answered without a lookup until such an attribute exists; on a volume opened as the mount opens
+it, a create and a small file's flush (its block written back) run their transaction in the loop
+while it would not wait for the store. Called directly (no kernel needed)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ pyfuse3 = pytest.importorskip("pyfuse3")
 trio = pytest.importorskip("trio")
 
 from blockmap.blockcache import BlockCache  # noqa: E402
+from blockmap.engine import AUTO_COMPACT_RECORDS  # noqa: E402
 from blockmap.fuseops import FuseOperations  # noqa: E402
 from blockmap.volume import Volume  # noqa: E402
 from tests.blockmap.conftest import TEST_BLOCK_SIZE  # noqa: E402
@@ -33,6 +36,108 @@ def ops(tmp_path: Path) -> Iterator[FuseOperations]:
         yield FuseOperations(vol.engine)
     finally:
         vol.close()
+
+
+@pytest.fixture
+def mount_ops(tmp_path: Path) -> Iterator[FuseOperations]:
+    """Operations over a volume opened as `blockmap mount` opens it: group commit, an upload
+    budget (blocks written back), the only writer."""
+    (tmp_path / "data").mkdir()
+    Volume.format(f"file://{tmp_path}/meta", f"file://{tmp_path}/data", "testvol",
+                  block_size=TEST_BLOCK_SIZE).close()
+    vol = Volume.open(f"file://{tmp_path}/meta", sync="interval:1s", block_cache=BlockCache(),
+                      upload_budget=8 << 20, exclusive=True)
+    try:
+        yield FuseOperations(vol.engine)
+    finally:
+        vol.close()
+
+
+def chunk_records(ops: FuseOperations, inode: int) -> int:
+    """Slice records (24 bytes each) in the file's first chunk."""
+    blob = ops.engine.read(lambda c: c.execute("SELECT CAST(slices AS BLOB) FROM jfs_chunk WHERE inode = ? "
+                                               "AND indx = 0", (inode,)).fetchone()[0])
+    return len(blob) // 24
+
+
+def test_a_small_files_create_and_flush_run_in_the_loop(mount_ops: FuseOperations, tmp_path: Path) -> None:
+    ops = mount_ops
+    data = bytes(range(256)) * 4
+
+    async def scenario() -> list[int]:
+        counts = []
+        before = ops.inline
+        info, attr = await ops.create(ROOT_INODE, b"small", 0o644, 0, None)
+        counts.append(ops.inline - before)
+        await ops.write(info.fh, 0, data)
+        before = ops.inline
+        await ops.flush(info.fh)
+        counts.append(ops.inline - before)
+        assert not ops._handles[info.fh].file.buffered, "the flush recorded the write"
+        assert await ops.read(info.fh, 0, len(data)) == data  # from the staged block
+        await ops.release(info.fh)
+        return counts
+
+    # The first create reserves a batch of inode numbers (a ship): it goes to a worker.
+    assert trio.run(scenario) in ([0, 1], [1, 1])
+    created, flushed = trio.run(lambda: _second(ops, data))
+    assert (created, flushed) == (1, 1), "a create and a small file's flush are answered in the loop"
+    ops.engine.flush()
+    with Volume.open(f"file://{tmp_path}/meta", read_only=True) as other:
+        assert other.read_file("/small") == data and other.read_file("/again") == data
+        assert other.fsck().ok
+
+
+async def _second(ops: FuseOperations, data: bytes) -> tuple[int, int]:
+    before = ops.inline
+    info, _ = await ops.create(ROOT_INODE, b"again", 0o644, 0, None)
+    created = ops.inline - before
+    await ops.write(info.fh, 0, data)
+    before = ops.inline
+    await ops.flush(info.fh)
+    flushed = ops.inline - before
+    await ops.release(info.fh)
+    return created, flushed
+
+
+def test_writes_that_would_wait_for_the_store_go_to_a_worker(tmp_path: Path) -> None:
+    """`--sync commit` ships every commit before it returns: never in the loop."""
+    (tmp_path / "data").mkdir()
+    Volume.format(f"file://{tmp_path}/meta", f"file://{tmp_path}/data", "testvol",
+                  block_size=TEST_BLOCK_SIZE).close()
+    with Volume.open(f"file://{tmp_path}/meta", sync="commit", block_cache=BlockCache(),
+                     upload_budget=8 << 20, exclusive=True) as vol:
+        ops = FuseOperations(vol.engine)
+        assert not vol.engine.db.writes_at_once()
+        assert trio.run(lambda: _second(ops, b"x" * 100)) == (0, 0)
+        assert vol.read_file("/again") == b"x" * 100
+
+
+def test_a_flush_in_the_loop_leaves_compaction_to_a_worker(mount_ops: FuseOperations) -> None:
+    """A chunk that reaches AUTO_COMPACT_RECORDS records is compacted after the flush (its
+    blocks are read and stored again), as after a flush in a worker."""
+    ops = mount_ops
+    piece = b"0123456789"
+
+    async def scenario() -> tuple[int, int, int, bytes]:
+        info, attr = await ops.create(ROOT_INODE, b"log", 0o644, 0, None)
+        before = ops.inline
+        for i in range(AUTO_COMPACT_RECORDS - 1):
+            await ops.write(info.fh, i * len(piece), piece)
+            await ops.flush(info.fh)
+        inline = ops.inline - before
+        records = chunk_records(ops, attr.st_ino)
+        await ops.write(info.fh, (AUTO_COMPACT_RECORDS - 1) * len(piece), piece)
+        await ops.flush(info.fh)  # the 100th record: the chunk is compacted
+        got = await ops.read(info.fh, 0, AUTO_COMPACT_RECORDS * len(piece))
+        await ops.release(info.fh)
+        return inline, records, chunk_records(ops, attr.st_ino), got
+
+    inline, before, after, got = trio.run(scenario)
+    assert inline >= 2 * (AUTO_COMPACT_RECORDS - 1) - 2, "writes and flushes ran in the loop"
+    assert before == AUTO_COMPACT_RECORDS - 1
+    assert after == 1, "the flush that reached the limit compacted the chunk"
+    assert got == piece * AUTO_COMPACT_RECORDS
 
 
 def test_lookups_run_in_the_loop_unless_the_connection_is_busy(ops: FuseOperations) -> None:
@@ -240,30 +345,10 @@ def _blocks(ops: FuseOperations) -> dict[str, int]:
     return {info.key: info.size for info in store.list(f"{ops.engine.blocks.name}/chunks/")}
 
 
-def test_a_small_file_block_is_stored_while_its_close_is_on_its_way(ops: FuseOperations) -> None:
-    """A write at a file's start that only fills the buffer bets the file is complete: its block
-    is stored then (file:// store), and the flush keeps that object instead of putting another."""
-    async def scenario() -> tuple[dict[str, int], int, dict[str, int], int, bytes]:
-        info, _ = await ops.create(ROOT_INODE, b"small", 0o644, 0, None)
-        await ops.write(info.fh, 0, b"s" * 1000)
-        ops.engine.blocks.close()  # waits for the transfer threads' work: the bet's put
-        ahead, puts = _blocks(ops), ops.engine.blocks.store.stats.puts
-        await ops.flush(info.fh)
-        after, puts_after = _blocks(ops), ops.engine.blocks.store.stats.puts
-        data = await ops.read(info.fh, 0, 2000)
-        await ops.release(info.fh)
-        return ahead, puts, after, puts_after, data
-
-    ahead, puts, after, puts_after, data = trio.run(scenario)
-    assert list(ahead.values()) == [1000], "the block is stored before the flush"
-    assert after == ahead and puts_after == puts, "the flush keeps it: no second put"
-    assert data == b"s" * 1000
-
-
-def test_a_lost_bet_leaves_only_the_blocks_the_file_names(ops: FuseOperations) -> None:
+def test_a_file_written_in_pieces_leaves_only_the_blocks_it_names(ops: FuseOperations) -> None:
     async def scenario() -> tuple[dict[str, int], bytes]:
         info, _ = await ops.create(ROOT_INODE, b"grown", 0o644, 0, None)
-        await ops.write(info.fh, 0, b"a" * 1000)  # the bet: 1,000 bytes
+        await ops.write(info.fh, 0, b"a" * 1000)
         await ops.write(info.fh, 1000, b"b" * 500)
         await ops.write(info.fh, 1500, b"c" * TEST_BLOCK_SIZE)  # a full block ships, the rest at flush
         await ops.flush(info.fh)
@@ -272,5 +357,5 @@ def test_a_lost_bet_leaves_only_the_blocks_the_file_names(ops: FuseOperations) -
         return _blocks(ops), data
 
     blocks, data = trio.run(scenario)
-    assert sorted(blocks.values()) == [1500, TEST_BLOCK_SIZE], "the lost bet's object is deleted"
+    assert sorted(blocks.values()) == [1500, TEST_BLOCK_SIZE], "no block of an earlier length is left"
     assert data == b"a" * 1000 + b"b" * 500 + b"c" * TEST_BLOCK_SIZE

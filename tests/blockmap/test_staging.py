@@ -175,6 +175,25 @@ def test_an_outage_holds_the_ship_back_until_the_blocks_are_stored(s3_volume: tu
         assert again.fsck().ok
 
 
+def test_writes_wait_for_the_store_while_a_ship_fails(s3_volume: tuple[str, BlockPuts],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mount runs a write transaction in its event loop only while it would not wait for the
+    store (MetaDB.writes_at_once): not while a failed ship waits for its retry."""
+    meta, store = s3_volume
+    monkeypatch.setattr(writefile, "FLUSH_TIMEOUT", 3.0)
+    with Volume.open(meta, store=store, sync="interval:60s", upload_budget=BUDGET, exclusive=True) as vol:
+        reserve_ids(vol)
+        assert vol.engine.db.writes_at_once()
+        store.fail_next = 10**6
+        vol.write_file("/f", b"staged")
+        with pytest.raises(Exception, match="injected outage"):
+            vol.engine.flush()
+        assert not vol.engine.db.writes_at_once(), "the next commit retries the ship first"
+        store.fail_next = 0
+        vol.engine.flush()
+        assert vol.engine.db.writes_at_once()
+
+
 def test_a_delete_cancels_an_upload_that_has_not_started(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}")
     released: list[int] = []

@@ -119,13 +119,16 @@ def test_group_commit_acknowledges_without_waiting_for_the_store(s3_url: str, tm
 
 def test_position_pragma_agrees_with_the_stats(file_url: str, tmp_path: Path) -> None:
     """`PRAGMA ltxvfs_position` (what blockmap's fence reads before each write transaction) gives
-    the staged TXID, the files shipped and the follower's age that `ltxvfs_stats` gives."""
+    the staged TXID, the files shipped and the follower's age that `ltxvfs_stats` gives, and
+    whether a commit now returns without the store: under group commit yes, with `sync=commit`
+    (every commit ships before it returns) no."""
     conn = open_writer(tmp_path / "x.db", file_url, sync="interval:1h")
     conn.execute("CREATE TABLE t(n)")
     for shipped in (1, 2):
         conn.execute("INSERT INTO t VALUES (?)", (shipped,))
         conn.execute("PRAGMA ltxvfs_flush")
-        tip, files, age_ms = conn.execute("PRAGMA ltxvfs_position").fetchall()[0][0].split()
+        tip, files, age_ms, at_once = conn.execute("PRAGMA ltxvfs_position").fetchall()[0][0].split()
+        assert at_once == "1"
         st = stats(conn)
         assert (tip, int(files)) == (st["staged_txid"], st["write_ltx_files"]) == (f"{shipped:016x}", shipped)
         assert 0 <= int(age_ms) <= st["staged_age_ms"] + 1000
@@ -133,3 +136,6 @@ def test_position_pragma_agrees_with_the_stats(file_url: str, tmp_path: Path) ->
     reader = open_reader(tmp_path / "x.db", file_url)
     assert reader.execute("PRAGMA ltxvfs_position").fetchall() == [], "a reader has no writer's position"
     reader.close()
+    conn = open_writer(tmp_path / "y.db", file_url, sync="commit")
+    assert conn.execute("PRAGMA ltxvfs_position").fetchall()[0][0].split()[3] == "0"
+    conn.close()
