@@ -20,8 +20,10 @@ from blockmap.errors import BlockError, UploadStalledError
 from blockmap.staging import StagedUploads
 from ltx.store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
-#: Blocks uploaded or downloaded at once for one slice.
-DEFAULT_TRANSFER_CONCURRENCY = 8
+#: Transfer threads: blocks uploaded, downloaded or deleted at once (JuiceFS's `--max-uploads`
+#: default). With 8, 200 small files written back on S3 at 20 ms per PUT left a backlog that
+#: halved the reads that followed (bench/results/mount-notes.md).
+DEFAULT_TRANSFER_CONCURRENCY = 20
 #: Write-back: a write waiting for room in the upload budget fails once no upload has finished
 #: for this long (a store that is down), as a flush gives up after vfs.writefile.FLUSH_TIMEOUT.
 DEFAULT_UPLOAD_STALL = 60.0
