@@ -20,10 +20,13 @@ from blockmap.errors import BlockError, UploadStalledError
 from blockmap.staging import StagedUploads
 from ltx.store.base import ObjectInfo, ObjectNotFoundError, ObjectStore, StoreError
 
-#: Transfer threads: blocks uploaded, downloaded or deleted at once (JuiceFS's `--max-uploads`
-#: default). With 8, 200 small files written back on S3 at 20 ms per PUT left a backlog that
-#: halved the reads that followed (bench/results/mount-notes.md).
+#: Transfer threads: blocks uploaded, downloaded or deleted at once, all files together (JuiceFS's
+#: `--max-uploads` default). With 8, 200 small files written back on S3 at 20 ms per PUT left a
+#: backlog that halved the reads that followed (bench/results/mount-notes.md).
 DEFAULT_TRANSFER_CONCURRENCY = 20
+#: Full blocks of one slice uploading at once: more made a big file's write slower behind a
+#: 100 MB/s link (20: 57-93 MiB/s, 8: 79-145), and each holds a block in memory.
+SLICE_UPLOADS_IN_FLIGHT = 8
 #: Write-back: a write waiting for room in the upload budget fails once no upload has finished
 #: for this long (a store that is down), as a flush gives up after vfs.writefile.FLUSH_TIMEOUT.
 DEFAULT_UPLOAD_STALL = 60.0
@@ -413,7 +416,7 @@ class SliceWriter:
         pool = self.blocks._executor()
         self._pending.append(pool.submit(self._put, index, block))
         # Bound the memory held by queued uploads.
-        while len(self._pending) > self.blocks.concurrency:
+        while len(self._pending) > min(SLICE_UPLOADS_IN_FLIGHT, self.blocks.concurrency):
             self._pending.pop(0).result()
 
     def _put(self, index: int, block: bytes) -> None:
