@@ -17,7 +17,8 @@ import logging
 import os
 import stat as statmod
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -228,20 +229,24 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
         """`_create` in the event loop when its transaction would not wait (see `_writes_inline`),
         else in a worker: a write that waits for the store (a failed ship retried, a stalled
         follower's fresh look, `--sync commit`) must never stall the loop and every other request."""
-        with self.engine.db.held_if_free() as free:
-            if free and self.engine.ids.inodes_left() > 0 and self._writes_inline():
-                self.inline += 1
-                return self._call(self._create, parent, name, type_, mode, ctx, target, rdev)
+        if self.engine.ids.inodes_left() > 0:  # else a batch is reserved first, which ships
+            with self._writing_inline() as inline:
+                if inline:
+                    self.inline += 1
+                    return self._call(self._create, parent, name, type_, mode, ctx, target, rdev)
         return await self._run(self._create, parent, name, type_, mode, ctx, target, rdev)
 
-    def _writes_inline(self) -> bool:
-        """(Holding the connection.) Whether a write transaction now runs without waiting for
-        the store (MetaDB.writes_at_once): a hop to a worker thread and back costs about as much
-        as the local transaction itself."""
-        try:
-            return self.engine.db.writes_at_once()
-        except (BlockmapError, apsw.Error):
-            return False  # the worker's attempt reports it
+    @contextmanager
+    def _writing_inline(self) -> Iterator[bool]:
+        """Hold the metadata connection if it is free, and say whether a write transaction now
+        runs without waiting for the store (MetaDB.writes_at_once): then the loop runs it itself,
+        as a hop to a worker thread and back costs about as much as the local transaction."""
+        with self.engine.db.held_if_free() as free:
+            try:
+                inline = free and self.engine.db.writes_at_once()
+            except (BlockmapError, apsw.Error):
+                inline = False  # the worker's attempt reports it
+            yield inline
 
     def _create(self, parent: int, name: bytes, type_: int, mode: int, ctx: pyfuse3.RequestContext,
                 target: bytes = b"", rdev: int = 0) -> Attr:
@@ -570,18 +575,14 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
             try:
                 if of.file.buffers(off, len(buf)):
                     self.inline += 1
-                    return self._call(self._pwrite, of, off, buf)
+                    return self._call(of.file.pwrite, buf, off)
             finally:
                 of.lock.release()
         return await self._run(self._write, of, off, buf)
 
     def _write(self, of: OpenFile, off: int, buf: bytes) -> int:
         with of.lock:
-            return self._pwrite(of, off, buf)
-
-    @staticmethod
-    def _pwrite(of: OpenFile, off: int, buf: bytes) -> int:
-        return of.file.pwrite(buf, off)
+            return of.file.pwrite(buf, off)
 
     async def flush(self, fh: int) -> None:
         of = self._handles[fh]
@@ -591,8 +592,8 @@ class FuseOperations(pyfuse3.Operations):  # type: ignore[misc]
                 if not of.file.buffered:  # nothing buffered (a reader's close): nothing to do
                     return
                 if of.file.flushes_at_once:  # write-back takes the block: the transaction is all
-                    with self.engine.db.held_if_free() as free:
-                        if free and self._writes_inline():
+                    with self._writing_inline() as inline:
+                        if inline:
                             self.inline += 1
                             due = self._call(of.file.flush_uncompacted)
             finally:
