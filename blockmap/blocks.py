@@ -76,7 +76,7 @@ class ByteBudget:
         """Take `n` bytes, waiting for room; with `stall`, raise UploadStalledError once nothing
         was given back for that many seconds (the store is down: fail the write, do not hang)."""
         with self._cond:
-            while not (self.used == 0 or self.used + n <= self.limit):
+            while not self._fits(n):
                 if stall is None:
                     self._cond.wait()
                     continue
@@ -90,7 +90,11 @@ class ByteBudget:
     def has_room(self, n: int) -> bool:
         """Whether `acquire(n)` would take the bytes now without waiting."""
         with self._cond:
-            return self.used == 0 or self.used + n <= self.limit
+            return self._fits(n)
+
+    def _fits(self, n: int) -> bool:
+        """(Holding the condition.) Room for `n` more bytes, or nothing held at all."""
+        return self.used == 0 or self.used + n <= self.limit
 
     def release(self, n: int) -> None:
         with self._cond:

@@ -245,8 +245,7 @@ class Writer:
                         raise CommitStoreError(self.url, self._ship_error.key,
                                                f"earlier commits are not shipped yet ({self._ship_error.reason})")
                     continue
-                sealed = sum(1 for g in self.groups if g.sealed and not g.shipped)
-                if sealed < MAX_SEALED_GROUPS:
+                if self._sealed_waiting() < MAX_SEALED_GROUPS:
                     return
                 self._cond.wait(1.0)
 
@@ -306,7 +305,11 @@ class Writer:
         with self._cond:
             if self._failure is not None or self._ship_error is not None:
                 return False
-            return sum(1 for g in self.groups if g.sealed and not g.shipped) < MAX_SEALED_GROUPS
+            return self._sealed_waiting() < MAX_SEALED_GROUPS
+
+    def _sealed_waiting(self) -> int:
+        """(Holding the condition.) Groups sealed for shipping and not shipped yet."""
+        return sum(1 for g in self.groups if g.sealed and not g.shipped)
 
     @property
     def unshipped(self) -> bool:
